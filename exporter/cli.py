@@ -1,0 +1,271 @@
+"""Prometheus exporter for running Perfecto executions: run, demo, simulate, check-config.
+
+Exit codes: 0 on a clean stop (SIGTERM/SIGINT), 2 on a configuration error (one line on
+stderr naming the setting, no traceback), 1 when the HTTP port cannot be opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from . import __version__, logs
+from .app import create_app, serve
+from .client import ExecutionManagerClient
+from .collector import ExecutionsCollector
+from .poller import Poller
+from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
+from .snapshot import LabelPlan
+
+log = logging.getLogger("exporter")
+
+
+class Exporter:
+    """Pollers, collector and HTTP server for a set of clouds, assembled from settings."""
+
+    def __init__(self, settings: Settings, clouds: list[Cloud], *, clock=time.time, monotonic=time.monotonic):
+        """``clock`` and ``monotonic`` are injectable so that tests can fix time."""
+        self.settings = settings
+        plan = LabelPlan.from_settings(settings)
+        self.pollers = [
+            Poller(
+                ExecutionManagerClient(
+                    cloud,
+                    timeout=settings.request_timeout,
+                    connect_timeout=settings.connect_timeout,
+                    retries=settings.search_retries,
+                    max_response_bytes=settings.max_response_bytes,
+                    user_agent=f"perfecto-exporter/{__version__}",
+                    clock=monotonic,
+                ),
+                plan,
+                settings.poll_interval,
+                clock=clock,
+                monotonic=monotonic,
+            )
+            for cloud in clouds
+        ]
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(
+            ExecutionsCollector(
+                lambda: [(p.status, p.client.stats.read()) for p in self.pollers],
+                plan,
+                settings.effective_stale_after,
+                __version__,
+                clock=clock,
+            )
+        )
+        self.app = create_app(self.registry, lambda: [p.status for p in self.pollers], __version__)
+        self.server = None
+
+    def start(self) -> None:
+        host, port = split_listen_address(self.settings.listen_address)
+        self.server, _ = serve(self.app, host, port)
+        for poller in self.pollers:
+            poller.start()
+        log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
+                                     "clouds": ",".join(p.cloud for p in self.pollers)})
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for poller in self.pollers:
+            poller.stop(timeout=2)
+            poller.client.close()
+
+
+def _configured(args: argparse.Namespace) -> tuple[Settings, list[Cloud]]:
+    settings = load_settings({
+        "config_file": args.config_file,
+        "listen_address": args.listen_address,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    })
+    return settings, settings.resolve_clouds()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings, clouds = _configured(args)
+    logs.configure(settings.log_level, settings.log_format == "json", tuple(c.token for c in clouds))
+    exporter = Exporter(settings, clouds)
+    try:
+        exporter.start()
+    except OSError as err:
+        log.error("cannot listen", extra={"address": settings.listen_address, "error": err.strerror})
+        return 1
+    _wait_for_signal()
+    log.info("stopping")
+    exporter.stop()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings, clouds = _configured(args)
+    print(json.dumps(masked(settings, clouds), indent=2))
+    return 0
+
+
+def _lab_from_args(args: argparse.Namespace, user_tokens: dict[str, str]):
+    from .lab import Lab, Workload
+
+    payload = Path(args.payload).read_bytes() if getattr(args, "payload", None) else None
+    workload = Workload(
+        seed=args.seed, executions=args.executions, churn=args.churn, stuck=args.stuck,
+        owners=tuple(user_tokens),
+    )
+    return Lab(workload, args.admin_token, user_tokens, payload=payload, fault_injection=args.fault_injection)
+
+
+def _user_tokens(pairs: list[str]) -> dict[str, str]:
+    tokens = {}
+    for pair in pairs:
+        owner, sep, token = pair.partition("=")
+        if not sep or not owner or not token:
+            raise ConfigError("--user-token", "must be OWNER=TOKEN")
+        tokens[owner] = token
+    return tokens
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .lab import serve_lab
+
+    user_tokens = _user_tokens(args.user_token)
+    if not args.admin_token and not user_tokens:
+        raise ConfigError("--admin-token", "give an admin token or at least one --user-token")
+    try:
+        host, port = split_listen_address(args.listen_address)
+    except ValueError as err:
+        raise ConfigError("--listen-address", str(err)) from None
+    logs.configure(args.log_level, args.log_format == "json", (args.admin_token or "", *user_tokens.values()))
+    lab = _lab_from_args(args, user_tokens)
+    try:
+        server, _ = serve_lab(lab, host, port)
+    except OSError as err:
+        log.error("cannot listen", extra={"address": args.listen_address, "error": err.strerror})
+        return 1
+    log.info("simulated lab listening", extra={
+        "address": f"{host}:{server.server_port}", "executions": args.executions, "churn": args.churn,
+        "fault_injection": args.fault_injection,
+    })
+    _wait_for_signal()
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .lab import serve_lab
+
+    args.admin_token = secrets.token_urlsafe(24)
+    lab = _lab_from_args(args, {})
+    lab_host, lab_port = split_listen_address(args.lab_listen_address)
+    try:
+        lab_server, _ = serve_lab(lab, lab_host, lab_port)
+    except OSError as err:
+        raise ConfigError("--lab.listen-address", f"cannot listen: {err.strerror}") from None
+    lab_url = f"http://{lab_host}:{lab_server.server_port}"
+    settings = load_settings({
+        "listen_address": args.listen_address, "poll_interval": args.poll_interval,
+        "log_level": args.log_level, "log_format": args.log_format,
+    })
+    cloud = Cloud(name="demo", url=lab_url, token=args.admin_token)
+    logs.configure(settings.log_level, settings.log_format == "json", (cloud.token,))
+    exporter = Exporter(settings, [cloud])
+    try:
+        exporter.start()
+    except OSError as err:
+        raise ConfigError("--web.listen-address", f"cannot listen: {err.strerror}") from None
+    host, _ = split_listen_address(settings.listen_address)
+    shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    base = f"http://{shown}:{exporter.server.server_port}"
+    print(
+        f"\nperfecto-exporter demo: {args.executions} executions ({args.stuck} stuck), "
+        f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s\n"
+        f"  metrics:        {base}/metrics\n"
+        f"  landing page:   {base}/\n"
+        f"  simulated lab:  {lab_url} (faults: POST {lab_url}/-/lab/faults {{\"kind\": \"server_error\"}})\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+    _wait_for_signal()
+    exporter.stop()
+    lab.clear_faults()
+    lab_server.shutdown()
+    lab_server.server_close()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    while not stopping.wait(3600):
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perfecto-exporter", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def exporter_flags(p: argparse.ArgumentParser, listen_default: str | None = None) -> None:
+        p.add_argument("--web.listen-address", dest="listen_address", default=listen_default,
+                       help="host:port to serve on (PERFECTO_LISTEN_ADDRESS, default :9817)")
+        p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"))
+        p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
+
+    def workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, stuck: int) -> None:
+        p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+        p.add_argument("--executions", type=int, default=executions, help=f"running at start (default {executions})")
+        p.add_argument("--churn", type=float, default=churn, help=f"starts (and finishes) per minute (default {churn:g})")
+        p.add_argument("--stuck", type=int, default=stuck, help=f"long-running executions (default {stuck})")
+
+    for name, helptext in (("run", "run the exporter"), ("check-config", "validate settings, print them masked")):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
+        exporter_flags(p)
+        p.set_defaults(handler=cmd_run if name == "run" else cmd_check_config)
+
+    p = commands.add_parser("simulate", help="serve the simulated Perfecto lab")
+    p.add_argument("--listen-address", default="127.0.0.1:9818", help="host:port (default 127.0.0.1:9818)")
+    p.add_argument("--admin-token", help="token that sees and stops every execution")
+    p.add_argument("--user-token", action="append", default=[], metavar="OWNER=TOKEN",
+                   help="token that sees and stops OWNER's executions (repeatable)")
+    p.add_argument("--fault-injection", action="store_true", help="enable POST/DELETE /-/lab/faults")
+    p.add_argument("--payload", help="answer search with this recorded JSON file, verbatim")
+    p.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log.format", dest="log_format", default="text", choices=("text", "json"))
+    workload_flags(p, executions=50, churn=6, stuck=2)
+    p.set_defaults(handler=cmd_simulate)
+
+    p = commands.add_parser("demo", help="simulated lab and exporter in one process")
+    exporter_flags(p, listen_default="127.0.0.1:9817")
+    p.add_argument("--lab.listen-address", dest="lab_listen_address", default="127.0.0.1:0",
+                   help="host:port of the simulated lab (default: a free port on 127.0.0.1)")
+    p.add_argument("--poll.interval", dest="poll_interval", type=float, default=5.0, help="seconds (default 5)")
+    workload_flags(p, executions=60, churn=20, stuck=2)
+    p.set_defaults(handler=cmd_demo, fault_injection=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as err:
+        print(f"perfecto-exporter: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

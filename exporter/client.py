@@ -1,0 +1,267 @@
+"""The two Execution Manager calls, ``search`` and ``stop``, and what they cost.
+
+Every failure is an :class:`ApiError` with one of :data:`REASONS`:
+
+=================== ==========================================================
+``auth``            401 or 403: the token is wrong, expired or lacks a role
+``bad_request``     400 and any other 4xx but 429
+``server_error``    5xx and 429
+``timeout``         no connection or no answer within the timeouts
+``connection``      refused, reset, DNS failure, TLS failure
+``invalid_response`` not JSON, cut off, too large, wrong shape, a redirect
+=================== ==========================================================
+
+``search`` is retried with backoff on connection errors and 5xx by urllib3's ``Retry``; a read
+timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
+retried here: the webhook's caller (Alertmanager) owns retries of a stop. Redirects are not
+followed, so the token never travels to another host.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .settings import Cloud
+
+SEARCH_PATH = "/execution-manager/api/v1/executions/search"
+STOP_PATH = "/execution-manager/api/v1/executions/stop"
+ENDPOINTS = ("search", "stop")
+REASONS = ("auth", "bad_request", "server_error", "timeout", "connection", "invalid_response")
+REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
+SEARCH_LAYOUT = ("id", "name", "owner", "startTime", "platforms")
+_LAYOUT_KEYS = ("id", "owner", "startTime")
+
+
+class ApiError(Exception):
+    """A failed API call. The message never holds the token or the response body."""
+
+    def __init__(self, reason: str, detail: str, status: int | None = None, messages: tuple[str, ...] = ()):
+        self.reason, self.detail, self.status, self.messages = reason, detail, status, messages
+        text = f"{reason}: {detail}"
+        if messages:
+            text += " (" + "; ".join(messages) + ")"
+        super().__init__(text)
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in ("server_error", "timeout", "connection")
+
+
+@dataclass(frozen=True)
+class StopResult:
+    stopped: tuple[str, ...]
+    not_stopped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """One endpoint's request counters, as read at one moment."""
+
+    requests: int
+    failures: dict[str, int]
+    bucket_counts: tuple[int, ...]  # non-cumulative, one per REQUEST_DURATION_BUCKETS and +Inf
+    duration_sum: float
+
+
+class RequestStats:
+    """Counts requests, failures by reason, and durations, per endpoint; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = dict.fromkeys(ENDPOINTS, 0)
+        self._failures = {e: dict.fromkeys(REASONS, 0) for e in ENDPOINTS}
+        self._buckets = {e: [0] * (len(REQUEST_DURATION_BUCKETS) + 1) for e in ENDPOINTS}
+        self._sums = dict.fromkeys(ENDPOINTS, 0.0)
+
+    def record(self, endpoint: str, seconds: float, reason: str | None) -> None:
+        with self._lock:
+            self._requests[endpoint] += 1
+            self._buckets[endpoint][bisect.bisect_left(REQUEST_DURATION_BUCKETS, seconds)] += 1
+            self._sums[endpoint] += seconds
+            if reason:
+                self._failures[endpoint][reason] += 1
+
+    def read(self) -> dict[str, RequestCounts]:
+        with self._lock:
+            return {
+                e: RequestCounts(self._requests[e], dict(self._failures[e]), tuple(self._buckets[e]), self._sums[e])
+                for e in ENDPOINTS
+            }
+
+
+class ExecutionManagerClient:
+    def __init__(
+        self,
+        cloud: Cloud,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        max_response_bytes: int = 64 * 2**20,
+        clock=time.perf_counter,
+        user_agent: str = "perfecto-exporter",
+    ):
+        self.cloud = cloud
+        self.stats = RequestStats()
+        self.use_layout = True
+        self._timeout = (connect_timeout, timeout)
+        self._max_bytes = max_response_bytes
+        self._clock = clock
+        self._session = requests.Session()
+        self._session.headers.update(
+            {"Perfecto-Authorization": cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
+        )
+        self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
+        self._session.proxies = requests.utils.get_environ_proxies(cloud.url)
+        retry = Retry(
+            total=retries, connect=retries, read=0, status=retries, other=0, redirect=0,
+            backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
+            raise_on_status=False, respect_retry_after_header=True,
+        )
+        self._session.mount(cloud.url + SEARCH_PATH, HTTPAdapter(max_retries=retry))
+        self._session.mount(cloud.url + STOP_PATH, HTTPAdapter(max_retries=Retry(0, read=False, redirect=0)))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def search(self) -> list:
+        """All executions the token can see, as the decoded JSON list (entries unchecked).
+
+        Asks for only the fields the exporter reads; if the server answers 400 to that, or its
+        answer lacks a needed field, asks again without ``layout`` and keeps doing so.
+        """
+        if self.use_layout:
+            try:
+                executions = self._search({"layout": list(SEARCH_LAYOUT)})
+            except ApiError as err:
+                if err.reason != "bad_request":
+                    raise
+            else:
+                if not executions or _has_layout_keys(executions):
+                    return executions
+            self.use_layout = False
+        return self._search(None)
+
+    def stop(self, stop_filter: dict) -> StopResult:
+        """Stops what ``stop_filter`` matches. The caller guarantees the filter is narrow."""
+        answer = self._call("stop", STOP_PATH, stop_filter, dict)
+        return StopResult(_id_list(answer.get("stoppedExecutions")), _id_list(answer.get("unStoppedExecutions")))
+
+    def _search(self, body: dict | None) -> list:
+        return self._call("search", SEARCH_PATH, body, list)
+
+    def _call(self, endpoint: str, path: str, body: dict | None, expected: type):
+        started, reason = self._clock(), None
+        try:
+            answer = self._post(path, body)
+            if not isinstance(answer, expected):
+                kind = "list" if expected is list else "object"
+                raise ApiError("invalid_response", f"{endpoint} answer is not a JSON {kind}")
+            return answer
+        except ApiError as err:
+            reason = err.reason
+            raise
+        finally:
+            self.stats.record(endpoint, self._clock() - started, reason)
+
+    def _post(self, path: str, body: dict | None) -> object:
+        kwargs = {"json": body} if body is not None else {}
+        try:
+            with self._session.post(
+                self.cloud.url + path, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
+            ) as response:
+                content = self._read_capped(response)
+                status = response.status_code
+        except requests.exceptions.Timeout:
+            raise ApiError("timeout", f"no answer within {self._timeout[1]:g}s") from None
+        except requests.exceptions.RetryError:
+            raise ApiError("server_error", "server errors persisted through retries") from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise ApiError("invalid_response", "response body was cut off") from None
+        except requests.exceptions.ConnectionError as err:
+            raise ApiError("connection", _connection_detail(err)) from None
+        except requests.exceptions.RequestException as err:
+            raise ApiError("connection", type(err).__name__) from None
+        if status != 200:
+            raise _status_error(status, content)
+        try:
+            return json.loads(content)
+        except (ValueError, RecursionError):
+            raise ApiError("invalid_response", f"body is not JSON ({len(content)} bytes)") from None
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise ApiError("invalid_response", f"body of {declared} bytes exceeds {self._max_bytes}")
+        chunks, size = [], 0
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _has_layout_keys(executions: list) -> bool:
+    objects = [e for e in executions if isinstance(e, dict)]
+    if not objects:
+        return True
+    has = lambda key: any(key in e for e in objects)  # noqa: E731
+    return all(has(k) for k in _LAYOUT_KEYS) and (has("platforms") or has("devices"))
+
+
+def _id_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(v) for v in value if isinstance(v, (str, int)) and not isinstance(v, bool))
+
+
+def _status_error(status: int, content: bytes) -> ApiError:
+    messages = _user_messages(content)
+    if status in (401, 403):
+        return ApiError("auth", f"HTTP {status}", status, messages)
+    if status == 429 or status >= 500:
+        return ApiError("server_error", f"HTTP {status}", status, messages)
+    if 400 <= status < 500:
+        return ApiError("bad_request", f"HTTP {status}", status, messages)
+    return ApiError("invalid_response", f"unexpected HTTP {status} (redirects are not followed)", status)
+
+
+def _user_messages(content: bytes) -> tuple[str, ...]:
+    """The ``[{"userMessage": ...}]`` error body, shortened; anything else yields nothing."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return ()
+    if isinstance(body, dict):
+        body = [body]
+    if not isinstance(body, list):
+        return ()
+    messages = [e["userMessage"] for e in body if isinstance(e, dict) and isinstance(e.get("userMessage"), str)]
+    return tuple(" ".join(m.split())[:200] for m in messages[:5])
+
+
+def _connection_detail(err: requests.exceptions.ConnectionError) -> str:
+    text = str(err)
+    for needle, detail in (
+        ("Name or service not known", "DNS lookup failed"),
+        ("nodename nor servname", "DNS lookup failed"),
+        ("Temporary failure in name resolution", "DNS lookup failed"),
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "connection closed without an answer"),
+        ("SSLError", "TLS handshake failed"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ):
+        if needle in text:
+            return detail
+    return "connection failed"

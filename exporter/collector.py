@@ -1,0 +1,178 @@
+"""Cloud statuses -> metric families. Pure: no I/O, the clock is injected.
+
+Sample output (one cloud, one owner; every series but build info has ``cloud``)::
+
+    # HELP perfecto_executions_running Running executions, from the last successful poll (cached).
+    # TYPE perfecto_executions_running gauge
+    perfecto_executions_running{cloud="acme",owner="alice"} 3.0
+    # HELP perfecto_execution_age_seconds Ages of running executions as of the last successful poll (cached).
+    # TYPE perfecto_execution_age_seconds histogram
+    perfecto_execution_age_seconds_bucket{cloud="acme",le="60.0",owner="alice"} 1.0
+    ...
+    # HELP perfecto_up Whether the last poll of the Perfecto API succeeded (1) or not (0).
+    # TYPE perfecto_up gauge
+    perfecto_up{cloud="acme"} 1.0
+
+Execution series (running, platforms, ages, start times) come from the last successful poll
+and are dropped once it is older than ``stale_after``; health series are always exported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from .client import ENDPOINTS, REASONS, REQUEST_DURATION_BUCKETS, RequestCounts
+from .poller import CloudStatus
+from .snapshot import BucketCounts, LabelPlan
+
+CACHED = " (cached: from the last successful poll, not fetched at scrape time)"
+
+
+class ExecutionsCollector:
+    def __init__(
+        self,
+        sources: Callable[[], Iterable[tuple[CloudStatus, dict[str, RequestCounts]]]],
+        plan: LabelPlan,
+        stale_after: float,
+        version: str,
+        clock=time.time,
+    ):
+        self._sources = sources
+        self._plan = plan
+        self._stale_after = stale_after
+        self._version = version
+        self._clock = clock
+
+    def describe(self):
+        return []  # families depend on data; an empty describe stops register() from collecting
+
+    def collect(self):
+        plan, now = self._plan, self._clock()
+        cloud_labels = ["cloud"]
+        running = GaugeMetricFamily(
+            "perfecto_executions_running", "Running executions" + CACHED + ".", labels=cloud_labels + list(plan.execution)
+        )
+        platforms = GaugeMetricFamily(
+            "perfecto_platforms_running",
+            "Devices and desktop browsers held by running executions, one per platform" + CACHED + ".",
+            labels=cloud_labels + list(plan.platform),
+        )
+        ages = GaugeHistogramMetricFamily(
+            "perfecto_execution_age_seconds",
+            "Ages of running executions as of the last successful poll" + CACHED + ".",
+            labels=cloud_labels + list(plan.execution),
+        )
+        starts = GaugeMetricFamily(
+            "perfecto_execution_start_timestamp_seconds",
+            "Start time of each running execution, oldest first, capped" + CACHED + ".",
+            labels=cloud_labels + list(plan.start),
+        )
+        omitted = GaugeMetricFamily(
+            "perfecto_execution_start_series_omitted",
+            "Running executions left out of perfecto_execution_start_timestamp_seconds by the cap" + CACHED + ".",
+            labels=cloud_labels,
+        )
+        skipped = GaugeMetricFamily(
+            "perfecto_search_skipped_entries",
+            "Entries of the last search answer that were not execution objects" + CACHED + ".",
+            labels=cloud_labels,
+        )
+        started = CounterMetricFamily(
+            "perfecto_executions_started",
+            "Executions seen to start, from poll-to-poll differences (the first poll counts none).",
+            labels=cloud_labels + list(plan.execution),
+        )
+        finished = CounterMetricFamily(
+            "perfecto_executions_finished",
+            "Executions seen to finish (or be stopped), from poll-to-poll differences.",
+            labels=cloud_labels + list(plan.execution),
+        )
+        durations = HistogramMetricFamily(
+            "perfecto_execution_duration_seconds",
+            "Durations of executions seen to finish, measured to the poll that noticed the finish.",
+            labels=cloud_labels,
+        )
+        up = GaugeMetricFamily("perfecto_up", "Whether the last poll of the Perfecto API succeeded (1) or not (0).", labels=cloud_labels)
+        last_success = GaugeMetricFamily(
+            "perfecto_last_successful_poll_timestamp_seconds",
+            "When the last successful poll finished, seconds since the Unix epoch.",
+            labels=cloud_labels,
+        )
+        poll_duration = GaugeMetricFamily(
+            "perfecto_poll_duration_seconds", "How long the last poll took, retries included.", labels=cloud_labels
+        )
+        requests = CounterMetricFamily(
+            "perfecto_api_requests", "Requests made to the Perfecto API.", labels=cloud_labels + ["endpoint"]
+        )
+        failures = CounterMetricFamily(
+            "perfecto_api_request_failures",
+            "Failed requests to the Perfecto API, by reason.",
+            labels=cloud_labels + ["endpoint", "reason"],
+        )
+        request_durations = HistogramMetricFamily(
+            "perfecto_api_request_duration_seconds",
+            "Durations of requests to the Perfecto API.",
+            labels=cloud_labels + ["endpoint"],
+        )
+        build = GaugeMetricFamily(
+            "perfecto_exporter_build_info", "Version of perfecto-exporter, value 1.", labels=["version"]
+        )
+        build.add_metric([self._version], 1)
+
+        for status, request_counts in self._sources():
+            cloud = [status.cloud]
+            snapshot = status.snapshot
+            if snapshot is not None and now - snapshot.time <= self._stale_after:
+                for key, count in sorted(snapshot.running.items()):
+                    running.add_metric(cloud + list(key), count)
+                for key, count in sorted(snapshot.platforms.items()):
+                    platforms.add_metric(cloud + list(key), count)
+                for key, counts in sorted(snapshot.ages.items()):
+                    ages.add_metric(cloud + list(key), _buckets(counts, plan.age_buckets), counts.total)
+                for key, start_time in snapshot.starts:
+                    starts.add_metric(cloud + list(key), start_time)
+                if plan.start_series:
+                    omitted.add_metric(cloud, snapshot.starts_omitted)
+                skipped.add_metric(cloud, snapshot.skipped_entries)
+            for key, count in sorted(status.totals.started.items()):
+                started.add_metric(cloud + list(key), count)
+            for key, count in sorted(status.totals.finished.items()):
+                finished.add_metric(cloud + list(key), count)
+            totals = status.totals.durations
+            durations.add_metric(cloud, _buckets(totals, plan.duration_buckets), totals.total)
+            up.add_metric(cloud, 1 if status.up else 0)
+            if status.last_success is not None:
+                last_success.add_metric(cloud, status.last_success)
+            if status.last_duration is not None:
+                poll_duration.add_metric(cloud, status.last_duration)
+            for endpoint in ENDPOINTS:
+                counts = request_counts[endpoint]
+                requests.add_metric(cloud + [endpoint], counts.requests)
+                for reason in REASONS:
+                    failures.add_metric(cloud + [endpoint, reason], counts.failures[reason])
+                request_durations.add_metric(
+                    cloud + [endpoint],
+                    _buckets(BucketCounts(counts.bucket_counts, counts.duration_sum), REQUEST_DURATION_BUCKETS),
+                    counts.duration_sum,
+                )
+        families = (running, platforms, ages, starts, omitted, skipped, started, finished, durations, up,
+                    last_success, poll_duration, requests, failures, request_durations, build)
+        yield from (family for family in families if family.samples)
+
+
+def _buckets(counts: BucketCounts, bounds: tuple[float, ...]) -> list[tuple[str, int]]:
+    cumulative = itertools.accumulate(counts.counts)
+    return [(_bound(b), c) for b, c in zip([*bounds, float("inf")], cumulative)]
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))

@@ -1,0 +1,6 @@
+"""The simulated Perfecto lab: a stand-in Execution Manager server. Nothing in the exporter imports it."""
+
+from .server import FAULT_KINDS, Lab, serve_lab
+from .workload import Workload
+
+__all__ = ["FAULT_KINDS", "Lab", "Workload", "serve_lab"]

@@ -1,0 +1,324 @@
+"""The simulated Execution Manager: ``search`` and ``stop`` over real HTTP, with fault injection.
+
+Tokens: an admin token sees and stops every execution; a user token (``OWNER=TOKEN``) only
+that owner's. No token or an unknown one gets 401 with the documented
+``[{"userMessage": ...}]`` body, as do malformed requests (400).
+
+Fault injection is off unless the lab is started with it. Then ``POST /-/lab/faults`` with
+``{"kind": K, "count": N, "endpoint": "search"|"stop"}`` makes the next N calls (all, if
+``count`` is null or absent) of that endpoint (or both) misbehave; ``DELETE /-/lab/faults``
+clears them. Kinds are :data:`FAULT_KINDS`.
+
+With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
+that is how the golden-file tests feed the exporter exactly the document's examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from .queries import BadRequest, parse_search, parse_stop
+from .workload import Workload
+
+log = logging.getLogger("exporter.lab")
+
+SEARCH_PATH = "/execution-manager/api/v1/executions/search"
+STOP_PATH = "/execution-manager/api/v1/executions/stop"
+FAULTS_PATH = "/-/lab/faults"
+FAULT_KINDS = (
+    "unauthorized",  # 401 with userMessage
+    "forbidden",  # 403 with userMessage
+    "bad_request",  # 400 with userMessage
+    "server_error",  # 500 with userMessage
+    "bad_gateway",  # 502 with an HTML page, as a proxy sends it
+    "garbage",  # 200 with a body that is not JSON
+    "truncated",  # 200 whose body stops half-way (Content-Length promises more)
+    "wrong_shape",  # 200 with a JSON object instead of the list
+    "empty",  # 200 with []
+    "reset",  # the connection is reset without an answer
+    "hang",  # no answer until the fault is cleared or hang_seconds pass
+    "oversized",  # 200 with a body of oversized_bytes (default 100 MB)
+    "reject_layout",  # 400 for a search that names a layout (a server that does not know it)
+    "ignore_layout",  # answers a layout search with every field, as if no layout were given
+)
+MAX_REQUEST_BYTES = 1 << 20
+
+
+@dataclass
+class Fault:
+    kind: str
+    remaining: int | None  # None: until cleared
+    endpoint: str | None  # None: both
+
+
+class Lab:
+    def __init__(
+        self,
+        workload: Workload | None = None,
+        admin_token: str | None = None,
+        user_tokens: dict[str, str] | None = None,
+        *,
+        payload: bytes | None = None,
+        fault_injection: bool = False,
+        hang_seconds: float = 60.0,
+        oversized_bytes: int = 100 * 2**20,
+    ):
+        """``user_tokens`` maps owner -> token."""
+        self.workload = workload or Workload()
+        self.tokens: dict[str, str | None] = {t: owner for owner, t in (user_tokens or {}).items()}
+        if admin_token:
+            self.tokens[admin_token] = None
+        self.payload = payload
+        self.fault_injection = fault_injection
+        self.hang_seconds = hang_seconds
+        self.oversized_bytes = oversized_bytes
+        self.requests: deque[tuple[str, object]] = deque(maxlen=1000)  # (endpoint, body) as received
+        self._faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
+        self._faults_cleared = threading.Event()
+
+    # -- fault control ---------------------------------------------------------------------
+    def inject(self, kind: str, count: int | None = None, endpoint: str | None = None) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if endpoint not in (None, "search", "stop"):
+            raise ValueError("endpoint must be search, stop or null")
+        with self._faults_lock:
+            self._faults.append(Fault(kind, count, endpoint))
+            self._faults_cleared.clear()
+
+    def clear_faults(self) -> None:
+        with self._faults_lock:
+            self._faults.clear()
+            self._faults_cleared.set()
+
+    def _take_fault(self, endpoint: str, body: object) -> str | None:
+        with self._faults_lock:
+            for fault in self._faults:
+                if fault.endpoint not in (None, endpoint):
+                    continue
+                if fault.kind in ("reject_layout", "ignore_layout") and not (
+                    endpoint == "search" and isinstance(body, dict) and "layout" in body
+                ):
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                return fault.kind
+        return None
+
+    # -- the API ---------------------------------------------------------------------------
+    def search(self, owner: str | None, body: object) -> bytes:
+        query = parse_search(body)
+        if self.payload is not None:
+            return self.payload
+        visible = [e for e in self.workload.running() if owner is None or e.get("owner") == owner]
+        return json.dumps(query.run(visible)).encode()
+
+    def stop(self, owner: str | None, body: object) -> bytes:
+        stop_filter = parse_stop(body)
+        matched = [
+            e["id"] for e in self.workload.running()
+            if (owner is None or e.get("owner") == owner) and stop_filter.matches(e)
+        ]
+        stopped, unstopped = self.workload.stop(matched)
+        return json.dumps({"stoppedExecutions": stopped, "unStoppedExecutions": unstopped}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _LabServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # replaced by one structured line per request
+        pass
+
+    def do_GET(self):
+        self._control() if self._path() == FAULTS_PATH else self._json(404, _messages("not found"))
+
+    def do_DELETE(self):
+        self.do_GET()
+
+    def do_POST(self):
+        started = time.monotonic()
+        path = self._path()
+        endpoint = {SEARCH_PATH: "search", STOP_PATH: "stop"}.get(path)
+        if path == FAULTS_PATH:
+            return self._control()
+        if endpoint is None:
+            return self._json(404, _messages(f"no such endpoint: {path}"))
+        lab = self.server.lab
+        token = self.headers.get("Perfecto-Authorization")
+        who = "anonymous"
+        status = 200
+        try:
+            raw = self._body()
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except (ValueError, RecursionError):
+                raise BadRequest("request body is not valid JSON") from None
+            lab.requests.append((endpoint, body))
+            fault = lab._take_fault(endpoint, body)
+            if fault and fault not in ("reject_layout", "ignore_layout"):
+                status = self._fault(fault)
+                return
+            if token is None or token not in lab.tokens:
+                status = 401
+                return self._json(401, _messages("Invalid or missing security token"))
+            owner = lab.tokens[token]
+            who = "admin" if owner is None else f"user:{owner}"
+            if fault == "reject_layout":
+                raise BadRequest("Unrecognized field \"layout\"")
+            if fault == "ignore_layout":
+                body = {k: v for k, v in body.items() if k != "layout"}
+            answer = lab.search(owner, body) if endpoint == "search" else lab.stop(owner, body)
+            self._send(200, answer)
+        except BadRequest as err:
+            status = 400
+            self._json(400, _messages(*err.messages))
+        finally:
+            log.info("lab request", extra={
+                "endpoint": endpoint, "status": status, "caller": who,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            })
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def _body(self) -> bytes:
+        """The request body, at most MAX_REQUEST_BYTES; raises BadRequest."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks, size = [], 0
+            while True:
+                try:
+                    chunk_size = int(self.rfile.readline(64).split(b";")[0].strip(), 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise BadRequest("malformed chunked request body") from None
+                size += chunk_size
+                if size > MAX_REQUEST_BYTES:
+                    self.close_connection = True
+                    raise BadRequest("request body too large")
+                chunks.append(self.rfile.read(chunk_size))
+                self.rfile.readline(64)
+                if chunk_size == 0:
+                    return b"".join(chunks)
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
+            self.close_connection = True
+            raise BadRequest("request body too large or of unknown length")
+        return self.rfile.read(int(length))
+
+    def _control(self):
+        lab = self.server.lab
+        if not lab.fault_injection:
+            return self._json(404, _messages("not found"))
+        if self.command == "DELETE":
+            lab.clear_faults()
+        elif self.command == "POST":
+            try:
+                spec = json.loads(self._body() or b"{}")
+                lab.inject(spec["kind"], spec.get("count"), spec.get("endpoint"))
+            except (BadRequest, ValueError, KeyError, TypeError, AttributeError) as err:
+                return self._json(400, _messages(f"bad fault: {err}"))
+        with lab._faults_lock:
+            active = [vars(f).copy() for f in lab._faults]
+        self._send(200, json.dumps({"kinds": FAULT_KINDS, "active": active}).encode())
+
+    def _fault(self, kind: str) -> int:
+        lab = self.server.lab
+        if kind in ("unauthorized", "forbidden", "bad_request", "server_error"):
+            status = {"unauthorized": 401, "forbidden": 403, "bad_request": 400, "server_error": 500}[kind]
+            self._json(status, _messages(f"injected {kind}"))
+            return status
+        if kind == "bad_gateway":
+            self._send(502, b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+                       "text/html")
+            return 502
+        if kind == "garbage":
+            self._send(200, b"\x00\xffthis is not JSON {{{")
+        elif kind == "wrong_shape":
+            self._send(200, b'{"executions": []}')
+        elif kind == "empty":
+            self._send(200, b"[]")
+        elif kind == "truncated":
+            body = json.dumps(lab.workload.running()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+        elif kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return 0
+        elif kind == "hang":
+            lab._faults_cleared.wait(lab.hang_seconds)
+            self.close_connection = True
+            return 0
+        elif kind == "oversized":
+            self._oversized(lab.oversized_bytes)
+        return 200
+
+    def _oversized(self, size: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b" " * (1 << 20)
+        try:
+            self.wfile.write(b"[")
+            sent = 1
+            while sent < size - 1:
+                part = chunk[: min(len(chunk), size - 1 - sent)]
+                self.wfile.write(part)
+                sent += len(part)
+            self.wfile.write(b"]")
+        except OSError:  # the client gave up reading, as it should
+            pass
+        self.close_connection = True
+
+    def _json(self, status: int, payload: object) -> None:
+        self._send(status, json.dumps(payload).encode())
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+def _messages(*texts: str) -> list[dict]:
+    return [{"userMessage": text} for text in texts]
+
+
+class _LabServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    lab: Lab
+
+
+def serve_lab(lab: Lab, host: str = "127.0.0.1", port: int = 0) -> tuple[_LabServer, threading.Thread]:
+    """Starts the lab in a thread; ``server.server_port`` is the real port."""
+    server_class = _LabServer
+    if ":" in host:
+        server_class = type("_LabServerV6", (_LabServer,), {"address_family": socket.AF_INET6})
+    server = server_class((host, port), _Handler)
+    server.lab = lab
+    thread = threading.Thread(target=server.serve_forever, name="lab-http", daemon=True)
+    thread.start()
+    return server, thread

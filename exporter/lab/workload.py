@@ -1,0 +1,152 @@
+"""A seeded, realistic population of running executions that starts and finishes over time.
+
+A few owners hold most of the load (Zipf weights); platforms are a mix of desktop browsers
+and mobile devices with full ``mobileInfo`` (fake personal data, so leak tests have something
+to find); a few "stuck" executions started hours ago and never finish on their own. Time is
+advanced lazily from the clock on each request, so the lab needs no thread of its own.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+import time
+
+OWNERS = (
+    "ci-bot@acme.example", "alice.nguyen@acme.example", "bob.schmidt@acme.example",
+    "mobile-nightly@acme.example", "chen.li@acme.example", "dana.cohen@acme.example",
+    "emeka.obi@acme.example", "fatima.khan@acme.example", "gustavo.silva@acme.example",
+    "hana.sato@acme.example", "ivan.petrov@acme.example", "julia.rossi@acme.example",
+)
+TEST_NAMES = (
+    "LoginFlowTest", "CheckoutRegression", "SearchSmoke", "PaymentsE2E", "OnboardingTour",
+    "PushNotificationSuite", "ProfileSettingsTest", "CartPersistence", "DeepLinkRouting",
+    "AccessibilityAudit", "OfflineModeTest", "VideoPlaybackCheck",
+)
+DESKTOPS = (
+    ("Windows", ("10", "11"), ("CHROME", "FIREFOX", "EDGE")),
+    ("Mac", ("Sonoma", "Ventura"), ("SAFARI", "CHROME")),
+)
+BROWSER_VERSIONS = ("118", "119", "120", "121", "latest")
+MOBILES = (
+    ("Samsung", "Galaxy S23", "Android", ("13", "14")),
+    ("Google", "Pixel 8", "Android", ("14",)),
+    ("Apple", "iPhone 15", "iOS", ("17.1", "17.2")),
+    ("Apple", "iPad Pro 12.9", "iOS", ("16.6", "17.1")),
+    ("Xiaomi", "Redmi Note 12", "Android", ("13",)),
+)
+OPERATORS = (("Verizon", "US", "311480"), ("Vodafone", "DE", "26202"), ("T-Mobile", "US", "310260"))
+LOCATIONS = ("NA-US-BOS", "EU-DE-FRA", "AP-IN-BLR", "NA-CA-TOR")
+RESOLUTIONS = ("1920x1080", "1600x1200", "2560x1440", "1440x2560", "1170x2532")
+
+
+class Workload:
+    def __init__(
+        self,
+        seed: int = 0,
+        executions: int = 50,
+        churn: float = 0.0,
+        stuck: int = 0,
+        owners: tuple[str, ...] = (),
+        clock=time.time,
+    ):
+        """``churn``: executions started (and as many finished) per minute; 0 freezes the lab."""
+        self._rng = random.Random(seed)
+        self._clock = clock
+        self.churn = churn
+        self.owners = tuple(dict.fromkeys((*owners, *OWNERS)))
+        self._weights = [1 / (rank + 1) ** 1.3 for rank in range(len(self.owners))]
+        self._lock = threading.Lock()
+        self._executions: dict[str, dict] = {}
+        self._stuck: set[str] = set()
+        self._unstoppable: set[str] = set()
+        self._last = clock()
+        self._due = 0.0
+        now_ms = self._last * 1000
+        for _ in range(stuck):
+            execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
+            self._stuck.add(execution["id"])
+        for _ in range(max(0, executions - stuck)):
+            self._new_execution(now_ms - min(self._rng.expovariate(1 / 900), 3 * 3600) * 1000)
+
+    @property
+    def stuck_ids(self) -> frozenset[str]:
+        return frozenset(self._stuck)
+
+    def add(self, execution: dict, unstoppable: bool = False) -> None:
+        """Adds a hand-made execution (tests); it never finishes by churn."""
+        with self._lock:
+            self._executions[execution["id"]] = execution
+            self._stuck.add(execution["id"])
+            if unstoppable:
+                self._unstoppable.add(execution["id"])
+
+    def running(self) -> list[dict]:
+        with self._lock:
+            self._advance()
+            return list(self._executions.values())
+
+    def stop(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        with self._lock:
+            stopped = [i for i in ids if i not in self._unstoppable]
+            for execution_id in stopped:
+                self._executions.pop(execution_id, None)
+                self._stuck.discard(execution_id)
+            return stopped, [i for i in ids if i in self._unstoppable]
+
+    def _advance(self) -> None:
+        now = self._clock()
+        self._due += max(0.0, now - self._last) * self.churn / 60
+        self._last = now
+        events = int(self._due)
+        self._due -= events
+        for _ in range(min(events, 10_000)):
+            finishable = [i for i in self._executions if i not in self._stuck]
+            if finishable:
+                del self._executions[self._rng.choice(finishable)]
+            self._new_execution(now * 1000)
+
+    def _new_execution(self, start_ms: float) -> dict:
+        rng = self._rng
+        count = rng.choices((1, 2, 3), weights=(55, 35, 10))[0]
+        execution = {
+            "id": "".join(rng.choices(string.ascii_letters, k=10)),
+            "name": rng.choice(TEST_NAMES),
+            "startTime": int(start_ms),
+            "owner": rng.choices(self.owners, weights=self._weights)[0],
+            "platforms": [self._platform() for _ in range(count)],
+        }
+        self._executions[execution["id"]] = execution
+        return execution
+
+    def _platform(self) -> dict:
+        rng = self._rng
+        if rng.random() < 0.04:  # like the document's second example: a platform with almost nothing
+            return {"screenResolution": rng.choice(RESOLUTIONS), "location": rng.choice(LOCATIONS)}
+        platform = {
+            "id": "".join(rng.choices(string.ascii_letters, k=10)),
+            "screenResolution": rng.choice(RESOLUTIONS),
+            "location": rng.choice(LOCATIONS),
+        }
+        if rng.random() < 0.45:
+            os_name, versions, browsers = rng.choice(DESKTOPS)
+            platform |= {
+                "deviceType": "DESKTOP", "os": os_name, "osVersion": rng.choice(versions),
+                "browserInfo": {"browserType": rng.choice(browsers), "browserVersion": rng.choice(BROWSER_VERSIONS)},
+            }
+        else:
+            manufacturer, model, os_name, versions = rng.choice(MOBILES)
+            operator, country, code = rng.choice(OPERATORS)
+            platform |= {
+                "deviceType": "MOBILE", "os": os_name, "osVersion": rng.choice(versions),
+                "mobileInfo": {
+                    "manufacturer": manufacturer, "model": model, "description": f"{manufacturer} {model}",
+                    "imei": "35" + "".join(rng.choices(string.digits, k=13)),
+                    "imsi": code + "".join(rng.choices(string.digits, k=15 - len(code))),
+                    "phoneNumber": "+1555" + "".join(rng.choices(string.digits, k=7)),
+                    "distributor": manufacturer, "firmware": f"{os_name}-{rng.randint(100, 999)}",
+                    "operatorInfo": {"name": operator, "country": country, "code": code},
+                },
+            }
+        return platform

@@ -1,0 +1,100 @@
+"""One background loop per cloud: call ``search``, read the answer, swap in a new status.
+
+The published :class:`CloudStatus` is immutable and replaced whole, so a scrape reads one
+consistent object without a lock and never waits for the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from .client import ApiError, ExecutionManagerClient
+from .executions import read_executions
+from .snapshot import LabelPlan, Snapshot, Totals, advance, take_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CloudStatus:
+    cloud: str
+    url: str
+    totals: Totals
+    snapshot: Snapshot | None = None  # from the last successful poll
+    polls: int = 0
+    up: bool = False
+    last_success: float | None = None
+    last_duration: float | None = None
+    last_error: str | None = None  # the reason of the last failed poll, while it is failing
+
+
+class Poller:
+    def __init__(
+        self,
+        client: ExecutionManagerClient,
+        plan: LabelPlan,
+        interval: float,
+        *,
+        clock=time.time,
+        monotonic=time.monotonic,
+    ):
+        self.client = client
+        self.plan = plan
+        self.interval = interval
+        self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
+        self._clock, self._monotonic = clock, monotonic
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"poller-{client.cloud.name}", daemon=True)
+
+    @property
+    def cloud(self) -> str:
+        return self.status.cloud
+
+    def poll_once(self) -> CloudStatus:
+        status = self.status
+        started = self._monotonic()
+        try:
+            executions, skipped = read_executions(self.client.search())
+        except ApiError as err:
+            status = replace(
+                status, polls=status.polls + 1, up=False, last_error=err.reason,
+                last_duration=self._monotonic() - started,
+            )
+            log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
+        else:
+            now = self._clock()
+            snapshot = take_snapshot(executions, skipped, now, self.plan)
+            status = replace(
+                status, polls=status.polls + 1, up=True, last_error=None, last_success=now,
+                last_duration=self._monotonic() - started, snapshot=snapshot,
+                totals=advance(status.totals, status.snapshot, snapshot, self.plan),
+            )
+            if status.polls == 1 or self.status.up is False:
+                log.info("poll succeeded", extra={"cloud": status.cloud, "executions": len(executions)})
+            if skipped:
+                log.warning("search answer had entries that are not executions",
+                            extra={"cloud": status.cloud, "skipped": skipped})
+        self.status = status
+        return status
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            started = self._monotonic()
+            try:
+                self.poll_once()
+            except Exception:  # a bug must not end the loop; the poll shows up as failed
+                log.exception("poll crashed", extra={"cloud": self.cloud})
+                self.status = replace(self.status, polls=self.status.polls + 1, up=False, last_error="internal")
+            # Intervals are measured start to start, so a slow API does not stretch them.
+            self._stopping.wait(max(0.0, self.interval - (self._monotonic() - started)))

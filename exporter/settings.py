@@ -1,0 +1,252 @@
+"""Settings: command-line flags > environment (``PERFECTO_*``) > optional YAML file > defaults.
+
+The environment names follow Perfecto's own tooling (``PERFECTO_CLOUD_NAME``,
+``PERFECTO_SECURITY_TOKEN``, ``PERFECTO_SECURITY_TOKEN_FILE``), so a machine that already
+runs Perfecto jobs needs nothing new. Everything is validated once, at start; a problem is
+reported as one :class:`ConfigError` naming the setting, never showing a secret.
+
+A YAML file (``--config.file`` / ``PERFECTO_CONFIG_FILE``) uses the field names below and may
+list several clouds, each polled on its own and labelled with its own ``cloud`` value::
+
+    poll_interval: 30
+    clouds:
+      - name: acme
+        token_file: /etc/perfecto/acme.token
+      - name: acme-eu
+        url: https://proxy.internal:8443
+        token_file: /etc/perfecto/acme-eu.token
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlConfigSettingsSource
+
+DEFAULT_PORT = 9817
+DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
+DEFAULT_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
+EXTRA_PLATFORM_LABELS = ("os_version", "browser_version", "manufacturer", "model", "location")
+DROPPABLE_LABELS = ("owner", "device_type", "os", "browser", "execution_name")
+CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+ExtraLabel = Literal["os_version", "browser_version", "manufacturer", "model", "location"]
+DroppableLabel = Literal["owner", "device_type", "os", "browser", "execution_name"]
+
+
+class ConfigError(Exception):
+    """A setting is wrong. ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """One Perfecto cloud to poll, with its token already read (never shown in ``repr``)."""
+
+    name: str
+    url: str
+    token: str = field(repr=False)
+
+
+def default_executions_url(cloud_name: str) -> str:
+    return f"https://{cloud_name}.executions.perfectomobile.com"
+
+
+def _comma_list(value: object) -> object:
+    # Lists arrive as "a,b" from the environment, as lists from YAML and flags.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class CloudSettings(BaseModel):
+    """One entry of ``clouds:`` in the YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Cloud name; also the `cloud` label value.")
+    url: str | None = Field(None, description="Executions server base URL; default from the name.")
+    token: SecretStr | None = Field(None, description="Security token.")
+    token_file: Path | None = Field(None, description="File holding the security token.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PERFECTO_", extra="forbid", yaml_file=None)
+
+    config_file: Path | None = Field(None, description="YAML file with these settings.")
+    cloud_name: str | None = Field(None, description="Perfecto cloud name (`cloud` label).")
+    security_token: SecretStr | None = Field(None, description="Security token.")
+    security_token_file: Path | None = Field(None, description="File holding the security token.")
+    executions_url: str | None = Field(None, description="Override of the executions server URL.")
+    clouds: list[CloudSettings] = Field(default_factory=list, description="Several clouds (YAML).")
+
+    listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
+    poll_interval: float = Field(30.0, gt=0, description="Seconds between polls of search.")
+    request_timeout: float = Field(10.0, gt=0, description="Read timeout of one API call, seconds.")
+    connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
+    search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
+    max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")
+    stale_after: float | None = Field(
+        None, gt=0, description="Seconds execution series outlive the last good poll (3 polls)."
+    )
+    execution_series: bool = Field(True, description="Export one start-time series per execution.")
+    max_execution_series: int = Field(2000, ge=0, description="Cap on per-execution series.")
+    age_buckets: Annotated[list[float], NoDecode] = Field(
+        list(DEFAULT_AGE_BUCKETS), min_length=1, description="Execution age buckets, seconds."
+    )
+    duration_buckets: Annotated[list[float], NoDecode] = Field(
+        list(DEFAULT_DURATION_BUCKETS), min_length=1, description="Finished duration buckets."
+    )
+    extra_platform_labels: Annotated[list[ExtraLabel], NoDecode] = Field(
+        default_factory=list, description="Opt-in platform labels."
+    )
+    drop_labels: Annotated[list[DroppableLabel], NoDecode] = Field(
+        default_factory=list, description="Labels aggregated away everywhere."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+    _comma_lists = field_validator(
+        "age_buckets", "duration_buckets", "extra_platform_labels", "drop_labels", mode="before"
+    )(_comma_list)
+
+    @field_validator("age_buckets", "duration_buckets")
+    @classmethod
+    def _increasing(cls, buckets: list[float]) -> list[float]:
+        if any(b <= 0 for b in buckets) or buckets != sorted(set(buckets)):
+            raise ValueError("buckets must be positive and strictly increasing")
+        return buckets
+
+    @field_validator("listen_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_listen_address(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+    @property
+    def effective_stale_after(self) -> float:
+        return self.stale_after if self.stale_after is not None else 3 * self.poll_interval
+
+    def resolve_clouds(self) -> list[Cloud]:
+        """Read tokens and build the list of clouds; raises :class:`ConfigError`."""
+        single = self.cloud_name, self.security_token, self.security_token_file, self.executions_url
+        if self.clouds:
+            if any(v is not None for v in single):
+                raise ConfigError(
+                    "clouds", "set either clouds (YAML) or PERFECTO_CLOUD_NAME and its token, not both"
+                )
+            entries = [(f"clouds[{i}].", c.name, c.url, c.token, c.token_file) for i, c in enumerate(self.clouds)]
+        else:
+            if not self.cloud_name:
+                raise ConfigError("cloud_name (PERFECTO_CLOUD_NAME)", "is required")
+            entries = [("", self.cloud_name, self.executions_url, self.security_token, self.security_token_file)]
+        clouds = [_resolve_cloud(*entry) for entry in entries]
+        names = [c.name for c in clouds]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError("clouds", f"cloud name {name!r} is listed twice")
+        return clouds
+
+
+def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | None, token_file: Path | None) -> Cloud:
+    token_setting = f"{prefix}token" if prefix else "security_token (PERFECTO_SECURITY_TOKEN)"
+    file_setting = f"{prefix}token_file" if prefix else "security_token_file (PERFECTO_SECURITY_TOKEN_FILE)"
+    url_setting = f"{prefix}url" if prefix else "executions_url (PERFECTO_EXECUTIONS_URL)"
+    if url is None:
+        if not CLOUD_NAME_PATTERN.match(name):
+            raise ConfigError(f"{prefix}name" if prefix else "cloud_name (PERFECTO_CLOUD_NAME)",
+                              "must be a host name label (letters, digits, '-') unless a URL is given")
+        url = default_executions_url(name)
+    elif not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(url_setting, "must be an http:// or https:// URL")
+    if token is not None and token_file is not None:
+        raise ConfigError(token_setting, f"set either it or {file_setting.split(' ')[0]}, not both")
+    if token_file is not None:
+        try:
+            secret = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(file_setting, f"cannot read {str(token_file)!r}: {getattr(err, 'strerror', None) or 'not UTF-8 text'}") from None
+        if not secret:
+            raise ConfigError(file_setting, f"{str(token_file)!r} is empty")
+    elif token is not None and token.get_secret_value().strip():
+        secret = token.get_secret_value().strip()
+    else:
+        raise ConfigError(token_setting, f"is required (or {file_setting.split(' ')[0]})")
+    return Cloud(name=name, url=url.rstrip("/"), token=secret)
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); empty host means all interfaces."""
+    match = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", address)
+    if not match or not 0 <= int(match["port"]) <= 65535:
+        raise ValueError("must be host:port, :port or [ipv6]:port")
+    return match["v6"] or match["host"] or "0.0.0.0", int(match["port"])
+
+
+def load_settings(flags: dict | None = None) -> Settings:
+    """Build settings from flags, environment and the YAML file; raises :class:`ConfigError`."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_file = flags.get("config_file") or os.environ.get("PERFECTO_CONFIG_FILE") or None
+    settings_cls = Settings
+    if config_file:
+        _check_yaml_file(Path(config_file))
+
+        class FromFile(Settings):  # pydantic-settings takes the YAML path from the class config
+            model_config = SettingsConfigDict(yaml_file=config_file)
+
+        settings_cls = FromFile
+    try:
+        return settings_cls(**flags)
+    except ValidationError as err:
+        raise ConfigError(*_first_problem(err)) from None
+
+
+def _check_yaml_file(path: Path) -> None:
+    setting = "config_file (PERFECTO_CONFIG_FILE)"
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(setting, f"cannot read {str(path)!r}: {err.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(setting, f"{str(path)!r} is not valid YAML{at}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(setting, f"{str(path)!r} must hold a mapping of settings")
+
+
+def _first_problem(err: ValidationError) -> tuple[str, str]:
+    # Only the location and pydantic's message: never the input, which may be a token.
+    problem = err.errors(include_input=False, include_url=False)[0]
+    loc = [str(part) for part in problem["loc"]]
+    name = loc[0] if loc else "settings"
+    rest = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+    known = name in Settings.model_fields and name != "clouds"
+    env = f" (PERFECTO_{name.upper()})" if known else ""
+    message = problem["msg"]
+    if problem["type"] == "extra_forbidden":
+        message = "is not a known setting"
+    return name + rest + env, message
+
+
+def masked(settings: Settings, clouds: list[Cloud]) -> dict:
+    """The effective configuration for ``check-config``, with every secret masked."""
+    data = settings.model_dump(mode="json", exclude={"clouds", "security_token", "security_token_file"})
+    data["stale_after"] = settings.effective_stale_after
+    data["clouds"] = [
+        {"name": c.name, "url": c.url, "token": "********"} for c in clouds
+    ]
+    return data

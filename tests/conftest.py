@@ -1,0 +1,143 @@
+"""Shared test helpers: the simulated lab on loopback, subprocesses, and required tools.
+
+A tool the tests need (promtool, prometheus, ...) that is missing fails the test loudly; the
+project's ``.ci/install`` puts them on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter.lab import Lab, Workload, serve_lab
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+GOLDEN = ROOT / "tests" / "golden"
+ADMIN_TOKEN = "admin-Tok3n-never-shown"
+USER_TOKEN = "alice-Tok3n-never-shown"
+USER = "alice.nguyen@acme.example"
+EXPORTER_BIN = [sys.executable, "-m", "exporter.cli"]
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; run .ci/install (tests never skip a missing tool)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except (requests.RequestException, OSError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RunningLab:
+    def __init__(self, lab: Lab, server):
+        self.lab, self.server = lab, server
+        self.url = f"http://127.0.0.1:{server.server_port}"
+
+    def post(self, endpoint: str, body=None, token: str | None = ADMIN_TOKEN, raw: bytes | None = None):
+        headers = {"Perfecto-Authorization": token} if token is not None else {}
+        data = raw if raw is not None else (None if body is None else json.dumps(body))
+        return requests.post(
+            f"{self.url}/execution-manager/api/v1/executions/{endpoint}", data=data, headers=headers, timeout=10
+        )
+
+
+@pytest.fixture
+def start_lab():
+    """Starts labs on free loopback ports; all are shut down after the test."""
+    running: list[RunningLab] = []
+
+    def start(workload: Workload | None = None, **kwargs) -> RunningLab:
+        kwargs.setdefault("admin_token", ADMIN_TOKEN)
+        kwargs.setdefault("user_tokens", {USER: USER_TOKEN})
+        lab = Lab(workload or Workload(seed=7, executions=30, stuck=2, owners=(USER,)), **kwargs)
+        server, _ = serve_lab(lab, "127.0.0.1", 0)
+        running.append(RunningLab(lab, server))
+        return running[-1]
+
+    yield start
+    for item in running:
+        item.lab.clear_faults()
+        item.server.shutdown()
+        item.server.server_close()
+
+
+class Process:
+    """A subprocess whose output goes to a file, so long runs never block on a full pipe."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        full_env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    started: list[Process] = []
+
+    def start(args: list[str], name: str, env: dict | None = None) -> Process:
+        started.append(Process(args, tmp_path / f"{name}.log", env))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
+
+
+def exporter_env(**settings) -> dict:
+    """Environment for a spawned exporter: PERFECTO_* from keyword arguments, nothing inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
+    env.update({f"PERFECTO_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _no_perfecto_environment(monkeypatch):
+    """Settings in the developer's own environment must not leak into tests."""
+    for key in list(os.environ):
+        if key.startswith("PERFECTO_"):
+            monkeypatch.delenv(key)

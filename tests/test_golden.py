@@ -1,0 +1,74 @@
+"""Golden files: a recorded search answer in, the exact exposition out.
+
+The recorded payloads (tests/fixtures) are served verbatim by the simulated lab over HTTP; the
+exporter polls them once with time fixed, and its /metrics text must equal tests/golden/*.prom
+byte for byte. Regenerate after an intended change with ``UPDATE_GOLDEN=1 pytest tests/test_golden.py``
+and review the diff.
+"""
+
+import os
+import subprocess
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporter.cli import Exporter
+from exporter.settings import load_settings
+
+from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, require_tool
+
+NOW = 1795000500.0  # after every start time in the fixtures but the clock-skewed one
+
+
+def exposition(lab, polls: int = 1, **settings) -> str:
+    loaded = load_settings({"cloud_name": "golden", "executions_url": lab.url, "security_token": ADMIN_TOKEN, **settings})
+    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: NOW, monotonic=lambda: 0.0)
+    for _ in range(polls):
+        for poller in exporter.pollers:
+            poller.poll_once()
+    return generate_latest(exporter.registry).decode()
+
+
+def assert_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.prom"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; run with UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"exposition differs from {path}"
+
+
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("document_search_response", {}),
+        ("quirky_search_response", {}),
+        ("document_search_response", {"extra_platform_labels": "os_version,browser_version,manufacturer,model,location",
+                                      "drop_labels": "owner,execution_name"}),
+        ("quirky_search_response", {"max_execution_series": 2}),
+    ],
+    ids=["document", "quirky", "document-extra-and-dropped-labels", "quirky-capped"],
+)
+def test_recorded_payload_gives_exact_exposition(start_lab, name, settings, request):
+    lab = start_lab(payload=(FIXTURES / f"{name}.json").read_bytes())
+    text = exposition(lab, **settings)
+    assert_golden(request.node.callspec.id, text)
+    promtool = require_tool("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+
+
+def test_empty_answer(start_lab):
+    assert_golden("empty", exposition(start_lab(payload=b"[]")))
+
+
+@pytest.mark.parametrize("fault", ["unauthorized", "bad_gateway", "truncated"])
+def test_failed_first_poll(start_lab, fault):
+    lab = start_lab(fault_injection=True)
+    lab.lab.inject(fault)
+    assert_golden(f"fault-{fault}", exposition(lab, search_retries=0))
+
+
+def test_personal_data_never_reaches_the_exposition(start_lab):
+    text = exposition(start_lab(payload=(FIXTURES / "quirky_search_response.json").read_bytes()))
+    for secret in ("359876543210987", "310260123456789", "+15550001111", ADMIN_TOKEN):
+        assert secret not in text
