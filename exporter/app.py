@@ -106,6 +106,6 @@ def serve(app, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
     if ":" in host:
         server_class = type("_ThreadingServerV6", (_ThreadingServer,), {"address_family": socket.AF_INET6})
     server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True)
     thread.start()
     return server, thread

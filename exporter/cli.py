@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError("--web.listen-address", f"cannot listen: {err.strerror}") from None
     host, _ = split_listen_address(settings.listen_address)
-    shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
     base = f"http://{shown}:{exporter.server.server_port}"
     print(
         f"\nperfecto-exporter demo: {args.executions} executions ({args.stuck} stuck), "

@@ -143,7 +143,7 @@ class ExecutionManagerClient:
             try:
                 executions = self._search({"layout": list(SEARCH_LAYOUT)})
             except ApiError as err:
-                if err.reason != "bad_request":
+                if err.status != 400:
                     raise
             else:
                 if not executions or _has_layout_keys(executions):

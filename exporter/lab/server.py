@@ -49,7 +49,10 @@ FAULT_KINDS = (
     "oversized",  # 200 with a body of oversized_bytes (default 100 MB)
     "reject_layout",  # 400 for a search that names a layout (a server that does not know it)
     "ignore_layout",  # answers a layout search with every field, as if no layout were given
+    "strict_layout",  # honours only the layout fields the document lists (no startTime)
 )
+LAYOUT_QUIRKS = ("reject_layout", "ignore_layout", "strict_layout")
+DOCUMENTED_LAYOUT = ("id", "name", "owner", "platforms", "devices")
 MAX_REQUEST_BYTES = 1 << 20
 
 
@@ -106,7 +109,7 @@ class Lab:
             for fault in self._faults:
                 if fault.endpoint not in (None, endpoint):
                     continue
-                if fault.kind in ("reject_layout", "ignore_layout") and not (
+                if fault.kind in LAYOUT_QUIRKS and not (
                     endpoint == "search" and isinstance(body, dict) and "layout" in body
                 ):
                     continue
@@ -168,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest("request body is not valid JSON") from None
             lab.requests.append((endpoint, body))
             fault = lab._take_fault(endpoint, body)
-            if fault and fault not in ("reject_layout", "ignore_layout"):
+            if fault and fault not in LAYOUT_QUIRKS:
                 status = self._fault(fault)
                 return
             if token is None or token not in lab.tokens:
@@ -180,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest("Unrecognized field \"layout\"")
             if fault == "ignore_layout":
                 body = {k: v for k, v in body.items() if k != "layout"}
+            if fault == "strict_layout" and isinstance(body["layout"], list):
+                body = {**body, "layout": [f for f in body["layout"] if f in DOCUMENTED_LAYOUT]}
             answer = lab.search(owner, body) if endpoint == "search" else lab.stop(owner, body)
             self._send(200, answer)
         except BadRequest as err:
@@ -319,6 +324,6 @@ def serve_lab(lab: Lab, host: str = "127.0.0.1", port: int = 0) -> tuple[_LabSer
         server_class = type("_LabServerV6", (_LabServer,), {"address_family": socket.AF_INET6})
     server = server_class((host, port), _Handler)
     server.lab = lab
-    thread = threading.Thread(target=server.serve_forever, name="lab-http", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="lab-http", daemon=True)
     thread.start()
     return server, thread

@@ -1,0 +1,157 @@
+"""Unit tests of the HTTP client with ``responses``: every failure reason, and the layout fallback."""
+
+import json
+
+import pytest
+import requests
+import responses
+
+from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient
+from exporter.settings import Cloud
+
+from .conftest import FIXTURES
+
+TOKEN = "tok-3f9a-never-shown"
+BASE = "https://acme.executions.perfectomobile.com"
+SEARCH = BASE + "/execution-manager/api/v1/executions/search"
+STOP = BASE + "/execution-manager/api/v1/executions/stop"
+DOCUMENT_ANSWER = json.loads((FIXTURES / "document_search_response.json").read_text())
+DOCUMENT_ERROR = (FIXTURES / "document_error_response.json").read_text()
+
+
+@pytest.fixture
+def client():
+    c = ExecutionManagerClient(Cloud("acme", BASE, TOKEN), retries=0, max_response_bytes=10_000)
+    yield c
+    c.close()
+
+
+def failure_counts(client, endpoint="search"):
+    return {k: v for k, v in client.stats.read()[endpoint].failures.items() if v}
+
+
+@responses.activate
+def test_search_sends_token_and_layout_and_returns_the_list(client):
+    responses.post(SEARCH, json=DOCUMENT_ANSWER)
+    assert client.search() == DOCUMENT_ANSWER
+    sent = responses.calls[0].request
+    assert sent.headers["Perfecto-Authorization"] == TOKEN
+    assert json.loads(sent.body) == {"layout": list(SEARCH_LAYOUT)}
+    assert client.stats.read()["search"].requests == 1
+    assert failure_counts(client) == {}
+
+
+@pytest.mark.parametrize(
+    "status, body, reason",
+    [
+        (401, DOCUMENT_ERROR, "auth"),
+        (403, DOCUMENT_ERROR, "auth"),
+        (404, "<html>not here</html>", "bad_request"),
+        (429, "", "server_error"),
+        (500, DOCUMENT_ERROR, "server_error"),
+        (502, "<html><body><h1>502 Bad Gateway</h1></body></html>", "server_error"),
+        (302, "", "invalid_response"),
+        (200, "<html>login page</html>", "invalid_response"),
+        (200, '[{"id": "tNWpYIDfNq", "name": "exec', "invalid_response"),
+        (200, '{"executions": []}', "invalid_response"),
+    ],
+)
+@responses.activate
+def test_failures_are_classified(client, status, body, reason):
+    responses.post(SEARCH, status=status, body=body, headers={"Location": "https://elsewhere.example/"})
+    with pytest.raises(ApiError) as caught:
+        client.search()
+    assert caught.value.reason == reason
+    assert failure_counts(client) == {reason: 1}
+    assert TOKEN not in str(caught.value)
+    assert len(responses.calls) == 1  # a redirect is not followed
+
+
+@responses.activate
+def test_error_bodies_are_parsed_into_user_messages(client):
+    responses.post(SEARCH, status=401, body=DOCUMENT_ERROR)
+    with pytest.raises(ApiError) as caught:
+        client.search()
+    assert caught.value.messages == ("Error message 1", "Error message 2")
+    assert str(caught.value) == "auth: HTTP 401 (Error message 1; Error message 2)"
+
+
+@pytest.mark.parametrize(
+    "exception, reason",
+    [
+        (requests.exceptions.ReadTimeout("read timed out"), "timeout"),
+        (requests.exceptions.ConnectTimeout("connect timed out"), "timeout"),
+        (requests.exceptions.ConnectionError("[Errno 111] Connection refused"), "connection"),
+        (requests.exceptions.ConnectionError("Failed to resolve: Name or service not known"), "connection"),
+        (requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"), "connection"),
+        (requests.exceptions.ChunkedEncodingError("IncompleteRead(10 bytes read, 90 more expected)"), "invalid_response"),
+    ],
+)
+@responses.activate
+def test_transport_failures_are_classified(client, exception, reason):
+    responses.post(SEARCH, body=exception)
+    with pytest.raises(ApiError) as caught:
+        client.search()
+    assert caught.value.reason == reason
+    assert failure_counts(client) == {reason: 1}
+
+
+@responses.activate
+def test_body_over_the_cap_is_refused(client):
+    responses.post(SEARCH, body="[" + " " * 20_000 + "]")
+    with pytest.raises(ApiError, match="exceeds 10000") as caught:
+        client.search()
+    assert caught.value.reason == "invalid_response"
+
+
+@responses.activate
+def test_layout_rejected_with_400_falls_back_and_remembers(client):
+    responses.post(SEARCH, status=400, body=DOCUMENT_ERROR, match=[responses.matchers.json_params_matcher(
+        {"layout": list(SEARCH_LAYOUT)})])
+    responses.post(SEARCH, json=DOCUMENT_ANSWER)
+    assert client.search() == DOCUMENT_ANSWER
+    assert client.search() == DOCUMENT_ANSWER
+    bodies = [call.request.body for call in responses.calls]
+    assert json.loads(bodies[0]) == {"layout": list(SEARCH_LAYOUT)}
+    assert bodies[1:] == [None, None]  # no body at all, as Perfecto's own tooling calls it
+    assert client.use_layout is False
+
+
+@responses.activate
+def test_layout_answer_missing_a_needed_field_falls_back(client):
+    without_start = [{k: v for k, v in e.items() if k != "startTime"} for e in DOCUMENT_ANSWER]
+    responses.post(SEARCH, json=without_start, match=[responses.matchers.json_params_matcher(
+        {"layout": list(SEARCH_LAYOUT)})])
+    responses.post(SEARCH, json=DOCUMENT_ANSWER)
+    assert client.search() == DOCUMENT_ANSWER
+    assert client.use_layout is False
+
+
+@responses.activate
+def test_layout_answer_with_devices_instead_of_platforms_is_accepted(client):
+    renamed = [{("devices" if k == "platforms" else k): v for k, v in e.items()} for e in DOCUMENT_ANSWER]
+    responses.post(SEARCH, json=renamed)
+    assert client.search() == renamed
+    assert client.use_layout is True
+
+
+@responses.activate
+def test_stop_sends_the_filter_and_reads_the_answer(client):
+    responses.post(STOP, json={"stoppedExecutions": ["a1"], "unStoppedExecutions": ["b2", 3, None]})
+    result = client.stop({"fields": {"id": ["a1", "b2"]}})
+    assert json.loads(responses.calls[0].request.body) == {"fields": {"id": ["a1", "b2"]}}
+    assert (result.stopped, result.not_stopped) == (("a1",), ("b2", "3"))
+    assert client.stats.read()["stop"].requests == 1
+
+
+@responses.activate
+def test_stop_answer_of_the_wrong_shape(client):
+    responses.post(STOP, json=["a1"])
+    with pytest.raises(ApiError) as caught:
+        client.stop({"fields": {"id": ["a1"]}})
+    assert caught.value.reason == "invalid_response"
+    assert failure_counts(client, "stop") == {"invalid_response": 1}
+
+
+def test_token_never_in_repr():
+    assert TOKEN not in repr(Cloud("acme", BASE, TOKEN))
