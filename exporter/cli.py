@@ -180,6 +180,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     })
     cloud = Cloud(name="demo", url=lab_url, token=args.admin_token)
     logs.configure(settings.log_level, settings.log_format == "json", (cloud.token,))
+    if settings.log_level != "debug":  # the lab's line per request would drown the exporter's own
+        logging.getLogger("exporter.lab").setLevel(logging.WARNING)
     exporter = Exporter(settings, [cloud])
     try:
         exporter.start()

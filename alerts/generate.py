@@ -1,0 +1,148 @@
+"""Generates alerts/perfecto-exporter.rules.yaml: the one source of the alerting rules.
+
+Every threshold lives in THRESHOLDS below (and nowhere else); the Helm chart renders the same
+rules with its own values. Run ``python alerts/generate.py`` after a change; a test fails when
+the committed YAML differs from what this produces.
+
+Rules aggregate away ``instance`` and ``pod`` so that two exporter replicas scraping the same
+cloud raise one alert, not two.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+RULES_FILE = HERE / "perfecto-exporter.rules.yaml"
+
+THRESHOLDS = {
+    # which scrape job is the exporter
+    "selector": 'job="perfecto-exporter"',
+    # the exporter's own health
+    "exporterDownFor": "5m",
+    "exporterAbsentFor": "10m",
+    # the Perfecto API
+    "apiDownFor": "10m",
+    "authFailingFor": "5m",
+    "staleAfterSeconds": 600,
+    "staleFor": "5m",
+    # executions; both in seconds, well under a day
+    "longRunningSeconds": 7200,
+    "longRunningFor": "10m",
+    "stuckSeconds": 21600,
+    "stuckFor": "10m",
+    # devices held
+    "ownerDevices": 20,
+    "cloudDevices": 100,
+    "devicesFor": "30m",
+    "capacityLookback": "6h",
+    "capacityHorizonSeconds": 14400,
+    "capacityFor": "1h",
+    # where the runbook lives
+    "runbookUrl": "https://github.com/perfecto-exporter/perfecto-exporter/blob/main/docs/runbook.md",
+}
+
+
+def rules(t: dict) -> dict:
+    s = t["selector"]
+
+    def by_replica(metric: str, extra: str = "") -> str:
+        return f"max without (instance, pod) ({metric}{{{s}{extra}}})"
+
+    auth_failing = (
+        "max without (instance, pod) "
+        f'(increase(perfecto_api_request_failures_total{{{s}, endpoint="search", reason="auth"}}[10m])) > 0'
+    )
+    devices = f"sum by (cloud, owner) ({by_replica('perfecto_platforms_running')})"
+
+    def alert(name, expr, for_, severity, summary, description, labels=None):
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": for_,
+            "labels": {"severity": severity, **(labels or {})},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": f"{t['runbookUrl']}#{name.lower()}",
+            },
+        }
+
+    exporter = [
+        alert("PerfectoExporterDown", f"up{{{s}}} == 0", t["exporterDownFor"], "warning",
+              "A perfecto-exporter target is down.",
+              "Prometheus cannot scrape {{ $labels.instance }} of job {{ $labels.job }}."),
+        alert("PerfectoExporterAbsent", f"absent(up{{{s}}})", t["exporterAbsentFor"], "critical",
+              "No perfecto-exporter target is known to Prometheus.",
+              "No target of {{ $labels.job }} has been discovered: nothing watches the Perfecto lab."),
+        alert("PerfectoApiDown",
+              f"{by_replica('perfecto_up')} == 0 unless on (cloud) ({auth_failing})",
+              t["apiDownFor"], "critical",
+              "The Perfecto API of cloud {{ $labels.cloud }} cannot be polled.",
+              "Every poll of the Execution Manager API of {{ $labels.cloud }} has failed for "
+              f"{t['apiDownFor']}; see perfecto_api_request_failures_total for the reason."),
+        alert("PerfectoApiAuthFailing",
+              f"({auth_failing}) and on (cloud) {by_replica('perfecto_up')} == 0",
+              t["authFailingFor"], "critical",
+              "The Perfecto security token of cloud {{ $labels.cloud }} is refused.",
+              "The Execution Manager API of {{ $labels.cloud }} answers 401/403 "
+              "({{ $value | humanize }} refusals in 10 minutes): the token expired, was revoked, or lost its role."),
+        alert("PerfectoDataStale",
+              f"time() - {by_replica('perfecto_last_successful_poll_timestamp_seconds')} > {t['staleAfterSeconds']}",
+              t["staleFor"], "warning",
+              "Perfecto data of cloud {{ $labels.cloud }} is stale.",
+              "The last successful poll of {{ $labels.cloud }} was {{ $value | humanizeDuration }} ago."),
+    ]
+    started = by_replica("perfecto_execution_start_timestamp_seconds")
+    executions = [
+        alert("PerfectoExecutionLongRunning", f"time() - {started} > {t['longRunningSeconds']}",
+              t["longRunningFor"], "warning",
+              "Perfecto execution {{ $labels.execution_name }} has run for long.",
+              "Execution {{ $labels.execution_id }} ({{ $labels.execution_name }}) of {{ $labels.owner }} on "
+              "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }}."),
+        alert("PerfectoExecutionStuck", f"time() - {started} > {t['stuckSeconds']}",
+              t["stuckFor"], "critical",
+              "Perfecto execution {{ $labels.execution_name }} looks stuck.",
+              "Execution {{ $labels.execution_id }} ({{ $labels.execution_name }}) of {{ $labels.owner }} on "
+              "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }} and holds its devices. "
+              "With the remediation webhook enabled it will be stopped.",
+              labels={"perfecto_action": "stop"}),
+        alert("PerfectoOwnerDevicesHigh", f"{devices} > {t['ownerDevices']}",
+              t["devicesFor"], "warning",
+              "{{ $labels.owner }} holds many Perfecto devices.",
+              "{{ $labels.owner }} holds {{ $value }} devices and browsers on {{ $labels.cloud }} "
+              f"(threshold {t['ownerDevices']})."),
+        alert("PerfectoCloudDevicesHigh",
+              f"sum by (cloud) ({by_replica('perfecto_platforms_running')}) > {t['cloudDevices']}",
+              t["devicesFor"], "warning",
+              "Cloud {{ $labels.cloud }} is near its device capacity.",
+              "{{ $value }} devices and browsers are in use on {{ $labels.cloud }} "
+              f"(threshold {t['cloudDevices']})."),
+        alert("PerfectoDeviceCapacityTrend",
+              f"predict_linear(sum by (cloud) ({by_replica('perfecto_platforms_running')})[{t['capacityLookback']}:5m], "
+              f"{t['capacityHorizonSeconds']}) > {t['cloudDevices']}",
+              t["capacityFor"], "info",
+              "Device use on {{ $labels.cloud }} is heading past capacity.",
+              f"At the trend of the last {t['capacityLookback']}, devices in use on {{{{ $labels.cloud }}}} will pass "
+              f"{t['cloudDevices']} within {t['capacityHorizonSeconds'] // 3600} hours "
+              "(predicted {{ $value | humanize }})."),
+    ]
+    return {"groups": [
+        {"name": "perfecto-exporter", "rules": exporter},
+        {"name": "perfecto-executions", "rules": executions},
+    ]}
+
+
+def render(thresholds: dict | None = None) -> str:
+    header = "# Generated by alerts/generate.py from its THRESHOLDS; edit there, then run it.\n"
+    body = yaml.safe_dump(rules({**THRESHOLDS, **(thresholds or {})}), sort_keys=False, width=1000,
+                          allow_unicode=True)
+    return header + body
+
+
+if __name__ == "__main__":
+    RULES_FILE.write_text(render())
+    print(f"wrote {RULES_FILE}", file=sys.stderr)

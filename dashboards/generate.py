@@ -1,0 +1,163 @@
+"""Generates the Grafana dashboards in this folder with Grafana's grafana-foundation-sdk.
+
+Run ``python dashboards/generate.py`` after a change and commit the JSON; a test fails when
+the committed JSON differs from what this produces, and the end-to-end test runs every query
+below on a real Prometheus.
+
+Queries take ``max without (instance, pod)`` of exporter gauges before summing, so two replicas
+scraping the same cloud are not counted twice. API request rates are summed over replicas on
+purpose: every replica really calls the API.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+HERE = Path(__file__).resolve().parent
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+CLOUD = 'cloud=~"$cloud"'
+CLOUD_OWNER = 'cloud=~"$cloud", owner=~"$owner"'
+WITH_BROWSER = CLOUD_OWNER + ', browser!="none"'
+
+
+def once(metric: str, selector: str = CLOUD_OWNER) -> str:
+    """A gauge with replicas collapsed: every replica reports the same lab."""
+    return f"max without (instance, pod) ({metric}{{{selector}}})"
+
+
+def query(expr: str, legend: str | None = None, ref: str = "A", instant: bool = False, fmt=None):
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    if legend is not None:
+        q = q.legend_format(legend)
+    if instant:
+        q = q.instant()
+    if fmt is not None:
+        q = q.format(fmt)
+    return q
+
+
+def variables(board: dashboard.Dashboard, with_owner: bool) -> dashboard.Dashboard:
+    board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+    board = board.with_variable(
+        dashboard.QueryVariable("cloud").label("Cloud").datasource(DATASOURCE)
+        .query("label_values(perfecto_up, cloud)").multi(True).include_all(True).all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
+    )
+    if with_owner:
+        board = board.with_variable(
+            dashboard.QueryVariable("owner").label("Owner").datasource(DATASOURCE)
+            .query(f"label_values(perfecto_executions_running{{{CLOUD}}}, owner)").multi(True).include_all(True)
+            .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
+        )
+    return board
+
+
+def executions_overview() -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard("Perfecto / Executions overview").uid("perfecto-executions")
+        .tags(["perfecto", "perfecto-exporter"]).refresh("30s").time("now-6h", "now").timezone("browser")
+        .description("Running Perfecto executions, the devices they hold, and how long they run.")
+    )
+    board = variables(board, with_owner=True)
+    panels = [
+        stat.Panel().title("Running executions").unit("short").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_executions_running')})")),
+        stat.Panel().title("Devices in use").unit("short").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_platforms_running')})")),
+        stat.Panel().title("Longest running").unit("s").height(4).span(6)
+        .with_target(query(f"max(time() - {once('perfecto_execution_start_timestamp_seconds')})")),
+        stat.Panel().title("Started in the last hour").unit("short").height(4).span(6)
+        .with_target(query(f"sum(max without (instance, pod) (increase(perfecto_executions_started_total{{{CLOUD_OWNER}}}[1h])))")),
+        timeseries.Panel().title("Running executions by owner").unit("short").height(8).span(12)
+        .with_target(query(f"sum by (owner) ({once('perfecto_executions_running')})", "{{owner}}")),
+        timeseries.Panel().title("Devices by device type").unit("short").height(8).span(12)
+        .with_target(query(f"sum by (device_type) ({once('perfecto_platforms_running')})", "{{device_type}}")),
+        timeseries.Panel().title("Devices by OS").unit("short").height(8).span(12)
+        .with_target(query(f"sum by (os) ({once('perfecto_platforms_running')})", "{{os}}")),
+        timeseries.Panel().title("Desktop browsers by browser").unit("short").height(8).span(12)
+        .with_target(query(
+            f"sum by (browser) ({once('perfecto_platforms_running', WITH_BROWSER)})",
+            "{{browser}}")),
+        heatmap.Panel().title("Age of running executions").height(9).span(12).calculate(False)
+        .description("Gauge histogram of execution ages at the last poll; buckets per the exporter's age_buckets.")
+        .with_target(query(f"sum by (le) ({once('perfecto_execution_age_seconds_bucket')})", "{{le}}",
+                           fmt=PromQueryFormat.HEATMAP)),
+        table.Panel().title("Longest-running executions").height(9).span(12).unit("s")
+        .with_target(query(
+            f"topk(20, time() - {once('perfecto_execution_start_timestamp_seconds')})", instant=True,
+            fmt=PromQueryFormat.TABLE)),
+        timeseries.Panel().title("Executions started and finished per minute").unit("short").height(8).span(12)
+        .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_started_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "started"))
+        .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_finished_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "finished", ref="B")),
+        timeseries.Panel().title("Duration of finished executions").unit("s").height(8).span(12)
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.5, ""), "p50"))
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9, ""), "p90", ref="B"))
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.99, ""), "p99", ref="C")),
+    ]
+    for number, panel in enumerate(panels, start=1):
+        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
+    return board
+
+
+def _quantile(metric: str, q: float, by: str) -> str:
+    return (f"histogram_quantile({q}, sum by (le{by}) (max without (instance, pod) "
+            f"(rate({metric}{{{CLOUD}}}[$__rate_interval]))))")
+
+
+def exporter_health() -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard("Perfecto / Exporter health").uid("perfecto-exporter-health")
+        .tags(["perfecto", "perfecto-exporter"]).refresh("30s").time("now-6h", "now").timezone("browser")
+        .description("Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.")
+    )
+    board = variables(board, with_owner=False)
+    panels = [
+        stat.Panel().title("API up").height(4).span(6)
+        .with_target(query(f"perfecto_up{{{CLOUD}}}", "{{cloud}} {{instance}}")),
+        stat.Panel().title("Data age").unit("s").height(4).span(6)
+        .with_target(query(f"time() - {once('perfecto_last_successful_poll_timestamp_seconds', CLOUD)}", "{{cloud}}")),
+        stat.Panel().title("Exporter versions").height(4).span(6)
+        .with_target(query("count by (version) (perfecto_exporter_build_info)", "{{version}}")),
+        stat.Panel().title("Entries skipped, series capped").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_search_skipped_entries', CLOUD)})", "skipped entries"))
+        .with_target(query(f"sum({once('perfecto_execution_start_series_omitted', CLOUD)})", "start series omitted", ref="B")),
+        timeseries.Panel().title("API requests per second").unit("reqps").height(8).span(12)
+        .with_target(query(f"sum by (cloud, endpoint) (rate(perfecto_api_requests_total{{{CLOUD}}}[$__rate_interval]))",
+                           "{{cloud}} {{endpoint}}")),
+        timeseries.Panel().title("API failures per second by reason").unit("reqps").height(8).span(12)
+        .with_target(query(
+            f"sum by (cloud, endpoint, reason) (rate(perfecto_api_request_failures_total{{{CLOUD}}}[$__rate_interval])) > 0",
+            "{{cloud}} {{endpoint}} {{reason}}")),
+        timeseries.Panel().title("API request duration").unit("s").height(8).span(12)
+        .with_target(query(
+            f"histogram_quantile(0.5, sum by (le, endpoint) (rate(perfecto_api_request_duration_seconds_bucket{{{CLOUD}}}[$__rate_interval])))",
+            "p50 {{endpoint}}"))
+        .with_target(query(
+            f"histogram_quantile(0.99, sum by (le, endpoint) (rate(perfecto_api_request_duration_seconds_bucket{{{CLOUD}}}[$__rate_interval])))",
+            "p99 {{endpoint}}", ref="B")),
+        timeseries.Panel().title("Poll duration").unit("s").height(8).span(12)
+        .with_target(query(f"perfecto_poll_duration_seconds{{{CLOUD}}}", "{{cloud}} {{instance}}")),
+    ]
+    for number, panel in enumerate(panels, start=1):
+        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
+    return board
+
+
+DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health}
+
+
+def render(build) -> str:
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    for name, build in DASHBOARDS.items():
+        (HERE / name).write_text(render(build))
+        print(f"wrote {HERE / name}", file=sys.stderr)

@@ -1,0 +1,203 @@
+"""End to end on loopback: simulated lab -> two exporter replicas -> real Prometheus (loading
+alerts/ with every ``for:`` shortened) -> real Alertmanager -> a test receiver.
+
+Proves that every dashboard query runs, that the main panels show the lab without counting
+replicas twice, that a stuck execution is delivered by Alertmanager with the labels the
+remediation webhook needs, and that a failing API raises the API alert.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+import yaml
+
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
+
+LAB_EXECUTIONS, LAB_STUCK = 30, 2
+MAIN_PANELS = {  # (dashboard, panel title) that must show data from the lab
+    ("perfecto-executions.json", "Running executions"),
+    ("perfecto-executions.json", "Devices in use"),
+    ("perfecto-executions.json", "Longest running"),
+    ("perfecto-executions.json", "Running executions by owner"),
+    ("perfecto-executions.json", "Devices by device type"),
+    ("perfecto-executions.json", "Age of running executions"),
+    ("perfecto-executions.json", "Longest-running executions"),
+    ("perfecto-exporter-health.json", "API up"),
+    ("perfecto-exporter-health.json", "Data age"),
+    ("perfecto-exporter-health.json", "API requests per second"),
+}
+
+
+class Receiver:
+    """An Alertmanager webhook receiver that records every notification."""
+
+    def __init__(self):
+        self.notifications: list[dict] = []
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, args=(0.1,), daemon=True).start()
+
+    def alerts(self, name: str, status: str = "firing") -> list[dict]:
+        return [a for n in self.notifications for a in n["alerts"] if a["labels"]["alertname"] == name
+                and a["status"] == status]
+
+
+def shortened_rules(path) -> None:
+    rules = yaml.safe_load((ROOT / "alerts" / "perfecto-exporter.rules.yaml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    path.write_text(yaml.safe_dump(rules))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from .conftest import Process
+
+    prometheus, alertmanager = require_tool("prometheus"), require_tool("prometheus-alertmanager")
+    tmp = tmp_path_factory.mktemp("stack")
+    processes: list[Process] = []
+
+    def spawn(args, name, env=None):
+        processes.append(Process(args, tmp / f"{name}.log", env))
+        return processes[-1]
+
+    receiver = Receiver()
+    ports = {name: free_port() for name in ("lab", "a", "b", "prometheus", "alertmanager")}
+    lab_url = f"http://127.0.0.1:{ports['lab']}"
+    spawn([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}", "--admin-token", ADMIN_TOKEN,
+           "--fault-injection", "--executions", str(LAB_EXECUTIONS), "--stuck", str(LAB_STUCK), "--churn", "0",
+           "--seed", "11"], "lab")
+    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
+                       search_retries=0)
+    for replica in ("a", "b"):
+        spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"], f"exporter-{replica}", env)
+
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
+        "route": {"receiver": "test", "group_by": ["alertname", "cloud", "execution_id"], "group_wait": "1s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "test", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]}],
+    }))
+    spawn([alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am-data'}",
+           f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="], "alertmanager")
+
+    shortened_rules(tmp / "rules.yml")
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}]},
+        "scrape_configs": [{"job_name": "perfecto-exporter", "static_configs": [
+            {"targets": [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"]}]}],
+    }))
+    spawn([prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'prom-data'}",
+           f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], "prometheus")
+
+    prom = f"http://127.0.0.1:{ports['prometheus']}"
+    wait_until(lambda: requests.get(prom + "/-/ready", timeout=2).status_code == 200, timeout=30, what="prometheus")
+
+    def query(expr: str) -> list:
+        answer = requests.get(prom + "/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    wait_until(lambda: len(query('up{job="perfecto-exporter"} == 1')) == 2
+               and len(query("perfecto_executions_started_total")) > 0
+               and float(query("count_over_time(perfecto_up[1m])")[0]["value"][1]) >= 3, timeout=60, what="scrapes")
+    yield {"query": query, "receiver": receiver, "lab": lab_url, "prometheus": prom, "processes": processes}
+    for process in processes:
+        process.stop()
+    receiver.server.shutdown()
+
+
+def grafana_to_promql(expr: str) -> str:
+    return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s")
+            .replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"'))
+
+
+def dashboard_targets():
+    for name in ("perfecto-executions.json", "perfecto-exporter-health.json"):
+        board = json.loads((ROOT / "dashboards" / name).read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                yield name, panel["title"], target["expr"]
+
+
+@pytest.mark.parametrize("board, title, expr", list(dashboard_targets()),
+                         ids=[f"{b.split('.')[0]}:{t}:{e[:20]}" for b, t, e in dashboard_targets()])
+def test_every_dashboard_query_runs_and_main_panels_have_data(stack, board, title, expr):
+    assert "$" not in grafana_to_promql(expr), "a Grafana variable is not substituted"
+    result = stack["query"](grafana_to_promql(expr))
+    if (board, title) in MAIN_PANELS:
+        assert result, f"panel {title!r} shows no data"
+
+
+def test_dashboard_variables_find_values(stack):
+    answer = requests.get(stack["prometheus"] + "/api/v1/label/cloud/values",
+                          params={"match[]": "perfecto_up"}, timeout=10).json()
+    assert answer["data"] == ["acme"]
+    owners = requests.get(stack["prometheus"] + "/api/v1/label/owner/values",
+                          params={"match[]": 'perfecto_executions_running{cloud=~".*"}'}, timeout=10).json()
+    assert len(owners["data"]) >= 3
+
+
+def test_two_replicas_are_not_counted_twice(stack):
+    query = stack["query"]
+    running = query('sum(max without (instance, pod) (perfecto_executions_running{cloud=~".*", owner=~".*"}))')
+    assert float(running[0]["value"][1]) == LAB_EXECUTIONS
+    assert float(query("sum(perfecto_executions_running)")[0]["value"][1]) == 2 * LAB_EXECUTIONS  # two replicas
+
+
+def test_stuck_executions_are_delivered_with_their_labels(stack):
+    lab = requests.post(stack["lab"] + "/execution-manager/api/v1/executions/search",
+                        headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
+    stuck = {e["id"]: e for e in lab if time.time() - e["startTime"] / 1000 > 6 * 3600}
+    assert len(stuck) == LAB_STUCK
+    receiver = stack["receiver"]
+    wait_until(lambda: len(receiver.alerts("PerfectoExecutionStuck")) >= LAB_STUCK, timeout=60,
+               what="Alertmanager to deliver the stuck executions")
+    delivered = {}
+    for alert in receiver.alerts("PerfectoExecutionStuck"):
+        delivered.setdefault(alert["labels"]["execution_id"], alert)
+    assert set(delivered) == set(stuck)
+    for execution_id, alert in delivered.items():
+        labels = alert["labels"]
+        assert labels["perfecto_action"] == "stop" and labels["cloud"] == "acme" and labels["severity"] == "critical"
+        assert labels["execution_name"] == stuck[execution_id]["name"]
+        assert labels["owner"] == stuck[execution_id]["owner"]
+        assert "instance" not in labels  # one alert for both replicas
+        assert re.search(r"running for \d+h", alert["annotations"]["description"])
+    per_execution = [a["labels"]["execution_id"] for n in receiver.notifications for a in n["alerts"]
+                     if a["labels"]["alertname"] == "PerfectoExecutionStuck"]
+    assert len(per_execution) == len(set(per_execution))  # each delivered once
+
+
+def test_a_failing_api_raises_the_api_alert(stack):
+    receiver = stack["receiver"]
+    assert not receiver.alerts("PerfectoApiDown")
+    requests.post(stack["lab"] + "/-/lab/faults", json={"kind": "server_error"}, timeout=5)
+    try:
+        wait_until(lambda: receiver.alerts("PerfectoApiDown"), timeout=60, what="PerfectoApiDown to be delivered")
+    finally:
+        requests.delete(stack["lab"] + "/-/lab/faults", timeout=5)
+    alert = receiver.alerts("PerfectoApiDown")[0]
+    assert alert["labels"]["cloud"] == "acme" and alert["labels"]["severity"] == "critical"
+    assert not receiver.alerts("PerfectoApiAuthFailing")
