@@ -41,6 +41,9 @@ THRESHOLDS = {
     "capacityLookback": "6h",
     "capacityHorizonSeconds": 14400,
     "capacityFor": "1h",
+    # the remediation webhook
+    "stopFailuresFor": "1m",
+    "webhookRefusalsFor": "1m",
     # where the runbook lives
     "runbookUrl": "https://github.com/perfecto-exporter/perfecto-exporter/blob/main/docs/runbook.md",
 }
@@ -130,9 +133,25 @@ def rules(t: dict) -> dict:
               f"{t['cloudDevices']} within {t['capacityHorizonSeconds'] // 3600} hours "
               "(predicted {{ $value | humanize }})."),
     ]
+    remediation = [
+        alert("PerfectoStopActionsFailing",
+              f'sum without (instance, pod) (increase(perfecto_stop_actions_total{{{s}, result="failed"}}[15m])) > 0',
+              t["stopFailuresFor"], "warning",
+              "Stopping Perfecto executions fails.",
+              "{{ $value | humanize }} stop decisions failed in 15 minutes: the Perfecto API refused or did not "
+              "answer the stop call. Stuck executions keep their devices."),
+        alert("PerfectoWebhookRequestsRefused",
+              f"sum without (instance, pod) (increase(perfecto_webhook_request_failures_total{{{s}, "
+              f'reason=~"unauthorized|bad_payload|too_large|method_not_allowed"}}[15m])) > 0',
+              t["webhookRefusalsFor"], "warning",
+              "The remediation webhook refuses requests ({{ $labels.reason }}).",
+              "{{ $value | humanize }} webhook requests were refused in 15 minutes for {{ $labels.reason }}: "
+              "Alertmanager's webhook configuration (URL, bearer secret) does not match the exporter's."),
+    ]
     return {"groups": [
         {"name": "perfecto-exporter", "rules": exporter},
         {"name": "perfecto-executions", "rules": executions},
+        {"name": "perfecto-remediation", "rules": remediation},
     ]}
 
 

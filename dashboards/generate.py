@@ -66,6 +66,11 @@ def executions_overview() -> dashboard.Dashboard:
         .description("Running Perfecto executions, the devices they hold, and how long they run.")
     )
     board = variables(board, with_owner=True)
+    board = board.annotation(
+        dashboard.AnnotationQuery().name("Executions stopped by perfecto-exporter").datasource(DATASOURCE)
+        .enable(True).icon_color("red")
+        .expr(f"sum by (cloud) (increase(perfecto_executions_stopped_total{{{CLOUD}}}[1m])) > 0")
+    )
     panels = [
         stat.Panel().title("Running executions").unit("short").height(4).span(6)
         .with_target(query(f"sum({once('perfecto_executions_running')})")),
@@ -96,6 +101,9 @@ def executions_overview() -> dashboard.Dashboard:
         timeseries.Panel().title("Executions started and finished per minute").unit("short").height(8).span(12)
         .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_started_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "started"))
         .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_finished_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "finished", ref="B")),
+        timeseries.Panel().title("Stop decisions of the remediation webhook").unit("short").height(8).span(12)
+        .description("Empty unless the webhook is enabled.")
+        .with_target(query("sum by (result) (increase(perfecto_stop_actions_total[$__rate_interval])) > 0", "{{result}}")),
         timeseries.Panel().title("Duration of finished executions").unit("s").height(8).span(12)
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.5, ""), "p50"))
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9, ""), "p90", ref="B"))

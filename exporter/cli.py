@@ -23,8 +23,11 @@ from .app import create_app, serve
 from .client import ExecutionManagerClient
 from .collector import ExecutionsCollector
 from .poller import Poller
+from .remediation import Remediator, StopPolicy, StopRequest
 from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .snapshot import LabelPlan
+from .webhook import PATH as WEBHOOK_PATH
+from .webhook import WebhookStats, create_webhook_app
 
 log = logging.getLogger("exporter")
 
@@ -32,8 +35,16 @@ log = logging.getLogger("exporter")
 class Exporter:
     """Pollers, collector and HTTP server for a set of clouds, assembled from settings."""
 
-    def __init__(self, settings: Settings, clouds: list[Cloud], *, clock=time.time, monotonic=time.monotonic):
-        """``clock`` and ``monotonic`` are injectable so that tests can fix time."""
+    def __init__(
+        self,
+        settings: Settings,
+        clouds: list[Cloud],
+        webhook_secret: str | None = None,
+        *,
+        clock=time.time,
+        monotonic=time.monotonic,
+    ):
+        """The webhook is served only with a secret. ``clock`` and ``monotonic`` let tests fix time."""
         self.settings = settings
         plan = LabelPlan.from_settings(settings)
         self.pollers = [
@@ -42,6 +53,7 @@ class Exporter:
                     cloud,
                     timeout=settings.request_timeout,
                     connect_timeout=settings.connect_timeout,
+                    stop_timeout=settings.stop_timeout,
                     retries=settings.search_retries,
                     max_response_bytes=settings.max_response_bytes,
                     user_agent=f"perfecto-exporter/{__version__}",
@@ -54,6 +66,13 @@ class Exporter:
             )
             for cloud in clouds
         ]
+        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
+        routes, webhook_stats = {}, None
+        if webhook_secret:
+            webhook_stats = WebhookStats()
+            routes[WEBHOOK_PATH] = create_webhook_app(
+                webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes
+            )
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(
             ExecutionsCollector(
@@ -62,9 +81,10 @@ class Exporter:
                 settings.effective_stale_after,
                 __version__,
                 clock=clock,
+                webhook=(lambda: (webhook_stats, self.remediator.stats)) if webhook_stats else None,
             )
         )
-        self.app = create_app(self.registry, lambda: [p.status for p in self.pollers], __version__)
+        self.app = create_app(self.registry, lambda: [p.status for p in self.pollers], __version__, routes)
         self.server = None
 
     def start(self) -> None:
@@ -84,20 +104,23 @@ class Exporter:
             poller.client.close()
 
 
-def _configured(args: argparse.Namespace) -> tuple[Settings, list[Cloud]]:
+def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud], str | None]:
+    """Settings, clouds and webhook secret, validated; logging set up to mask every secret."""
     settings = load_settings({
         "config_file": args.config_file,
-        "listen_address": args.listen_address,
+        "listen_address": getattr(args, "listen_address", None),
         "log_level": args.log_level,
         "log_format": args.log_format,
+        **flags,
     })
-    return settings, settings.resolve_clouds()
+    clouds, webhook_secret = settings.resolve_clouds(), settings.resolve_webhook_token()
+    logs.configure(settings.log_level, settings.log_format == "json", (*(c.token for c in clouds), webhook_secret or ""))
+    return settings, clouds, webhook_secret
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings, clouds = _configured(args)
-    logs.configure(settings.log_level, settings.log_format == "json", tuple(c.token for c in clouds))
-    exporter = Exporter(settings, clouds)
+    settings, clouds, webhook_secret = _configured(args)
+    exporter = Exporter(settings, clouds, webhook_secret)
     try:
         exporter.start()
     except OSError as err:
@@ -110,9 +133,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, clouds = _configured(args)
+    settings, clouds, _ = _configured(args)
     print(json.dumps(masked(settings, clouds), indent=2))
     return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """The webhook's stop path, from the command line: same policy, same audit lines."""
+    flags = {"stop_dry_run": True if args.dry_run else None,
+             "stop_allow_owner_and_name": True if args.allow_owner_and_name else None}
+    if not (args.execution_id or args.owner or args.execution_name):
+        raise ConfigError("--execution-id", "name what to stop (or --owner / --execution-name)")
+    settings, clouds, _ = _configured(args, **flags)
+    exporter = Exporter(settings, clouds)
+    request = StopRequest(cloud=args.cloud, execution_ids=tuple(args.execution_id), owner=args.owner,
+                          execution_name=args.execution_name, alertname="command-line")
+    decisions = exporter.remediator.execute([request])
+    for decision in decisions:
+        print(json.dumps(decision.summary()))
+    return 0 if all(d.result in ("stopped", "already_stopped", "dry_run") for d in decisions) else 1
 
 
 def _lab_from_args(args: argparse.Namespace, user_tokens: dict[str, str]):
@@ -237,6 +276,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
         exporter_flags(p)
         p.set_defaults(handler=cmd_run if name == "run" else cmd_check_config)
+
+    p = commands.add_parser("stop", help="stop executions by id, with the webhook's policy")
+    p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
+    p.add_argument("--execution-id", action="append", default=[], help="execution to stop (repeatable)")
+    p.add_argument("--owner", help="stop this owner's executions (needs --allow-owner-and-name)")
+    p.add_argument("--execution-name", help="stop executions of this name (needs --allow-owner-and-name)")
+    p.add_argument("--allow-owner-and-name", action="store_true",
+                   help="allow --owner/--execution-name (PERFECTO_STOP_ALLOW_OWNER_AND_NAME)")
+    p.add_argument("--cloud", help="which configured cloud (needed when there are several)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be stopped, stop nothing")
+    p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
+    p.set_defaults(handler=cmd_stop)
 
     p = commands.add_parser("simulate", help="serve the simulated Perfecto lab")
     p.add_argument("--listen-address", default="127.0.0.1:9818", help="host:port (default 127.0.0.1:9818)")

@@ -105,6 +105,7 @@ class ExecutionManagerClient:
         *,
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        stop_timeout: float = 5.0,
         retries: int = 2,
         max_response_bytes: int = 64 * 2**20,
         clock=time.perf_counter,
@@ -113,7 +114,7 @@ class ExecutionManagerClient:
         self.cloud = cloud
         self.stats = RequestStats()
         self.use_layout = True
-        self._timeout = (connect_timeout, timeout)
+        self._timeouts = {"search": (connect_timeout, timeout), "stop": (connect_timeout, stop_timeout)}
         self._max_bytes = max_response_bytes
         self._clock = clock
         self._session = requests.Session()
@@ -151,6 +152,10 @@ class ExecutionManagerClient:
             self.use_layout = False
         return self._search(None)
 
+    def search_matching(self, fields: dict[str, list[str]]) -> list:
+        """The executions whose fields match (``filter.fields``: AND across keys, OR within one)."""
+        return self._search({"filter": {"fields": fields}})
+
     def stop(self, stop_filter: dict) -> StopResult:
         """Stops what ``stop_filter`` matches. The caller guarantees the filter is narrow."""
         answer = self._call("stop", STOP_PATH, stop_filter, dict)
@@ -162,7 +167,7 @@ class ExecutionManagerClient:
     def _call(self, endpoint: str, path: str, body: dict | None, expected: type):
         started, reason = self._clock(), None
         try:
-            answer = self._post(path, body)
+            answer = self._post(path, body, self._timeouts[endpoint])
             if not isinstance(answer, expected):
                 kind = "list" if expected is list else "object"
                 raise ApiError("invalid_response", f"{endpoint} answer is not a JSON {kind}")
@@ -173,16 +178,16 @@ class ExecutionManagerClient:
         finally:
             self.stats.record(endpoint, self._clock() - started, reason)
 
-    def _post(self, path: str, body: dict | None) -> object:
+    def _post(self, path: str, body: dict | None, timeout: tuple[float, float]) -> object:
         kwargs = {"json": body} if body is not None else {}
         try:
             with self._session.post(
-                self.cloud.url + path, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
+                self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
             ) as response:
                 content = self._read_capped(response)
                 status = response.status_code
         except requests.exceptions.Timeout:
-            raise ApiError("timeout", f"no answer within {self._timeout[1]:g}s") from None
+            raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
         except requests.exceptions.RetryError:
             raise ApiError("server_error", "server errors persisted through retries") from None
         except requests.exceptions.ChunkedEncodingError:

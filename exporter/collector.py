@@ -32,6 +32,8 @@ from prometheus_client.core import (
 
 from .client import ENDPOINTS, REASONS, REQUEST_DURATION_BUCKETS, RequestCounts
 from .poller import CloudStatus
+from .remediation import RESULTS, RemediationStats
+from .webhook import FAILURE_REASONS, WebhookStats
 from .snapshot import BucketCounts, LabelPlan
 
 CACHED = " (cached: from the last successful poll, not fetched at scrape time)"
@@ -45,8 +47,10 @@ class ExecutionsCollector:
         stale_after: float,
         version: str,
         clock=time.time,
+        webhook: Callable[[], tuple[WebhookStats, RemediationStats]] | None = None,
     ):
         self._sources = sources
+        self._webhook = webhook
         self._plan = plan
         self._stale_after = stale_after
         self._version = version
@@ -167,6 +171,31 @@ class ExecutionsCollector:
         families = (running, platforms, ages, starts, omitted, skipped, started, finished, durations, up,
                     last_success, poll_duration, requests, failures, request_durations, build)
         yield from (family for family in families if family.samples)
+        if self._webhook is not None:
+            yield from self._webhook_families(*self._webhook())
+
+    @staticmethod
+    def _webhook_families(webhook: WebhookStats, remediation: RemediationStats):
+        total, failures = webhook.read()
+        results, stopped_by_cloud = remediation.read()
+        requests = CounterMetricFamily("perfecto_webhook_requests", "Alertmanager webhook requests received.")
+        requests.add_metric([], total)
+        refused = CounterMetricFamily(
+            "perfecto_webhook_request_failures", "Webhook requests refused or answered 5xx, by reason.", labels=["reason"]
+        )
+        for reason in FAILURE_REASONS:
+            refused.add_metric([reason], failures[reason])
+        actions = CounterMetricFamily(
+            "perfecto_stop_actions", "Stop decisions, one per alert (or command), by result.", labels=["result"]
+        )
+        for result in RESULTS:
+            actions.add_metric([result], results[result])
+        stopped = CounterMetricFamily(
+            "perfecto_executions_stopped", "Executions the stop API reported stopped.", labels=["cloud"]
+        )
+        for cloud, count in sorted(stopped_by_cloud.items()):
+            stopped.add_metric([cloud], count)
+        yield from (requests, refused, actions, stopped)
 
 
 def _buckets(counts: BucketCounts, bounds: tuple[float, ...]) -> list[tuple[str, int]]:

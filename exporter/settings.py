@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     drop_labels: Annotated[list[DroppableLabel], NoDecode] = Field(
         default_factory=list, description="Labels aggregated away everywhere."
     )
+    webhook_token: SecretStr | None = Field(None, description="Bearer secret; enables the webhook.")
+    webhook_token_file: Path | None = Field(None, description="File holding the webhook secret.")
+    webhook_max_body_bytes: int = Field(256 * 1024, gt=0, description="Largest webhook body read.")
+    stop_dry_run: bool = Field(False, description="Decide and log stops, but never call stop.")
+    stop_allow_owner_and_name: bool = Field(False, description="Allow stops by owner/execution_name.")
+    stop_max_per_request: int = Field(10, ge=1, description="Most executions one request may stop.")
+    stop_max_per_window: int = Field(50, ge=1, description="Most executions stopped per window.")
+    stop_window: float = Field(3600.0, gt=0, description="The window of stop_max_per_window, seconds.")
+    stop_remember: float = Field(21600.0, gt=0, description="Seconds a stopped id is not stopped again.")
+    stop_timeout: float = Field(5.0, gt=0, description="Read timeout of one stop call, seconds.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
 
@@ -135,6 +145,11 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+    def resolve_webhook_token(self) -> str | None:
+        """The webhook's bearer secret, or None when the webhook is off."""
+        return read_secret(self.webhook_token, self.webhook_token_file,
+                           "webhook_token (PERFECTO_WEBHOOK_TOKEN)", "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE)")
 
     @property
     def effective_stale_after(self) -> float:
@@ -172,20 +187,30 @@ def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | N
         url = default_executions_url(name)
     elif not re.match(r"^https?://[^/\s]+", url):
         raise ConfigError(url_setting, "must be an http:// or https:// URL")
-    if token is not None and token_file is not None:
-        raise ConfigError(token_setting, f"set either it or {file_setting.split(' ')[0]}, not both")
-    if token_file is not None:
-        try:
-            secret = token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(file_setting, f"cannot read {str(token_file)!r}: {getattr(err, 'strerror', None) or 'not UTF-8 text'}") from None
-        if not secret:
-            raise ConfigError(file_setting, f"{str(token_file)!r} is empty")
-    elif token is not None and token.get_secret_value().strip():
-        secret = token.get_secret_value().strip()
-    else:
+    secret = read_secret(token, token_file, token_setting, file_setting)
+    if secret is None:
         raise ConfigError(token_setting, f"is required (or {file_setting.split(' ')[0]})")
     return Cloud(name=name, url=url.rstrip("/"), token=secret)
+
+
+def read_secret(value: SecretStr | None, path: Path | None, setting: str, file_setting: str) -> str | None:
+    """A secret given inline or in a file (read once, whitespace trimmed); None if neither."""
+    if value is not None and path is not None:
+        raise ConfigError(setting, f"set either it or {file_setting.split(' ')[0]}, not both")
+    if path is not None:
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            problem = getattr(err, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(file_setting, f"cannot read {str(path)!r}: {problem}") from None
+        if not secret:
+            raise ConfigError(file_setting, f"{str(path)!r} is empty")
+        return secret
+    if value is not None:
+        if not value.get_secret_value().strip():
+            raise ConfigError(setting, "is empty")
+        return value.get_secret_value().strip()
+    return None
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
@@ -244,7 +269,9 @@ def _first_problem(err: ValidationError) -> tuple[str, str]:
 
 def masked(settings: Settings, clouds: list[Cloud]) -> dict:
     """The effective configuration for ``check-config``, with every secret masked."""
-    data = settings.model_dump(mode="json", exclude={"clouds", "security_token", "security_token_file"})
+    data = settings.model_dump(mode="json", exclude={"clouds", "security_token", "security_token_file",
+                                                     "webhook_token", "webhook_token_file"})
+    data["webhook"] = "enabled" if settings.resolve_webhook_token() else "disabled"
     data["stale_after"] = settings.effective_stale_after
     data["clouds"] = [
         {"name": c.name, "url": c.url, "token": "********"} for c in clouds

@@ -1,9 +1,11 @@
 """End to end on loopback: simulated lab -> two exporter replicas -> real Prometheus (loading
-alerts/ with every ``for:`` shortened) -> real Alertmanager -> a test receiver.
+alerts/ with every ``for:`` shortened) -> real Alertmanager -> a test receiver, and the
+``perfecto_action="stop"`` alerts to the exporter's own webhook (bearer secret from a file).
 
 Proves that every dashboard query runs, that the main panels show the lab without counting
 replicas twice, that a stuck execution is delivered by Alertmanager with the labels the
-remediation webhook needs, and that a failing API raises the API alert.
+remediation webhook needs and is then stopped exactly once, and that a failing API raises the
+API alert.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
 
 LAB_EXECUTIONS, LAB_STUCK = 30, 2
+WEBHOOK_SECRET = "stack-webhook-s3cret"
 MAIN_PANELS = {  # (dashboard, panel title) that must show data from the lab
     ("perfecto-executions.json", "Running executions"),
     ("perfecto-executions.json", "Devices in use"),
@@ -83,19 +86,31 @@ def stack(tmp_path_factory):
 
     receiver = Receiver()
     ports = {name: free_port() for name in ("lab", "a", "b", "prometheus", "alertmanager")}
+    secret_file = tmp / "webhook.secret"
+    secret_file.write_text(WEBHOOK_SECRET + "\n")
     lab_url = f"http://127.0.0.1:{ports['lab']}"
     spawn([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}", "--admin-token", ADMIN_TOKEN,
            "--fault-injection", "--executions", str(LAB_EXECUTIONS), "--stuck", str(LAB_STUCK), "--churn", "0",
            "--seed", "11"], "lab")
+    search = lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search",  # noqa: E731
+                                   headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
+    initial = wait_until(search, what="lab")
     env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       search_retries=0)
+                       search_retries=0, webhook_token_file=secret_file)
     for replica in ("a", "b"):
         spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"], f"exporter-{replica}", env)
 
     (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
         "route": {"receiver": "test", "group_by": ["alertname", "cloud", "execution_id"], "group_wait": "1s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "test", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]}],
+                  "group_interval": "1s", "repeat_interval": "1h", "routes": [
+                      {"receiver": "perfecto-exporter", "matchers": ['perfecto_action="stop"'], "continue": True},
+                      {"receiver": "test"}]},
+        "receivers": [
+            {"name": "test", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]},
+            {"name": "perfecto-exporter", "webhook_configs": [{
+                "url": f"http://127.0.0.1:{ports['a']}/webhook/alertmanager", "send_resolved": False,
+                "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(secret_file)}}}]},
+        ],
     }))
     spawn([alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am-data'}",
            f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="], "alertmanager")
@@ -122,7 +137,8 @@ def stack(tmp_path_factory):
     wait_until(lambda: len(query('up{job="perfecto-exporter"} == 1')) == 2
                and len(query("perfecto_executions_started_total")) > 0
                and float(query("count_over_time(perfecto_up[1m])")[0]["value"][1]) >= 3, timeout=60, what="scrapes")
-    yield {"query": query, "receiver": receiver, "lab": lab_url, "prometheus": prom, "processes": processes}
+    yield {"query": query, "receiver": receiver, "lab": lab_url, "prometheus": prom, "processes": processes,
+           "initial": initial, "search": search, "exporter_a": f"http://127.0.0.1:{ports['a']}"}
     for process in processes:
         process.stop()
     receiver.server.shutdown()
@@ -139,6 +155,8 @@ def dashboard_targets():
         for panel in board["panels"]:
             for target in panel["targets"]:
                 yield name, panel["title"], target["expr"]
+        for annotation in board["annotations"].get("list", []):
+            yield name, annotation["name"], annotation["expr"]
 
 
 @pytest.mark.parametrize("board, title, expr", list(dashboard_targets()),
@@ -161,15 +179,24 @@ def test_dashboard_variables_find_values(stack):
 
 def test_two_replicas_are_not_counted_twice(stack):
     query = stack["query"]
-    running = query('sum(max without (instance, pod) (perfecto_executions_running{cloud=~".*", owner=~".*"}))')
-    assert float(running[0]["value"][1]) == LAB_EXECUTIONS
-    assert float(query("sum(perfecto_executions_running)")[0]["value"][1]) == 2 * LAB_EXECUTIONS  # two replicas
+
+    def counts():
+        once = query('sum(max without (instance, pod) (perfecto_executions_running{cloud=~".*", owner=~".*"}))')
+        twice = query("sum(perfecto_executions_running)")  # both replicas report the whole lab
+        executions = query("count(max without (instance, pod) (perfecto_execution_start_timestamp_seconds))")
+        return [float(r[0]["value"][1]) for r in (once, twice, executions)]
+
+    # the webhook may be stopping the stuck executions meanwhile: wait for the replicas to agree
+    once, twice, executions = wait_until(lambda: (c := counts()) and c[1] == 2 * c[0] and c, what="replicas to agree")
+    assert once == executions and LAB_EXECUTIONS - LAB_STUCK <= once <= LAB_EXECUTIONS
+
+
+def stuck_at_start(stack) -> dict[str, dict]:
+    return {e["id"]: e for e in stack["initial"] if time.time() - e["startTime"] / 1000 > 6 * 3600}
 
 
 def test_stuck_executions_are_delivered_with_their_labels(stack):
-    lab = requests.post(stack["lab"] + "/execution-manager/api/v1/executions/search",
-                        headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
-    stuck = {e["id"]: e for e in lab if time.time() - e["startTime"] / 1000 > 6 * 3600}
+    stuck = stuck_at_start(stack)
     assert len(stuck) == LAB_STUCK
     receiver = stack["receiver"]
     wait_until(lambda: len(receiver.alerts("PerfectoExecutionStuck")) >= LAB_STUCK, timeout=60,
@@ -201,3 +228,22 @@ def test_a_failing_api_raises_the_api_alert(stack):
     alert = receiver.alerts("PerfectoApiDown")[0]
     assert alert["labels"]["cloud"] == "acme" and alert["labels"]["severity"] == "critical"
     assert not receiver.alerts("PerfectoApiAuthFailing")
+
+
+def test_alertmanager_delivers_stuck_executions_to_the_webhook_which_stops_each_once(stack):
+    stuck = stuck_at_start(stack)
+    wait_until(lambda: not set(stuck) & {e["id"] for e in stack["search"]()}, timeout=60,
+               what="the webhook to stop the stuck executions")
+    assert len(stack["search"]()) == LAB_EXECUTIONS - LAB_STUCK  # nothing else was stopped
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def metric(name, **labels):
+        text = requests.get(stack["exporter_a"] + "/metrics", timeout=5).text
+        return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == name and s.labels == labels), None)
+
+    assert metric("perfecto_executions_stopped_total", cloud="acme") == LAB_STUCK
+    assert metric("perfecto_stop_actions_total", result="stopped") == LAB_STUCK
+    assert metric("perfecto_webhook_request_failures_total", reason="unauthorized") == 0
+    wait_until(lambda: len(stack["receiver"].alerts("PerfectoExecutionStuck", "resolved")) >= LAB_STUCK, timeout=60,
+               what="the stuck alerts to resolve once the executions are gone")

@@ -1,0 +1,176 @@
+"""``POST /webhook/alertmanager``: Alertmanager's notification in, stop decisions out.
+
+Alertmanager posts ``{"version": "4", "alerts": [{"status", "labels", "annotations",
+"startsAt", "endsAt", "fingerprint", ...}], ...}``; unknown fields are ignored, the ones used
+are validated. Each alert is decided on its own: only ``status: firing`` with the label
+``perfecto_action="stop"`` is acted on; its ``execution_id`` (or, when enabled, ``owner`` /
+``execution_name``) and ``cloud`` labels say what to stop (see :mod:`exporter.remediation`).
+
+Answers follow Alertmanager's retry rules: 200 with a short JSON body when processed (also when
+skipped or refused by policy), 401 for a missing or wrong bearer secret, 405/400/413 for a bad
+request, 503 only when the Perfecto API failed in a way a retry can fix. The secret is compared
+in constant time and only read from the ``Authorization`` header, never from the URL.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+
+from .remediation import Remediator, StopRequest
+
+log = logging.getLogger("exporter.webhook")
+
+PATH = "/webhook/alertmanager"
+FAILURE_REASONS = ("method_not_allowed", "unauthorized", "too_large", "bad_payload", "api_failed")
+
+
+class BadPayload(Exception):
+    pass
+
+
+class TooLarge(Exception):
+    pass
+
+
+class WebhookStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+
+    def count(self, failure: str | None) -> None:
+        with self._lock:
+            self.requests += 1
+            if failure:
+                self.failures[failure] += 1
+
+    def read(self) -> tuple[int, dict[str, int]]:
+        with self._lock:
+            return self.requests, dict(self.failures)
+
+
+def parse_alerts(payload: object) -> list[dict]:
+    """The ``alerts`` of an Alertmanager payload, each with a string ``status`` and string labels."""
+    if not isinstance(payload, dict):
+        raise BadPayload("payload must be a JSON object")
+    if payload.get("version", "4") != "4":
+        raise BadPayload(f"unsupported payload version {str(payload.get('version'))[:20]!r}")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise BadPayload("alerts must be a list")
+    for i, alert in enumerate(alerts):
+        if not isinstance(alert, dict) or not isinstance(alert.get("status"), str):
+            raise BadPayload(f"alerts[{i}] needs a status")
+        labels = alert.get("labels")
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise BadPayload(f"alerts[{i}].labels must map strings to strings")
+        if not isinstance(alert.get("fingerprint", ""), str):
+            raise BadPayload(f"alerts[{i}].fingerprint must be a string")
+    return alerts
+
+
+def stop_request(alert: dict) -> StopRequest:
+    labels = alert["labels"]
+    execution_id = labels.get("execution_id")
+    return StopRequest(
+        cloud=labels.get("cloud"),
+        execution_ids=(execution_id,) if execution_id is not None else (),
+        owner=labels.get("owner"),
+        execution_name=labels.get("execution_name"),
+        alertname=labels.get("alertname", ""),
+        fingerprint=alert.get("fingerprint", ""),
+    )
+
+
+def gate(alert: dict) -> str | None:
+    """Why an alert is not acted on, or None if it is."""
+    if alert["status"] != "firing":
+        return "not_firing"
+    if alert["labels"].get("perfecto_action") != "stop":
+        return "no_stop_label"
+    return None
+
+
+def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats, max_body_bytes: int = 256 * 1024):
+    expected = f"Bearer {secret}".encode()
+
+    def fail(start_response, status: str, reason: str, message: str):
+        stats.count(reason)
+        log.warning("webhook request refused", extra={"status": status[:3], "reason": reason, "detail": message})
+        return _json(start_response, status, {"status": "error", "error": message})
+
+    def app(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST":
+            return fail(start_response, "405 Method Not Allowed", "method_not_allowed", "use POST")
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, expected):
+            return fail(start_response, "401 Unauthorized", "unauthorized", "missing or wrong bearer secret")
+        try:
+            body = _read_body(environ, max_body_bytes)
+        except TooLarge:
+            return fail(start_response, "413 Content Too Large", "too_large", f"body over {max_body_bytes} bytes")
+        except BadPayload as err:
+            return fail(start_response, "400 Bad Request", "bad_payload", str(err))
+        try:
+            alerts = parse_alerts(json.loads(body))
+        except (ValueError, RecursionError):
+            return fail(start_response, "400 Bad Request", "bad_payload", "body is not JSON")
+        except BadPayload as err:
+            return fail(start_response, "400 Bad Request", "bad_payload", str(err))
+
+        decisions = []
+        requests = []
+        for alert in alerts:
+            why_not = gate(alert)
+            if why_not:
+                decisions.append(remediator.ignore(stop_request(alert), why_not))
+            else:
+                requests.append(stop_request(alert))
+        decisions += remediator.execute(requests)
+        retry = any(d.retryable for d in decisions)
+        stats.count("api_failed" if retry else None)
+        status = "503 Service Unavailable" if retry else "200 OK"
+        return _json(start_response, status, {"status": "retry" if retry else "processed",
+                                              "decisions": [d.summary() for d in decisions]})
+
+    return app
+
+
+def _read_body(environ, limit: int) -> bytes:
+    stream = environ["wsgi.input"]
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return _read_chunked(stream, limit)
+    length = environ.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit():
+        raise BadPayload("bad Content-Length")
+    if int(length) > limit:
+        raise TooLarge()
+    return stream.read(int(length))
+
+
+def _read_chunked(stream, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        line = stream.readline(100)
+        try:
+            chunk_size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise BadPayload("malformed chunked body") from None
+        if chunk_size < 0:
+            raise BadPayload("malformed chunked body")
+        size += chunk_size
+        if size > limit:
+            raise TooLarge()
+        chunks.append(stream.read(chunk_size))
+        stream.readline(100)
+        if chunk_size == 0:
+            return b"".join(chunks)
+
+
+def _json(start_response, status: str, payload: dict) -> list[bytes]:
+    data = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]

@@ -1,0 +1,348 @@
+"""The Alertmanager webhook against the simulated lab over HTTP: what stops, what never does."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import subprocess
+
+import pytest
+import requests
+from hypothesis import HealthCheck, example, given, settings, strategies as st
+from prometheus_client import generate_latest
+
+from exporter.cli import Exporter
+from exporter.lab import Workload
+from exporter.settings import load_settings
+
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env
+
+SECRET = "hook-s3cret-never-shown"
+RUNNING = ("stuck1", "stuck2", "stuck3", "other1", "other2")
+
+
+def workload() -> Workload:
+    w = Workload(executions=0)
+    for i, execution_id in enumerate(RUNNING):
+        owner = "alice@acme.example" if execution_id.startswith("stuck") else "bob@acme.example"
+        w.add({"id": execution_id, "name": f"Test{i}", "owner": owner, "startTime": 1_700_000_000_000, "platforms": []})
+    w.add({"id": "frozen", "name": "Frozen", "owner": "carol@acme.example", "startTime": 1}, unstoppable=True)
+    return w
+
+
+def alert(execution_id: str | None = "stuck1", status: str = "firing", **labels) -> dict:
+    base = {"alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "acme", "severity": "critical"}
+    if execution_id is not None:
+        base["execution_id"] = execution_id
+    base.update(labels)
+    return {"status": status, "labels": {k: v for k, v in base.items() if v is not None},
+            "annotations": {"summary": "stuck"}, "startsAt": "2026-11-27T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+            "fingerprint": f"fp-{execution_id}"}
+
+
+def payload(*alerts: dict) -> dict:
+    return {"version": "4", "groupKey": "{}:{alertname=\"PerfectoExecutionStuck\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "perfecto", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts)}
+
+
+class Hook:
+    def __init__(self, lab, exporter: Exporter):
+        self.lab, self.exporter = lab, exporter
+        self.url = f"http://127.0.0.1:{exporter.server.server_port}/webhook/alertmanager"
+
+    def post(self, body=None, secret: str | None = SECRET, raw: bytes | None = None, headers=None, **kwargs):
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if secret is not None:
+            sent["Authorization"] = f"Bearer {secret}"
+        data = raw if raw is not None else json.dumps(body).encode()
+        return requests.post(self.url, data=data, headers=sent, timeout=15, **kwargs)
+
+    def running(self) -> list[str]:
+        return [e["id"] for e in self.lab.post("search").json()]
+
+    def stop_calls(self) -> list:
+        return [body for endpoint, body in self.lab.lab.requests if endpoint == "stop"]
+
+    def metric(self, name: str, **labels) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(generate_latest(self.exporter.registry).decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
+
+
+@pytest.fixture
+def make_hook(start_lab):
+    started = []
+
+    def make(clouds: int = 1, **settings) -> Hook:
+        lab = start_lab(workload(), fault_injection=True)
+        values = {"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme",
+                  "listen_address": "127.0.0.1:0", "poll_interval": 3600, "webhook_token": SECRET, **settings}
+        if clouds == 2:
+            values = {k: v for k, v in values.items() if k not in ("executions_url", "security_token", "cloud_name")}
+            values["clouds"] = [{"name": name, "url": lab.url, "token": ADMIN_TOKEN} for name in ("acme", "acme-eu")]
+        loaded = load_settings(values)
+        exporter = Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token())
+        exporter.start()
+        started.append(exporter)
+        return Hook(lab, exporter)
+
+    yield make
+    for exporter in started:
+        exporter.stop()
+
+
+def test_a_firing_gated_alert_stops_exactly_that_execution(make_hook, caplog):
+    hook = make_hook()
+    with caplog.at_level(logging.INFO, logger="exporter.remediation"):
+        answer = hook.post(payload(alert("stuck1")))
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "processed", "decisions": [{
+        "alertname": "PerfectoExecutionStuck", "fingerprint": "fp-stuck1", "cloud": "acme", "result": "stopped",
+        "reason": "", "execution_ids": ["stuck1"], "stoppedExecutions": ["stuck1"], "unStoppedExecutions": []}]}
+    assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}]
+    assert "stuck1" not in hook.running() and len(hook.running()) == len(RUNNING)  # the rest (and frozen) remain
+    audit = [r for r in caplog.records if r.name == "exporter.remediation"]
+    assert len(audit) == 1
+    assert (audit[0].result, audit[0].alertname, audit[0].fingerprint, audit[0].cloud, audit[0].filter,
+            audit[0].stoppedExecutions) == ("stopped", "PerfectoExecutionStuck", "fp-stuck1", "acme",
+                                             '{"fields": {"id": ["stuck1"]}}', "stuck1")
+    assert hook.metric("perfecto_stop_actions_total", result="stopped") == 1
+    assert hook.metric("perfecto_executions_stopped_total", cloud="acme") == 1
+    assert hook.metric("perfecto_webhook_requests_total") == 1
+    assert SECRET not in caplog.text
+
+
+def _chunked(body: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096]) for i in range(0, len(body), 4096)) + b"0\r\n\r\n"
+
+
+def _raw_post(url: str, body: bytes, headers: dict) -> int:
+    host, port = url.split("/")[2].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/webhook/alertmanager")
+    for key, value in headers.items():
+        connection.putheader(key, value)
+    connection.endheaders()
+    connection.send(body)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+NOTHING_STOPS = [
+    ("resolved", dict(body=payload(alert(status="resolved"))), 200, "ignored", "not_firing"),
+    ("ungated", dict(body=payload(alert(perfecto_action=None))), 200, "ignored", "no_stop_label"),
+    ("other action", dict(body=payload(alert(perfecto_action="page"))), 200, "ignored", "no_stop_label"),
+    ("missing id", dict(body=payload(alert(None))), 200, "refused", "missing_execution_id"),
+    ("empty id", dict(body=payload(alert(""))), 200, "refused", "missing_execution_id"),
+    ("unknown cloud", dict(body=payload(alert(cloud="elsewhere"))), 200, "refused", "unknown_cloud"),
+    ("owner only, not enabled", dict(body=payload(alert(None, owner="alice@acme.example"))), 200, "refused",
+     "owner_and_name_targets_disabled"),
+    ("unauthenticated", dict(body=payload(alert()), secret=None), 401, None, None),
+    ("wrong secret", dict(body=payload(alert()), secret="guess"), 401, None, None),
+    ("secret in the query string", dict(body=payload(alert()), secret=None, params={"token": SECRET}), 401, None, None),
+    ("basic auth", dict(body=payload(alert()), secret=None, auth=("admin", SECRET)), 401, None, None),
+    ("malformed JSON", dict(raw=b'{"version": "4", "alerts": ['), 400, None, None),
+    ("not an object", dict(body=[alert()]), 400, None, None),
+    ("alerts not a list", dict(body={"version": "4", "alerts": alert()}), 400, None, None),
+    ("labels not strings", dict(body=payload({**alert(), "labels": {"execution_id": ["stuck1"]}})), 400, None, None),
+    ("wrong version", dict(body={**payload(alert()), "version": "3"}), 400, None, None),
+    ("oversized", dict(raw=json.dumps(payload(*[alert()] * 2000)).encode()), 413, None, None),
+]
+
+
+@pytest.mark.parametrize("case, request_kwargs, status, result, reason", NOTHING_STOPS, ids=[c[0] for c in NOTHING_STOPS])
+def test_inputs_that_stop_nothing(make_hook, case, request_kwargs, status, result, reason):
+    hook = make_hook()
+    answer = hook.post(**request_kwargs)
+    assert answer.status_code == status, answer.text
+    if result:
+        assert [(d["result"], d["reason"]) for d in answer.json()["decisions"]] == [(result, reason)]
+    else:
+        assert answer.json()["status"] == "error"
+    assert hook.stop_calls() == []
+    assert len(hook.running()) == len(RUNNING) + 1
+
+
+def test_oversized_chunked_body_and_other_methods(make_hook):
+    hook = make_hook()
+    big = json.dumps(payload(*[alert()] * 2000)).encode()
+    headers = {"Authorization": f"Bearer {SECRET}", "Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    assert _raw_post(hook.url, _chunked(big), headers) == 413
+    small = json.dumps(payload(alert("stuck2"))).encode()
+    assert _raw_post(hook.url, _chunked(small), headers) == 200  # a small chunked body is read whole
+    assert requests.get(hook.url, headers={"Authorization": f"Bearer {SECRET}"}, timeout=5).status_code == 405
+    assert hook.stop_calls() == [{"fields": {"id": ["stuck2"]}}]
+    assert hook.metric("perfecto_webhook_request_failures_total", reason="too_large") == 1
+    assert hook.metric("perfecto_webhook_request_failures_total", reason="method_not_allowed") == 1
+
+
+def test_webhook_is_off_without_a_secret(make_hook):
+    hook = make_hook(webhook_token=None)
+    assert hook.post(payload(alert())).status_code == 404
+    assert hook.stop_calls() == []
+    assert hook.metric("perfecto_webhook_requests_total") is None
+
+
+def test_repeated_delivery_stops_nothing_more(make_hook):
+    hook = make_hook()
+    first = hook.post(payload(alert("stuck1"), alert("stuck2")))
+    again = hook.post(payload(alert("stuck1"), alert("stuck2")))  # repeat_interval, or the HA peer
+    assert [d["result"] for d in first.json()["decisions"]] == ["stopped", "stopped"]
+    assert [(d["result"], d["reason"]) for d in again.json()["decisions"]] == [("already_stopped", "stopped_before")] * 2
+    assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}, {"fields": {"id": ["stuck2"]}}]
+
+
+def test_the_same_id_twice_in_one_request_is_stopped_once(make_hook):
+    hook = make_hook()
+    answer = hook.post(payload(alert("stuck1"), alert("stuck1", alertname="Other")))
+    assert [d["result"] for d in answer.json()["decisions"]] == ["stopped", "already_stopped"]
+    assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}]
+
+
+def test_dry_run_sends_nothing_and_says_what_it_would_stop(make_hook, caplog):
+    hook = make_hook(stop_dry_run=True)
+    with caplog.at_level(logging.INFO, logger="exporter.remediation"):
+        answer = hook.post(payload(alert("stuck1")))
+    assert [(d["result"], d["execution_ids"]) for d in answer.json()["decisions"]] == [("dry_run", ["stuck1"])]
+    assert hook.stop_calls() == []
+    assert [r.filter for r in caplog.records if r.name == "exporter.remediation"] == ['{"fields": {"id": ["stuck1"]}}']
+
+
+def test_caps_refuse_whole_batches_and_never_truncate(make_hook):
+    hook = make_hook(stop_max_per_request=2, stop_max_per_window=3)
+    answer = hook.post(payload(alert("stuck1"), alert("stuck2"), alert("stuck3")))
+    assert {d["result"] for d in answer.json()["decisions"]} == {"refused"}
+    assert answer.json()["decisions"][0]["reason"].startswith("request_cap: 3 executions > 2")
+    assert hook.stop_calls() == []
+
+    for execution_id in ("stuck1", "stuck2", "stuck3"):
+        assert hook.post(payload(alert(execution_id))).json()["decisions"][0]["result"] == "stopped"
+    answer = hook.post(payload(alert("other1")))
+    assert answer.status_code == 200
+    assert answer.json()["decisions"][0]["reason"].startswith("window_cap: 3 stopped + 1 > 3")
+    assert "other1" in hook.running()
+    assert hook.metric("perfecto_stop_actions_total", result="refused") == 4
+
+
+def test_api_failure_is_503_and_a_retry_stops_once(make_hook):
+    hook = make_hook()
+    hook.lab.lab.inject("server_error", count=1, endpoint="stop")
+    failed = hook.post(payload(alert("stuck1")))
+    assert failed.status_code == 503
+    assert [(d["result"], d["reason"]) for d in failed.json()["decisions"]] == [("failed", "server_error")]
+    assert "stuck1" in hook.running()
+    retried = hook.post(payload(alert("stuck1")))  # Alertmanager retries the whole notification
+    assert retried.status_code == 200 and retried.json()["decisions"][0]["result"] == "stopped"
+    assert hook.post(payload(alert("stuck1"))).json()["decisions"][0]["result"] == "already_stopped"
+    assert len(hook.stop_calls()) == 2 and "stuck1" not in hook.running()
+    assert hook.metric("perfecto_webhook_request_failures_total", reason="api_failed") == 1
+
+
+def test_a_failure_no_retry_can_fix_is_200(make_hook):
+    hook = make_hook()
+    hook.lab.lab.inject("unauthorized", endpoint="stop")
+    answer = hook.post(payload(alert("stuck1")))
+    assert answer.status_code == 200
+    assert [(d["result"], d["reason"]) for d in answer.json()["decisions"]] == [("failed", "auth")]
+
+
+def test_execution_the_api_cannot_stop(make_hook):
+    hook = make_hook()
+    decision = hook.post(payload(alert("frozen"))).json()["decisions"][0]
+    assert (decision["result"], decision["unStoppedExecutions"]) == ("not_stopped", ["frozen"])
+    assert hook.post(payload(alert("frozen"))).json()["decisions"][0]["result"] == "not_stopped"  # not remembered
+
+
+def test_cloud_label_picks_the_client(make_hook):
+    one = make_hook()
+    assert one.post(payload(alert("stuck1", cloud=None))).json()["decisions"][0]["result"] == "stopped"
+    two = make_hook(clouds=2)
+    assert [(d["result"], d["reason"]) for d in two.post(payload(alert("stuck1", cloud=None))).json()["decisions"]] == [
+        ("refused", "cloud_required")]
+    assert two.post(payload(alert("stuck2", cloud="acme-eu"))).json()["decisions"][0]["cloud"] == "acme-eu"
+    assert two.stop_calls() == [{"fields": {"id": ["stuck2"]}}]
+
+
+def test_owner_and_name_targets_when_enabled_stop_by_the_ids_found(make_hook):
+    hook = make_hook(stop_allow_owner_and_name=True)
+    answer = hook.post(payload(alert(None, owner="bob@acme.example")))
+    assert answer.json()["decisions"][0]["result"] == "stopped"
+    assert hook.stop_calls() == [{"fields": {"id": ["other1", "other2"]}}]
+    searches = [b for e, b in hook.lab.lab.requests if e == "search" and b and "filter" in b]
+    assert searches == [{"filter": {"fields": {"owner": ["bob@acme.example"]}}}]
+    placeholder = hook.post(payload(alert(None, owner="unknown", execution_name="Test0")))
+    assert placeholder.json()["decisions"][0]["reason"] == "placeholder_target"
+
+
+labels = st.fixed_dictionaries({}, optional={
+    "perfecto_action": st.sampled_from(["stop", "STOP", "", "page"]),
+    "execution_id": st.one_of(st.sampled_from(["", " ", "stuck1", "other1", "*", "%"]), st.text(max_size=8)),
+    "cloud": st.sampled_from(["acme", "", "other"]),
+    "owner": st.one_of(st.sampled_from(["", "unknown", "bob@acme.example", " "]), st.text(max_size=5)),
+    "execution_name": st.one_of(st.sampled_from(["", "unknown", "Test0"]), st.text(max_size=5)),
+    "alertname": st.text(max_size=5),
+})
+alerts = st.fixed_dictionaries({"status": st.sampled_from(["firing", "resolved", "Firing"]), "labels": labels},
+                               optional={"fingerprint": st.text(max_size=5)})
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=10)
+payloads = st.one_of(
+    st.builds(lambda a: {"version": "4", "alerts": a}, st.lists(alerts, max_size=4)),
+    st.builds(lambda a, junk: {"version": "4", "alerts": a, **junk}, st.lists(alerts | json_values, max_size=3),
+              st.dictionaries(st.text(max_size=5), json_values, max_size=2)),
+    json_values,
+)
+
+
+@pytest.mark.parametrize("broad", [False, True], ids=["ids-only", "owner-and-name-enabled"])
+def test_property_no_payload_ever_stops_without_an_id(make_hook, broad):
+    hook = make_hook(stop_allow_owner_and_name=broad, stop_max_per_window=10**6, stop_dry_run=False)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(payloads)
+    @example({"version": "4", "alerts": [{"status": "firing", "labels": {
+        "perfecto_action": "stop", "execution_id": "stuck1", "cloud": "acme"}}]})
+    @example({"version": "4", "alerts": [{"status": "firing", "labels": {
+        "perfecto_action": "stop", "owner": "bob@acme.example", "cloud": "acme"}}]})
+    def check(body):
+        answer = hook.post(body)
+        assert answer.status_code in (200, 400, 503)
+
+    check()
+    assert hook.stop_calls(), "the property was never put to the test"
+    for body in hook.stop_calls():
+        assert list(body) == ["fields"] and list(body["fields"]) == ["id"]
+        assert body["fields"]["id"] and all(isinstance(i, str) and i.strip() for i in body["fields"]["id"])
+    for endpoint, body in hook.lab.lab.requests:
+        if endpoint == "search" and body and "filter" in body:  # broad mode looks ids up first
+            assert broad
+            fields = body["filter"]["fields"]
+            assert fields and all(v and all(x.strip() and x.strip() != "unknown" for x in v) for v in fields.values())
+
+
+def test_stop_command(start_lab, tmp_path):
+    lab = start_lab(workload())
+    env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN)
+    dry = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1", "--dry-run"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["result"] == "dry_run" and "stuck1" in lab.post("search").text
+    real = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert real.returncode == 0, real.stderr
+    assert json.loads(real.stdout)["stoppedExecutions"] == ["stuck1"] and "stuck1" not in lab.post("search").text
+    broad = subprocess.run([*EXPORTER_BIN, "stop", "--owner", "bob@acme.example"], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert broad.returncode == 1 and json.loads(broad.stdout)["reason"] == "owner_and_name_targets_disabled"
+    nothing = subprocess.run([*EXPORTER_BIN, "stop"], env=env, capture_output=True, text=True, timeout=30)
+    assert nothing.returncode == 2 and "configuration error: --execution-id" in nothing.stderr
+    assert ADMIN_TOKEN not in dry.stdout + dry.stderr + real.stdout + real.stderr
