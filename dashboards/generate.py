@@ -1,8 +1,8 @@
 """Generates the Grafana dashboards in this folder with Grafana's grafana-foundation-sdk.
 
-Run ``python dashboards/generate.py`` after a change and commit the JSON; a test fails when
-the committed JSON differs from what this produces, and the end-to-end test runs every query
-below on a real Prometheus.
+Run ``python dashboards/generate.py`` after a change and commit the JSON (here, and the copy in
+the Helm chart, which ships them as ConfigMaps); a test fails when a committed file differs from
+what this produces, and the end-to-end test runs every query below on a real Prometheus.
 
 Queries take ``max without (instance, pod)`` of exporter gauges before summing, so two replicas
 scraping the same cloud are not counted twice. API request rates are summed over replicas on
@@ -21,6 +21,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
+CHART_COPY = HERE.parent / "helm" / "perfecto-exporter" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 CLOUD = 'cloud=~"$cloud"'
 CLOUD_OWNER = 'cloud=~"$cloud", owner=~"$owner"'
@@ -166,6 +167,8 @@ def render(build) -> str:
 
 
 if __name__ == "__main__":
+    CHART_COPY.mkdir(parents=True, exist_ok=True)
     for name, build in DASHBOARDS.items():
-        (HERE / name).write_text(render(build))
-        print(f"wrote {HERE / name}", file=sys.stderr)
+        for folder in (HERE, CHART_COPY):
+            (folder / name).write_text(render(build))
+            print(f"wrote {folder / name}", file=sys.stderr)

@@ -28,6 +28,8 @@ ADMIN_TOKEN = "admin-Tok3n-never-shown"
 USER_TOKEN = "alice-Tok3n-never-shown"
 USER = "alice.nguyen@acme.example"
 EXPORTER_BIN = [sys.executable, "-m", "exporter.cli"]
+# .ci/install puts tools that no registry packages for this machine (helm) here
+os.environ["PATH"] = f"{ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ['PATH']}"
 
 
 def require_tool(name: str) -> str:

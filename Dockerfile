@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build the wheel, install it into a virtualenv, copy only the virtualenv.
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && python -m venv /venv \
+ && /venv/bin/pip install --no-cache-dir /wheels/*.whl
+
+FROM python:3.12-slim
+LABEL org.opencontainers.image.title="perfecto-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for running Perfecto executions" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /venv /venv
+ENV PATH=/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# nobody:nogroup, as in the Helm chart's securityContext
+USER 65534:65534
+EXPOSE 9817
+ENTRYPOINT ["perfecto-exporter"]
+CMD ["run"]
