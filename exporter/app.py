@@ -1,6 +1,7 @@
 """The exporter's HTTP surface as a WSGI app built from injected parts, and its server.
 
-Routes: ``/metrics`` (client_python's exposition: gzip and OpenMetrics by negotiation),
+Routes: ``/metrics`` (client_python's exposition, rendered once per change of the data and
+kept, plain and gzip, text and OpenMetrics by negotiation, so that a scrape costs a lookup),
 ``/-/healthy`` (the process serves), ``/-/ready`` (every cloud has been polled at least once,
 successfully or not: a failing API must stay scrapable so that ``perfecto_up`` can alert),
 and ``/``, a landing page with each cloud's last poll.
@@ -8,28 +9,64 @@ and ``/``, a landing page with each cloud's last poll.
 
 from __future__ import annotations
 
+import gzip
 import html
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import choose_encoder
 
 from .poller import CloudStatus
 
 Route = Callable[[dict, Callable], Iterable[bytes]]
 
 
+class ExpositionCache:
+    """Serves /metrics from bytes rendered once per ``data_version``, per format asked for."""
+
+    def __init__(self, registry: CollectorRegistry, data_version: Callable[[], Hashable]):
+        self._registry = registry
+        self._data_version = data_version
+        self._filtered = make_wsgi_app(registry)  # ?name[]=... selections are rare: rendered each time
+        self._lock = threading.Lock()
+        self._version: Hashable = object()
+        self._rendered: dict[tuple[str, bool], bytes] = {}
+
+    def __call__(self, environ, start_response):
+        if environ.get("QUERY_STRING"):
+            return self._filtered(environ, start_response)
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        version = self._data_version()
+        with self._lock:  # concurrent scrapes of new data render it once
+            if version != self._version:
+                self._version, self._rendered = version, {}
+            body = self._rendered.get((content_type, gzipped))
+            if body is None:
+                body = self._rendered.get((content_type, False)) or encoder(self._registry)
+                self._rendered[(content_type, False)] = body
+                if gzipped:
+                    body = self._rendered[(content_type, True)] = gzip.compress(body, compresslevel=6)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+
 def create_app(
     registry: CollectorRegistry,
+    data_version: Callable[[], Hashable],
     statuses: Callable[[], list[CloudStatus]],
     version: str,
     extra_routes: dict[str, Route] | None = None,
 ):
-    metrics_app = make_wsgi_app(registry)
+    metrics_app = ExpositionCache(registry, data_version)
 
     def healthy(environ, start_response):
         return _text(start_response, "200 OK", "OK\n")

@@ -74,17 +74,17 @@ class Exporter:
                 webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes
             )
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(
-            ExecutionsCollector(
-                lambda: [(p.status, p.client.stats.read()) for p in self.pollers],
-                plan,
-                settings.effective_stale_after,
-                __version__,
-                clock=clock,
-                webhook=(lambda: (webhook_stats, self.remediator.stats)) if webhook_stats else None,
-            )
+        self.collector = ExecutionsCollector(
+            lambda: [(p.status, p.client.stats) for p in self.pollers],
+            plan,
+            settings.effective_stale_after,
+            __version__,
+            clock=clock,
+            webhook=(lambda: (webhook_stats, self.remediator.stats)) if webhook_stats else None,
         )
-        self.app = create_app(self.registry, lambda: [p.status for p in self.pollers], __version__, routes)
+        self.registry.register(self.collector)
+        self.app = create_app(self.registry, self.collector.version, lambda: [p.status for p in self.pollers],
+                              __version__, routes)
         self.server = None
 
     def start(self) -> None:

@@ -23,12 +23,15 @@ import bisect
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
+import msgspec
 from urllib3.util.retry import Retry
 
+from .executions import InvalidAnswer, split_answer
 from .settings import Cloud
 
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
@@ -38,7 +41,6 @@ REASONS = ("auth", "bad_request", "server_error", "timeout", "connection", "inva
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
 SEARCH_LAYOUT = ("id", "name", "owner", "startTime", "platforms")
-_LAYOUT_KEYS = ("id", "owner", "startTime")
 
 
 class ApiError(Exception):
@@ -81,9 +83,11 @@ class RequestStats:
         self._failures = {e: dict.fromkeys(REASONS, 0) for e in ENDPOINTS}
         self._buckets = {e: [0] * (len(REQUEST_DURATION_BUCKETS) + 1) for e in ENDPOINTS}
         self._sums = dict.fromkeys(ENDPOINTS, 0.0)
+        self.generation = 0  # changes with every record: what /metrics shows has changed
 
     def record(self, endpoint: str, seconds: float, reason: str | None) -> None:
         with self._lock:
+            self.generation += 1
             self._requests[endpoint] += 1
             self._buckets[endpoint][bisect.bisect_left(REQUEST_DURATION_BUCKETS, seconds)] += 1
             self._sums[endpoint] += seconds
@@ -134,94 +138,113 @@ class ExecutionManagerClient:
     def close(self) -> None:
         self._session.close()
 
-    def search(self) -> list:
-        """All executions the token can see, as the decoded JSON list (entries unchecked).
+    def search(self) -> list[msgspec.Raw]:
+        """Every execution the token can see, as the still-encoded entries of the answer.
 
         Asks for only the fields the exporter reads; if the server answers 400 to that, or its
         answer lacks a needed field, asks again without ``layout`` and keeps doing so.
         """
         if self.use_layout:
             try:
-                executions = self._search({"layout": list(SEARCH_LAYOUT)})
+                entries = self._search({"layout": list(SEARCH_LAYOUT)})
             except ApiError as err:
                 if err.status != 400:
                     raise
             else:
-                if not executions or _has_layout_keys(executions):
-                    return executions
+                if _has_layout_keys(entries):
+                    return entries
             self.use_layout = False
         return self._search(None)
 
     def search_matching(self, fields: dict[str, list[str]]) -> list:
         """The executions whose fields match (``filter.fields``: AND across keys, OR within one)."""
-        return self._search({"filter": {"fields": fields}})
+        return [_decoded(raw) for raw in self._search({"filter": {"fields": fields}})]
 
     def stop(self, stop_filter: dict) -> StopResult:
         """Stops what ``stop_filter`` matches. The caller guarantees the filter is narrow."""
-        answer = self._call("stop", STOP_PATH, stop_filter, dict)
+
+        def read(response: requests.Response) -> dict:
+            answer = _decoded(self._read_capped(response))
+            if not isinstance(answer, dict):
+                raise ApiError("invalid_response", "stop answer is not a JSON object")
+            return answer
+
+        answer = self._exchange("stop", STOP_PATH, stop_filter, read)
         return StopResult(_id_list(answer.get("stoppedExecutions")), _id_list(answer.get("unStoppedExecutions")))
 
-    def _search(self, body: dict | None) -> list:
-        return self._call("search", SEARCH_PATH, body, list)
+    def _search(self, body: dict | None) -> list[msgspec.Raw]:
+        def read(response: requests.Response) -> list[msgspec.Raw]:
+            try:
+                return split_answer(self._read_capped(response))
+            except InvalidAnswer as err:
+                raise ApiError("invalid_response", f"search answer is {err}") from None
 
-    def _call(self, endpoint: str, path: str, body: dict | None, expected: type):
+        return self._exchange("search", SEARCH_PATH, body, read)
+
+    def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[requests.Response], object]):
+        """POSTs ``body``, checks the status, and reads the answer with ``read``; counts it all."""
         started, reason = self._clock(), None
+        timeout = self._timeouts[endpoint]
+        kwargs = {"json": body} if body is not None else {}
         try:
-            answer = self._post(path, body, self._timeouts[endpoint])
-            if not isinstance(answer, expected):
-                kind = "list" if expected is list else "object"
-                raise ApiError("invalid_response", f"{endpoint} answer is not a JSON {kind}")
-            return answer
+            try:
+                with self._session.post(
+                    self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
+                ) as response:
+                    if response.status_code != 200:
+                        raise _status_error(response.status_code, self._read_capped(response))
+                    return read(response)
+            except requests.exceptions.Timeout:
+                raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
+            except requests.exceptions.RetryError:
+                raise ApiError("server_error", "server errors persisted through retries") from None
+            except requests.exceptions.ChunkedEncodingError:
+                raise ApiError("invalid_response", "response body was cut off") from None
+            except requests.exceptions.ConnectionError as err:
+                raise ApiError("connection", _connection_detail(err)) from None
+            except requests.exceptions.RequestException as err:
+                raise ApiError("connection", type(err).__name__) from None
         except ApiError as err:
             reason = err.reason
             raise
         finally:
             self.stats.record(endpoint, self._clock() - started, reason)
 
-    def _post(self, path: str, body: dict | None, timeout: tuple[float, float]) -> object:
-        kwargs = {"json": body} if body is not None else {}
-        try:
-            with self._session.post(
-                self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
-            ) as response:
-                content = self._read_capped(response)
-                status = response.status_code
-        except requests.exceptions.Timeout:
-            raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
-        except requests.exceptions.RetryError:
-            raise ApiError("server_error", "server errors persisted through retries") from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise ApiError("invalid_response", "response body was cut off") from None
-        except requests.exceptions.ConnectionError as err:
-            raise ApiError("connection", _connection_detail(err)) from None
-        except requests.exceptions.RequestException as err:
-            raise ApiError("connection", type(err).__name__) from None
-        if status != 200:
-            raise _status_error(status, content)
-        try:
-            return json.loads(content)
-        except (ValueError, RecursionError):
-            raise ApiError("invalid_response", f"body is not JSON ({len(content)} bytes)") from None
-
-    def _read_capped(self, response: requests.Response) -> bytes:
+    def _read_capped(self, response: requests.Response) -> bytearray:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ApiError("invalid_response", f"body of {declared} bytes exceeds {self._max_bytes}")
-        chunks, size = [], 0
+        body = bytearray()  # one growing buffer: the answer is held once, not twice
         for chunk in response.iter_content(chunk_size=256 * 1024):
-            size += len(chunk)
-            if size > self._max_bytes:
+            body += chunk
+            if len(body) > self._max_bytes:
                 raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return body
 
 
-def _has_layout_keys(executions: list) -> bool:
-    objects = [e for e in executions if isinstance(e, dict)]
+def _decoded(body) -> object:
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        raise ApiError("invalid_response", "answer is not JSON") from None
+
+
+def _has_layout_keys(entries: list[msgspec.Raw], sample: int = 20) -> bool:
+    """False when the first entries that are objects all lack a field the exporter needs."""
+    objects = []
+    for raw in entries:
+        try:
+            value = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            objects.append(value)
+            if len(objects) == sample:
+                break
     if not objects:
         return True
     has = lambda key: any(key in e for e in objects)  # noqa: E731
-    return all(has(k) for k in _LAYOUT_KEYS) and (has("platforms") or has("devices"))
+    return all(has(k) for k in ("id", "owner", "startTime")) and (has("platforms") or has("devices"))
 
 
 def _id_list(value: object) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from .client import ENDPOINTS, REASONS, REQUEST_DURATION_BUCKETS, RequestCounts
+from .client import ENDPOINTS, REASONS, REQUEST_DURATION_BUCKETS, RequestStats
 from .poller import CloudStatus
 from .remediation import RESULTS, RemediationStats
 from .webhook import FAILURE_REASONS, WebhookStats
@@ -42,7 +42,7 @@ CACHED = " (cached: from the last successful poll, not fetched at scrape time)"
 class ExecutionsCollector:
     def __init__(
         self,
-        sources: Callable[[], Iterable[tuple[CloudStatus, dict[str, RequestCounts]]]],
+        sources: Callable[[], Iterable[tuple[CloudStatus, RequestStats]]],
         plan: LabelPlan,
         stale_after: float,
         version: str,
@@ -58,6 +58,18 @@ class ExecutionsCollector:
 
     def describe(self):
         return []  # families depend on data; an empty describe stops register() from collecting
+
+    def version(self) -> tuple:
+        """Changes whenever collect() would yield something else: a poll, a request, a stop,
+        or execution series going stale. Cheap enough to ask at every scrape."""
+        now = self._clock()
+        key: list = [(status.polls, stats.generation, self._fresh(status, now)) for status, stats in self._sources()]
+        if self._webhook is not None:
+            key += [stats.generation for stats in self._webhook()]
+        return tuple(key)
+
+    def _fresh(self, status: CloudStatus, now: float) -> bool:
+        return status.snapshot is not None and now - status.snapshot.time <= self._stale_after
 
     def collect(self):
         plan, now = self._plan, self._clock()
@@ -132,10 +144,11 @@ class ExecutionsCollector:
         )
         build.add_metric([self._version], 1)
 
-        for status, request_counts in self._sources():
+        for status, request_stats in self._sources():
             cloud = [status.cloud]
             snapshot = status.snapshot
-            if snapshot is not None and now - snapshot.time <= self._stale_after:
+            request_counts = request_stats.read()
+            if self._fresh(status, now):
                 for key, count in sorted(snapshot.running.items()):
                     running.add_metric(cloud + list(key), count)
                 for key, count in sorted(snapshot.platforms.items()):

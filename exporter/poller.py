@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .client import ApiError, ExecutionManagerClient
-from .executions import read_executions
-from .snapshot import LabelPlan, Snapshot, Totals, advance, take_snapshot
+from .snapshot import LabelPlan, Snapshot, SnapshotBuilder, Totals, advance
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,9 @@ class Poller:
 
     def poll_once(self) -> CloudStatus:
         status = self.status
-        started = self._monotonic()
+        started, now = self._monotonic(), self._clock()
         try:
-            executions, skipped = read_executions(self.client.search())
+            entries = self.client.search()
         except ApiError as err:
             status = replace(
                 status, polls=status.polls + 1, up=False, last_error=err.reason,
@@ -65,18 +64,21 @@ class Poller:
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            now = self._clock()
-            snapshot = take_snapshot(executions, skipped, now, self.plan)
+            builder = SnapshotBuilder(self.plan, now)
+            for entry in entries:
+                builder.add(entry)
+            del entries  # the answer's bytes go with it
+            snapshot = builder.build()
             status = replace(
-                status, polls=status.polls + 1, up=True, last_error=None, last_success=now,
+                status, polls=status.polls + 1, up=True, last_error=None, last_success=self._clock(),
                 last_duration=self._monotonic() - started, snapshot=snapshot,
                 totals=advance(status.totals, status.snapshot, snapshot, self.plan),
             )
             if status.polls == 1 or self.status.up is False:
-                log.info("poll succeeded", extra={"cloud": status.cloud, "executions": len(executions)})
-            if skipped:
+                log.info("poll succeeded", extra={"cloud": status.cloud, "executions": sum(snapshot.running.values())})
+            if snapshot.skipped_entries:
                 log.warning("search answer had entries that are not executions",
-                            extra={"cloud": status.cloud, "skipped": skipped})
+                            extra={"cloud": status.cloud, "skipped": snapshot.skipped_entries})
         self.status = status
         return status
 

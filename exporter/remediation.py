@@ -98,9 +98,11 @@ class RemediationStats:
         self._lock = threading.Lock()
         self.results = dict.fromkeys(RESULTS, 0)
         self.stopped_by_cloud = dict.fromkeys(clouds, 0)
+        self.generation = 0
 
     def count(self, decision: Decision) -> None:
         with self._lock:
+            self.generation += 1
             self.results[decision.result] += 1
             if decision.stopped and decision.cloud in self.stopped_by_cloud:
                 self.stopped_by_cloud[decision.cloud] += len(decision.stopped)

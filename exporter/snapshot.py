@@ -13,17 +13,17 @@ one poll interval long.
 from __future__ import annotations
 
 import bisect
-from collections import Counter
 from dataclasses import dataclass
-from operator import attrgetter
 
-from .executions import Execution
+import msgspec
+
+from .executions import execution_reader
 from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS
 
 EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
 START_LABELS = ("execution_id", "execution_name", "owner")
-_EXECUTION_VALUES = {"owner": attrgetter("owner"), "execution_id": attrgetter("id"), "execution_name": attrgetter("name")}
+_EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
 
 
 @dataclass(frozen=True)
@@ -83,65 +83,81 @@ class Snapshot:
     followed: dict[str, tuple[tuple[str, ...], float | None]]  # id -> (execution labels, start)
 
 
-def take_snapshot(executions: list[Execution], skipped_entries: int, now: float, plan: LabelPlan) -> Snapshot:
-    execution_key = _key_function(plan.execution)
-    platform_values = [_platform_value(label) for label in plan.platform]
-    running: Counter = Counter()
-    platforms: Counter = Counter()
-    ages: dict[tuple[str, ...], list[float]] = {}
-    followed: dict[str, tuple[tuple[str, ...], float | None]] = {}
-    for execution in executions:
-        key = execution_key(execution)
-        running[key] += 1
-        for platform in execution.platforms:
-            platforms[tuple(value(execution, platform) for value in platform_values)] += 1
-        if execution.start_time is not None:
-            ages.setdefault(key, []).append(max(0.0, now - execution.start_time))
+class SnapshotBuilder:
+    """Aggregates the entries of one search answer, one at a time, into a :class:`Snapshot`.
+
+    Nothing per execution is kept but what the snapshot needs (its id for the next poll's
+    difference, and its start for the start-time series), so a large answer costs little memory.
+    """
+
+    def __init__(self, plan: LabelPlan, now: float):
+        self.plan, self.now = plan, now
+        self._by_owner = plan.execution == ("owner",)
+        self._owner_first = plan.platform[:1] == ("owner",)  # PLATFORM_LABELS start with owner
+        self._read = execution_reader(tuple(label for label in plan.platform if label != "owner"))
+        self._start_key = _key_function(plan.start) if plan.start_series else None
+        self._running: dict[tuple[str, ...], int] = {}
+        self._platforms: dict[tuple[str, ...], int] = {}
+        self._ages: dict[tuple[str, ...], list] = {}  # key -> [non-cumulative counts..., sum]
+        self._followed: dict[str, tuple[tuple[str, ...], float | None]] = {}
+        self._timed: list[tuple[float, str, tuple[str, ...]]] = []
+        self.skipped = 0
+
+    def add(self, entry: msgspec.Raw) -> None:
+        """One still-encoded entry of the search answer."""
+        execution = self._read(entry)
+        if execution is None:
+            self.skipped += 1
+            return
+        owner = execution.owner
+        key = (owner,) if self._by_owner else ()
+        running = self._running
+        running[key] = running.get(key, 0) + 1
+        platforms = self._platforms
+        for values in execution.platforms:
+            if self._owner_first:
+                values = (owner, *values)
+            platforms[values] = platforms.get(values, 0) + 1
+        start = execution.start_time
+        if start is not None:
+            age = self.now - start
+            if age < 0:
+                age = 0.0  # a clock ahead of ours
+            counts = self._ages.get(key)
+            if counts is None:
+                counts = self._ages[key] = [0] * (len(self.plan.age_buckets) + 2)
+            counts[bisect.bisect_left(self.plan.age_buckets, age)] += 1
+            counts[-1] += age
         if execution.id is not None:
-            followed[execution.id] = (key, execution.start_time)
-    starts, omitted = _start_series(executions, plan)
-    return Snapshot(
-        time=now,
-        running=dict(running),
-        platforms=dict(platforms),
-        ages={key: BucketCounts.of(values, plan.age_buckets) for key, values in ages.items()},
-        starts=starts,
-        starts_omitted=omitted,
-        skipped_entries=skipped_entries,
-        followed=followed,
-    )
+            self._followed[execution.id] = (key, start)
+            if start is not None and self._start_key is not None:
+                self._timed.append((start, execution.id, self._start_key(execution)))
 
-
-def _start_series(executions: list[Execution], plan: LabelPlan):
-    if not plan.start_series:
-        return (), 0
-    start_key = _key_function(plan.start)
-    timed = sorted(
-        ((e.start_time, e.id, e) for e in executions if e.id is not None and e.start_time is not None),
-        key=lambda item: item[:2],
-    )
-    seen: set[tuple[str, ...]] = set()
-    starts = []
-    for start_time, _, execution in timed:
-        key = start_key(execution)
-        if key not in seen:  # an id listed twice is one execution
-            seen.add(key)
-            starts.append((key, start_time))
-    # The oldest executions are kept: they are the ones the long-running alerts are about.
-    return tuple(starts[: plan.max_start_series]), max(0, len(starts) - plan.max_start_series)
+    def build(self) -> Snapshot:
+        # The oldest executions are kept: they are the ones the long-running alerts are about.
+        self._timed.sort(key=lambda item: item[:2])
+        seen: set[tuple[str, ...]] = set()
+        starts = []
+        for start, _, key in self._timed:
+            if key not in seen:  # an id listed twice is one execution
+                seen.add(key)
+                starts.append((key, start))
+        cap = self.plan.max_start_series
+        return Snapshot(
+            time=self.now,
+            running=self._running,
+            platforms=self._platforms,
+            ages={key: BucketCounts(tuple(c[:-1]), float(c[-1])) for key, c in self._ages.items()},
+            starts=tuple(starts[:cap]),
+            starts_omitted=max(0, len(starts) - cap) if self._start_key is not None else 0,
+            skipped_entries=self.skipped,
+            followed=self._followed,
+        )
 
 
 def _key_function(labels: tuple[str, ...]):
-    getters = [_EXECUTION_VALUES[label] for label in labels]
-    return lambda execution: tuple(get(execution) for get in getters)
-
-
-def _platform_value(label: str):
-    if label in _EXECUTION_VALUES:
-        get = _EXECUTION_VALUES[label]
-        return lambda execution, platform: get(execution)
-    get = attrgetter(label)
-    return lambda execution, platform: get(platform)
+    fields = [_EXECUTION_FIELDS[label] for label in labels]
+    return lambda execution: tuple([execution[i] for i in fields])
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,11 @@ class WebhookStats:
         self._lock = threading.Lock()
         self.requests = 0
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self.generation = 0
 
     def count(self, failure: str | None) -> None:
         with self._lock:
+            self.generation += 1
             self.requests += 1
             if failure:
                 self.failures[failure] += 1

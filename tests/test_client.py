@@ -26,6 +26,11 @@ def client():
     c.close()
 
 
+def search(client) -> list:
+    """One search, its entries decoded."""
+    return [json.loads(bytes(raw)) for raw in client.search()]
+
+
 def failure_counts(client, endpoint="search"):
     return {k: v for k, v in client.stats.read()[endpoint].failures.items() if v}
 
@@ -33,7 +38,7 @@ def failure_counts(client, endpoint="search"):
 @responses.activate
 def test_search_sends_token_and_layout_and_returns_the_list(client):
     responses.post(SEARCH, json=DOCUMENT_ANSWER)
-    assert client.search() == DOCUMENT_ANSWER
+    assert search(client) == DOCUMENT_ANSWER
     sent = responses.calls[0].request
     assert sent.headers["Perfecto-Authorization"] == TOKEN
     assert json.loads(sent.body) == {"layout": list(SEARCH_LAYOUT)}
@@ -60,7 +65,7 @@ def test_search_sends_token_and_layout_and_returns_the_list(client):
 def test_failures_are_classified(client, status, body, reason):
     responses.post(SEARCH, status=status, body=body, headers={"Location": "https://elsewhere.example/"})
     with pytest.raises(ApiError) as caught:
-        client.search()
+        search(client)
     assert caught.value.reason == reason
     assert failure_counts(client) == {reason: 1}
     assert TOKEN not in str(caught.value)
@@ -71,7 +76,7 @@ def test_failures_are_classified(client, status, body, reason):
 def test_error_bodies_are_parsed_into_user_messages(client):
     responses.post(SEARCH, status=401, body=DOCUMENT_ERROR)
     with pytest.raises(ApiError) as caught:
-        client.search()
+        search(client)
     assert caught.value.messages == ("Error message 1", "Error message 2")
     assert str(caught.value) == "auth: HTTP 401 (Error message 1; Error message 2)"
 
@@ -91,7 +96,7 @@ def test_error_bodies_are_parsed_into_user_messages(client):
 def test_transport_failures_are_classified(client, exception, reason):
     responses.post(SEARCH, body=exception)
     with pytest.raises(ApiError) as caught:
-        client.search()
+        search(client)
     assert caught.value.reason == reason
     assert failure_counts(client) == {reason: 1}
 
@@ -100,7 +105,7 @@ def test_transport_failures_are_classified(client, exception, reason):
 def test_body_over_the_cap_is_refused(client):
     responses.post(SEARCH, body="[" + " " * 20_000 + "]")
     with pytest.raises(ApiError, match="exceeds 10000") as caught:
-        client.search()
+        search(client)
     assert caught.value.reason == "invalid_response"
 
 
@@ -109,8 +114,8 @@ def test_layout_rejected_with_400_falls_back_and_remembers(client):
     responses.post(SEARCH, status=400, body=DOCUMENT_ERROR, match=[responses.matchers.json_params_matcher(
         {"layout": list(SEARCH_LAYOUT)})])
     responses.post(SEARCH, json=DOCUMENT_ANSWER)
-    assert client.search() == DOCUMENT_ANSWER
-    assert client.search() == DOCUMENT_ANSWER
+    assert search(client) == DOCUMENT_ANSWER
+    assert search(client) == DOCUMENT_ANSWER
     bodies = [call.request.body for call in responses.calls]
     assert json.loads(bodies[0]) == {"layout": list(SEARCH_LAYOUT)}
     assert bodies[1:] == [None, None]  # no body at all, as Perfecto's own tooling calls it
@@ -123,15 +128,17 @@ def test_layout_answer_missing_a_needed_field_falls_back(client):
     responses.post(SEARCH, json=without_start, match=[responses.matchers.json_params_matcher(
         {"layout": list(SEARCH_LAYOUT)})])
     responses.post(SEARCH, json=DOCUMENT_ANSWER)
-    assert client.search() == DOCUMENT_ANSWER
+    assert search(client) == DOCUMENT_ANSWER
     assert client.use_layout is False
+    search(client)
+    assert len(responses.calls) == 3  # remembered: no layout asked any more
 
 
 @responses.activate
 def test_layout_answer_with_devices_instead_of_platforms_is_accepted(client):
     renamed = [{("devices" if k == "platforms" else k): v for k, v in e.items()} for e in DOCUMENT_ANSWER]
     responses.post(SEARCH, json=renamed)
-    assert client.search() == renamed
+    assert search(client) == renamed
     assert client.use_layout is True
 
 

@@ -346,3 +346,40 @@ def test_flags_override_environment_override_file(tmp_path):
     assert shown["clouds"] == [{"name": "from-file", "url": "https://from-file.executions.perfectomobile.com",
                                 "token": "********"}]
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def _scrape_app(app, accept_encoding: str = "", accept: str = "") -> tuple[dict, bytes]:
+    seen = {}
+    environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": "",
+               "HTTP_ACCEPT_ENCODING": accept_encoding, "HTTP_ACCEPT": accept}
+    body = b"".join(app(environ, lambda status, headers: seen.update(headers)))
+    return seen, body
+
+
+def test_metrics_are_rendered_once_per_change_and_never_served_stale(start_lab):
+    lab = start_lab(fault_injection=True)
+    clock = [1_800_000_000.0]
+    loaded = load_settings({"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
+                            "poll_interval": 10, "search_retries": 0})
+    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0])
+    exporter.pollers[0].poll_once()
+    renders = []
+    real_collect = exporter.collector.collect
+    exporter.collector.collect = lambda: renders.append(1) or real_collect()
+
+    headers, first = _scrape_app(exporter.app)
+    _, again = _scrape_app(exporter.app)
+    assert first == again and len(renders) == 1  # the second scrape is served from the cache
+    zipped_headers, zipped = _scrape_app(exporter.app, accept_encoding="gzip")
+    assert zipped_headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == first and len(renders) == 1
+    open_metrics_headers, om = _scrape_app(exporter.app, accept="application/openmetrics-text; version=1.0.0")
+    assert open_metrics_headers["Content-Type"].startswith("application/openmetrics-text") and om.endswith(b"# EOF\n")
+
+    clock[0] += 31  # no poll, but past stale_after: the execution series must go
+    _, stale = _scrape_app(exporter.app)
+    assert b"perfecto_executions_running{" in first and b"perfecto_executions_running{" not in stale
+
+    lab.lab.inject("unauthorized")
+    exporter.pollers[0].poll_once()  # a poll changes what is shown
+    _, after_poll = _scrape_app(exporter.app)
+    assert value(after_poll.decode(), "perfecto_up", cloud="acme") == 0
