@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from operator import itemgetter
 
 import msgspec
 
@@ -157,6 +158,8 @@ class SnapshotBuilder:
 
 def _key_function(labels: tuple[str, ...]):
     fields = [_EXECUTION_FIELDS[label] for label in labels]
+    if len(fields) > 1:
+        return itemgetter(*fields)  # a tuple, built in C
     return lambda execution: tuple([execution[i] for i in fields])
 
 

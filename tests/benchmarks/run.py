@@ -1,0 +1,313 @@
+"""Benchmarks of perfecto-exporter, each a ratio against a baseline measured in the same run.
+
+    .venv/bin/python -m tests.benchmarks.run [--sizes 1000,10000,50000] [--output FILE]
+
+1. Poll processing: the body of a search answer -> a ready snapshot (and, separately, the
+   rendered exposition), against bare ``json.loads`` of the same body. Target <= 1.5x.
+2. Scrape cost at 10k executions while the API hangs: 50 concurrent scrapers, paced (each
+   every 100 ms, as Prometheus servers scrape: open loop) and flat out (closed loop), against
+   the same load on ``/-/healthy``. Target p99 <= 5 ms.
+3. Memory: peak RSS of the exporter process after three polls at each size, against a process
+   that only ``json.load``s the same answer. Target <= 150 MB at 50k, linear growth.
+4. Webhook: a gated alert in, the stop call to the lab out, against the same stop call made
+   directly. Target <= 50 ms.
+
+Everything runs on loopback: the simulated lab and the exporter as separate processes (as in
+production), the load from this one. It prints a Markdown table and writes it to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from exporter.collector import ExecutionsCollector
+from exporter.client import RequestStats
+from exporter.executions import split_answer
+from exporter.lab import Workload
+from exporter.poller import CloudStatus
+from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, advance
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTER = [sys.executable, "-m", "exporter.cli"]
+TOKEN = "benchmark-token"
+
+
+def best_of(function, repeats: int) -> float:
+    """The fastest of ``repeats`` runs, each from a collected heap (the collector stays on while timed)."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def answer_body(size: int) -> bytes:
+    return json.dumps(Workload(seed=1, executions=size).running()).encode()
+
+
+def processing(size: int) -> dict:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    body = answer_body(size)
+    plan, now = LabelPlan(), time.time()
+
+    def snapshot():
+        builder = SnapshotBuilder(plan, now)
+        for entry in split_answer(body):
+            builder.add(entry)
+        return builder.build()
+
+    repeats = 3 if size >= 50_000 else (7 if size >= 10_000 else 25)
+    baseline = best_of(lambda: json.loads(body), repeats)
+    ours = best_of(snapshot, repeats)
+    built = snapshot()
+    status = CloudStatus("bench", "http://lab", advance(Totals.empty(plan), None, built, plan), built, 1, True, now, 0.1)
+    stats = RequestStats()
+    registry = CollectorRegistry()
+    registry.register(ExecutionsCollector(lambda: [(status, stats)], plan, 90, "bench", clock=lambda: now))
+    render = best_of(lambda: generate_latest(registry), repeats)
+    return {"size": size, "body_mb": len(body) / 2**20, "json_loads_ms": baseline * 1000, "snapshot_ms": ours * 1000,
+            "render_ms": render * 1000, "ratio": ours / baseline, "ratio_with_render": (ours + render) / baseline}
+
+
+class Stack:
+    """The simulated lab and one exporter, as processes on loopback."""
+
+    def __init__(self, executions: int, poll_interval: float = 2.0, webhook: bool = False, stale_after: float = 600):
+        self.lab_port, self.port = _free_port(), _free_port()
+        self.lab_url, self.url = f"http://127.0.0.1:{self.lab_port}", f"http://127.0.0.1:{self.port}"
+        self._logs = tempfile.TemporaryDirectory()
+        self.lab = self._spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{self.lab_port}",
+                                "--admin-token", TOKEN, "--executions", str(executions), "--churn", "0",
+                                "--fault-injection", "--log.level", "warning"], "lab", {})
+        _wait(lambda: requests.post(self.lab_url + "/execution-manager/api/v1/executions/search",
+                                    timeout=60).status_code == 401, 120)
+        env = {"PERFECTO_CLOUD_NAME": "bench", "PERFECTO_EXECUTIONS_URL": self.lab_url,
+               "PERFECTO_SECURITY_TOKEN": TOKEN, "PERFECTO_POLL_INTERVAL": str(poll_interval),
+               "PERFECTO_REQUEST_TIMEOUT": "120", "PERFECTO_LOG_LEVEL": "warning",
+               "PERFECTO_STALE_AFTER": str(stale_after)}  # the scrape test hangs the API for a while
+        if webhook:
+            env |= {"PERFECTO_WEBHOOK_TOKEN": "hook", "PERFECTO_STOP_MAX_PER_WINDOW": "100000"}
+        self.exporter = self._spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{self.port}"],
+                                    "exporter", env)
+
+    def _spawn(self, args, name, env):
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
+        log = open(Path(self._logs.name) / f"{name}.log", "wb")
+        return subprocess.Popen(args, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def polls(self) -> int:
+        text = requests.get(self.url + "/metrics", timeout=60).text
+        return sum(int(float(line.split()[-1])) for line in text.splitlines()
+                   if line.startswith('perfecto_api_requests_total{cloud="bench",endpoint="search"}'))
+
+    def peak_rss_mb(self) -> float:
+        return _peak_rss_mb(self.exporter.pid)
+
+    def close(self):
+        requests.delete(self.lab_url + "/-/lab/faults", timeout=5)
+        for process in (self.exporter, self.lab):
+            process.terminate()
+            process.wait(30)
+        self._logs.cleanup()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(condition, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("benchmark stack did not come up")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def memory(size: int) -> dict:
+    stack = Stack(size)
+    try:
+        _wait(lambda: stack.polls() >= 3, 600)
+        exporter_mb = stack.peak_rss_mb()
+    finally:
+        stack.close()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        f.write(answer_body(size))
+        f.flush()
+        probe = subprocess.run([sys.executable, "-c", "import json, sys\nd = json.load(open(sys.argv[1], 'rb'))\n"
+                                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])",
+                                f.name], capture_output=True, text=True, check=True)
+    baseline_mb = int(probe.stdout) / 1024
+    return {"size": size, "exporter_mb": exporter_mb, "json_load_mb": baseline_mb, "ratio": exporter_mb / baseline_mb}
+
+
+def _load(url: str, path: str, scrapers: int, seconds: float, every: float | None) -> dict:
+    """``scrapers`` threads requesting ``path`` for ``seconds``; paced every ``every`` s, or flat out."""
+    host, port = url.split("//")[1].split(":")
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def scraper(offset: float):
+        mine = []
+        next_at = time.monotonic() + offset
+        while True:
+            if every is not None:
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += every
+            started = time.monotonic()
+            if started >= stop_at:
+                break
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            connection.request("GET", path, headers={"Accept-Encoding": "gzip"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status != 200:
+                raise RuntimeError(f"{path} answered {response.status}")
+            mine.append(time.monotonic() - started)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=scraper, args=((i / scrapers) * (every or 0),)) for i in range(scrapers)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+
+
+def scrape(size: int = 10_000, scrapers: int = 50, seconds: float = 5.0) -> dict:
+    stack = Stack(size, poll_interval=1.0)
+    try:
+        _wait(lambda: stack.polls() >= 2, 300)
+        requests.post(stack.lab_url + "/-/lab/faults", json={"kind": "hang"}, timeout=5)
+        time.sleep(2)  # the next poll is now hanging
+        result = {"size": size, "scrapers": scrapers}
+        for name, every in (("paced", 0.1), ("flat_out", None)):
+            metrics = _load(stack.url, "/metrics", scrapers, seconds, every)
+            healthy = _load(stack.url, "/-/healthy", scrapers, seconds, every)
+            result[name] = {"metrics": metrics, "healthy": healthy, "p99_ratio": metrics["p99_ms"] / healthy["p99_ms"]}
+        result["metrics_bytes_gzip"] = len(requests.get(stack.url + "/metrics", stream=True, timeout=30,
+                                                        headers={"Accept-Encoding": "gzip"}).raw.read())
+    finally:
+        stack.close()
+    return result
+
+
+def webhook(requests_made: int = 30) -> dict:
+    stack = Stack(requests_made * 2 + 10, poll_interval=30.0, webhook=True)
+    try:
+        _wait(lambda: stack.polls() >= 1, 120)
+        ids = [e["id"] for e in requests.post(stack.lab_url + "/execution-manager/api/v1/executions/search",
+                                              headers={"Perfecto-Authorization": TOKEN}, timeout=30).json()]
+        session = requests.Session()
+        hook, direct = [], []
+        for i in range(requests_made):
+            alert = {"status": "firing", "fingerprint": str(i), "labels": {
+                "alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "bench", "execution_id": ids[i]}}
+            started = time.perf_counter()
+            answer = session.post(stack.url + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
+                                  headers={"Authorization": "Bearer hook"}, timeout=30)
+            hook.append(time.perf_counter() - started)
+            assert answer.json()["decisions"][0]["result"] == "stopped", answer.text
+            started = time.perf_counter()
+            session.post(stack.lab_url + "/execution-manager/api/v1/executions/stop",
+                         json={"fields": {"id": [ids[requests_made + i]]}},
+                         headers={"Perfecto-Authorization": TOKEN}, timeout=30)
+            direct.append(time.perf_counter() - started)
+    finally:
+        stack.close()
+    p50_hook, p50_direct = statistics.median(hook) * 1000, statistics.median(direct) * 1000
+    return {"webhook_p50_ms": p50_hook, "webhook_max_ms": max(hook) * 1000, "direct_stop_p50_ms": p50_direct,
+            "overhead_p50_ms": p50_hook - p50_direct, "ratio": p50_hook / p50_direct}
+
+
+def report(results: dict) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "### 1. Poll processing (body -> snapshot), against json.loads of the same body",
+        "",
+        "| executions | body MB | json.loads ms | snapshot ms | ratio (target <= 1.5) | + render ms | ratio with render |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["processing"]:
+        lines.append(f"| {r['size']:,} | {r['body_mb']:.1f} | {r['json_loads_ms']:.1f} | {r['snapshot_ms']:.1f} | "
+                     f"{r['ratio']:.2f} | {r['render_ms']:.1f} | {r['ratio_with_render']:.2f} |")
+    s = results["scrape"]
+    lines += ["", f"### 2. Scrape cost at {s['size']:,} executions, API hanging, {s['scrapers']} concurrent scrapers", "",
+              "| load | /metrics p50 ms | /metrics p99 ms (target <= 5) | /metrics req/s | /-/healthy p99 ms | p99 ratio |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, label in (("paced", "paced, each every 100 ms"), ("flat_out", "flat out (closed loop)")):
+        m, h = s[name]["metrics"], s[name]["healthy"]
+        lines.append(f"| {label} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps']:.0f} | {h['p99_ms']:.2f} | "
+                     f"{s[name]['p99_ratio']:.2f} |")
+    lines += ["", f"/metrics body, gzip: {s['metrics_bytes_gzip'] / 1024:.0f} KiB", "",
+              "### 3. Peak RSS of the exporter after three polls, against a process that only json.loads the answer", "",
+              "| executions | exporter MB (target <= 150 at 50k) | json.load process MB | ratio |", "|---:|---:|---:|---:|"]
+    for r in results["memory"]:
+        lines.append(f"| {r['size']:,} | {r['exporter_mb']:.0f} | {r['json_load_mb']:.0f} | {r['ratio']:.2f} |")
+    w = results["webhook"]
+    lines += ["", "### 4. Webhook: alert in -> stop call out (lab answering at once)", "",
+              "| webhook p50 ms | webhook max ms (target <= 50) | direct stop call p50 ms | webhook overhead p50 ms | ratio |",
+              "|---:|---:|---:|---:|---:|",
+              f"| {w['webhook_p50_ms']:.1f} | {w['webhook_max_ms']:.1f} | {w['direct_stop_p50_ms']:.1f} | "
+              f"{w['overhead_p50_ms']:.1f} | {w['ratio']:.2f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--output", default=str(ROOT / "tests" / "benchmarks" / "results.md"))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = {"processing": [processing(n) for n in sizes]}
+    results["scrape"] = scrape()
+    results["memory"] = [memory(n) for n in sizes]
+    results["webhook"] = webhook()
+    table = report(results)
+    print(table)
+    Path(args.output).write_text(table)
+    print(f"written to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
