@@ -128,7 +128,7 @@ class ExecutionManagerClient:
         self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
         self._session.proxies = requests.utils.get_environ_proxies(cloud.url)
         retry = Retry(
-            total=retries, connect=retries, read=0, status=retries, other=0, redirect=0,
+            total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
             backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
             raise_on_status=False, respect_retry_after_header=True,
         )

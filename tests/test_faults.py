@@ -1,0 +1,133 @@
+"""The fault matrix: every way the API can fail, against the simulated lab over HTTP.
+
+For each fault: /metrics keeps answering, ``perfecto_up`` is 0, the failure is counted under
+its reason, execution series outlive the last good poll only for ``stale_after``, and the
+exporter recovers on its own when the API does. The exposition in the failing state is a
+golden file (tests/golden/fault-matrix/), time fixed. docs/reliability.md has the table.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.cli import Exporter
+from exporter.lab import Lab, Workload, serve_lab
+from exporter.settings import load_settings
+
+from .conftest import ADMIN_TOKEN, FIXTURES
+from .test_golden import assert_golden
+
+DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
+T0 = 1_800_000_000.0
+EXECUTION_SERIES = ("perfecto_executions_running", "perfecto_platforms_running",
+                    "perfecto_execution_start_timestamp_seconds", "perfecto_execution_age_seconds_bucket")
+
+MATRIX = [  # (lab fault, reason counted; None: not a failure)
+    ("unauthorized", "auth"),
+    ("forbidden", "auth"),
+    ("bad_request", "bad_request"),  # twice a poll: a 400 to the layout request asks again without
+    ("server_error", "server_error"),
+    ("bad_gateway", "server_error"),
+    ("garbage", "invalid_response"),
+    ("truncated", "invalid_response"),
+    ("wrong_shape", "invalid_response"),
+    ("reset", "connection"),
+    ("hang", "timeout"),
+    ("oversized", "invalid_response"),  # 100 MB, over the 64 MiB cap
+    ("empty", None),  # an empty lab is not a failure
+]
+
+
+class Scraper:
+    def __init__(self, url: str, clock: list[float], **settings):
+        loaded = load_settings({"cloud_name": "acme", "executions_url": url, "security_token": ADMIN_TOKEN,
+                                "poll_interval": 10, "search_retries": 0, "request_timeout": 0.5, **settings})
+        self.exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0], monotonic=lambda: 0.0)
+        self.poller = self.exporter.pollers[0]
+
+    def scrape(self) -> str:
+        """/metrics through the WSGI app, as a scrape gets it."""
+        status = {}
+        environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+        body = b"".join(self.exporter.app(environ, lambda s, headers: status.setdefault("status", s)))
+        assert status["status"] == "200 OK"
+        return body.decode()
+
+
+def samples(text: str) -> dict[tuple, float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def names(text: str) -> set[str]:
+    return {name for name, _ in samples(text)}
+
+
+def failures(text: str) -> dict[str, float]:
+    return {dict(labels)["reason"]: v for (name, labels), v in samples(text).items()
+            if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == "search" and v}
+
+
+@pytest.mark.parametrize("fault, reason", MATRIX, ids=[m[0] for m in MATRIX])
+def test_fault(start_lab, fault, reason):
+    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5)
+    clock = [T0]
+    scraper = Scraper(lab.url, clock)
+    assert scraper.poller.poll_once().up
+
+    lab.lab.inject(fault)
+    clock[0] += 10
+    scraper.poller.poll_once()
+    failing = scraper.scrape()
+    assert_golden(f"fault-matrix/{fault}", failing)
+    if reason is None:
+        assert samples(failing)[("perfecto_up", (("cloud", "acme"),))] == 1
+        assert not names(failing) & set(EXECUTION_SERIES[:2])  # nothing runs
+        return
+    assert samples(failing)[("perfecto_up", (("cloud", "acme"),))] == 0
+    per_poll = 2 if fault == "bad_request" else 1
+    assert failures(failing) == {reason: per_poll}
+    assert set(EXECUTION_SERIES) <= names(failing)  # the last good poll, within its bound
+
+    clock[0] += 21  # 31 s after the last good poll: past stale_after (3 x 10 s)
+    assert not names(scraper.scrape()) & set(EXECUTION_SERIES)
+
+    lab.lab.clear_faults()
+    clock[0] += 10
+    assert scraper.poller.poll_once().up  # recovers on its own
+    recovered = scraper.scrape()
+    assert set(EXECUTION_SERIES) <= names(recovered)
+    assert failures(recovered) == {reason: per_poll}
+
+
+def test_connection_refused_then_the_api_comes_up():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket is closed
+    clock = [T0]
+    scraper = Scraper(f"http://127.0.0.1:{port}", clock)
+    scraper.poller.poll_once()
+    text = scraper.scrape()
+    assert_golden("fault-matrix/connection-refused", text.replace(str(port), "PORT"))
+    assert failures(text) == {"connection": 1}
+    lab = Lab(Workload(seed=2, executions=3), ADMIN_TOKEN)
+    server, _ = serve_lab(lab, "127.0.0.1", port)
+    try:
+        clock[0] += 10
+        assert scraper.poller.poll_once().up
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_dns_failure():
+    clock = [T0]
+    scraper = Scraper("http://perfecto-lab.invalid:9818", clock)
+    status = scraper.poller.poll_once()
+    assert (status.up, status.last_error) == (False, "connection")
+    text = scraper.scrape()
+    assert_golden("fault-matrix/dns-failure", text)
+    assert failures(text) == {"connection": 1}
