@@ -13,6 +13,7 @@ import gzip
 import html
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -182,8 +183,9 @@ class BoundedServer(WSGIServer):
     request_queue_size = 128  # socketserver's 5 drops connections when many scrapers arrive at once
 
     def __init__(self, address, handler, *, workers: int = 16, idle_timeout: float = 10.0,
-                 read_timeout: float = 10.0, max_connections: int = 1024):
+                 read_timeout: float = 10.0, max_connections: int = 1024, tls: ssl.SSLContext | None = None):
         super().__init__(address, handler)
+        self.tls = tls
         self.read_timeout, self.idle_timeout, self.max_connections = read_timeout, idle_timeout, max_connections
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
         self._selector = selectors.DefaultSelector()
@@ -228,6 +230,8 @@ class BoundedServer(WSGIServer):
     def _handle(self, request, client_address) -> None:
         try:
             request.settimeout(self.read_timeout)
+            if self.tls is not None:  # the handshake, too, within read_timeout and in a worker
+                request = self.tls.wrap_socket(request, server_side=True)
             self.finish_request(request, client_address)
         except OSError:
             pass  # the client went away or was too slow: nothing to answer

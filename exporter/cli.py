@@ -27,6 +27,7 @@ from .remediation import Remediator, StopPolicy, StopRequest
 from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .snapshot import LabelPlan
 from .webhook import PATH as WEBHOOK_PATH
+from .web_config import BasicAuth, WebConfig, load_web_config
 from .webhook import WebhookStats, create_webhook_app
 
 log = logging.getLogger("exporter")
@@ -40,6 +41,7 @@ class Exporter:
         settings: Settings,
         clouds: list[Cloud],
         webhook_secret: str | None = None,
+        web: WebConfig | None = None,
         *,
         clock=time.time,
         monotonic=time.monotonic,
@@ -85,11 +87,14 @@ class Exporter:
         self.registry.register(self.collector)
         self.app = create_app(self.registry, self.collector.version, lambda: [p.status for p in self.pollers],
                               __version__, routes)
+        self.web = web or WebConfig()
+        if self.web.users:
+            self.app = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
         self.server = None
 
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
-        self.server, _ = serve(self.app, host, port)
+        self.server, _ = serve(self.app, host, port, tls=self.web.tls)
         for poller in self.pollers:
             poller.start()
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
@@ -109,6 +114,7 @@ def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud
     settings = load_settings({
         "config_file": args.config_file,
         "listen_address": getattr(args, "listen_address", None),
+        "web_config_file": getattr(args, "web_config_file", None),
         "log_level": args.log_level,
         "log_format": args.log_format,
         **flags,
@@ -120,7 +126,8 @@ def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings, clouds, webhook_secret = _configured(args)
-    exporter = Exporter(settings, clouds, webhook_secret)
+    web = load_web_config(settings.web_config_file) if settings.web_config_file else None
+    exporter = Exporter(settings, clouds, webhook_secret, web)
     try:
         exporter.start()
     except OSError as err:
@@ -134,6 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, clouds, _ = _configured(args)
+    if settings.web_config_file:
+        load_web_config(settings.web_config_file)
     print(json.dumps(masked(settings, clouds), indent=2))
     return 0
 
@@ -274,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (("run", "run the exporter"), ("check-config", "validate settings, print them masked")):
         p = commands.add_parser(name, help=helptext)
         p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
+        p.add_argument("--web.config.file", dest="web_config_file",
+                       help="TLS and basic auth, exporter-toolkit format (PERFECTO_WEB_CONFIG_FILE)")
         exporter_flags(p)
         p.set_defaults(handler=cmd_run if name == "run" else cmd_check_config)
 

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     clouds: list[CloudSettings] = Field(default_factory=list, description="Several clouds (YAML).")
 
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
+    web_config_file: Path | None = Field(None, description="TLS and basic auth (exporter-toolkit format).")
     poll_interval: float = Field(30.0, gt=0, description="Seconds between polls of search.")
     request_timeout: float = Field(10.0, gt=0, description="Read timeout of one API call, seconds.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
