@@ -97,6 +97,16 @@ class ExecutionsCollector:
             "Running executions left out of perfecto_execution_start_timestamp_seconds by the cap" + CACHED + ".",
             labels=cloud_labels,
         )
+        folded = GaugeMetricFamily(
+            "perfecto_owners_folded",
+            'Owners of the last poll beyond max_owners, counted under owner="(other)"' + CACHED + ".",
+            labels=cloud_labels,
+        )
+        caps = GaugeMetricFamily(
+            "perfecto_exporter_cap", "The exporter's configured cardinality caps.", labels=["cap"]
+        )
+        caps.add_metric(["max_owners"], plan.max_owners)
+        caps.add_metric(["max_execution_series"], plan.max_start_series)
         skipped = GaugeMetricFamily(
             "perfecto_search_skipped_entries",
             "Entries of the last search answer that were not execution objects" + CACHED + ".",
@@ -160,6 +170,7 @@ class ExecutionsCollector:
                 if plan.start_series:
                     omitted.add_metric(cloud, snapshot.starts_omitted)
                 skipped.add_metric(cloud, snapshot.skipped_entries)
+                folded.add_metric(cloud, snapshot.owners_folded)
             for key, count in sorted(status.totals.started.items()):
                 started.add_metric(cloud + list(key), count)
             for key, count in sorted(status.totals.finished.items()):
@@ -181,8 +192,8 @@ class ExecutionsCollector:
                     _buckets(BucketCounts(counts.bucket_counts, counts.duration_sum), REQUEST_DURATION_BUCKETS),
                     counts.duration_sum,
                 )
-        families = (running, platforms, ages, starts, omitted, skipped, started, finished, durations, up,
-                    last_success, poll_duration, requests, failures, request_durations, build)
+        families = (running, platforms, ages, starts, omitted, folded, skipped, started, finished, durations, up,
+                    last_success, poll_duration, requests, failures, request_durations, build, caps)
         yield from (family for family in families if family.samples)
         if self._webhook is not None:
             yield from self._webhook_families(*self._webhook())

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .client import ApiError, ExecutionManagerClient
-from .snapshot import LabelPlan, Snapshot, SnapshotBuilder, Totals, advance
+from .snapshot import LabelPlan, OwnerLabels, Snapshot, SnapshotBuilder, Totals, advance
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Poller:
         self.plan = plan
         self.interval = interval
         self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
+        self._owner_labels = OwnerLabels(plan.max_owners)  # kept across polls
         self._clock, self._monotonic = clock, monotonic
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"poller-{client.cloud.name}", daemon=True)
@@ -64,7 +65,7 @@ class Poller:
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            builder = SnapshotBuilder(self.plan, now)
+            builder = SnapshotBuilder(self.plan, now, self._owner_labels)
             for entry in entries:
                 builder.add(entry)
             del entries  # the answer's bytes go with it

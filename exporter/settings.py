@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     )
     execution_series: bool = Field(True, description="Export one start-time series per execution.")
     max_execution_series: int = Field(2000, ge=0, description="Cap on per-execution series.")
+    max_owners: int = Field(500, ge=1, description="Owners with a label of their own; later ones share '(other)'.")
     age_buckets: Annotated[list[float], NoDecode] = Field(
         list(DEFAULT_AGE_BUCKETS), min_length=1, description="Execution age buckets, seconds."
     )

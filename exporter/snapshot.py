@@ -24,6 +24,7 @@ from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS
 EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
 START_LABELS = ("execution_id", "execution_name", "owner")
+OTHER_OWNER = "(other)"  # the shared owner label beyond max_owners
 _EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
 
 
@@ -38,6 +39,7 @@ class LabelPlan:
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     start_series: bool = True
     max_start_series: int = 2000
+    max_owners: int = 500
 
     @classmethod
     def from_settings(cls, settings) -> LabelPlan:
@@ -51,6 +53,7 @@ class LabelPlan:
             duration_buckets=tuple(settings.duration_buckets),
             start_series=settings.execution_series,
             max_start_series=settings.max_execution_series,
+            max_owners=settings.max_owners,
         )
 
 
@@ -82,6 +85,25 @@ class Snapshot:
     starts_omitted: int
     skipped_entries: int
     followed: dict[str, tuple[tuple[str, ...], float | None]]  # id -> (execution labels, start)
+    owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
+
+
+class OwnerLabels:
+    """Which owners get an ``owner`` label of their own: the first ``cap`` ever seen, for good, so
+    that their counters stay continuous; every later owner shares :data:`OTHER_OWNER`. This bounds
+    the series of every family labelled by owner, whatever the lab holds."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._own: set[str] = set()
+
+    def __call__(self, owner: str) -> str:
+        if owner in self._own:
+            return owner
+        if len(self._own) < self.cap:
+            self._own.add(owner)
+            return owner
+        return OTHER_OWNER
 
 
 class SnapshotBuilder:
@@ -91,8 +113,10 @@ class SnapshotBuilder:
     difference, and its start for the start-time series), so a large answer costs little memory.
     """
 
-    def __init__(self, plan: LabelPlan, now: float):
+    def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None):
         self.plan, self.now = plan, now
+        self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
+        self._folded: set[str] = set()
         self._by_owner = plan.execution == ("owner",)
         self._owner_first = plan.platform[:1] == ("owner",)  # PLATFORM_LABELS start with owner
         self._read = execution_reader(tuple(label for label in plan.platform if label != "owner"))
@@ -110,7 +134,9 @@ class SnapshotBuilder:
         if execution is None:
             self.skipped += 1
             return
-        owner = execution.owner
+        owner = self._owner_label(execution.owner)
+        if owner is OTHER_OWNER:
+            self._folded.add(execution.owner)
         key = (owner,) if self._by_owner else ()
         running = self._running
         running[key] = running.get(key, 0) + 1
@@ -153,6 +179,7 @@ class SnapshotBuilder:
             starts_omitted=max(0, len(starts) - cap) if self._start_key is not None else 0,
             skipped_entries=self.skipped,
             followed=self._followed,
+            owners_folded=len(self._folded),
         )
 
 

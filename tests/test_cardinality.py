@@ -1,0 +1,52 @@
+"""Cardinality: a lab of 50,000 distinct owners and execution names stays within the caps,
+and the caps and what they left out are visible in metrics."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.cli import Exporter
+from exporter.lab import Workload
+from exporter.settings import load_settings
+
+from .conftest import ADMIN_TOKEN
+
+DISTINCT = 50_000
+
+
+def test_fifty_thousand_owners_and_names_stay_within_the_caps(start_lab):
+    now = time.time()
+    workload = Workload(executions=0)
+    for i in range(DISTINCT):
+        workload.add({"id": f"id{i}", "name": f"name-{i}", "owner": f"owner-{i}@acme.example",
+                      "startTime": int((now - i) * 1000),
+                      "platforms": [{"deviceType": "MOBILE", "os": "Android", "mobileInfo": {"model": f"m{i % 7}"}}]})
+    lab = start_lab(workload)
+    loaded = load_settings({"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
+                            "max_owners": 100, "max_execution_series": 300, "request_timeout": 60})
+    exporter = Exporter(loaded, loaded.resolve_clouds())
+    assert exporter.pollers[0].poll_once().up
+    workload.stop([f"id{i}" for i in range(0, DISTINCT, 2)])  # half finish, and new owners come
+    for i in range(DISTINCT, DISTINCT + 1000):
+        workload.add({"id": f"id{i}", "name": f"name-{i}", "owner": f"owner-{i}@acme.example", "startTime": int(now * 1000)})
+    assert exporter.pollers[0].poll_once().up
+
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(exporter.registry).decode())}
+    series = {name: len(f.samples) for name, f in families.items()}
+    assert series["perfecto_executions_running"] == 51  # 50 of the 100 owners with a label still run, and "(other)"
+    assert series["perfecto_executions_started"] == series["perfecto_executions_finished"] == 101
+    assert series["perfecto_platforms_running"] <= 101
+    assert series["perfecto_execution_age_seconds"] <= 101 * 13  # 11 buckets, gcount, gsum
+    assert series["perfecto_execution_start_timestamp_seconds"] == 300
+    assert sum(series.values()) < 2000
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    running = 25_000 + 1000
+    assert value[("perfecto_owners_folded", (("cloud", "acme"),))] == running - 50  # owners 0..99: 50 still run
+    assert value[("perfecto_execution_start_series_omitted", (("cloud", "acme"),))] == running - 300
+    assert value[("perfecto_executions_running", (("cloud", "acme"), ("owner", "(other)")))] == running - 50
+    assert value[("perfecto_executions_finished_total", (("cloud", "acme"), ("owner", "(other)")))] == 25_000 - 50
+    assert value[("perfecto_exporter_cap", (("cap", "max_owners"),))] == 100
+    assert value[("perfecto_exporter_cap", (("cap", "max_execution_series"),))] == 300
