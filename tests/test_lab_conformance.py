@@ -9,7 +9,7 @@ import requests
 
 from exporter.lab import FAULT_KINDS, Workload
 
-from .conftest import ADMIN_TOKEN, FIXTURES, USER, USER_TOKEN
+from .conftest import ADMIN_TOKEN, FIXTURES, USER, USER_TOKEN, wait_until
 
 DOCUMENT_ANSWER = json.loads((FIXTURES / "document_search_response.json").read_text())
 
@@ -272,6 +272,8 @@ def test_one_log_line_per_request_without_tokens(lab, caplog):
         lab.post("search")
         lab.post("search", token="user1-token")
         lab.post("stop", {"fields": {"id": ["nope"]}}, token="wrong-token-value")
+        # the line is written once the answer has left: wait for the last one
+        wait_until(lambda: len([r for r in caplog.records if r.name == "exporter.lab"]) == 3, what="log lines")
     lines = [r for r in caplog.records if r.name == "exporter.lab"]
     assert [(r.endpoint, r.status, r.caller) for r in lines] == [
         ("search", 200, "admin"), ("search", 200, "user:user1"), ("stop", 401, "anonymous")]
