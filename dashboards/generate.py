@@ -60,14 +60,22 @@ def variables(board: dashboard.Dashboard, with_owner: bool) -> dashboard.Dashboa
     return board
 
 
-def executions_overview() -> dashboard.Dashboard:
+def new_board(uid: str, title: str, description: str, with_owner: bool, panels: list,
+              annotations: tuple = ()) -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("Perfecto / Executions overview").uid("perfecto-executions")
-        .tags(["perfecto", "perfecto-exporter"]).refresh("30s").time("now-6h", "now").timezone("browser")
-        .description("Running Perfecto executions, the devices they hold, and how long they run.")
+        dashboard.Dashboard(title).uid(uid).tags(["perfecto", "perfecto-exporter"]).refresh("30s")
+        .time("now-6h", "now").timezone("browser").description(description)
     )
-    board = variables(board, with_owner=True)
-    board = board.annotation(
+    board = variables(board, with_owner)
+    for annotation in annotations:
+        board = board.annotation(annotation)
+    for number, panel in enumerate(panels, start=1):
+        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
+    return board
+
+
+def executions_overview() -> dashboard.Dashboard:
+    stopped = (
         dashboard.AnnotationQuery().name("Executions stopped by perfecto-exporter").datasource(DATASOURCE)
         .enable(True).icon_color("red")
         .expr(f"sum by (cloud) (increase(perfecto_executions_stopped_total{{{CLOUD}}}[1m])) > 0")
@@ -106,27 +114,21 @@ def executions_overview() -> dashboard.Dashboard:
         .description("Empty unless the webhook is enabled.")
         .with_target(query("sum by (result) (increase(perfecto_stop_actions_total[$__rate_interval])) > 0", "{{result}}")),
         timeseries.Panel().title("Duration of finished executions").unit("s").height(8).span(12)
-        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.5, ""), "p50"))
-        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9, ""), "p90", ref="B"))
-        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.99, ""), "p99", ref="C")),
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.5), "p50"))
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9), "p90", ref="B"))
+        .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.99), "p99", ref="C")),
     ]
-    for number, panel in enumerate(panels, start=1):
-        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
-    return board
+    return new_board("perfecto-executions", "Perfecto / Executions overview",
+                     "Running Perfecto executions, the devices they hold, and how long they run.",
+                     True, panels, (stopped,))
 
 
-def _quantile(metric: str, q: float, by: str) -> str:
-    return (f"histogram_quantile({q}, sum by (le{by}) (max without (instance, pod) "
+def _quantile(metric: str, q: float) -> str:
+    return (f"histogram_quantile({q}, sum by (le) (max without (instance, pod) "
             f"(rate({metric}{{{CLOUD}}}[$__rate_interval]))))")
 
 
 def exporter_health() -> dashboard.Dashboard:
-    board = (
-        dashboard.Dashboard("Perfecto / Exporter health").uid("perfecto-exporter-health")
-        .tags(["perfecto", "perfecto-exporter"]).refresh("30s").time("now-6h", "now").timezone("browser")
-        .description("Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.")
-    )
-    board = variables(board, with_owner=False)
     panels = [
         stat.Panel().title("API up").height(4).span(6)
         .with_target(query(f"perfecto_up{{{CLOUD}}}", "{{cloud}} {{instance}}")),
@@ -154,9 +156,8 @@ def exporter_health() -> dashboard.Dashboard:
         timeseries.Panel().title("Poll duration").unit("s").height(8).span(12)
         .with_target(query(f"perfecto_poll_duration_seconds{{{CLOUD}}}", "{{cloud}} {{instance}}")),
     ]
-    for number, panel in enumerate(panels, start=1):
-        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
-    return board
+    return new_board("perfecto-exporter-health", "Perfecto / Exporter health",
+                     "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.", False, panels)
 
 
 DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health}
