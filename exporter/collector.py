@@ -224,7 +224,7 @@ class ExecutionsCollector:
 
 def _buckets(counts: BucketCounts, bounds: tuple[float, ...]) -> list[tuple[str, int]]:
     cumulative = itertools.accumulate(counts.counts)
-    return [(_bound(b), c) for b, c in zip([*bounds, float("inf")], cumulative)]
+    return [(_bound(b), c) for b, c in zip([*bounds, float("inf")], cumulative, strict=True)]
 
 
 def _bound(bound: float) -> str:

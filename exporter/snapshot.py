@@ -72,7 +72,7 @@ class BucketCounts:
         return cls(tuple(counts), float(sum(values)))
 
     def plus(self, other: BucketCounts) -> BucketCounts:
-        return BucketCounts(tuple(a + b for a, b in zip(self.counts, other.counts)), self.total + other.total)
+        return BucketCounts(tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)), self.total + other.total)
 
 
 @dataclass(frozen=True)
