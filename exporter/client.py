@@ -192,7 +192,7 @@ class ExecutionManagerClient:
                     self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
                 ) as response:
                     if response.status_code != 200:
-                        raise _status_error(response.status_code, self._read_capped(response))
+                        raise _status_error(response.status_code, _error_body(response))
                     return read(response)
             except requests.exceptions.Timeout:
                 raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
@@ -220,6 +220,16 @@ class ExecutionManagerClient:
             if len(body) > self._max_bytes:
                 raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
         return body
+
+
+def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:
+    """The start of an error answer: enough for its userMessages, never a proxy's whole page."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
 
 
 def _decoded(body) -> object:
