@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
+from .local_stack import alertmanager_config, prometheus_config, rules
 
 LAB_EXECUTIONS, LAB_STUCK = 30, 2
 WEBHOOK_SECRET = "stack-webhook-s3cret"
@@ -63,15 +64,6 @@ class Receiver:
                 and a["status"] == status]
 
 
-def shortened_rules(path) -> None:
-    rules = yaml.safe_load((ROOT / "alerts" / "perfecto-exporter.rules.yaml").read_text())
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-        for rule in group["rules"]:
-            rule["for"] = "0s"
-    path.write_text(yaml.safe_dump(rules))
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     from .conftest import Process
@@ -100,29 +92,15 @@ def stack(tmp_path_factory):
     for replica in ("a", "b"):
         spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"], f"exporter-{replica}", env)
 
-    (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "test", "group_by": ["alertname", "cloud", "execution_id"], "group_wait": "1s",
-                  "group_interval": "1s", "repeat_interval": "1h", "routes": [
-                      {"receiver": "perfecto-exporter", "matchers": ['perfecto_action="stop"'], "continue": True},
-                      {"receiver": "test"}]},
-        "receivers": [
-            {"name": "test", "webhook_configs": [{"url": receiver.url, "send_resolved": True}]},
-            {"name": "perfecto-exporter", "webhook_configs": [{
-                "url": f"http://127.0.0.1:{ports['a']}/webhook/alertmanager", "send_resolved": False,
-                "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(secret_file)}}}]},
-        ],
-    }))
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(
+        f"http://127.0.0.1:{ports['a']}/webhook/alertmanager", secret_file, receiver.url, "1s")))
     spawn([alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am-data'}",
            f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="], "alertmanager")
 
-    shortened_rules(tmp / "rules.yml")
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp / "rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}]},
-        "scrape_configs": [{"job_name": "perfecto-exporter", "static_configs": [
-            {"targets": [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"]}]}],
-    }))
+    (tmp / "rules.yml").write_text(yaml.safe_dump(rules(for_override="0s", interval="1s")))
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
+        [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"], f"127.0.0.1:{ports['alertmanager']}",
+        tmp / "rules.yml", "1s")))
     spawn([prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'prom-data'}",
            f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], "prometheus")
 

@@ -1,0 +1,131 @@
+"""The whole product on this machine, without docker compose: the simulated lab, the exporter
+(webhook on), Prometheus loading alerts/, and Alertmanager routing stuck executions back to the
+exporter's webhook.
+
+    .ci/install && .venv/bin/python -m tests.local_stack [--fast-alerts] [--stop]
+
+``--fast-alerts`` shortens every ``for:`` to 30 s, so that the stuck executions of the lab alert
+within a minute. Without ``--stop`` the webhook runs dry (it logs what it would stop). Ctrl-C
+stops everything. The end-to-end test (tests/test_stack.py) builds its stack from the same
+configuration functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORTER = [sys.executable, "-m", "exporter.cli"]
+
+
+def rules(for_override: str | None = None, interval: str | None = None) -> dict:
+    """alerts/ as Prometheus loads it, optionally with every ``for:`` and group interval changed."""
+    loaded = yaml.safe_load((ROOT / "alerts" / "perfecto-exporter.rules.yaml").read_text())
+    for group in loaded["groups"]:
+        if interval:
+            group["interval"] = interval
+        for rule in group["rules"]:
+            if for_override is not None:
+                rule["for"] = for_override
+    return loaded
+
+
+def prometheus_config(targets: list[str], alertmanager: str, rules_file: Path, interval: str) -> dict:
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(rules_file)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": [{"job_name": "perfecto-exporter", "static_configs": [{"targets": targets}]}],
+    }
+
+
+def alertmanager_config(webhook_url: str, secret_file: Path, others_url: str | None, wait: str) -> dict:
+    """perfecto_action="stop" alerts to the exporter's webhook (bearer secret from a file);
+    every alert, those included, to ``others_url`` if given."""
+    receivers = [{"name": "perfecto-exporter", "webhook_configs": [{
+        "url": webhook_url, "send_resolved": False,
+        "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(secret_file)}}}]}]
+    routes = [{"receiver": "perfecto-exporter", "matchers": ['perfecto_action="stop"'], "continue": True}]
+    if others_url:
+        receivers.append({"name": "others", "webhook_configs": [{"url": others_url, "send_resolved": True}]})
+        routes.append({"receiver": "others"})
+    else:
+        receivers.append({"name": "others"})
+    return {
+        "route": {"receiver": "others", "group_by": ["alertname", "cloud", "execution_id"], "group_wait": wait,
+                  "group_interval": wait, "repeat_interval": "1h", "routes": routes},
+        "receivers": receivers,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast-alerts", action="store_true", help="every for: 30s")
+    parser.add_argument("--stop", action="store_true", help="let the webhook really stop executions")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="perfecto-stack-"))
+    token, hook = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    (work / "webhook.secret").write_text(hook)
+    ports = {"lab": 19818, "exporter": 19817, "prometheus": 19090, "alertmanager": 19093}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
+    processes = []
+
+    def spawn(args, name, env=None):
+        log = open(work / f"{name}.log", "wb")
+        processes.append(subprocess.Popen(args, env={**base_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT))
+
+    spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}", "--admin-token", token,
+           "--executions", "60", "--churn", "20", "--stuck", "2", "--fault-injection"], "lab")
+    spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"], "exporter", {
+        "PERFECTO_CLOUD_NAME": "demo", "PERFECTO_EXECUTIONS_URL": urls["lab"], "PERFECTO_SECURITY_TOKEN": token,
+        "PERFECTO_POLL_INTERVAL": "10", "PERFECTO_WEBHOOK_TOKEN_FILE": str(work / "webhook.secret"),
+        "PERFECTO_STOP_DRY_RUN": "false" if args.stop else "true"})
+    (work / "rules.yml").write_text(yaml.safe_dump(rules("30s" if args.fast_alerts else None)))
+    (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(
+        urls["exporter"] + "/webhook/alertmanager", work / "webhook.secret", None, "10s")))
+    spawn(["prometheus-alertmanager", f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am'}",
+           f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="], "alertmanager")
+    (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
+        [f"127.0.0.1:{ports['exporter']}"], f"127.0.0.1:{ports['alertmanager']}", work / "rules.yml", "10s")))
+    spawn(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
+           f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], "prometheus")
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(urls["prometheus"] + "/-/ready", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.5)
+    print(f"""
+perfecto-exporter local stack ({'webhook stops executions' if args.stop else 'webhook dry run'}):
+  exporter      {urls['exporter']}/metrics
+  Prometheus    {urls['prometheus']}/alerts
+  Alertmanager  {urls['alertmanager']}
+  simulated lab {urls['lab']} (faults: curl -XPOST {urls['lab']}/-/lab/faults -d '{{"kind": "unauthorized"}}')
+  logs          {work}
+Ctrl-C stops everything.""", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    main()
