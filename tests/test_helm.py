@@ -285,3 +285,17 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     assert not [n for n in names if n.startswith("tests/")]
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "perfecto-exporter = exporter.cli:main" in entry_points
+
+
+def test_web_config_wiring():
+    docs = render(CHART / "ci" / "tls-values.yaml")
+    env = container_env(docs)
+    assert env["PERFECTO_WEB_CONFIG_FILE"] == "/etc/perfecto/web/web.yml" and env["PERFECTO_MAX_OWNERS"] == "200"
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["livenessProbe"] == {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+    assert {"name": "web-config", "secret": {"secretName": "perfecto-web-config"}} in pod["volumes"]
+    assert {"name": "web-config", "mountPath": "/etc/perfecto/web", "readOnly": True} in container["volumeMounts"]
+    (endpoint,) = by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["basicAuth"]["password"]["name"] == "perfecto-scrape-auth"
+    assert "PERFECTO_WEB_CONFIG_FILE" not in container_env(render(CHART / "ci" / "default-values.yaml"))
