@@ -26,8 +26,8 @@ from .poller import Poller
 from .remediation import Remediator, StopPolicy, StopRequest
 from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .snapshot import LabelPlan
-from .webhook import PATH as WEBHOOK_PATH
 from .web_config import BasicAuth, WebConfig, load_web_config
+from .webhook import PATH as WEBHOOK_PATH
 from .webhook import WebhookStats, create_webhook_app
 
 log = logging.getLogger("exporter")
