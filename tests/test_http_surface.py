@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 import time
 
 import pytest
@@ -20,7 +21,7 @@ def serving(start_lab):
     started: list[Exporter] = []
     sockets: list[socket.socket] = []
 
-    def start(**limits) -> tuple[Exporter, callable]:
+    def start(**limits) -> tuple[Exporter, Callable[[], socket.socket]]:
         loaded = load_settings({"cloud_name": "acme", "executions_url": start_lab().url,
                                 "security_token": ADMIN_TOKEN, "listen_address": "127.0.0.1:0", "poll_interval": 3600})
         exporter = Exporter(loaded, loaded.resolve_clouds())
