@@ -32,8 +32,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlCo
 DEFAULT_PORT = 9817
 DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 DEFAULT_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
-EXTRA_PLATFORM_LABELS = ("os_version", "browser_version", "manufacturer", "model", "location")
-DROPPABLE_LABELS = ("owner", "device_type", "os", "browser", "execution_name")
 CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 ExtraLabel = Literal["os_version", "browser_version", "manufacturer", "model", "location"]
