@@ -6,11 +6,26 @@ code path to ``client.stop``. Stopping by owner or execution name (only when the
 enables it) first searches for the matching ids, so the same caps apply and the stop itself is
 still by id.
 
-The order of checks, for each :class:`StopRequest` (one alert, or one command line):
-cloud known -> target present (id, or owner/name when allowed; never the exporter's
-``unknown`` placeholder) -> ids already stopped within the TTL are skipped -> the whole batch
-fits the per-request cap and the per-window cap, or all of it is refused (never truncated) ->
-dry run, or one stop call at a time per cloud -> successfully stopped ids are remembered.
+The order of checks. For each :class:`StopRequest` (one alert, or one command line): cloud
+known -> target present (id, or owner/name when allowed; never the exporter's ``unknown``
+placeholder). Then for the batch (all alerts of one webhook request), in one critical section:
+ids stopped within ``remember_seconds`` or in flight (sent by another request whose stop call
+has not returned) are left out -> the ids left fit the per-request cap and the per-window cap,
+or the whole batch is refused (never truncated) -> dry run (reserves nothing), or the ids and
+their window capacity are reserved. Then one stop call per alert, outside the lock, and after
+each, under the lock: ids the API stopped are remembered and counted in the window, the rest of
+the reservation is released (a failed or unstopped id can be stopped by a later retry).
+
+What this guarantees, whatever the interleaving of concurrent webhook requests:
+
+- at most ``max_per_window`` executions stopped within any ``window_seconds``: capacity in
+  flight counts as used, and a stop is counted from the moment its call returned, which is no
+  earlier than the stop itself;
+- an id is sent to ``stop`` at most once within ``remember_seconds`` of being stopped: while
+  its call is out, another request gets ``already_stopped`` with reason ``in_flight``.
+
+No lock is held during an API call, so stop calls of concurrent requests may overlap (at most
+``max_per_window`` ids are ever out at once); a slow API delays only its own request.
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .client import ApiError, ExecutionManagerClient
@@ -38,7 +53,6 @@ class StopPolicy:
     window_seconds: float = 3600.0
     remember_seconds: float = 6 * 3600.0
     dry_run: bool = False
-    lock_timeout: float = 5.0
 
     @classmethod
     def from_settings(cls, settings) -> StopPolicy:
@@ -113,18 +127,28 @@ class RemediationStats:
 
 
 class Remediator:
+    """Decides and runs stops. One lock guards the remembered ids, the ids in flight and the
+    window; it is held only to decide and to record, never during an API call."""
+
     def __init__(self, clients: dict[str, ExecutionManagerClient], policy: StopPolicy, clock=time.monotonic):
         self.clients = clients
         self.policy = policy
         self.stats = RemediationStats(list(clients))
         self._clock = clock
-        self._stop_lock = threading.Lock()  # one stop call at a time
-        self._state_lock = threading.Lock()
-        self._remembered: dict[tuple[str, str], float] = {}  # (cloud, id) -> forget at
-        self._window: deque[tuple[float, int]] = deque()  # (when, how many stopped)
+        self._lock = threading.Lock()
+        self._remembered: dict[tuple[str, str], float] = {}  # (cloud, id) stopped -> forget at
+        self._in_flight: set[tuple[str, str]] = set()  # (cloud, id) reserved, its stop call not returned
+        self._window: deque[tuple[float, int]] = deque()  # (when a stop call returned, how many it stopped)
 
-    def ignore(self, request: StopRequest, reason: str) -> Decision:
-        return self._decide(Decision(request, "ignored", reason))
+    def skip(self, skipped: list[tuple[StopRequest, str]]) -> list[Decision]:
+        """Alerts not meant to act (not firing, no stop label): each counted, all logged in one line."""
+        decisions = [Decision(request, "ignored", reason) for request, reason in skipped]
+        for decision in decisions:
+            self.stats.count(decision)
+        if decisions:  # the reasons are the webhook's fixed gate reasons, safe as field names
+            log.info("stop decisions skipped", extra={"skipped": len(decisions),
+                                                      **Counter(d.reason for d in decisions)})
+        return decisions
 
     def execute(self, requests: list[StopRequest]) -> list[Decision]:
         decisions: list[Decision] = []
@@ -139,6 +163,7 @@ class Remediator:
         return decisions
 
     def _plan(self, request: StopRequest) -> Decision:
+        """The cloud and the ids one request targets, or why it targets nothing."""
         cloud = self._cloud(request)
         if cloud is None:
             reason = "unknown_cloud" if request.cloud is not None else "cloud_required"
@@ -158,47 +183,74 @@ class Remediator:
                 return Decision(request, "failed", f"search {err.reason}", cloud, retryable=err.retryable)
             if not ids:
                 return Decision(request, "ignored", "nothing_matches", cloud)
-        fresh = tuple(i for i in ids if not self._remembers(cloud, i))
-        if not fresh:
-            return Decision(request, "already_stopped", "stopped_before", cloud, ids)
-        return Decision(request, "planned", "", cloud, fresh)
+        return Decision(request, "planned", "", cloud, ids)
 
     def _run(self, planned: list[Decision]) -> list[Decision]:
-        wanted = {(d.cloud, i) for d in planned for i in d.execution_ids}
-        refusal = None
-        if len(wanted) > self.policy.max_per_request:
-            refusal = f"request_cap: {len(wanted)} executions > {self.policy.max_per_request} per request"
-        elif self._stopped_in_window() + len(wanted) > self.policy.max_per_window:
-            refusal = (f"window_cap: {self._stopped_in_window()} stopped + {len(wanted)} > "
-                       f"{self.policy.max_per_window} per {self.policy.window_seconds:g}s")
-        if refusal:
-            for decision in planned:
-                decision.result, decision.reason = "refused", refusal
-            return planned
-        if self.policy.dry_run:
-            for decision in planned:
-                decision.result, decision.reason = "dry_run", "dry_run"
-                decision.stop_filter = id_filter(decision.execution_ids)
-            return planned
-        if not self._stop_lock.acquire(timeout=self.policy.lock_timeout):
-            for decision in planned:
-                decision.result, decision.reason, decision.retryable = "failed", "busy", True
-            return planned
+        senders, sender_of = self._reserve(planned)
         try:
-            for decision in planned:
+            for decision in senders:
                 self._stop(decision)
-        finally:
-            self._stop_lock.release()
+                self._settle(decision)
+        finally:  # whatever happens, no reservation outlives this request
+            for decision in senders:
+                if decision.result == "planned":
+                    self._settle(decision)
+        for decision in planned:
+            if decision.result == "planned":  # its ids went out with earlier alerts of this batch
+                self._follow(decision, sender_of)
         return planned
 
+    def _reserve(self, planned: list[Decision]) -> tuple[list[Decision], dict[tuple[str, str], Decision]]:
+        """Decides the whole batch at once: what is left to send, the caps, and the reservation.
+
+        Returns the decisions that send ids (each with only its own ids) and, for every id sent,
+        the decision sending it. A decision whose ids all went out with earlier alerts of the
+        batch stays ``planned`` and takes their outcome afterwards.
+        """
+        senders: list[Decision] = []
+        sender_of: dict[tuple[str, str], Decision] = {}
+        with self._lock:
+            self._forget(self._clock())
+            for decision in planned:
+                own, follows, taken = [], [], set()
+                for execution_id in decision.execution_ids:
+                    key = (decision.cloud, execution_id)
+                    if key in sender_of:
+                        follows.append(execution_id)
+                    elif key in self._remembered or key in self._in_flight:
+                        taken.add("stopped_before" if key in self._remembered else "in_flight")
+                    else:
+                        sender_of[key] = decision
+                        own.append(execution_id)
+                if own:
+                    senders.append(decision)
+                if own or follows:
+                    decision.execution_ids = tuple(own or follows)
+                else:
+                    decision.result = "already_stopped"
+                    decision.reason = "in_flight" if "in_flight" in taken else "stopped_before"
+            acting = [d for d in planned if d.result == "planned"]
+            in_window, in_flight = sum(count for _, count in self._window), len(self._in_flight)
+            refusal = None
+            if len(sender_of) > self.policy.max_per_request:
+                refusal = f"request_cap: {len(sender_of)} executions > {self.policy.max_per_request} per request"
+            elif in_window + in_flight + len(sender_of) > self.policy.max_per_window:
+                refusal = (f"window_cap: {in_window} stopped + {in_flight} in flight + {len(sender_of)} > "
+                           f"{self.policy.max_per_window} per {self.policy.window_seconds:g}s")
+            if refusal:
+                for decision in acting:
+                    decision.result, decision.reason = "refused", refusal
+                return [], {}
+            if self.policy.dry_run:
+                for decision in senders:
+                    decision.result, decision.reason = "dry_run", "dry_run"
+                    decision.stop_filter = id_filter(decision.execution_ids)
+                return [], sender_of
+            self._in_flight.update(sender_of)
+        return senders, sender_of
+
     def _stop(self, decision: Decision) -> None:
-        # Ids another alert of this batch already stopped are not sent again.
-        ids = tuple(i for i in decision.execution_ids if not self._remembers(decision.cloud, i))
-        if not ids:
-            decision.result, decision.reason = "already_stopped", "stopped_in_this_request"
-            return
-        decision.execution_ids = ids
-        decision.stop_filter = id_filter(ids)
+        decision.stop_filter = id_filter(decision.execution_ids)
         try:
             result = self.clients[decision.cloud].stop(decision.stop_filter)
         except ApiError as err:
@@ -206,7 +258,37 @@ class Remediator:
             return
         decision.stopped, decision.not_stopped = result.stopped, result.not_stopped
         decision.result = "stopped" if result.stopped else "not_stopped"
-        self._remember(decision.cloud, result.stopped)
+
+    def _settle(self, decision: Decision) -> None:
+        """After a stop call: stopped ids are remembered and counted, the reservation is released."""
+        with self._lock:
+            now = self._clock()
+            self._in_flight.difference_update((decision.cloud, i) for i in decision.execution_ids)
+            for execution_id in decision.stopped:
+                self._remembered[(decision.cloud, execution_id)] = now + self.policy.remember_seconds
+            if decision.stopped:
+                self._window.append((now, len(decision.stopped)))
+
+    def _forget(self, now: float) -> None:
+        """Drops what is older than the memory and the window (the caller holds the lock)."""
+        for key in [k for k, until in self._remembered.items() if until <= now]:
+            del self._remembered[key]
+        while self._window and self._window[0][0] <= now - self.policy.window_seconds:
+            self._window.popleft()
+
+    @staticmethod
+    def _follow(decision: Decision, sender_of: dict[tuple[str, str], Decision]) -> None:
+        """An alert whose ids went out with earlier alerts of its batch shares their outcome."""
+        senders = [sender_of[(decision.cloud, i)] for i in decision.execution_ids]
+        missed = [i for i, sender in zip(decision.execution_ids, senders) if i not in sender.stopped]
+        if not missed:
+            decision.result, decision.reason = "already_stopped", "stopped_in_this_request"
+            return
+        first = senders[decision.execution_ids.index(missed[0])]
+        if first.result in ("failed", "dry_run"):
+            decision.result, decision.reason, decision.retryable = first.result, first.reason, first.retryable
+        else:
+            decision.result, decision.not_stopped = "not_stopped", tuple(missed)
 
     def _matching_ids(self, cloud: str, fields: dict[str, str]) -> tuple[str, ...]:
         found = self.clients[cloud].search_matching({k: [v.strip()] for k, v in fields.items()})
@@ -217,29 +299,8 @@ class Remediator:
             return next(iter(self.clients)) if len(self.clients) == 1 else None
         return request.cloud if request.cloud in self.clients else None
 
-    def _remembers(self, cloud: str, execution_id: str) -> bool:
-        now = self._clock()
-        with self._state_lock:
-            for key in [k for k, until in self._remembered.items() if until <= now]:
-                del self._remembered[key]
-            return (cloud, execution_id) in self._remembered
-
-    def _remember(self, cloud: str, execution_ids: tuple[str, ...]) -> None:
-        now = self._clock()
-        with self._state_lock:
-            for execution_id in execution_ids:
-                self._remembered[(cloud, execution_id)] = now + self.policy.remember_seconds
-            if execution_ids:
-                self._window.append((now, len(execution_ids)))
-
-    def _stopped_in_window(self) -> int:
-        since = self._clock() - self.policy.window_seconds
-        with self._state_lock:
-            while self._window and self._window[0][0] <= since:
-                self._window.popleft()
-            return sum(count for _, count in self._window)
-
     def _decide(self, decision: Decision) -> Decision:
+        """Counts a decision and writes its audit line."""
         self.stats.count(decision)
         request = decision.request
         level = logging.WARNING if decision.result in ("failed", "refused") else logging.INFO

@@ -5,6 +5,13 @@ Alertmanager posts ``{"version": "4", "alerts": [{"status", "labels", "annotatio
 are validated. Each alert is decided on its own: only ``status: firing`` with the label
 ``perfecto_action="stop"`` is acted on; its ``execution_id`` (or, when enabled, ``owner`` /
 ``execution_name``) and ``cloud`` labels say what to stop (see :mod:`exporter.remediation`).
+All alerts of one notification are one batch for the caps: stopped whole or refused whole.
+
+Logging: every decision that acts or refuses (stopped, not_stopped, already_stopped, dry_run,
+refused, failed) writes its own audit line (``msg="stop decision"``); the alerts not meant to
+act (not firing, or no stop label) write one line per request (``msg="stop decisions
+skipped"``, with ``skipped=N`` and a count per reason), however many there are. The metrics
+count every decision either way.
 
 Answers follow Alertmanager's retry rules: 200 with a short JSON body when processed (also when
 skipped or refused by policy), 401 for a missing or wrong bearer secret, 405/400/413 for a bad
@@ -123,15 +130,14 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
         except BadPayload as err:
             return fail(start_response, "400 Bad Request", "bad_payload", str(err))
 
-        decisions = []
-        requests = []
+        skipped, requests = [], []
         for alert in alerts:
             why_not = gate(alert)
             if why_not:
-                decisions.append(remediator.ignore(stop_request(alert), why_not))
+                skipped.append((stop_request(alert), why_not))
             else:
                 requests.append(stop_request(alert))
-        decisions += remediator.execute(requests)
+        decisions = remediator.skip(skipped) + remediator.execute(requests)
         retry = any(d.retryable for d in decisions)
         stats.count("api_failed" if retry else None)
         status = "503 Service Unavailable" if retry else "200 OK"

@@ -6,6 +6,8 @@ import http.client
 import json
 import logging
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -14,6 +16,7 @@ from prometheus_client import generate_latest
 
 from exporter.cli import Exporter
 from exporter.lab import Workload
+from exporter.remediation import Remediator, StopPolicy, StopRequest
 from exporter.settings import load_settings
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env
@@ -80,8 +83,8 @@ class Hook:
 def make_hook(start_lab):
     started = []
 
-    def make(clouds: int = 1, **settings) -> Hook:
-        lab = start_lab(workload(), fault_injection=True)
+    def make(clouds: int = 1, lab_workload: Workload | None = None, **settings) -> Hook:
+        lab = start_lab(lab_workload or workload(), fault_injection=True)
         values = {"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme",
                   "listen_address": "127.0.0.1:0", "poll_interval": 3600, "webhook_token": SECRET, **settings}
         if clouds == 2:
@@ -227,7 +230,7 @@ def test_caps_refuse_whole_batches_and_never_truncate(make_hook):
         assert hook.post(payload(alert(execution_id))).json()["decisions"][0]["result"] == "stopped"
     answer = hook.post(payload(alert("other1")))
     assert answer.status_code == 200
-    assert answer.json()["decisions"][0]["reason"].startswith("window_cap: 3 stopped + 1 > 3")
+    assert answer.json()["decisions"][0]["reason"].startswith("window_cap: 3 stopped + 0 in flight + 1 > 3")
     assert "other1" in hook.running()
     assert hook.metric("perfecto_stop_actions_total", result="refused") == 4
 
@@ -281,6 +284,129 @@ def test_owner_and_name_targets_when_enabled_stop_by_the_ids_found(make_hook):
     placeholder = hook.post(payload(alert(None, owner="unknown", execution_name="Test0")))
     assert placeholder.json()["decisions"][0]["reason"] == "placeholder_target"
 
+
+def many_running(count: int) -> Workload:
+    w = Workload(executions=0)
+    for i in range(count):
+        w.add({"id": f"run{i:03d}", "name": f"Load{i % 7}", "owner": "dave@acme.example",
+               "startTime": 1_700_000_000_000, "platforms": []})
+    return w
+
+
+def post_at_once(hook: Hook, bodies: list[dict]) -> list[requests.Response]:
+    """Every body from its own thread, all released by one barrier."""
+    barrier = threading.Barrier(len(bodies))
+
+    def send(body):
+        barrier.wait(timeout=30)
+        return hook.post(body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def test_concurrent_notifications_never_stop_more_than_the_window(make_hook):
+    # Alertmanager groups by execution_id and sends the groups at once: a mass hang arrives so.
+    hook = make_hook(lab_workload=many_running(200), stop_max_per_window=50)
+    ids = sorted(hook.running())
+    assert len(ids) == 200
+    answers = post_at_once(hook, [payload(*map(alert, ids[k:k + 10])) for k in range(0, 200, 10)])
+    answered = [a for a in answers if a.status_code != 503]  # 503: the server's webhook queue was full
+    assert len(answered) >= 10 and {a.status_code for a in answered} == {200}
+    sent = [i for body in hook.stop_calls() for i in body["fields"]["id"]]
+    assert len(sent) == len(set(sent)), "an id was sent twice"
+    stopped_in_lab = 200 - len(hook.running())
+    assert stopped_in_lab <= 50, f"{stopped_in_lab} stopped with a window cap of 50"
+    decisions = [d for a in answered for d in a.json()["decisions"]]
+    assert sum(len(d.get("stoppedExecutions", ())) for d in decisions) == stopped_in_lab == 50  # no capacity lost
+    refused = [d for d in decisions if d["result"] != "stopped"]
+    assert len(refused) == len(decisions) - 50 and all(d["reason"].startswith("window_cap: ") for d in refused)
+    for answer in answered:  # a notification is stopped whole or refused whole
+        assert len({d["result"] for d in answer.json()["decisions"]}) == 1
+    assert hook.metric("perfecto_executions_stopped_total", cloud="acme") == 50
+
+
+def test_the_same_ids_sent_by_many_at_once_are_stopped_once(make_hook):
+    hook = make_hook()
+    answers = [a for a in post_at_once(hook, [payload(alert("stuck1"), alert("stuck2"))] * 20) if a.status_code != 503]
+    assert len(answers) >= 10 and {a.status_code for a in answers} == {200}
+    sent = [i for body in hook.stop_calls() for i in body["fields"]["id"]]
+    assert sorted(sent) == ["stuck1", "stuck2"]
+    decisions = [d for a in answers for d in a.json()["decisions"]]
+    assert sum(d["result"] == "stopped" for d in decisions) == 2
+    assert {(d["result"], d["reason"]) for d in decisions if d["result"] != "stopped"} <= {
+        ("already_stopped", "stopped_before"), ("already_stopped", "in_flight")}
+    assert "stuck1" not in hook.running() and "stuck2" not in hook.running()
+
+
+def test_alerts_not_meant_to_act_write_one_line_per_request(make_hook, caplog):
+    hook = make_hook(webhook_max_body_bytes=4 * 2**20)
+    body = payload(*[alert(f"run{i}", status="resolved") for i in range(1500)],
+                   *[alert(f"run{i}", perfecto_action=None) for i in range(500)], alert("stuck1"))
+    with caplog.at_level(logging.INFO):
+        answer = hook.post(body)
+    assert answer.status_code == 200 and len(answer.json()["decisions"]) == 2001
+    lines = [r for r in caplog.records if r.name in ("exporter.webhook", "exporter.remediation")]
+    assert [r.getMessage() for r in lines] == ["stop decisions skipped", "stop decision"]
+    assert (lines[0].skipped, lines[0].not_firing, lines[0].no_stop_label) == (2000, 1500, 500)
+    assert lines[1].result == "stopped"  # a decision that acts keeps its own audit line
+    assert hook.metric("perfecto_stop_actions_total", result="ignored") == 2000
+    assert hook.metric("perfecto_stop_actions_total", result="stopped") == 1
+
+
+POOL = tuple(f"p{i}" for i in range(8)) + ("frozen",)  # frozen: the API never stops it
+WINDOW, REMEMBER, MAX_PER_WINDOW = 10.0, 25.0, 5
+steps = st.lists(st.tuples(
+    st.sampled_from([0.0, 1.0, 4.0, 9.0, 10.0, 26.0]),  # how far the clock moves before the step
+    st.lists(st.lists(st.sampled_from(POOL), min_size=1, max_size=4), min_size=1, max_size=5),  # one batch a thread
+), min_size=1, max_size=6)
+
+
+def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(start_lab):
+    """The policy against the real client and lab, concurrent batches released by one barrier,
+    with a fake clock that moves only between steps (so every stop of a step is at its time)."""
+    lab = start_lab(Workload(executions=0))
+    loaded = load_settings({"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme"})
+    client = Exporter(loaded, loaded.resolve_clouds()).pollers[0].client
+    policy = StopPolicy(max_per_request=4, max_per_window=MAX_PER_WINDOW, window_seconds=WINDOW,
+                        remember_seconds=REMEMBER)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(steps)
+    @example([(0.0, [["p0", "p1", "p2"], ["p2", "p3", "p4"], ["p4", "p5", "p6"]])])
+    def check(plan):
+        lab.lab.workload = Workload(executions=0)
+        for execution_id in POOL:
+            lab.lab.workload.add({"id": execution_id, "owner": "dave@acme.example"},
+                                 unstoppable=execution_id == "frozen")
+        lab.lab.requests.clear()
+        now = [0.0]
+        remediator = Remediator({"acme": client}, policy, clock=lambda: now[0])
+        history = []  # (time, ids the lab stopped, ids sent to stop) per step
+        for advance, batches in plan:
+            now[0] += advance
+            running, seen = {e["id"] for e in lab.lab.workload.running()}, len(lab.lab.requests)
+            barrier = threading.Barrier(len(batches))
+
+            def run(ids):
+                barrier.wait(timeout=10)
+                return remediator.execute([StopRequest("acme", (i,)) for i in ids])
+
+            with ThreadPoolExecutor(len(batches)) as pool:
+                decided = [d for batch in pool.map(run, batches) for d in batch]
+            assert not [d for d in decided if d.result == "failed"]
+            stopped = running - {e["id"] for e in lab.lab.workload.running()}
+            sent = [i for e, b in list(lab.lab.requests)[seen:] if e == "stop" for i in b["fields"]["id"]]
+            history.append((now[0], stopped, sent))
+        for k, (t, _, _) in enumerate(history):
+            in_window = sum(len(stopped) for when, stopped, _ in history[:k + 1] if when > t - WINDOW)
+            assert in_window <= MAX_PER_WINDOW, f"{in_window} stopped within {WINDOW}s at t={t}"
+        for k, (t, stopped, _) in enumerate(history):
+            for execution_id in stopped:
+                sends = sum(sent.count(execution_id) for when, _, sent in history[k:] if when < t + REMEMBER)
+                assert sends == 1, f"{execution_id} sent {sends} times within {REMEMBER}s of its stop"
+
+    check()
 
 labels = st.fixed_dictionaries({}, optional={
     "perfecto_action": st.sampled_from(["stop", "STOP", "", "page"]),
