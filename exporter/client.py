@@ -15,6 +15,11 @@ Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
 retried here: the webhook's caller (Alertmanager) owns retries of a stop. Redirects are not
 followed, so the token never travels to another host.
+
+A server's ``userMessage`` texts are kept (shortened) in :attr:`ApiError.messages`, with the
+client's own token, and any 16-character piece of it, masked *before* they are shortened:
+some gateways echo the token they refuse, and a cut would leave a piece that no later
+masking of the whole token could recognise.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import msgspec
 from urllib3.util.retry import Retry
 
 from .executions import InvalidAnswer, split_answer
+from .redact import Redactor
 from .settings import Cloud
 
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
@@ -44,7 +50,8 @@ SEARCH_LAYOUT = ("id", "name", "owner", "startTime", "platforms")
 
 
 class ApiError(Exception):
-    """A failed API call. The message never holds the token or the response body."""
+    """A failed API call. The message never holds the token or the response body, only the
+    server's ``userMessage`` texts, shortened and with the token masked."""
 
     def __init__(self, reason: str, detail: str, status: int | None = None, messages: tuple[str, ...] = ()):
         self.reason, self.detail, self.status, self.messages = reason, detail, status, messages
@@ -121,6 +128,7 @@ class ExecutionManagerClient:
         self._timeouts = {"search": (connect_timeout, timeout), "stop": (connect_timeout, stop_timeout)}
         self._max_bytes = max_response_bytes
         self._clock = clock
+        self._redact = Redactor((cloud.token,))
         self._session = requests.Session()
         self._session.headers.update(
             {"Perfecto-Authorization": cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
@@ -192,7 +200,7 @@ class ExecutionManagerClient:
                     self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
                 ) as response:
                     if response.status_code != 200:
-                        raise _status_error(response.status_code, _error_body(response))
+                        raise _status_error(response.status_code, _error_body(response), self._redact)
                     return read(response)
             except requests.exceptions.Timeout:
                 raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
@@ -263,8 +271,8 @@ def _id_list(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value if isinstance(v, (str, int)) and not isinstance(v, bool))
 
 
-def _status_error(status: int, content: bytes) -> ApiError:
-    messages = _user_messages(content)
+def _status_error(status: int, content: bytes, redact: Redactor) -> ApiError:
+    messages = _user_messages(content, redact)
     if status in (401, 403):
         return ApiError("auth", f"HTTP {status}", status, messages)
     if status == 429 or status >= 500:
@@ -274,8 +282,8 @@ def _status_error(status: int, content: bytes) -> ApiError:
     return ApiError("invalid_response", f"unexpected HTTP {status} (redirects are not followed)", status)
 
 
-def _user_messages(content: bytes) -> tuple[str, ...]:
-    """The ``[{"userMessage": ...}]`` error body, shortened; anything else yields nothing."""
+def _user_messages(content: bytes, redact: Redactor) -> tuple[str, ...]:
+    """The ``[{"userMessage": ...}]`` error body, masked, then shortened; anything else yields nothing."""
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
@@ -285,7 +293,7 @@ def _user_messages(content: bytes) -> tuple[str, ...]:
     if not isinstance(body, list):
         return ()
     messages = [e["userMessage"] for e in body if isinstance(e, dict) and isinstance(e.get("userMessage"), str)]
-    return tuple(" ".join(m.split())[:200] for m in messages[:5])
+    return tuple(" ".join(redact(m).split())[:200] for m in messages[:5])
 
 
 def _connection_detail(err: requests.exceptions.ConnectionError) -> str:

@@ -1,6 +1,8 @@
 """Unit tests of the HTTP client with ``responses``: every failure reason, and the layout fallback."""
 
 import json
+import random
+import string
 
 import pytest
 import requests
@@ -79,6 +81,25 @@ def test_error_bodies_are_parsed_into_user_messages(client):
         search(client)
     assert caught.value.messages == ("Error message 1", "Error message 2")
     assert str(caught.value) == "auth: HTTP 401 (Error message 1; Error message 2)"
+
+
+LONG_TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "".join(random.Random(5).choices(string.ascii_letters + string.digits, k=279))
+
+
+@pytest.mark.parametrize("echo", [LONG_TOKEN, LONG_TOKEN[:150], LONG_TOKEN[-120:], "x" * 150 + LONG_TOKEN],
+                         ids=["whole", "head", "tail", "cut-at-200"])
+@pytest.mark.parametrize("status", [400, 401, 500])
+@responses.activate
+def test_a_token_echoed_in_user_messages_is_masked_before_they_are_shortened(status, echo):
+    client = ExecutionManagerClient(Cloud("acme", BASE, LONG_TOKEN), retries=0)
+    responses.post(SEARCH, status=status, json=[{"userMessage": f"bad token {echo}"}, {"userMessage": "try again"}])
+    responses.post(SEARCH, status=status, json=[{"userMessage": f"bad token {echo}"}])  # the fallback without layout
+    with pytest.raises(ApiError) as caught:
+        client.search()
+    client.close()
+    text = str(caught.value)
+    assert [LONG_TOKEN[i:i + 16] for i in range(len(LONG_TOKEN) - 15) if LONG_TOKEN[i:i + 16] in text] == []
+    assert caught.value.messages[0].startswith("bad token ") and "<redacted>" in caught.value.messages[0]
 
 
 @pytest.mark.parametrize(
