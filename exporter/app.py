@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import gzip
 import html
-import selectors
-import socket
-import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
@@ -44,7 +38,7 @@ class ExpositionCache:
         if environ.get("QUERY_STRING"):
             return self._filtered(environ, start_response)
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
-        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         version = self._data_version()
         with self._lock:  # concurrent scrapes of new data render it once
             if version != self._version:
@@ -86,20 +80,38 @@ def create_app(
         return [page]
 
     routes: dict[str, Route] = {"/metrics": metrics_app, "/-/healthy": healthy, "/-/ready": ready, "/": landing}
-    routes.update(extra_routes or {})
+    extra_routes = extra_routes or {}  # they check their own methods
+    routes.update(extra_routes)
 
     def app(environ, start_response):
-        route = routes.get(environ.get("PATH_INFO") or "/")
+        path = environ.get("PATH_INFO") or "/"
+        route = routes.get(path)
         if route is None:
             return _text(start_response, "404 Not Found", "not found\n")
+        if path not in extra_routes and environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _text(start_response, "405 Method Not Allowed", "use GET or HEAD\n", [("Allow", "GET, HEAD")])
         return route(environ, start_response)
 
     return app
 
 
-def _text(start_response, status: str, body: str) -> list[bytes]:
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` names ``gzip`` with a non-zero quality (RFC 9110 12.5.3)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() == "gzip":
+            quality = params.strip().lower().removeprefix("q=")
+            try:
+                return not quality or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def _text(start_response, status: str, body: str, headers: list[tuple[str, str]] = ()) -> list[bytes]:
     data = body.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+                            *headers])
     return [data]
 
 
@@ -128,135 +140,3 @@ def _landing_page(statuses: list[CloudStatus], version: str) -> str:
 </table>
 </body></html>
 """
-
-
-class _QuietHandler(WSGIRequestHandler):
-    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
-
-    def setup(self):
-        super().setup()
-        # The whole request (line, headers, body) must arrive within read_timeout: a client
-        # that trickles bytes holds a worker no longer than one that sends nothing.
-        self.rfile = _Deadline(self.rfile, self.connection, self.server.read_timeout)
-
-    def log_message(self, format, *args):  # access logs would repeat every scrape
-        pass
-
-
-class _Deadline:
-    """A request stream whose reads all share one deadline."""
-
-    def __init__(self, stream, connection: socket.socket, seconds: float):
-        self._stream, self._connection = stream, connection
-        self._deadline = time.monotonic() + seconds
-
-    def _arm(self) -> None:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request not received in time")
-        self._connection.settimeout(left)
-
-    def read(self, *args):
-        self._arm()
-        return self._stream.read(*args)
-
-    def readline(self, *args):
-        self._arm()
-        return self._stream.readline(*args)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-class BoundedServer(WSGIServer):
-    """A WSGI server whose work is bounded, so that no client can starve the scrapes.
-
-    One thread accepts; a connection then waits, without a thread, until it sends something
-    (or is closed after ``idle_timeout``), and only then goes to one of ``workers`` threads.
-    Hundreds of idle connections cost a file descriptor each, not a thread. Every read and write
-    of a handled connection has a ``read_timeout``; request lines and headers are bounded by
-    the standard library (64 KiB a line, 100 headers); the one route that reads a body (the
-    webhook) caps it. At most ``max_connections`` wait at once; more are closed on arrival.
-    """
-
-    allow_reuse_address = True
-    request_queue_size = 128  # socketserver's 5 drops connections when many scrapers arrive at once
-
-    def __init__(self, address, handler, *, workers: int = 16, idle_timeout: float = 10.0,
-                 read_timeout: float = 10.0, max_connections: int = 1024, tls: ssl.SSLContext | None = None):
-        super().__init__(address, handler)
-        self.tls = tls
-        self.read_timeout, self.idle_timeout, self.max_connections = read_timeout, idle_timeout, max_connections
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
-        self._selector = selectors.DefaultSelector()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._selector.register(self._wake_reader, selectors.EVENT_READ)
-        self._arrived: deque = deque()
-        self._waiting = 0
-        self._closing = False
-        self._waiter = threading.Thread(target=self._wait_for_requests, name="http-wait", daemon=True)
-        self._waiter.start()
-
-    def process_request(self, request, client_address):
-        if self._waiting + len(self._arrived) >= self.max_connections:
-            self.shutdown_request(request)
-            return
-        self._arrived.append((request, client_address))
-        self._wake_writer.send(b"\0")
-
-    def _wait_for_requests(self) -> None:
-        deadlines: dict[socket.socket, float] = {}
-        while not self._closing:
-            for key, _ in self._selector.select(timeout=1.0):
-                if key.fileobj is self._wake_reader:
-                    self._wake_reader.recv(4096)
-                    while self._arrived:
-                        request, client_address = self._arrived.popleft()
-                        self._selector.register(request, selectors.EVENT_READ, client_address)
-                        deadlines[request] = time.monotonic() + self.idle_timeout
-                else:  # it sent something: a worker takes it from here
-                    self._selector.unregister(key.fileobj)
-                    del deadlines[key.fileobj]
-                    self._pool.submit(self._handle, key.fileobj, key.data)
-            now = time.monotonic()
-            for request in [r for r, deadline in deadlines.items() if deadline <= now]:
-                self._selector.unregister(request)
-                del deadlines[request]
-                self.shutdown_request(request)
-            self._waiting = len(deadlines)
-        for request in deadlines:
-            self.shutdown_request(request)
-
-    def _handle(self, request, client_address) -> None:
-        try:
-            request.settimeout(self.read_timeout)
-            if self.tls is not None:  # the handshake, too, within read_timeout and in a worker
-                request = self.tls.wrap_socket(request, server_side=True)
-            self.finish_request(request, client_address)
-        except OSError:
-            pass  # the client went away or was too slow: nothing to answer
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        self._closing = True
-        self._wake_writer.send(b"\0")
-        self._waiter.join(5)
-        super().server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._wake_reader.close()
-        self._wake_writer.close()
-
-
-def serve(app, host: str, port: int, **limits) -> tuple[BoundedServer, threading.Thread]:
-    """Starts serving ``app`` in a thread; returns the server (``server_port`` is the real port)."""
-    server_class = BoundedServer
-    if ":" in host:
-        server_class = type("BoundedServerV6", (BoundedServer,), {"address_family": socket.AF_INET6})
-    server = server_class((host, port), _QuietHandler, **limits)
-    server.set_app(app)
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True)
-    thread.start()
-    return server, thread

@@ -19,10 +19,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from . import __version__, logs
-from .app import create_app, serve
+from .app import create_app
 from .client import ExecutionManagerClient
 from .collector import ExecutionsCollector
 from .poller import Poller
+from .server import HttpServer, raise_descriptor_limit
 from .remediation import Remediator, StopPolicy, StopRequest
 from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .snapshot import LabelPlan
@@ -94,7 +95,10 @@ class Exporter:
 
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
-        self.server, _ = serve(self.app, host, port, tls=self.web.tls)
+        raise_descriptor_limit()
+        self.server = HttpServer(self.app, host, port, tls=self.web.tls, max_connections=self.settings.max_connections,
+                                 request_timeout=self.settings.http_timeout,
+                                 max_body_bytes=self.settings.webhook_max_body_bytes, webhook_path=WEBHOOK_PATH)
         for poller in self.pollers:
             poller.start()
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
@@ -102,8 +106,7 @@ class Exporter:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
         for poller in self.pollers:
             poller.stop(timeout=2)
             poller.client.close()

@@ -57,7 +57,8 @@ class ExecutionsCollector:
         self._clock = clock
 
     def describe(self):
-        return []  # families depend on data; an empty describe stops register() from collecting
+        """Every family this collector can yield, so that ``/metrics?name[]=`` finds it."""
+        return list(self._families())
 
     def version(self) -> tuple:
         """Changes whenever collect() would yield something else: a poll, a request, a stop,
@@ -72,6 +73,9 @@ class ExecutionsCollector:
         return status.snapshot is not None and now - status.snapshot.time <= self._stale_after
 
     def collect(self):
+        return (family for family in self._families() if family.samples)
+
+    def _families(self):
         plan, now = self._plan, self._clock()
         cloud_labels = ["cloud"]
         running = GaugeMetricFamily(
@@ -194,7 +198,7 @@ class ExecutionsCollector:
                 )
         families = (running, platforms, ages, starts, omitted, folded, skipped, started, finished, durations, up,
                     last_success, poll_duration, requests, failures, request_durations, build, caps)
-        yield from (family for family in families if family.samples)
+        yield from families
         if self._webhook is not None:
             yield from self._webhook_families(*self._webhook())
 

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
 
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
     web_config_file: Path | None = Field(None, description="TLS and basic auth (exporter-toolkit format).")
+    max_connections: int = Field(
+        0, ge=0, description="Open HTTP connections at most; 0 derives it from the descriptor limit."
+    )
+    http_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request and read the answer; also keep-alive."
+    )
     poll_interval: float = Field(30.0, gt=0, description="Seconds between polls of search.")
     request_timeout: float = Field(10.0, gt=0, description="Read timeout of one API call, seconds.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")

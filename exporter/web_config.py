@@ -19,7 +19,6 @@ remembered (by their SHA-256, never in clear), so a scrape does not pay bcrypt's
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
@@ -121,9 +120,9 @@ class BasicAuth:
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return False
-        try:
-            user, sep, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        try:  # binascii.Error and a non-ASCII header's complaint are both ValueErrors
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except ValueError:
             return False
         hashed = self._users.get(user)
         if not sep or hashed is None:

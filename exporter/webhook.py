@@ -104,7 +104,7 @@ def gate(alert: dict) -> str | None:
 
 
 def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats, max_body_bytes: int = 256 * 1024):
-    expected = f"Bearer {secret}".encode()
+    expected = secret.encode()
 
     def fail(start_response, status: str, reason: str, message: str):
         stats.count(reason)
@@ -114,8 +114,9 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
     def app(environ, start_response):
         if environ.get("REQUEST_METHOD") != "POST":
             return fail(start_response, "405 Method Not Allowed", "method_not_allowed", "use POST")
-        given = environ.get("HTTP_AUTHORIZATION", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        # Scheme names are case-insensitive (RFC 9110 11.1); the secret is compared in constant time.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1", "replace"), expected):
             return fail(start_response, "401 Unauthorized", "unauthorized", "missing or wrong bearer secret")
         try:
             body = _read_body(environ, max_body_bytes)
@@ -148,34 +149,15 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
 
 
 def _read_body(environ, limit: int) -> bytes:
-    stream = environ["wsgi.input"]
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        return _read_chunked(stream, limit)
+    """The body, whole. The server has already undone any chunked coding and refused a
+    malformed length, so ``CONTENT_LENGTH`` is the body's true size (one over ``limit`` when
+    it was too large to read)."""
     length = environ.get("CONTENT_LENGTH") or "0"
     if not length.isdigit():
         raise BadPayload("bad Content-Length")
     if int(length) > limit:
         raise TooLarge()
-    return stream.read(int(length))
-
-
-def _read_chunked(stream, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        line = stream.readline(100)
-        try:
-            chunk_size = int(line.split(b";")[0].strip(), 16)
-        except ValueError:
-            raise BadPayload("malformed chunked body") from None
-        if chunk_size < 0:
-            raise BadPayload("malformed chunked body")
-        size += chunk_size
-        if size > limit:
-            raise TooLarge()
-        chunks.append(stream.read(chunk_size))
-        stream.readline(100)
-        if chunk_size == 0:
-            return b"".join(chunks)
+    return environ["wsgi.input"].read(int(length))
 
 
 def _json(start_response, status: str, payload: dict) -> list[bytes]:

@@ -4,6 +4,7 @@ scraping through them with its own tls_config and basic_auth."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import bcrypt
 import pytest
@@ -11,6 +12,7 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, require_tool, wait_until
+from .hostile import Connections, closed_by_peer
 
 PASSWORD = "scrape-Pa55word"
 
@@ -68,6 +70,42 @@ def test_prometheus_scrapes_through_tls_and_basic_auth(start_lab, spawn, web_fil
         return result and result[0]["value"][1] == "1"
 
     wait_until(scraped, timeout=30, what="Prometheus to scrape through TLS and basic auth")
+    assert exporter.stop() == 0
+
+
+def test_client_certificates_and_a_bounded_handshake(start_lab, spawn, web_files):
+    openssl = require_tool("openssl")
+    for name in ("client", "stranger"):  # one signed by the configured CA, one self-signed
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", str(web_files / f"{name}.key"), "-out", str(web_files / f"{name}.crt"),
+                        "-subj", f"/CN={name}"], check=True, capture_output=True)
+    (web_files / "web.yml").write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": "server.crt", "key_file": "server.key",
+        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "client.crt"}}))
+    lab = start_lab()
+    port = free_port()
+    env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN, poll_interval=3600,
+                       http_timeout=2)
+    exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}",
+                      "--web.config.file", str(web_files / "web.yml")], "exporter", env)
+    base, ca = f"https://127.0.0.1:{port}", str(web_files / "server.crt")
+    client = (str(web_files / "client.crt"), str(web_files / "client.key"))
+    wait_until(lambda: requests.get(base + "/-/healthy", verify=ca, cert=client, timeout=2).ok, what="TLS")
+
+    for cert in (None, (str(web_files / "stranger.crt"), str(web_files / "stranger.key"))):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(base + "/metrics", verify=ca, cert=cert, timeout=5)
+
+    # Connections that never begin their handshake are closed at the deadline, and cost no
+    # thread meanwhile: scrapes with a certificate go on.
+    with Connections("127.0.0.1", port) as conns:
+        silent = conns.open(100)
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:
+            answer = requests.get(base + "/metrics", verify=ca, cert=client, timeout=1)
+            assert answer.status_code == 200 and "perfecto_up" in answer.text
+        assert all(closed_by_peer(s, 3) is not None for s in silent)
+    assert "Traceback" not in exporter.output
     assert exporter.stop() == 0
 
 

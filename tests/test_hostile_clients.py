@@ -1,0 +1,269 @@
+"""The HTTP surface under hostile clients, on a real exporter process polling the simulated lab.
+
+Every attack runs while a prober scrapes ``/metrics`` on fresh connections every 100 ms: each
+probe must answer within 1 s, the exporter's memory must stay put, and malformed input must get
+a 4xx with at most one log line, never a 500 or a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+import threading
+import time
+
+import bcrypt
+import pytest
+import requests
+
+from exporter.lab import Workload
+
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_until
+from .hostile import Connections, Probe, closed_by_peer, cpu_seconds, get, rss_bytes
+
+DEADLINE = 2.0  # the exporter's http_timeout in these tests
+HOOK_SECRET = "hook-secret-for-hostile-tests"
+MiB = 2**20
+
+
+@pytest.fixture
+def exporter(start_lab, spawn, tmp_path):
+    """Starts an exporter process (settings as keyword arguments) on a lab; returns a handle."""
+
+    def start(executions: int = 300, shell_prefix: str = "", **settings):
+        lab = start_lab(Workload(seed=3, executions=executions, stuck=2), fault_injection=True)
+        port = free_port()
+        hook_file = tmp_path / "hook"
+        hook_file.write_text(HOOK_SECRET)
+        settings = {"http_timeout": DEADLINE, **settings}
+        env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN,
+                           poll_interval=3600, webhook_token_file=hook_file, **settings)
+        command = [*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"]
+        if shell_prefix:
+            command = ["bash", "-c", f"{shell_prefix}; exec \"$@\"", "bash", *command]
+        process = spawn(command, "exporter", env)
+        # 401: ready, behind basic auth
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code in (200, 401),
+                   what="the exporter to be ready")
+        return Handle(process, port, lab)
+
+    return start
+
+
+class Handle:
+    def __init__(self, process, port: int, lab):
+        self.process, self.port, self.lab = process, port, lab
+        self.base = f"http://127.0.0.1:{port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.proc.pid
+
+    def probe(self, **kwargs) -> Probe:
+        return Probe("127.0.0.1", self.port, **kwargs)
+
+    def connections(self) -> Connections:
+        return Connections("127.0.0.1", self.port)
+
+    def log_lines(self) -> list[str]:
+        return self.process.output.splitlines()
+
+
+def assert_scrapes_held(probe: Probe) -> None:
+    assert len(probe.latencies) >= 5, "the prober hardly ran"
+    assert not probe.failures, probe.failures[:5]
+    assert probe.worst < 1.0, f"worst /metrics latency {probe.worst:.3f}s"
+
+
+def test_trickled_requests_are_cut_at_the_deadline_and_scrapes_go_on(exporter):
+    handle = exporter()
+    with handle.connections() as conns, handle.probe() as probe:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
+        closed_at = conns.trickle(32, request, every=0.1, seconds=DEADLINE * 3)
+    assert_scrapes_held(probe)
+    assert None not in closed_at, "a trickling client was never cut off"
+    assert all(DEADLINE - 0.2 <= t <= DEADLINE + 1.5 for t in closed_at), closed_at
+
+
+def test_a_one_byte_flood_neither_queues_nor_blocks(exporter):
+    handle = exporter()
+    rss_before = rss_bytes(handle.pid)
+    with handle.connections() as conns, handle.probe() as probe:
+        flood = conns.open(300, first_bytes=b"G")
+        closed = [closed_by_peer(s, DEADLINE + 2) for s in flood]
+    assert_scrapes_held(probe)
+    assert all(t is not None for t in closed), "one-byte connections outlived the request deadline"
+    assert rss_bytes(handle.pid) - rss_before < 30 * MiB
+
+
+def test_an_idle_flood_beyond_the_connection_limit_makes_room_for_scrapers(exporter):
+    handle = exporter(max_connections=50, http_timeout=30)
+    with handle.connections() as conns, handle.probe() as probe:
+        conns.open(400)
+        time.sleep(1.5)
+    assert_scrapes_held(probe)
+
+
+def test_slow_readers_are_dropped_and_memory_stays_put(exporter):
+    handle = exporter(executions=3000)
+    size = len(requests.get(handle.base + "/metrics", timeout=5).content)
+    assert size > 200_000  # a body that cannot sit in the socket buffers alone
+    rss_before = rss_bytes(handle.pid)
+    with handle.connections() as conns, handle.probe() as probe:
+        readers = conns.slow_readers(200, "/metrics")
+        time.sleep(0.5)
+        rss_during = rss_bytes(handle.pid)
+        closed = [closed_by_peer(s, DEADLINE + 3) for s in readers]
+    assert_scrapes_held(probe)
+    assert all(t is not None for t in closed), f"clients that never read their answer were kept: {closed}"
+    # The bodies are one cached object; what a slow reader costs is the kernel's buffer.
+    assert rss_during - rss_before < 60 * MiB, (rss_before, rss_during)
+
+
+def test_descriptor_exhaustion_backs_off_and_service_returns(exporter):
+    # max_connections above what the descriptor limit allows: the accept loop runs out of
+    # descriptors, and must pause rather than spin.
+    handle = exporter(shell_prefix="ulimit -n 96", max_connections=1000, http_timeout=30)
+    with handle.connections() as conns:
+        conns.open(150)
+        time.sleep(0.5)
+        cpu_before, started = cpu_seconds(handle.pid), time.monotonic()
+        time.sleep(3)
+        cpu_share = (cpu_seconds(handle.pid) - cpu_before) / (time.monotonic() - started)
+    assert cpu_share < 0.2, f"{cpu_share:.0%} of a core while out of descriptors"
+    wait_until(lambda: get("127.0.0.1", handle.port, "/metrics", 1.0)[0] == 200, timeout=10,
+               what="service to return once the clients left")
+    errors = [line for line in handle.log_lines() if "not accepting connections" in line]
+    assert errors and len(errors) <= 8, len(errors)  # one line per one-second pause
+    assert not any("Traceback" in line for line in handle.log_lines())
+
+
+def test_a_flood_of_notifications_never_takes_the_scrapes_threads(exporter):
+    handle = exporter(stop_max_per_request=1000, stop_max_per_window=100000)
+    handle.lab.lab.inject("hang", endpoint="stop")  # every stop call waits for its timeout
+    ids = [e["id"] for e in handle.lab.post("search").json()]
+    answers: list[int] = []
+
+    def notify(execution_id: str) -> None:
+        alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme",
+                                                "execution_id": execution_id}}
+        answer = requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
+                               headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+        answers.append(answer.status_code)
+
+    with handle.probe() as probe:
+        threads = [threading.Thread(target=notify, args=(i,)) for i in ids[:60]]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        for t in threads:
+            t.join()
+    handle.lab.lab.clear_faults()
+    assert_scrapes_held(probe)
+    assert set(answers) <= {503}, answers  # hung stop calls, and a full queue, both say "retry"
+    assert 503 in answers
+
+
+def raw(handle: Handle, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", handle.port), timeout=5) as s:
+        s.sendall(request)
+        data = bytearray()
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+MALFORMED = {
+    "header line of 100 KB": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+    "request line of 70 KB": b"GET /metrics?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "Content-Length not a number": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n"
+                                    b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"),
+    "two different Content-Lengths": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                      b"Content-Length: 3\r\n\r\n{}"),
+    "header without a colon": b"GET /metrics HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n",
+    "not HTTP at all": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+    "declared body over the cap": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n"
+                                   b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"),
+    "chunked body over the cap": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n"
+                                  + b"".join(b"10000\r\n" + b"a" * 0x10000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"),
+    "bad chunk size": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                       b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+}
+
+
+def test_malformed_requests_get_4xx_and_at_most_one_log_line(exporter):
+    handle = exporter(webhook_max_body_bytes=64 * 1024)
+    for case, request in MALFORMED.items():
+        lines_before = len(handle.log_lines())
+        try:
+            status, _, _ = raw(handle, request)
+        except ConnectionResetError:
+            pytest.fail(f"{case}: reset instead of answered")
+        assert 400 <= status < 500, (case, status)
+        time.sleep(0.1)
+        new_lines = handle.log_lines()[lines_before:]
+        assert len(new_lines) <= 1, (case, new_lines)
+        assert get("127.0.0.1", handle.port, "/metrics", 1.0)[0] == 200, case
+    assert not any("Traceback" in line for line in handle.log_lines())
+
+
+def test_http_semantics_of_the_routes(exporter, tmp_path):
+    handle = exporter(webhook_max_body_bytes=4096)
+    metrics = requests.get(handle.base + "/metrics", timeout=5)
+
+    status, headers, body = raw(handle, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (status, body) == (200, b"") and int(headers["content-length"]) == len(metrics.content)
+
+    for method in ("POST", "PUT", "DELETE"):
+        answer = requests.request(method, handle.base + "/metrics", timeout=5)
+        assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD"
+    assert requests.get(handle.base + "/webhook/alertmanager", timeout=5).status_code == 405
+
+    def encoding(accept: str) -> str | None:
+        return requests.get(handle.base + "/metrics", headers={"Accept-Encoding": accept}, timeout=5,
+                            stream=True).headers.get("Content-Encoding")
+
+    assert encoding("gzip") == "gzip" and encoding("br, GZIP;q=0.5") == "gzip"
+    assert encoding("x-gzip") is None and encoding("gzip;q=0") is None and encoding("identity") is None
+    metrics = requests.get(handle.base + "/metrics", timeout=5)  # the 405s above were counted
+    zipped = requests.get(handle.base + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
+    assert gzip.decompress(zipped.raw.read()) == metrics.content
+
+    selected = requests.get(handle.base + "/metrics?name[]=perfecto_up&name[]=perfecto_executions_running",
+                            timeout=5).text
+    families = {line.split()[2] for line in selected.splitlines() if line.startswith("# TYPE")}
+    assert families == {"perfecto_up", "perfecto_executions_running"}
+
+    # Scheme names are case-insensitive (RFC 9110 11.1); credentials are not.
+    body = json.dumps({"version": "4", "alerts": []})
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        answer = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
+                               headers={"Authorization": f"{scheme} {HOOK_SECRET}"})
+        assert answer.status_code == 200, scheme
+    wrong = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
+                          headers={"Authorization": f"Bearer {HOOK_SECRET.upper()}"})
+    assert wrong.status_code == 401
+
+
+def test_malformed_basic_credentials_are_401_never_500(exporter, tmp_path):
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: {bcrypt.hashpw(b'pw', bcrypt.gensalt(4)).decode()}\n")
+    handle = exporter(web_config_file=web)
+    good = base64.b64encode(b"prometheus:pw")
+    for authorization, expected in [
+        (b"Basic " + good, 200), (b"basic " + good, 200), (b"BASIC " + good, 200),
+        (b"Basic \xff\xfe\xfd", 401), (b"Basic \xc3\xa9t\xc3\xa9", 401), (b"Basic !!!", 401),
+        (b"Basic " + base64.b64encode(b"\xff:\xfe"), 401), (b"Basic " + base64.b64encode(b"no-colon"), 401),
+        (b"Bearer " + good, 401), (b"Basic", 401), (b"", 401),
+    ]:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        if authorization:
+            request += b"Authorization: " + authorization + b"\r\n"
+        assert raw(handle, request + b"\r\n")[0] == expected, authorization
+    assert not any("Traceback" in line for line in handle.log_lines())
