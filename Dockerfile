@@ -1,5 +1,12 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build the wheel, install it into a virtualenv, copy only the virtualenv.
+#
+# No registry publishes this image. Build it under the name the Helm chart expects by default
+# (perfecto-exporter:<the chart's appVersion>), then load it into kind / minikube, or push it to
+# your registry and set the chart's image.repository:
+#   docker build -t perfecto-exporter:0.1.0 .
+#   docker tag perfecto-exporter:0.1.0 registry.example.com/team/perfecto-exporter:0.1.0
+#   docker push registry.example.com/team/perfecto-exporter:0.1.0
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -1,12 +1,16 @@
 """Generates the Grafana dashboards in this folder with Grafana's grafana-foundation-sdk.
 
-Run ``python dashboards/generate.py`` after a change and commit the JSON (here, and the copy in
-the Helm chart, which ships them as ConfigMaps); a test fails when a committed file differs from
-what this produces, and the end-to-end test runs every query below on a real Prometheus.
+Run ``python dashboards/generate.py`` after a change and commit the JSON; ``helm/generate.py``
+copies the same JSON into the Helm chart, which ships it as ConfigMaps. A test fails when a
+committed file differs from what these produce, and the end-to-end test runs every query below
+on a real Prometheus.
 
-Queries take ``max without (instance, pod)`` of exporter gauges before summing, so two replicas
-scraping the same cloud are not counted twice. API request rates are summed over replicas on
-purpose: every replica really calls the API.
+The replica dedupe and the uids come from ``alerts/config.py``, the configuration that the alert
+rules and the chart read too. Queries take ``config.dedupe`` (``max without (instance, pod)``) of
+exporter gauges and execution counters before summing, so two replicas scraping the same cloud
+are not counted twice. API request rates are summed over replicas on purpose: every replica
+really calls the API. Boards filter by the ``cloud`` and ``owner`` variables, not by the rules'
+job selector (see ``alerts/config.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
-CHART_COPY = HERE.parent / "helm" / "perfecto-exporter" / "dashboards"
+# run as a script (python dashboards/generate.py) and imported as dashboards.generate: the
+# repository's root must be on the path for alerts.config
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from alerts.config import DASHBOARD_UIDS, dedupe
+
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 CLOUD = 'cloud=~"$cloud"'
 CLOUD_OWNER = 'cloud=~"$cloud", owner=~"$owner"'
@@ -30,7 +40,7 @@ WITH_BROWSER = CLOUD_OWNER + ', browser!="none"'
 
 def once(metric: str, selector: str = CLOUD_OWNER) -> str:
     """A gauge with replicas collapsed: every replica reports the same lab."""
-    return f"max without (instance, pod) ({metric}{{{selector}}})"
+    return dedupe(f"{metric}{{{selector}}}")
 
 
 def query(expr: str, legend: str | None = None, ref: str = "A", instant: bool = False, fmt=None):
@@ -88,7 +98,7 @@ def executions_overview() -> dashboard.Dashboard:
         stat.Panel().title("Longest running").unit("s").height(4).span(6)
         .with_target(query(f"max(time() - {once('perfecto_execution_start_timestamp_seconds')})")),
         stat.Panel().title("Started in the last hour").unit("short").height(4).span(6)
-        .with_target(query(f"sum(max without (instance, pod) (increase(perfecto_executions_started_total{{{CLOUD_OWNER}}}[1h])))")),
+        .with_target(query(f"sum({dedupe(f'increase(perfecto_executions_started_total{{{CLOUD_OWNER}}}[1h])')})")),
         timeseries.Panel().title("Running executions by owner").unit("short").height(8).span(12)
         .with_target(query(f"sum by (owner) ({once('perfecto_executions_running')})", "{{owner}}")),
         timeseries.Panel().title("Devices by device type").unit("short").height(8).span(12)
@@ -108,8 +118,8 @@ def executions_overview() -> dashboard.Dashboard:
             f"topk(20, time() - {once('perfecto_execution_start_timestamp_seconds')})", instant=True,
             fmt=PromQueryFormat.TABLE)),
         timeseries.Panel().title("Executions started and finished per minute").unit("short").height(8).span(12)
-        .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_started_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "started"))
-        .with_target(query(f"60 * sum(max without (instance, pod) (rate(perfecto_executions_finished_total{{{CLOUD_OWNER}}}[$__rate_interval])))", "finished", ref="B")),
+        .with_target(query(f"60 * sum({dedupe(f'rate(perfecto_executions_started_total{{{CLOUD_OWNER}}}[$__rate_interval])')})", "started"))
+        .with_target(query(f"60 * sum({dedupe(f'rate(perfecto_executions_finished_total{{{CLOUD_OWNER}}}[$__rate_interval])')})", "finished", ref="B")),
         timeseries.Panel().title("Stop decisions of the remediation webhook").unit("short").height(8).span(12)
         .description("Empty unless the webhook is enabled.")
         .with_target(query("sum by (result) (increase(perfecto_stop_actions_total[$__rate_interval])) > 0", "{{result}}")),
@@ -118,14 +128,13 @@ def executions_overview() -> dashboard.Dashboard:
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9), "p90", ref="B"))
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.99), "p99", ref="C")),
     ]
-    return new_board("perfecto-executions", "Perfecto / Executions overview",
+    return new_board(DASHBOARD_UIDS["executions"], "Perfecto / Executions overview",
                      "Running Perfecto executions, the devices they hold, and how long they run.",
                      True, panels, (stopped,))
 
 
 def _quantile(metric: str, q: float) -> str:
-    return (f"histogram_quantile({q}, sum by (le) (max without (instance, pod) "
-            f"(rate({metric}{{{CLOUD}}}[$__rate_interval]))))")
+    return f"histogram_quantile({q}, sum by (le) ({dedupe(f'rate({metric}{{{CLOUD}}}[$__rate_interval])')}))"
 
 
 def exporter_health() -> dashboard.Dashboard:
@@ -156,7 +165,7 @@ def exporter_health() -> dashboard.Dashboard:
         timeseries.Panel().title("Poll duration").unit("s").height(8).span(12)
         .with_target(query(f"perfecto_poll_duration_seconds{{{CLOUD}}}", "{{cloud}} {{instance}}")),
     ]
-    return new_board("perfecto-exporter-health", "Perfecto / Exporter health",
+    return new_board(DASHBOARD_UIDS["health"], "Perfecto / Exporter health",
                      "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.", False, panels)
 
 
@@ -168,8 +177,6 @@ def render(build) -> str:
 
 
 if __name__ == "__main__":
-    CHART_COPY.mkdir(parents=True, exist_ok=True)
     for name, build in DASHBOARDS.items():
-        for folder in (HERE, CHART_COPY):
-            (folder / name).write_text(render(build))
-            print(f"wrote {folder / name}", file=sys.stderr)
+        (HERE / name).write_text(render(build))
+        print(f"wrote {HERE / name}", file=sys.stderr)

@@ -3,29 +3,40 @@
 Their behaviour on a real Prometheus and Alertmanager is in test_stack.py.
 """
 
-import importlib.util
+import importlib
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from .conftest import ROOT, require_tool
 
+if str(ROOT) not in sys.path:  # alerts/ and dashboards/ are folders of scripts, imported by path
+    sys.path.insert(0, str(ROOT))
+
+from alerts import config as mixin
+
 RULES = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
 RULE_TESTS = ROOT / "tests" / "alerts" / "perfecto-exporter.test.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK_URL = "https://wiki.example.com/perfecto/runbook.md"
+GRAFANA_URL = "https://grafana.example.com"
 
 
 def load_generator(folder: str):
-    spec = importlib.util.spec_from_file_location(f"{folder}_generate", ROOT / folder / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"{folder}.generate")
 
 
-def alert_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+def alert_rules(text: str | None = None) -> list[dict]:
+    loaded = yaml.safe_load(text if text is not None else RULES.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def linked_rules() -> list[dict]:
+    """The rules as an operator who serves the runbook and runs Grafana generates them."""
+    return alert_rules(load_generator("alerts").render({"runbookUrl": RUNBOOK_URL, "dashboardUrl": GRAFANA_URL}))
 
 
 def test_committed_rules_are_what_the_generator_writes():
@@ -58,17 +69,56 @@ def test_every_alert_is_unit_tested_firing_and_not_firing():
         assert any(not c["exp_alerts"] for c in mine), f"{rule['alert']} is never tested not firing"
 
 
-@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+@pytest.mark.parametrize("rule", linked_rules(), ids=lambda r: r["alert"])
 def test_every_alert_is_complete(rule):
     assert rule["alert"][0].isupper() and "_" not in rule["alert"]  # CamelCase
     assert rule["for"]
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
-    assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+    assert set(rule["annotations"]) == {"summary", "description", "runbook_url", "dashboard_url"}
     assert "{{ $labels." in rule["annotations"]["description"] or "{{ $value" in rule["annotations"]["description"]
-    anchor = rule["annotations"]["runbook_url"].split("#")[1]
-    assert f"## {rule['alert']}\n" in RUNBOOK.read_text() and anchor == rule["alert"].lower()
+    assert rule["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#{rule['alert'].lower()}"
+    assert f"## {rule['alert']}\n" in RUNBOOK.read_text()  # the anchor exists
+    board = rule["annotations"]["dashboard_url"].removeprefix(f"{GRAFANA_URL}/d/")
+    assert (ROOT / "dashboards" / f"{board}.json").exists()
     if "perfecto_" in rule["expr"] and "absent" not in rule["expr"]:
         assert "without (instance, pod)" in rule["expr"], "must not double-count replicas"
+
+
+def test_committed_rules_link_nowhere_made_up():
+    """No runbook or Grafana address is known to the project: the committed rules carry no link."""
+    for rule in alert_rules():
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]
+
+
+def test_generator_command_line_sets_the_links(tmp_path):
+    out = tmp_path / "rules.yaml"
+    result = subprocess.run([sys.executable, str(ROOT / "alerts" / "generate.py"), "--runbook-url", RUNBOOK_URL,
+                             "--dashboard-url", GRAFANA_URL + "/", "--selector", 'job="perfecto"', "--output", str(out)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    rules = alert_rules(out.read_text())
+    stuck = next(r for r in rules if r["alert"] == "PerfectoExecutionStuck")
+    assert stuck["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#perfectoexecutionstuck"
+    assert stuck["annotations"]["dashboard_url"] == f"{GRAFANA_URL}/d/perfecto-executions"
+    assert all('job="perfecto"' in r["expr"] for r in rules)
+    check = subprocess.run([require_tool("promtool"), "check", "rules", str(out)], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert RULES.read_text() == load_generator("alerts").render()  # the committed file untouched
+
+
+def test_one_config_feeds_rules_and_dashboards(monkeypatch):
+    """The selector, the replica dedupe and the uids are written once, in alerts/config.py."""
+    alerts, dashboards = load_generator("alerts"), load_generator("dashboards")
+    monkeypatch.setattr(mixin, "REPLICA_LABELS", ("instance", "pod", "replica"))
+    rules = alerts.render({"selector": 'job="perfecto"'})
+    boards = "".join(dashboards.render(build) for build in dashboards.DASHBOARDS.values())
+    assert "without (instance, pod, replica)" in rules and "without (instance, pod, replica)" in boards
+    assert "without (instance, pod)" not in rules.replace("without (instance, pod, replica)", "")
+    assert "without (instance, pod)" not in boards.replace("without (instance, pod, replica)", "")
+    assert "perfecto-exporter\"" not in rules and 'job=\"perfecto\"' not in boards  # boards filter by cloud
+    uids = {json.loads(dashboards.render(build))["uid"] for build in dashboards.DASHBOARDS.values()}
+    assert uids == set(mixin.DASHBOARD_UIDS.values())
 
 
 def test_stuck_execution_alert_carries_the_remediation_label_and_execution_labels():

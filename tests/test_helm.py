@@ -4,21 +4,35 @@ the Kubernetes and prometheus-operator schemas, and check what the rendered obje
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
+import re
+import shutil
 import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as operator_v1
 from cloudcoil.models.prometheus_operator import v1alpha1 as operator_v1alpha1
+from pydantic import Field
+
+from exporter.settings import Settings
 
 from .conftest import EXPORTER_BIN, ROOT, exporter_env, require_tool
 
+if str(ROOT) not in sys.path:  # alerts/, dashboards/ and helm/ are folders of scripts, imported by path
+    sys.path.insert(0, str(ROOT))
+
+from alerts import config as mixin
+from alerts import generate as alerts_generate
+from helm import generate as helm_generate
+
 CHART = ROOT / "helm" / "perfecto-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+MOUNTS = "/etc/perfecto-exporter"
 KUBERNETES_VERSION = "1.33.0"
 CRDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): operator_v1.ServiceMonitor,
@@ -53,7 +67,53 @@ def deployment(docs) -> dict:
 
 
 def container_env(docs) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = deployment(docs)["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    return {e["name"]: e.get("value") for e in env}
+
+
+def config_file(docs) -> dict:
+    """The exporter's settings file, as the chart's ConfigMap holds it."""
+    (found,) = [c for c in by_kind(docs, "ConfigMap") if "config.yaml" in c["data"]]
+    return yaml.safe_load(found["data"]["config.yaml"])
+
+
+def ci_values(name: str) -> dict:
+    return yaml.safe_load((CHART / "ci" / name).read_text())
+
+
+def check_config(docs, root: Path, secret_files: dict | None = None) -> dict:
+    """Lays out the pod's files under ``root`` as the kubelet would (the ConfigMap, each Secret's
+    items), runs the container's own arguments with ``check-config`` in place of ``run`` and its
+    environment, and returns what the real exporter printed. Paths under /etc/perfecto-exporter
+    become paths under ``root``; Secrets without items get ``secret_files[name]``."""
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_maps = {c["metadata"]["name"]: c for c in by_kind(docs, "ConfigMap")}
+
+    def local(text: str) -> str:
+        return text.replace(MOUNTS, f"{root}{MOUNTS}")
+
+    for mount in container["volumeMounts"]:
+        folder = Path(local(mount["mountPath"]))
+        folder.mkdir(parents=True)
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            for key, text in config_maps[volume["configMap"]["name"]]["data"].items():
+                (folder / key).write_text(local(text))
+        elif volume["secret"].get("items"):
+            for item in volume["secret"]["items"]:
+                (folder / item["path"]).write_text(f"{volume['secret']['secretName']}/{item['key']}\n")
+        else:
+            for name, text in (secret_files or {})[volume["secret"]["secretName"]].items():
+                (folder / name).write_text(text)
+    command, *args = container["args"]
+    assert command == "run"
+    env = {**exporter_env(), **{e["name"]: e["value"] for e in container.get("env", [])}}
+    result = subprocess.run([*EXPORTER_BIN, "check-config", *(local(a) for a in args)], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
@@ -77,7 +137,7 @@ def test_every_rendered_manifest_is_valid(values):
 
 def test_defaults_render_without_anything_set():
     docs = render()
-    assert sorted(d["kind"] for d in docs) == ["Deployment", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
     assert "WARNING: no cloud is set" in helm("install", "perfecto", str(CHART), "--dry-run=client").stdout
 
 
@@ -89,7 +149,9 @@ def test_pod_is_hardened_and_probed():
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
-    assert container["args"] == ["run"] and container["image"].endswith(":0.1.0")  # appVersion
+    assert container["args"] == ["run", "--config.file", f"{MOUNTS}/config/config.yaml"]
+    assert container["image"] == "perfecto-exporter:0.1.0"  # appVersion
+    assert "env" not in container  # settings are in the file, secrets in files
 
 
 def test_selector_labels_are_only_name_and_instance():
@@ -104,63 +166,126 @@ def test_selector_labels_are_only_name_and_instance():
 def test_token_from_an_existing_secret_is_mounted_as_a_file():
     docs = render(CHART / "ci" / "default-values.yaml")
     assert not by_kind(docs, "Secret")
-    env = container_env(docs)
-    assert env["PERFECTO_CLOUD_NAME"] == "acme"
-    assert env["PERFECTO_SECURITY_TOKEN_FILE"] == "/etc/perfecto/clouds/default/token"
-    assert "PERFECTO_SECURITY_TOKEN" not in env
+    assert config_file(docs) == {"cloud_name": "acme", "log_format": "json",
+                                 "security_token_file": f"{MOUNTS}/clouds/default/token"}
     spec = deployment(docs)["spec"]["template"]["spec"]
-    assert spec["volumes"] == [{"name": "cloud-0", "secret": {"secretName": "perfecto-token",
-                                                              "items": [{"key": "token", "path": "token"}]}}]
+    assert spec["volumes"] == [
+        {"name": "config", "configMap": {"name": "perfecto-perfecto-exporter"}},
+        {"name": "cloud-0", "secret": {"secretName": "perfecto-token", "items": [{"key": "token", "path": "token"}]}}]
     assert spec["containers"][0]["volumeMounts"] == [
-        {"name": "cloud-0", "mountPath": "/etc/perfecto/clouds/default", "readOnly": True}]
+        {"name": "config", "mountPath": f"{MOUNTS}/config", "readOnly": True},
+        {"name": "cloud-0", "mountPath": f"{MOUNTS}/clouds/default", "readOnly": True}]
 
 
 def test_chart_created_secret_and_checksum_annotation():
     docs = render(CHART / "ci" / "chart-secret-values.yaml")
     (secret,) = by_kind(docs, "Secret")
     assert base64.b64decode(secret["data"]["token"]).decode() == "not-a-real-token"
-    checksum = deployment(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-    other = render(CHART / "ci" / "chart-secret-values.yaml", **{"perfecto.securityToken": "another"})
-    assert deployment(other)["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
-    assert "not-a-real-token" not in json.dumps(deployment(docs))  # only ever in the Secret
+
+    def checksum(docs) -> str:
+        return deployment(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    other_token = render(CHART / "ci" / "chart-secret-values.yaml", **{"perfecto.securityToken": "another"})
+    other_setting = render(CHART / "ci" / "chart-secret-values.yaml", **{"config.poll_interval": "60"})
+    assert len({checksum(docs), checksum(other_token), checksum(other_setting)}) == 3  # each change rolls the pods
+    assert "not-a-real-token" not in json.dumps([deployment(docs), *by_kind(docs, "ConfigMap")])  # only in the Secret
 
 
 def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_path):
-    """Render, then hand the container's environment and files to the real check-config."""
     docs = render(CHART / "ci" / "multi-cloud-values.yaml")
-    env = container_env(docs)
-    (config_map,) = by_kind(docs, "ConfigMap")
-    config = config_map["data"]["config.yaml"].replace("/etc/perfecto/", f"{tmp_path}/")
-    (tmp_path / "config.yaml").write_text(config)
-    for cloud in ("acme", "acme-eu"):
-        (tmp_path / "clouds" / cloud).mkdir(parents=True)
-        (tmp_path / "clouds" / cloud / "token").write_text(f"token-of-{cloud}\n")
-    env["PERFECTO_CONFIG_FILE"] = str(tmp_path / "config.yaml")
-    result = subprocess.run([*EXPORTER_BIN, "check-config"], env={**exporter_env(), **env}, capture_output=True,
-                            text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
-    assert [(c["name"], c["url"]) for c in shown["clouds"]] == [
-        ("acme", "https://acme.executions.perfectomobile.com"),
-        ("acme-eu", "https://acme-eu.executions.perfectomobile.com")]
+    shown = check_config(docs, tmp_path)
+    assert shown["clouds"] == [
+        {"name": "acme", "url": "https://acme.executions.perfectomobile.com", "token": "********"},
+        {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com", "token": "********"}]
     assert (shown["listen_address"], shown["log_format"], shown["webhook"]) == (":9817", "json", "disabled")
     volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["cloud-0"]["secret"] == {"secretName": "perfecto-acme", "items": [{"key": "security-token", "path": "token"}]}
-    assert volumes["cloud-1"]["secret"]["secretName"] == "perfecto-perfecto-exporter-token"
+    assert volumes["cloud-1"]["secret"] == {"secretName": "perfecto-perfecto-exporter-token",
+                                            "items": [{"key": "acme-eu-token", "path": "token"}]}
+    assert config_file(docs)["clouds"][1] == {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com",
+                                              "token_file": f"{MOUNTS}/clouds/acme-eu/token"}
 
 
 def test_single_cloud_wiring_is_accepted_by_the_exporter(tmp_path):
-    docs = render(CHART / "ci" / "chart-secret-values.yaml")
-    env = container_env(docs)
-    token = tmp_path / "token"
-    token.write_text("t0ken\n")
-    env["PERFECTO_SECURITY_TOKEN_FILE"] = str(token)
-    result = subprocess.run([*EXPORTER_BIN, "check-config"], env={**exporter_env(), **env}, capture_output=True,
-                            text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
+    shown = check_config(render(CHART / "ci" / "chart-secret-values.yaml"), tmp_path)
     assert shown["clouds"][0]["url"] == "https://perfecto-proxy.internal:8443"
     assert (shown["extra_platform_labels"], shown["drop_labels"]) == (["os_version", "model"], ["execution_name"])
+
+
+WEB_CONFIG = {"perfecto-web-config": {"web.yml": "basic_auth_users:\n  prometheus: $2b$10$" + "x" * 53 + "\n"}}
+
+
+def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
+    """ci/all-settings-values.yaml sets every setting away from its default; the real check-config,
+    given the rendered ConfigMap, arguments and mounted Secrets, prints each one back."""
+    values = ci_values("all-settings-values.yaml")
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]
+    missing = sorted(set(schema) - set(values["config"]))
+    assert not missing, f"add {missing} to helm/perfecto-exporter/ci/all-settings-values.yaml"
+    chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    for key, value in values["config"].items():  # the chart's default where it has one, else the exporter's
+        default = chart_defaults[key] if key in chart_defaults else schema[key].get("default")
+        assert value != default, f"{key} is set to its default: the test could not see it arrive"
+
+    docs = render(CHART / "ci" / "all-settings-values.yaml")
+    shown = check_config(docs, tmp_path, WEB_CONFIG)
+    chart_written = {
+        "config_file": f"{tmp_path}{MOUNTS}/config/config.yaml",
+        "cloud_name": "acme",
+        "executions_url": "https://perfecto-proxy.internal:8443",
+        "clouds": [{"name": "acme", "url": "https://perfecto-proxy.internal:8443", "token": "********"}],
+        "web_config_file": f"{tmp_path}{MOUNTS}/web/web.yml",
+        "webhook": "enabled",
+    }
+    assert shown == {**values["config"], **chart_written}
+    (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert container["ports"][0]["containerPort"] == 9900  # from listen_address
+
+
+def test_every_setting_is_reachable_from_values():
+    """Each setting is a key of config or written by the chart itself: none is left to extraEnv."""
+    config = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]
+    assert not set(config) & set(helm_generate.CHART_MANAGED)
+    in_clear = {"security_token", "webhook_token"}  # never written: their *_file settings are
+    assert not in_clear & set(config)
+    written = {"config_file"}  # the container's --config.file
+    for name in ("all-settings-values.yaml", "multi-cloud-values.yaml"):
+        written |= set(config_file(render(CHART / "ci" / name)))
+    assert written | in_clear == set(Settings.model_fields)
+    for name, node in config.items():
+        info = Settings.model_fields[name]
+        assert node["description"] == info.description and "type" in node and "default" in node, name
+
+
+def test_a_new_setting_reaches_schema_values_and_config_file_without_editing_the_chart(tmp_path, monkeypatch):
+    """What happens at the next run of helm/generate.py when the exporter gains a setting."""
+    class Newer(Settings):
+        license_poll_interval: float = Field(300.0, gt=0, description="Seconds between license polls.")
+
+    monkeypatch.setattr(helm_generate, "Settings", Newer)
+    monkeypatch.setattr(helm_generate, "CHART", tmp_path / "chart")
+    shutil.copytree(CHART, tmp_path / "chart")
+    for path, text in helm_generate.outputs().items():
+        path.write_text(text)
+    schema = json.loads((tmp_path / "chart" / "values.schema.json").read_text())["properties"]["config"]
+    assert schema["properties"]["license_poll_interval"] == {
+        "description": "Seconds between license polls.", "type": "number", "exclusiveMinimum": 0, "default": 300.0}
+    assert "# license_poll_interval: 300.0" in (tmp_path / "chart" / "values.yaml").read_text()
+    assert "| `config.license_poll_interval` |" in (tmp_path / "chart" / "README.md").read_text()
+    out = helm("template", "perfecto", str(tmp_path / "chart"), "--set", "config.license_poll_interval=600").stdout
+    (config_map,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
+    assert yaml.safe_load(config_map["data"]["config.yaml"])["license_poll_interval"] == 600
+    refused = helm("template", "perfecto", str(tmp_path / "chart"), "--set", "config.license_poll_interval=0",
+                   check=False)
+    assert refused.returncode != 0 and "/config/license_poll_interval" in refused.stderr
+
+
+def test_container_port_and_probes_follow_listen_address():
+    docs = render(**{"config.listen_address": "[::]:8080"})
+    (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["port"] == "http"
+    assert deployment(render())["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9817
 
 
 def test_prometheus_rule_is_the_projects_own():
@@ -168,7 +293,16 @@ def test_prometheus_rule_is_the_projects_own():
     assert rule["spec"] == yaml.safe_load((ROOT / "alerts" / "perfecto-exporter.rules.yaml").read_text())
 
 
-def test_prometheus_rule_thresholds_come_from_values():
+def test_prometheus_rule_is_the_generators_for_the_same_values():
+    """The chart's rules with other knobs are exactly what alerts/generate.py writes with them."""
+    values = ci_values("monitoring-values.yaml")["prometheusRule"]
+    knobs = {**{k: v for k, v in values.items() if k in mixin.LINKS}, **values["thresholds"]}
+    assert set(knobs) == set(mixin.KNOBS)
+    (rule,) = by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(alerts_generate.render(knobs))
+
+
+def test_prometheus_rule_thresholds_and_links_come_from_values():
     (rule,) = by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
@@ -177,20 +311,38 @@ def test_prometheus_rule_thresholds_come_from_values():
     assert alerts["PerfectoApiDown"]["for"] == "15m"
     assert alerts["PerfectoExecutionStuck"]["annotations"]["runbook_url"] == (
         "https://wiki.example.com/perfecto/runbook#perfectoexecutionstuck")
+    assert alerts["PerfectoExecutionStuck"]["annotations"]["dashboard_url"] == (
+        "https://grafana.example.com/d/perfecto-executions")
+    assert alerts["PerfectoApiDown"]["annotations"]["dashboard_url"] == (
+        "https://grafana.example.com/d/perfecto-exporter-health")
     assert "{{ $labels.execution_id }}" in alerts["PerfectoExecutionStuck"]["annotations"]["description"]
+    other = render(**{"prometheusRule.enabled": "true", "prometheusRule.selector": 'job="perfecto"'})
+    exprs = [r["expr"] for g in by_kind(other, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
+    assert all('job="perfecto"' in e and "perfecto-exporter" not in e for e in exprs)
 
 
-def test_chart_threshold_defaults_are_the_generators():
-    spec = importlib.util.spec_from_file_location("alerts_generate", ROOT / "alerts" / "generate.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["prometheusRule"]["thresholds"] == generator.THRESHOLDS
-    assert (CHART / "templates" / "prometheusrule.yaml").read_text() == generator.render_chart_template()
+def test_rules_carry_no_made_up_links_by_default():
+    (rule,) = by_kind(render(**{"prometheusRule.enabled": "true"}), "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            assert set(alert["annotations"]) == {"summary", "description"}, alert["alert"]
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "--set", "prometheusRule.enabled=true").stdout
+    assert "set prometheusRule.runbookUrl" in notes
+
+
+def test_generated_chart_files_are_committed():
+    """helm/generate.py's outputs (rules template, dashboards, the generated blocks of values.yaml,
+    values.schema.json and README) are what is committed: the chart cannot drift from alerts/config.py,
+    dashboards/ or exporter/settings.py."""
+    for path, text in helm_generate.outputs().items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run python helm/generate.py"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["prometheusRule"]
+    assert {**{k: values[k] for k in mixin.LINKS}, **values["thresholds"]} == mixin.defaults()
 
 
 def test_dashboards_are_the_projects_own():
-    docs = by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap")
+    docs = [c for c in by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap") if "config.yaml" not in c["data"]]
+    assert len(docs) == 2
     shipped = {}
     for config_map in docs:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -212,9 +364,10 @@ def test_service_monitor_gives_the_job_the_rules_select():
 
 def test_webhook_wiring():
     docs = render(CHART / "ci" / "webhook-values.yaml")
-    env = container_env(docs)
-    assert env["PERFECTO_WEBHOOK_TOKEN_FILE"] == "/etc/perfecto/webhook/token"
-    assert env["PERFECTO_STOP_DRY_RUN"] == "true" and env["HTTPS_PROXY"] == "http://proxy.internal:3128"
+    settings = config_file(docs)
+    assert settings["webhook_token_file"] == f"{MOUNTS}/webhook/token"
+    assert settings["stop_dry_run"] is True and settings["stop_max_per_window"] == 20
+    assert container_env(docs) == {"HTTPS_PROXY": "http://proxy.internal:3128"}
     volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["webhook"]["secret"] == {"secretName": "perfecto-webhook", "items": [{"key": "token", "path": "token"}]}
     (config,) = by_kind(docs, "AlertmanagerConfig")
@@ -230,7 +383,7 @@ def test_webhook_wiring():
 
 
 def test_webhook_off_by_default_and_chart_created_webhook_secret():
-    assert "PERFECTO_WEBHOOK_TOKEN_FILE" not in container_env(render(CHART / "ci" / "default-values.yaml"))
+    assert "webhook_token_file" not in config_file(render(CHART / "ci" / "default-values.yaml"))
     docs = render(**{"webhook.enabled": "true", "webhook.token": "hook-secret", "perfecto.cloudName": "acme"})
     secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
     assert base64.b64decode(secrets["perfecto-perfecto-exporter-webhook"]["data"]["token"]) == b"hook-secret"
@@ -240,11 +393,19 @@ def test_webhook_off_by_default_and_chart_created_webhook_secret():
 
 @pytest.mark.parametrize("key, value, complaint", [
     ("replicaCount", "-1", "/replicaCount"),
-    ("webhook.dryRun", "maybe", "/webhook/dryRun"),
-    ("config.logLevel", "verbose", "/config/logLevel"),
-    ("config.dropLabels[0]", "cloud", "/config/dropLabels/0"),
+    ("webhook.enabled", "maybe", "/webhook/enabled"),
+    ("config.log_level", "verbose", "/config/log_level"),
+    ("config.drop_labels[0]", "cloud", "/config/drop_labels/0"),
+    ("config.poll_interval", "0", "/config/poll_interval"),
+    ("config.search_retries", "11", "/config/search_retries"),
+    ("config.execution_series", "sometimes", "/config/execution_series"),
+    ("config.pollInterval", "30", "pollInterval"),
+    ("config.security_token", "in-clear", "security_token"),
+    ("config.cloud_name", "acme", "cloud_name"),
     ("prometheusRule.thresholds.stuckFor", "ten minutes", "/prometheusRule/thresholds/stuckFor"),
+    ("prometheusRule.runbookUrl", "wiki page", "/prometheusRule/runbookUrl"),
     ("perfecto.clouds[0].name", "not a name", "/perfecto/clouds/0/name"),
+    ("perfecto.clouds[0].token", "in-clear", "token"),
     ("unknownKey", "1", "unknownKey"),
 ])
 def test_schema_rejects_bad_values(key, value, complaint):
@@ -269,8 +430,7 @@ def test_every_value_is_described_in_the_schema_and_the_readme():
     assert len(keys) > 60
     for path, node in keys:
         assert node.get("description"), f"{path} has no description in values.schema.json"
-        if not path.startswith("prometheusRule.thresholds."):
-            assert f"`{path}`" in readme, f"{path} is missing from the chart README's values table"
+        assert f"`{path}`" in readme, f"{path} is missing from the chart README's values table"
 
 
 def test_the_dockerfile_installs_a_working_wheel(tmp_path):
@@ -289,13 +449,59 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
 
 def test_web_config_wiring():
     docs = render(CHART / "ci" / "tls-values.yaml")
-    env = container_env(docs)
-    assert env["PERFECTO_WEB_CONFIG_FILE"] == "/etc/perfecto/web/web.yml" and env["PERFECTO_MAX_OWNERS"] == "200"
+    settings = config_file(docs)
+    assert settings["web_config_file"] == f"{MOUNTS}/web/web.yml" and settings["max_owners"] == 200
     pod = deployment(docs)["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["livenessProbe"] == {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
     assert {"name": "web-config", "secret": {"secretName": "perfecto-web-config"}} in pod["volumes"]
-    assert {"name": "web-config", "mountPath": "/etc/perfecto/web", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "web-config", "mountPath": f"{MOUNTS}/web", "readOnly": True} in container["volumeMounts"]
     (endpoint,) = by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"]
     assert endpoint["scheme"] == "https" and endpoint["basicAuth"]["password"]["name"] == "perfecto-scrape-auth"
-    assert "PERFECTO_WEB_CONFIG_FILE" not in container_env(render(CHART / "ci" / "default-values.yaml"))
+    assert "web_config_file" not in config_file(render(CHART / "ci" / "default-values.yaml"))
+
+
+MADE_UP = ("github.com/perfecto-exporter", "ghcr.io/perfecto-exporter")
+
+
+def test_no_made_up_addresses():
+    """Neither the project's repository nor an image registry is known: nothing may link to one."""
+    files = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / "docs" / "runbook.md",
+             *(p for folder in ("alerts", "dashboards", "helm") for p in (ROOT / folder).rglob("*") if p.is_file()),
+             *(ROOT / "tests" / "alerts").glob("*")]
+    for path in files:
+        text = path.read_text(errors="replace")
+        for address in MADE_UP:
+            assert address not in text, f"{path.relative_to(ROOT)} names {address}, which does not exist"
+
+
+def test_image_default_is_the_local_build_and_says_so():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["image"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert values["repository"] == "perfecto-exporter" and "/" not in values["repository"]  # no registry named
+    image = f"{values['repository']}:{chart['appVersion']}"
+    project = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+    assert chart["appVersion"] == project  # the default tag is the version the Dockerfile builds
+    for path in (CHART / "README.md", ROOT / "README.md", ROOT / "Dockerfile"):
+        text = path.read_text()
+        assert f"docker build -t {image} ." in text, f"{path.name} must build exactly the chart's default image"
+        assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client").stdout
+    assert f"{image} is the name `docker build` gives" in notes
+    pushed = helm("install", "perfecto", str(CHART), "--dry-run=client", "--set",
+                  "image.repository=registry.example.com/team/perfecto-exporter").stdout
+    assert "docker build" not in pushed
+
+
+def test_resources_recommendation_is_the_benchmarks_and_a_valid_spec():
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    rss = re.findall(r"^\| ([\d,]+) \| (\d+) \| \d+ \| [\d.]+ \|$", performance, re.MULTILINE)
+    assert [size for size, _ in rss] == ["1,000", "10,000", "50,000"]
+    readme = (CHART / "README.md").read_text()
+    values_text = (CHART / "values.yaml").read_text()
+    for size, megabytes in rss:
+        assert f"{megabytes} MB" in readme and f"{megabytes} MB" in values_text, (size, megabytes)
+    assert yaml.safe_load(values_text)["resources"] == {}  # prometheus-community default
+    block = readme.split("```yaml\nresources:\n", 1)[1].split("```", 1)[0]
+    recommended = yaml.safe_load("resources:\n" + block)["resources"]
+    assert recommended == ci_values("webhook-values.yaml")["resources"]  # so kubernetes-validate checks it

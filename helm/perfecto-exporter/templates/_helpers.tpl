@@ -43,10 +43,16 @@ app.kubernetes.io/part-of: perfecto-exporter
 {{- end }}
 {{- end }}
 
+{{/* Where the config file and the Secrets are mounted in the container. */}}
+{{- define "perfecto-exporter.dir" -}}
+/etc/perfecto-exporter
+{{- end }}
+
 {{/*
-The clouds to poll, as a list of {name, executionsUrl, secretName, secretKey, securityToken}.
-One cloud from perfecto.cloudName, or perfecto.clouds; a cloud without existingSecret gets the
-chart's own Secret, with one key per cloud.
+The clouds to poll, as a list of {name, dir, settings, secretName, secretKey, securityToken}:
+dir names the folder the token is mounted in, settings are the exporter's keys of a clouds entry
+(every key of the item but the chart's own Secret keys). One cloud from perfecto.cloudName, or
+perfecto.clouds; a cloud without existingSecret gets the chart's own Secret, one key per cloud.
 */}}
 {{- define "perfecto-exporter.clouds" -}}
 {{- $clouds := list }}
@@ -55,15 +61,53 @@ chart's own Secret, with one key per cloud.
 {{- range .Values.perfecto.clouds }}
 {{- $secret := default $own .existingSecret }}
 {{- $key := ternary (default "token" .existingSecretKey) (printf "%s-token" .name) (not (empty .existingSecret)) }}
-{{- $clouds = append $clouds (dict "name" .name "executionsUrl" (default "" .executionsUrl) "secretName" $secret "secretKey" $key "securityToken" (default "" .securityToken)) }}
+{{- $settings := omit . "existingSecret" "existingSecretKey" "securityToken" }}
+{{- $clouds = append $clouds (dict "name" .name "dir" .name "settings" $settings "secretName" $secret "secretKey" $key "securityToken" (default "" .securityToken)) }}
 {{- end }}
 {{- else }}
 {{- $p := .Values.perfecto }}
 {{- $secret := default $own $p.existingSecret }}
 {{- $key := ternary $p.existingSecretKey "token" (not (empty $p.existingSecret)) }}
-{{- $clouds = append $clouds (dict "name" $p.cloudName "executionsUrl" $p.executionsUrl "secretName" $secret "secretKey" $key "securityToken" $p.securityToken) }}
+{{- $clouds = append $clouds (dict "name" $p.cloudName "dir" "default" "settings" (dict) "secretName" $secret "secretKey" $key "securityToken" $p.securityToken) }}
 {{- end }}
 {{- toYaml (dict "clouds" $clouds) }}
+{{- end }}
+
+{{/*
+The exporter's YAML settings file: .Values.config as it is, and the settings the chart owns
+(the cloud or clouds, and the files it mounts from Secrets), which the schema keeps out of config.
+*/}}
+{{- define "perfecto-exporter.configFile" -}}
+{{- $dir := include "perfecto-exporter.dir" . }}
+{{- $config := deepCopy (default dict .Values.config) }}
+{{- $clouds := (include "perfecto-exporter.clouds" . | fromYaml).clouds }}
+{{- if .Values.perfecto.clouds }}
+{{- $entries := list }}
+{{- range $clouds }}
+{{- $entries = append $entries (merge (dict "token_file" (printf "%s/clouds/%s/token" $dir .dir)) .settings) }}
+{{- end }}
+{{- $_ := set $config "clouds" $entries }}
+{{- else }}
+{{- with .Values.perfecto.cloudName }}
+{{- $_ := set $config "cloud_name" . }}
+{{- end }}
+{{- with .Values.perfecto.executionsUrl }}
+{{- $_ := set $config "executions_url" . }}
+{{- end }}
+{{- $_ := set $config "security_token_file" (printf "%s/clouds/default/token" $dir) }}
+{{- end }}
+{{- if .Values.webhook.enabled }}
+{{- $_ := set $config "webhook_token_file" (printf "%s/webhook/token" $dir) }}
+{{- end }}
+{{- if .Values.webConfig.existingSecret }}
+{{- $_ := set $config "web_config_file" (printf "%s/web/web.yml" $dir) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* The container port: the port of config.listen_address, else the exporter's default. */}}
+{{- define "perfecto-exporter.port" -}}
+{{- with .Values.config.listen_address }}{{ regexFind "[0-9]+$" . }}{{ else }}9817{{ end }}
 {{- end }}
 
 {{- define "perfecto-exporter.webhookSecretName" -}}

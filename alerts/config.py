@@ -1,0 +1,119 @@
+"""The one configuration of the alerts, the dashboards and the chart's rules (a mixin's ``_config``).
+
+As in kubernetes-mixin and celery-mixin, everything that the alert rules, the Grafana dashboards
+and the Helm chart must agree on lives here, once:
+
+- ``SELECTOR``: which scrape job is the exporter (the rules' ``up{...}`` and ``perfecto_*{...}``);
+- ``REPLICA_LABELS`` with :func:`dedupe` and :func:`add_replicas`: how two exporter replicas
+  scraping the same cloud are counted once (gauges, execution counters), or added (what each
+  replica does on its own: webhook requests, stop calls);
+- ``THRESHOLDS``: every alert threshold, with what it means;
+- ``RUNBOOK_URL`` and ``DASHBOARD_URL``: where the alerts link to (empty: no link, see below);
+- ``DASHBOARD_UIDS``: the dashboards' fixed uids, which alerts link to.
+
+Readers: ``alerts/generate.py`` (the rules), ``dashboards/generate.py`` (the boards) and
+``helm/generate.py``, which writes the chart's PrometheusRule template and the
+``prometheusRule`` block of its values.yaml and values.schema.json from ``KNOBS`` below; the
+chart's values are therefore this module's defaults, and tests fail when they drift.
+
+Dashboards do not use ``SELECTOR``: they filter by the ``cloud`` and ``owner`` variables, every
+``perfecto_*`` name belongs to this exporter, and a Grafana board could not follow the chart's
+``prometheusRule.selector`` value anyway.
+
+Links. Nobody publishes this project's runbook or a Grafana for it at a known address, so the
+defaults are empty and the rules then carry no ``runbook_url`` / ``dashboard_url`` at all rather
+than a made-up one. Serve ``docs/runbook.md`` where your on-call can read it (a wiki, your Git
+host) and pass its URL: ``python alerts/generate.py --runbook-url URL --output FILE``, or the
+chart's ``prometheusRule.runbookUrl``. Each alert then links to ``<URL>#<alertname in lower
+case>``, the heading's anchor on GitHub, GitLab and most Markdown renderers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SELECTOR = 'job="perfecto-exporter"'
+REPLICA_LABELS = ("instance", "pod")
+RUNBOOK_URL = ""
+DASHBOARD_URL = ""
+DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health"}
+
+DURATION_PATTERN = "^([0-9]+(ms|s|m|h|d|w|y))+$"
+URL_PATTERN = r"^(https?://[^\s#]+)?$"
+
+
+def dedupe(expr: str) -> str:
+    """One series per cloud however many replicas report it: every replica polls the same lab."""
+    return f"max without ({', '.join(REPLICA_LABELS)}) ({expr})"
+
+
+def add_replicas(expr: str) -> str:
+    """Summed over replicas: what each replica did on its own (its webhook requests, its stops)."""
+    return f"sum without ({', '.join(REPLICA_LABELS)}) ({expr})"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting of the mixin: its default, what it means, and its JSON schema in the chart."""
+
+    default: str | int
+    description: str
+    schema: dict = field(default_factory=dict)
+
+
+def _duration(default: str, description: str) -> Knob:
+    return Knob(default, description, {"type": "string", "pattern": DURATION_PATTERN})
+
+
+def _count(default: int, description: str) -> Knob:
+    return Knob(default, description, {"type": "integer", "minimum": 1})
+
+
+# Chart: prometheusRule.<name>
+LINKS = {
+    "selector": Knob(
+        SELECTOR, "PromQL label matchers that select the exporter's scrape job (the chart's ServiceMonitor "
+        "names it perfecto-exporter).", {"type": "string", "minLength": 1}),
+    "runbookUrl": Knob(
+        RUNBOOK_URL, "URL where you serve docs/runbook.md; each alert links to <runbookUrl>#<alertname in "
+        "lower case>. Empty: alerts carry no runbook_url.", {"type": "string", "pattern": URL_PATTERN}),
+    "dashboardUrl": Knob(
+        DASHBOARD_URL, "Base URL of your Grafana; each alert links to its dashboard, <dashboardUrl>/d/<uid>. "
+        "Empty: alerts carry no dashboard_url.", {"type": "string", "pattern": URL_PATTERN}),
+}
+
+# Chart: prometheusRule.thresholds.<name>
+THRESHOLDS = {
+    # the exporter's own health
+    "exporterDownFor": _duration("5m", "How long a target must be down before PerfectoExporterDown fires."),
+    "exporterAbsentFor": _duration("10m", "How long no target may exist before PerfectoExporterAbsent fires."),
+    # the Perfecto API
+    "apiDownFor": _duration("10m", "How long every poll must fail before PerfectoApiDown fires."),
+    "authFailingFor": _duration("5m", "How long the token must be refused before PerfectoApiAuthFailing fires."),
+    "staleAfterSeconds": _count(600, "Age in seconds of the last successful poll that counts as stale."),
+    "staleFor": _duration("5m", "How long data must be stale before PerfectoDataStale fires."),
+    # executions; both in seconds, well under a day
+    "longRunningSeconds": _count(7200, "Run time in seconds after which an execution counts as long-running."),
+    "longRunningFor": _duration("10m", "The for: of PerfectoExecutionLongRunning."),
+    "stuckSeconds": _count(21600, "Run time in seconds after which an execution counts as stuck (and may be "
+                                  "stopped)."),
+    "stuckFor": _duration("10m", "The for: of PerfectoExecutionStuck."),
+    # devices held
+    "ownerDevices": _count(20, "Devices one owner may hold before PerfectoOwnerDevicesHigh fires."),
+    "cloudDevices": _count(100, "Devices in use on a cloud before PerfectoCloudDevicesHigh fires; also the "
+                                "capacity of the trend alert."),
+    "devicesFor": _duration("30m", "The for: of the two device alerts."),
+    "capacityLookback": _duration("6h", "How much history the capacity trend is fitted to."),
+    "capacityHorizonHours": _count(4, "How many hours ahead the capacity trend looks."),
+    "capacityFor": _duration("1h", "The for: of PerfectoDeviceCapacityTrend."),
+    # the remediation webhook
+    "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
+    "webhookRefusalsFor": _duration("1m", "The for: of PerfectoWebhookRequestsRefused."),
+}
+
+KNOBS = {**LINKS, **THRESHOLDS}
+
+
+def defaults() -> dict:
+    """Every knob by name, at its default: the configuration the committed artefacts are built with."""
+    return {name: knob.default for name, knob in KNOBS.items()}
