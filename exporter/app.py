@@ -1,7 +1,9 @@
-"""The exporter's HTTP surface as a WSGI app built from injected parts, and its server.
+"""The exporter's HTTP surface as a WSGI app built from injected parts (served by
+:mod:`exporter.server`).
 
-Routes: ``/metrics`` (client_python's exposition, rendered once per change of the data and
-kept, plain and gzip, text and OpenMetrics by negotiation, so that a scrape costs a lookup),
+Routes: ``/metrics`` (client_python's exposition, rendered off the request path by
+:mod:`exporter.exposition`, plain and gzip, text and OpenMetrics by negotiation, so that a
+scrape costs a lookup),
 ``/-/healthy`` (the process serves), ``/-/ready`` (every cloud has been polled at least once,
 successfully or not: a failing API must stay scrapable so that ``perfecto_up`` can alert),
 and ``/``, a landing page with each cloud's last poll.
@@ -9,61 +11,45 @@ and ``/``, a landing page with each cloud's last poll.
 
 from __future__ import annotations
 
-import gzip
 import html
-import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import choose_encoder
 
+from .exposition import Exposition
 from .poller import CloudStatus
 
 Route = Callable[[dict, Callable], Iterable[bytes]]
 
 
-class ExpositionCache:
-    """Serves /metrics from bytes rendered once per ``data_version``, per format asked for."""
+def metrics_route(exposition: Exposition, registry: CollectorRegistry) -> Route:
+    """``/metrics``: the exposition's current bytes; ``?name[]=…`` selections (rare) rendered
+    by client_python's own handler."""
+    filtered = make_wsgi_app(registry)
 
-    def __init__(self, registry: CollectorRegistry, data_version: Callable[[], Hashable]):
-        self._registry = registry
-        self._data_version = data_version
-        self._filtered = make_wsgi_app(registry)  # ?name[]=... selections are rare: rendered each time
-        self._lock = threading.Lock()
-        self._version: Hashable = object()
-        self._rendered: dict[tuple[str, bool], bytes] = {}
-
-    def __call__(self, environ, start_response):
+    def metrics(environ, start_response):
         if environ.get("QUERY_STRING"):
-            return self._filtered(environ, start_response)
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+            return filtered(environ, start_response)
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        version = self._data_version()
-        with self._lock:  # concurrent scrapes of new data render it once
-            if version != self._version:
-                self._version, self._rendered = version, {}
-            body = self._rendered.get((content_type, gzipped))
-            if body is None:
-                body = self._rendered.get((content_type, False)) or encoder(self._registry)
-                self._rendered[(content_type, False)] = body
-                if gzipped:
-                    body = self._rendered[(content_type, True)] = gzip.compress(body, compresslevel=6)
+        content_type, body = exposition.body(environ.get("HTTP_ACCEPT"), gzipped)
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
         return [body]
 
+    return metrics
+
 
 def create_app(
+    exposition: Exposition,
     registry: CollectorRegistry,
-    data_version: Callable[[], Hashable],
     statuses: Callable[[], list[CloudStatus]],
     version: str,
     extra_routes: dict[str, Route] | None = None,
 ):
-    metrics_app = ExpositionCache(registry, data_version)
+    metrics_app = metrics_route(exposition, registry)
 
     def healthy(environ, start_response):
         return _text(start_response, "200 OK", "OK\n")

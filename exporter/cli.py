@@ -13,103 +13,15 @@ import secrets
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from . import __version__, logs
-from .app import create_app
-from .client import ExecutionManagerClient
-from .collector import ExecutionsCollector
-from .poller import Poller
-from .server import HttpServer, raise_descriptor_limit
-from .remediation import Remediator, StopPolicy, StopRequest
+from .assembly import Exporter
+from .remediation import StopRequest
 from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
-from .snapshot import LabelPlan
-from .web_config import BasicAuth, WebConfig, load_web_config
-from .webhook import PATH as WEBHOOK_PATH
-from .webhook import WebhookStats, create_webhook_app
+from .web_config import load_web_config
 
 log = logging.getLogger("exporter")
-
-
-class Exporter:
-    """Pollers, collector and HTTP server for a set of clouds, assembled from settings."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        clouds: list[Cloud],
-        webhook_secret: str | None = None,
-        web: WebConfig | None = None,
-        *,
-        clock=time.time,
-        monotonic=time.monotonic,
-    ):
-        """The webhook is served only with a secret. ``clock`` and ``monotonic`` let tests fix time."""
-        self.settings = settings
-        plan = LabelPlan.from_settings(settings)
-        self.pollers = [
-            Poller(
-                ExecutionManagerClient(
-                    cloud,
-                    timeout=settings.request_timeout,
-                    connect_timeout=settings.connect_timeout,
-                    stop_timeout=settings.stop_timeout,
-                    retries=settings.search_retries,
-                    max_response_bytes=settings.max_response_bytes,
-                    user_agent=f"perfecto-exporter/{__version__}",
-                    clock=monotonic,
-                ),
-                plan,
-                settings.poll_interval,
-                clock=clock,
-                monotonic=monotonic,
-            )
-            for cloud in clouds
-        ]
-        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
-        routes, webhook_stats = {}, None
-        if webhook_secret:
-            webhook_stats = WebhookStats()
-            routes[WEBHOOK_PATH] = create_webhook_app(
-                webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes
-            )
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.collector = ExecutionsCollector(
-            lambda: [(p.status, p.client.stats) for p in self.pollers],
-            plan,
-            settings.effective_stale_after,
-            __version__,
-            clock=clock,
-            webhook=(lambda: (webhook_stats, self.remediator.stats)) if webhook_stats else None,
-        )
-        self.registry.register(self.collector)
-        self.app = create_app(self.registry, self.collector.version, lambda: [p.status for p in self.pollers],
-                              __version__, routes)
-        self.web = web or WebConfig()
-        if self.web.users:
-            self.app = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
-        self.server = None
-
-    def start(self) -> None:
-        host, port = split_listen_address(self.settings.listen_address)
-        raise_descriptor_limit()
-        self.server = HttpServer(self.app, host, port, tls=self.web.tls, max_connections=self.settings.max_connections,
-                                 request_timeout=self.settings.http_timeout,
-                                 max_body_bytes=self.settings.webhook_max_body_bytes, webhook_path=WEBHOOK_PATH)
-        for poller in self.pollers:
-            poller.start()
-        log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
-                                     "clouds": ",".join(p.cloud for p in self.pollers)})
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for poller in self.pollers:
-            poller.stop(timeout=2)
-            poller.client.close()
 
 
 def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud], str | None]:

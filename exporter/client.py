@@ -24,11 +24,9 @@ masking of the whole token could recognise.
 
 from __future__ import annotations
 
-import bisect
 import json
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import requests
@@ -36,6 +34,7 @@ from requests.adapters import HTTPAdapter
 import msgspec
 from urllib3.util.retry import Retry
 
+from .counting import Tally
 from .executions import InvalidAnswer, split_answer
 from .redact import Redactor
 from .settings import Cloud
@@ -71,42 +70,20 @@ class StopResult:
     not_stopped: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class RequestCounts:
-    """One endpoint's request counters, as read at one moment."""
+class ApiStats:
+    """Requests, failures by reason and durations, per cloud and endpoint, for every client."""
 
-    requests: int
-    failures: dict[str, int]
-    bucket_counts: tuple[int, ...]  # non-cumulative, one per REQUEST_DURATION_BUCKETS and +Inf
-    duration_sum: float
+    def __init__(self, clouds: Iterable[str] = ()):
+        known = [(cloud, endpoint) for cloud in clouds for endpoint in ENDPOINTS]
+        self.requests = Tally(("cloud", "endpoint"), known)
+        self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
+        self.durations = Tally(("cloud", "endpoint"), known, buckets=REQUEST_DURATION_BUCKETS)
 
-
-class RequestStats:
-    """Counts requests, failures by reason, and durations, per endpoint; thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests = dict.fromkeys(ENDPOINTS, 0)
-        self._failures = {e: dict.fromkeys(REASONS, 0) for e in ENDPOINTS}
-        self._buckets = {e: [0] * (len(REQUEST_DURATION_BUCKETS) + 1) for e in ENDPOINTS}
-        self._sums = dict.fromkeys(ENDPOINTS, 0.0)
-        self.generation = 0  # changes with every record: what /metrics shows has changed
-
-    def record(self, endpoint: str, seconds: float, reason: str | None) -> None:
-        with self._lock:
-            self.generation += 1
-            self._requests[endpoint] += 1
-            self._buckets[endpoint][bisect.bisect_left(REQUEST_DURATION_BUCKETS, seconds)] += 1
-            self._sums[endpoint] += seconds
-            if reason:
-                self._failures[endpoint][reason] += 1
-
-    def read(self) -> dict[str, RequestCounts]:
-        with self._lock:
-            return {
-                e: RequestCounts(self._requests[e], dict(self._failures[e]), tuple(self._buckets[e]), self._sums[e])
-                for e in ENDPOINTS
-            }
+    def record(self, cloud: str, endpoint: str, seconds: float, reason: str | None) -> None:
+        self.durations.observe((cloud, endpoint), seconds)
+        if reason:
+            self.failures.add((cloud, endpoint, reason))
+        self.requests.add((cloud, endpoint))  # last: its generation says the three changed
 
 
 class ExecutionManagerClient:
@@ -121,9 +98,10 @@ class ExecutionManagerClient:
         max_response_bytes: int = 64 * 2**20,
         clock=time.perf_counter,
         user_agent: str = "perfecto-exporter",
+        stats: ApiStats | None = None,
     ):
         self.cloud = cloud
-        self.stats = RequestStats()
+        self.stats = stats or ApiStats([cloud.name])
         self.use_layout = True
         self._timeouts = {"search": (connect_timeout, timeout), "stop": (connect_timeout, stop_timeout)}
         self._max_bytes = max_response_bytes
@@ -216,7 +194,7 @@ class ExecutionManagerClient:
             reason = err.reason
             raise
         finally:
-            self.stats.record(endpoint, self._clock() - started, reason)
+            self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
     def _read_capped(self, response: requests.Response) -> bytearray:
         declared = response.headers.get("Content-Length", "")

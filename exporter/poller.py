@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .client import ApiError, ExecutionManagerClient
@@ -39,8 +40,11 @@ class Poller:
         *,
         clock=time.time,
         monotonic=time.monotonic,
+        on_poll: Callable[[], None] = lambda: None,
     ):
+        """``on_poll`` runs after each poll's status is published (the exposition renders then)."""
         self.client = client
+        self._on_poll = on_poll
         self.plan = plan
         self.interval = interval
         self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
@@ -81,6 +85,7 @@ class Poller:
                 log.warning("search answer had entries that are not executions",
                             extra={"cloud": status.cloud, "skipped": snapshot.skipped_entries})
         self.status = status
+        self._on_poll()
         return status
 
     def start(self) -> None:

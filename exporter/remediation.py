@@ -38,6 +38,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .client import ApiError, ExecutionManagerClient
+from .counting import Tally
 from .executions import UNKNOWN
 
 log = logging.getLogger("exporter.remediation")
@@ -109,21 +110,13 @@ def id_filter(execution_ids: tuple[str, ...]) -> dict:
 
 class RemediationStats:
     def __init__(self, clouds: list[str]):
-        self._lock = threading.Lock()
-        self.results = dict.fromkeys(RESULTS, 0)
-        self.stopped_by_cloud = dict.fromkeys(clouds, 0)
-        self.generation = 0
+        self.results = Tally(("result",), [(result,) for result in RESULTS])
+        self.stopped = Tally(("cloud",), [(cloud,) for cloud in clouds])
 
     def count(self, decision: Decision) -> None:
-        with self._lock:
-            self.generation += 1
-            self.results[decision.result] += 1
-            if decision.stopped and decision.cloud in self.stopped_by_cloud:
-                self.stopped_by_cloud[decision.cloud] += len(decision.stopped)
-
-    def read(self) -> tuple[dict[str, int], dict[str, int]]:
-        with self._lock:
-            return dict(self.results), dict(self.stopped_by_cloud)
+        if decision.stopped and decision.cloud:
+            self.stopped.add((decision.cloud,), len(decision.stopped))
+        self.results.add((decision.result,))  # last: its generation says both changed
 
 
 class Remediator:

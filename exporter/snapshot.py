@@ -12,12 +12,12 @@ one poll interval long.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from operator import itemgetter
 
 import msgspec
 
+from .counting import BucketCounts
 from .executions import execution_reader
 from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS
 
@@ -55,24 +55,6 @@ class LabelPlan:
             max_start_series=settings.max_execution_series,
             max_owners=settings.max_owners,
         )
-
-
-@dataclass(frozen=True)
-class BucketCounts:
-    """A histogram's observations: non-cumulative counts per bucket (the last is +Inf), and sum."""
-
-    counts: tuple[int, ...]
-    total: float
-
-    @classmethod
-    def of(cls, values: list[float], bounds: tuple[float, ...]) -> BucketCounts:
-        counts = [0] * (len(bounds) + 1)
-        for value in values:
-            counts[bisect.bisect_left(bounds, value)] += 1
-        return cls(tuple(counts), float(sum(values)))
-
-    def plus(self, other: BucketCounts) -> BucketCounts:
-        return BucketCounts(tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)), self.total + other.total)
 
 
 @dataclass(frozen=True)
@@ -123,7 +105,7 @@ class SnapshotBuilder:
         self._start_key = _key_function(plan.start) if plan.start_series else None
         self._running: dict[tuple[str, ...], int] = {}
         self._platforms: dict[tuple[str, ...], int] = {}
-        self._ages: dict[tuple[str, ...], list] = {}  # key -> [non-cumulative counts..., sum]
+        self._ages: dict[tuple[str, ...], list[float]] = {}
         self._followed: dict[str, tuple[tuple[str, ...], float | None]] = {}
         self._timed: list[tuple[float, str, tuple[str, ...]]] = []
         self.skipped = 0
@@ -147,14 +129,10 @@ class SnapshotBuilder:
             platforms[values] = platforms.get(values, 0) + 1
         start = execution.start_time
         if start is not None:
-            age = self.now - start
-            if age < 0:
-                age = 0.0  # a clock ahead of ours
-            counts = self._ages.get(key)
-            if counts is None:
-                counts = self._ages[key] = [0] * (len(self.plan.age_buckets) + 2)
-            counts[bisect.bisect_left(self.plan.age_buckets, age)] += 1
-            counts[-1] += age
+            ages = self._ages.get(key)
+            if ages is None:
+                ages = self._ages[key] = []
+            ages.append(max(0.0, self.now - start))  # a clock ahead of ours gives age 0
         if execution.id is not None:
             self._followed[execution.id] = (key, start)
             if start is not None and self._start_key is not None:
@@ -174,7 +152,7 @@ class SnapshotBuilder:
             time=self.now,
             running=self._running,
             platforms=self._platforms,
-            ages={key: BucketCounts(tuple(c[:-1]), float(c[-1])) for key, c in self._ages.items()},
+            ages={key: BucketCounts.of(ages, self.plan.age_buckets) for key, ages in self._ages.items()},
             starts=tuple(starts[:cap]),
             starts_omitted=max(0, len(starts) - cap) if self._start_key is not None else 0,
             skipped_entries=self.skipped,

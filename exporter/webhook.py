@@ -24,8 +24,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 
+from .counting import Tally
 from .remediation import Remediator, StopRequest
 
 log = logging.getLogger("exporter.webhook")
@@ -44,21 +44,13 @@ class TooLarge(Exception):
 
 class WebhookStats:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.failures = dict.fromkeys(FAILURE_REASONS, 0)
-        self.generation = 0
+        self.requests = Tally((), [()])
+        self.failures = Tally(("reason",), [(reason,) for reason in FAILURE_REASONS])
 
     def count(self, failure: str | None) -> None:
-        with self._lock:
-            self.generation += 1
-            self.requests += 1
-            if failure:
-                self.failures[failure] += 1
-
-    def read(self) -> tuple[int, dict[str, int]]:
-        with self._lock:
-            return self.requests, dict(self.failures)
+        if failure:
+            self.failures.add((failure,))
+        self.requests.add(())  # last: its generation says both changed
 
 
 def parse_alerts(payload: object) -> list[dict]:

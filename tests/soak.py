@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import requests
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
@@ -34,13 +35,6 @@ TOKEN, HOOK = "soak-token", "soak-hook"
 FAULTS = ("unauthorized", "forbidden", "bad_request", "server_error", "bad_gateway", "garbage", "truncated",
           "wrong_shape", "empty", "reset", "hang", "reject_layout")
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sample(pid: int) -> dict:
@@ -51,7 +45,7 @@ def sample(pid: int) -> dict:
 
 def soak(minutes: float, seed: int = 7) -> dict:
     rng = random.Random(seed)
-    lab_port, port = _free_port(), _free_port()
+    lab_port, port = free_port(), free_port()
     lab_url, url = f"http://127.0.0.1:{lab_port}", f"http://127.0.0.1:{port}"
     logs = tempfile.TemporaryDirectory()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}

@@ -8,7 +8,7 @@ import time
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.settings import load_settings
 

@@ -34,7 +34,7 @@ def search(client) -> list:
 
 
 def failure_counts(client, endpoint="search"):
-    return {k: v for k, v in client.stats.read()[endpoint].failures.items() if v}
+    return {key[2]: v for key, v in client.stats.failures.read().items() if key[1] == endpoint and v}
 
 
 @responses.activate
@@ -44,7 +44,7 @@ def test_search_sends_token_and_layout_and_returns_the_list(client):
     sent = responses.calls[0].request
     assert sent.headers["Perfecto-Authorization"] == TOKEN
     assert json.loads(sent.body) == {"layout": list(SEARCH_LAYOUT)}
-    assert client.stats.read()["search"].requests == 1
+    assert client.stats.requests.total(endpoint="search") == 1
     assert failure_counts(client) == {}
 
 
@@ -169,7 +169,7 @@ def test_stop_sends_the_filter_and_reads_the_answer(client):
     result = client.stop({"fields": {"id": ["a1", "b2"]}})
     assert json.loads(responses.calls[0].request.body) == {"fields": {"id": ["a1", "b2"]}}
     assert (result.stopped, result.not_stopped) == (("a1",), ("b2", "3"))
-    assert client.stats.read()["stop"].requests == 1
+    assert client.stats.requests.total(endpoint="stop") == 1
 
 
 @responses.activate

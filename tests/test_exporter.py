@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.settings import load_settings
 
@@ -124,7 +124,7 @@ def test_search_is_retried_on_server_errors(start_lab, exporters):
     lab.lab.inject("server_error", count=2)
     assert exporter.pollers[0].poll_once().up
     assert [e for e, _ in lab.lab.requests] == ["search"] * 3
-    assert exporter.pollers[0].client.stats.read()["search"].requests == 1  # one logical request
+    assert exporter.api_stats.requests.total(endpoint="search") == 1  # one logical request
 
 
 LAYOUT = {"layout": ["id", "name", "owner", "startTime", "platforms"]}
@@ -364,8 +364,9 @@ def test_metrics_are_rendered_once_per_change_and_never_served_stale(start_lab):
     exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0])
     exporter.pollers[0].poll_once()
     renders = []
-    real_collect = exporter.collector.collect
-    exporter.collector.collect = lambda: renders.append(1) or real_collect()
+    collector = next(iter(exporter.registry._collector_to_names))
+    real_collect = collector.collect
+    collector.collect = lambda: renders.append(1) or real_collect()
 
     headers, first = _scrape_app(exporter.app)
     _, again = _scrape_app(exporter.app)
@@ -376,6 +377,7 @@ def test_metrics_are_rendered_once_per_change_and_never_served_stale(start_lab):
     assert open_metrics_headers["Content-Type"].startswith("application/openmetrics-text") and om.endswith(b"# EOF\n")
 
     clock[0] += 31  # no poll, but past stale_after: the execution series must go
+    exporter.exposition.refresh()  # what the ticker does every second
     _, stale = _scrape_app(exporter.app)
     assert b"perfecto_executions_running{" in first and b"perfecto_executions_running{" not in stale
 

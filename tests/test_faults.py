@@ -13,7 +13,7 @@ import socket
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.settings import load_settings
 
@@ -49,7 +49,9 @@ class Scraper:
         self.poller = self.exporter.pollers[0]
 
     def scrape(self) -> str:
-        """/metrics through the WSGI app, as a scrape gets it."""
+        """/metrics through the WSGI app, as a scrape gets it once the exposition's ticker has
+        seen the (fake) clock move."""
+        self.exporter.exposition.refresh()
         status = {}
         environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
         body = b"".join(self.exporter.app(environ, lambda s, headers: status.setdefault("status", s)))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.settings import load_settings
 
 from .conftest import ADMIN_TOKEN

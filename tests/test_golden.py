@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.settings import load_settings
 
 from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, require_tool

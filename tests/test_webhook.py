@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from prometheus_client import generate_latest
 
-from exporter.cli import Exporter
+from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.remediation import Remediator, StopPolicy, StopRequest
 from exporter.settings import load_settings

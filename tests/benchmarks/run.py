@@ -34,12 +34,13 @@ from pathlib import Path
 
 import requests
 
-from exporter.collector import ExecutionsCollector
-from exporter.client import RequestStats
+from exporter.client import ApiStats
+from exporter.collectors import ExecutionsCollector, HealthCollector
 from exporter.executions import split_answer
 from exporter.lab import Workload
 from exporter.poller import CloudStatus
 from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, advance
+from ..conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
@@ -78,9 +79,9 @@ def processing(size: int) -> dict:
     ours = best_of(snapshot, repeats)
     built = snapshot()
     status = CloudStatus("bench", "http://lab", advance(Totals.empty(plan), None, built, plan), built, 1, True, now, 0.1)
-    stats = RequestStats()
     registry = CollectorRegistry()
-    registry.register(ExecutionsCollector(lambda: [(status, stats)], plan, 90, "bench", clock=lambda: now))
+    registry.register(ExecutionsCollector(lambda: [status], plan, 90, clock=lambda: now))
+    registry.register(HealthCollector(lambda: [status], ApiStats(["bench"]), plan, "bench"))
     render = best_of(lambda: generate_latest(registry), repeats)
     return {"size": size, "body_mb": len(body) / 2**20, "json_loads_ms": baseline * 1000, "snapshot_ms": ours * 1000,
             "render_ms": render * 1000, "ratio": ours / baseline, "ratio_with_render": (ours + render) / baseline}
@@ -90,7 +91,7 @@ class Stack:
     """The simulated lab and one exporter, as processes on loopback."""
 
     def __init__(self, executions: int, poll_interval: float = 2.0, webhook: bool = False, stale_after: float = 600):
-        self.lab_port, self.port = _free_port(), _free_port()
+        self.lab_port, self.port = free_port(), free_port()
         self.lab_url, self.url = f"http://127.0.0.1:{self.lab_port}", f"http://127.0.0.1:{self.port}"
         self._logs = tempfile.TemporaryDirectory()
         self.lab = self._spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{self.lab_port}",
@@ -127,13 +128,6 @@ class Stack:
             process.wait(30)
         self._logs.cleanup()
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(condition, timeout: float):

@@ -1,0 +1,107 @@
+"""The running exporter, assembled from settings: clients, pollers, collectors, the exposition,
+the webhook and the HTTP server, each built from injected parts.
+
+One poll: :class:`~exporter.poller.Poller` → :mod:`exporter.client` → :mod:`exporter.snapshot`
+→ published status → :class:`~exporter.exposition.Exposition` renders the collectors. One
+alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.remediation` →
+:mod:`exporter.client`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry
+
+from . import __version__
+from .app import Route, create_app
+from .client import ApiStats, ExecutionManagerClient
+from .collectors import ExecutionsCollector, HealthCollector, RemediationCollector
+from .exposition import Exposition
+from .poller import Poller
+from .remediation import Remediator, StopPolicy
+from .server import HttpServer, raise_descriptor_limit
+from .settings import Cloud, Settings, split_listen_address
+from .snapshot import LabelPlan
+from .web_config import BasicAuth, WebConfig
+from .webhook import PATH as WEBHOOK_PATH
+from .webhook import WebhookStats, create_webhook_app
+
+log = logging.getLogger("exporter")
+
+
+class Exporter:
+    """Pollers, collectors, exposition and HTTP server for a set of clouds."""
+
+    def __init__(self, settings: Settings, clouds: list[Cloud], webhook_secret: str | None = None,
+                 web: WebConfig | None = None, *, clock=time.time, monotonic=time.monotonic):
+        """The webhook is served only with a secret. ``clock`` and ``monotonic`` let tests fix time."""
+        self.settings = settings
+        plan = LabelPlan.from_settings(settings)
+        self.registry = CollectorRegistry(auto_describe=True)
+        collectors = []
+        self.exposition = Exposition(self.registry, lambda: tuple(c.version() for c in collectors))
+        self.api_stats = ApiStats(cloud.name for cloud in clouds)
+        self.pollers = [
+            Poller(self._client(cloud, monotonic), plan, settings.poll_interval, clock=clock, monotonic=monotonic,
+                   on_poll=self.exposition.refresh)
+            for cloud in clouds
+        ]
+        statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
+        collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
+                       HealthCollector(statuses, self.api_stats, plan, __version__)]
+        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
+        routes: dict[str, Route] = {}
+        if webhook_secret:
+            webhook_stats = WebhookStats()
+            collectors.append(RemediationCollector(webhook_stats, self.remediator.stats))
+            routes[WEBHOOK_PATH] = _then(create_webhook_app(
+                webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes),
+                self.exposition.refresh)
+        for collector in collectors:
+            self.registry.register(collector)
+        self.app = create_app(self.exposition, self.registry, statuses, __version__, routes)
+        self.web = web or WebConfig()
+        if self.web.users:
+            self.app = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
+        self.server: HttpServer | None = None
+
+    def _client(self, cloud: Cloud, monotonic) -> ExecutionManagerClient:
+        s = self.settings
+        return ExecutionManagerClient(
+            cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout, stop_timeout=s.stop_timeout,
+            retries=s.search_retries, max_response_bytes=s.max_response_bytes,
+            user_agent=f"perfecto-exporter/{__version__}", clock=monotonic, stats=self.api_stats)
+
+    def start(self) -> None:
+        host, port = split_listen_address(self.settings.listen_address)
+        raise_descriptor_limit()
+        self.server = HttpServer(self.app, host, port, tls=self.web.tls, max_connections=self.settings.max_connections,
+                                 request_timeout=self.settings.http_timeout,
+                                 max_body_bytes=self.settings.webhook_max_body_bytes, webhook_path=WEBHOOK_PATH)
+        self.exposition.start()
+        for poller in self.pollers:
+            poller.start()
+        log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
+                                     "clouds": ",".join(p.cloud for p in self.pollers)})
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.exposition.close()
+        for poller in self.pollers:
+            poller.stop(timeout=2)
+            poller.client.close()
+
+
+def _then(app: Route, after) -> Route:
+    """``app``, then ``after()`` once its answer is ready (the webhook changes what /metrics shows)."""
+
+    def wrapped(environ, start_response):
+        try:
+            return app(environ, start_response)
+        finally:
+            after()
+
+    return wrapped

@@ -1,0 +1,68 @@
+"""The health of each cloud's poll and of the API calls, and the exporter's own build and caps.
+
+Sample output (one cloud)::
+
+    # HELP perfecto_up Whether the last poll of the Perfecto API succeeded (1) or not (0).
+    # TYPE perfecto_up gauge
+    perfecto_up{cloud="acme"} 1.0
+    # HELP perfecto_api_request_failures_total Failed requests to the Perfecto API, by reason.
+    # TYPE perfecto_api_request_failures_total counter
+    perfecto_api_request_failures_total{cloud="acme",endpoint="search",reason="timeout"} 0.0
+    ...
+    # HELP perfecto_exporter_build_info Version of perfecto-exporter, value 1.
+    # TYPE perfecto_exporter_build_info gauge
+    perfecto_exporter_build_info{version="0.1.0"} 1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import GaugeMetricFamily
+
+from ..poller import CloudStatus
+from ..snapshot import LabelPlan
+from .families import Collector, counter, histogram
+
+if TYPE_CHECKING:
+    from ..client import ApiStats
+
+
+class HealthCollector(Collector):
+    def __init__(self, statuses: Callable[[], list[CloudStatus]], api: ApiStats, plan: LabelPlan, version: str):
+        self._statuses, self._api, self._plan, self._version = statuses, api, plan, version
+
+    def version(self) -> tuple:
+        polls = tuple(status.polls for status in self._statuses())
+        return polls, self._api.requests.generation
+
+    def _families(self):
+        up = GaugeMetricFamily("perfecto_up", "Whether the last poll of the Perfecto API succeeded (1) or not (0).",
+                               labels=["cloud"])
+        last_success = GaugeMetricFamily(
+            "perfecto_last_successful_poll_timestamp_seconds",
+            "When the last successful poll finished, seconds since the Unix epoch.", labels=["cloud"])
+        poll_duration = GaugeMetricFamily(
+            "perfecto_poll_duration_seconds", "How long the last poll took, retries included.", labels=["cloud"])
+        for status in self._statuses():
+            up.add_metric([status.cloud], 1 if status.up else 0)
+            if status.last_success is not None:
+                last_success.add_metric([status.cloud], status.last_success)
+            if status.last_duration is not None:
+                poll_duration.add_metric([status.cloud], status.last_duration)
+        build = GaugeMetricFamily("perfecto_exporter_build_info", "Version of perfecto-exporter, value 1.",
+                                  labels=["version"])
+        build.add_metric([self._version], 1)
+        caps = GaugeMetricFamily("perfecto_exporter_cap", "The exporter's configured cardinality caps.", labels=["cap"])
+        caps.add_metric(["max_owners"], self._plan.max_owners)
+        caps.add_metric(["max_execution_series"], self._plan.max_start_series)
+        return (
+            up, last_success, poll_duration,
+            counter("perfecto_api_requests", "Requests made to the Perfecto API.", self._api.requests),
+            counter("perfecto_api_request_failures", "Failed requests to the Perfecto API, by reason.",
+                    self._api.failures),
+            histogram("perfecto_api_request_duration_seconds", "Durations of requests to the Perfecto API.",
+                      self._api.durations),
+            build, caps,
+        )
