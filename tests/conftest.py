@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.assembly import Exporter
 from exporter.lab import Lab, Workload, serve_lab
+from exporter.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -57,6 +61,22 @@ def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def build_exporter(lab_url: str | None, *, cloud: str = "acme", clock=None, monotonic=None, **settings) -> Exporter:
+    """An exporter assembled as ``run`` assembles it: cloud ``cloud`` at ``lab_url`` with the
+    admin token, settings as keyword arguments, the webhook on when they name a secret."""
+    values = {"cloud_name": cloud, "executions_url": lab_url, "security_token": ADMIN_TOKEN,
+              "listen_address": "127.0.0.1:0", **settings}
+    loaded = load_settings({k: v for k, v in values.items() if v is not None})
+    timing = {k: v for k, v in (("clock", clock), ("monotonic", monotonic)) if v is not None}
+    return Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token(), **timing)
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """``{(name, sorted label items): value}`` of an exposition."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 class RunningLab:

@@ -8,11 +8,10 @@ import time
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.assembly import Exporter
 from exporter.lab import Workload
-from exporter.settings import load_settings
 
-from .conftest import ADMIN_TOKEN
+from .conftest import build_exporter
+
 
 DISTINCT = 50_000
 
@@ -25,9 +24,7 @@ def test_fifty_thousand_owners_and_names_stay_within_the_caps(start_lab):
                       "startTime": int((now - i) * 1000),
                       "platforms": [{"deviceType": "MOBILE", "os": "Android", "mobileInfo": {"model": f"m{i % 7}"}}]})
     lab = start_lab(workload)
-    loaded = load_settings({"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                            "max_owners": 100, "max_execution_series": 300, "request_timeout": 60})
-    exporter = Exporter(loaded, loaded.resolve_clouds())
+    exporter = build_exporter(lab.url, max_owners=100, max_execution_series=300, request_timeout=60)
     assert exporter.pollers[0].poll_once().up
     workload.stop([f"id{i}" for i in range(0, DISTINCT, 2)])  # half finish, and new owners come
     for i in range(DISTINCT, DISTINCT + 1000):

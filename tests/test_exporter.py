@@ -9,32 +9,18 @@ import time
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.settings import load_settings
 
 from .conftest import (
-    ADMIN_TOKEN, EXPORTER_BIN, USER, USER_TOKEN, exporter_env, free_port, require_tool, wait_until,
+    ADMIN_TOKEN, EXPORTER_BIN, USER, USER_TOKEN, build_exporter, exporter_env, free_port, require_tool, samples, wait_until,
 )
-
-
-def samples(text: str) -> dict[tuple, float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
-    }
 
 
 def value(text: str, name: str, **labels) -> float | None:
     return samples(text).get((name, tuple(sorted(labels.items()))))
-
-
-def in_process(lab_url: str, **settings) -> Exporter:
-    loaded = load_settings({"cloud_name": "acme", "executions_url": lab_url, "security_token": ADMIN_TOKEN,
-                            "listen_address": "127.0.0.1:0", **settings})
-    return Exporter(loaded, loaded.resolve_clouds())
 
 
 @pytest.fixture
@@ -42,7 +28,7 @@ def exporters():
     started = []
 
     def start(lab_url: str, serve: bool = False, **settings) -> Exporter:
-        exporter = in_process(lab_url, **settings)
+        exporter = build_exporter(lab_url, **settings)
         started.append(exporter)
         if serve:
             exporter.start()
@@ -90,9 +76,7 @@ def test_starts_finishes_and_durations_from_poll_differences(start_lab, exporter
 def test_failed_poll_sets_up_to_zero_and_keeps_series_until_stale(start_lab, exporters):
     lab = start_lab(fault_injection=True)
     clock = [1_800_000_000.0]
-    loaded = load_settings({"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                            "poll_interval": 10, "search_retries": 0})
-    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0])
+    exporter = build_exporter(lab.url, poll_interval=10, search_retries=0, clock=lambda: clock[0])
     poller = exporter.pollers[0]
     poller.poll_once()
     lab.lab.inject("server_error")
@@ -359,9 +343,7 @@ def _scrape_app(app, accept_encoding: str = "", accept: str = "") -> tuple[dict,
 def test_metrics_are_rendered_once_per_change_and_never_served_stale(start_lab):
     lab = start_lab(fault_injection=True)
     clock = [1_800_000_000.0]
-    loaded = load_settings({"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                            "poll_interval": 10, "search_retries": 0})
-    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0])
+    exporter = build_exporter(lab.url, poll_interval=10, search_retries=0, clock=lambda: clock[0])
     exporter.pollers[0].poll_once()
     renders = []
     collector = next(iter(exporter.registry._collector_to_names))

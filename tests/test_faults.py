@@ -11,13 +11,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.assembly import Exporter
 from exporter.lab import Lab, Workload, serve_lab
-from exporter.settings import load_settings
 
-from .conftest import ADMIN_TOKEN, FIXTURES
+from .conftest import ADMIN_TOKEN, FIXTURES, build_exporter, samples
 from .test_golden import assert_golden
 
 DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
@@ -43,9 +40,8 @@ MATRIX = [  # (lab fault, reason counted; None: not a failure)
 
 class Scraper:
     def __init__(self, url: str, clock: list[float], **settings):
-        loaded = load_settings({"cloud_name": "acme", "executions_url": url, "security_token": ADMIN_TOKEN,
-                                "poll_interval": 10, "search_retries": 0, "request_timeout": 0.5, **settings})
-        self.exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: clock[0], monotonic=lambda: 0.0)
+        settings = {"poll_interval": 10, "search_retries": 0, "request_timeout": 0.5, **settings}
+        self.exporter = build_exporter(url, clock=lambda: clock[0], monotonic=lambda: 0.0, **settings)
         self.poller = self.exporter.pollers[0]
 
     def scrape(self) -> str:
@@ -57,11 +53,6 @@ class Scraper:
         body = b"".join(self.exporter.app(environ, lambda s, headers: status.setdefault("status", s)))
         assert status["status"] == "200 OK"
         return body.decode()
-
-
-def samples(text: str) -> dict[tuple, float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def names(text: str) -> set[str]:

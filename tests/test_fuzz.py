@@ -12,10 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.assembly import Exporter
-from exporter.settings import load_settings
-
-from .conftest import ADMIN_TOKEN
+from .conftest import build_exporter
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -42,9 +39,7 @@ answers = st.lists(executions | json_values, max_size=6) | json_values
 @pytest.fixture
 def exporter_for(start_lab):
     lab = start_lab(payload=b"[]")
-    loaded = load_settings({"cloud_name": "fuzz", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                            "search_retries": 0})
-    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: 1_800_000_000.0)
+    exporter = build_exporter(lab.url, cloud="fuzz", search_retries=0, clock=lambda: 1_800_000_000.0)
     return lab, exporter
 
 
@@ -97,9 +92,7 @@ def test_any_bytes_answer_is_survived(exporter_for):
 
 def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
     lab = start_lab(fault_injection=True)
-    loaded = load_settings({"cloud_name": "fuzz", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                            "webhook_token": "fuzz-hook", "stop_allow_owner_and_name": True})
-    exporter = Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token())
+    exporter = build_exporter(lab.url, cloud="fuzz", webhook_token="fuzz-hook", stop_allow_owner_and_name=True)
     import io
 
     @SETTINGS

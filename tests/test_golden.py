@@ -12,17 +12,14 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.assembly import Exporter
-from exporter.settings import load_settings
 
-from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, require_tool
+from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, build_exporter, require_tool
 
 NOW = 1795000500.0  # after every start time in the fixtures but the clock-skewed one
 
 
 def exposition(lab, polls: int = 1, **settings) -> str:
-    loaded = load_settings({"cloud_name": "golden", "executions_url": lab.url, "security_token": ADMIN_TOKEN, **settings})
-    exporter = Exporter(loaded, loaded.resolve_clouds(), clock=lambda: NOW, monotonic=lambda: 0.0)
+    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: NOW, monotonic=lambda: 0.0, **settings)
     for _ in range(polls):
         for poller in exporter.pollers:
             poller.poll_once()

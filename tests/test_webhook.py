@@ -19,7 +19,7 @@ from exporter.lab import Workload
 from exporter.remediation import Remediator, StopPolicy, StopRequest
 from exporter.settings import load_settings
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env
 
 SECRET = "hook-s3cret-never-shown"
 RUNNING = ("stuck1", "stuck2", "stuck3", "other1", "other2")
@@ -366,8 +366,7 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
     """The policy against the real client and lab, concurrent batches released by one barrier,
     with a fake clock that moves only between steps (so every stop of a step is at its time)."""
     lab = start_lab(Workload(executions=0))
-    loaded = load_settings({"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme"})
-    client = Exporter(loaded, loaded.resolve_clouds()).pollers[0].client
+    client = build_exporter(lab.url).pollers[0].client
     policy = StopPolicy(max_per_request=4, max_per_window=MAX_PER_WINDOW, window_seconds=WINDOW,
                         remember_seconds=REMEMBER)
 
