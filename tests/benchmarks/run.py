@@ -4,9 +4,10 @@
 
 1. Poll processing: the body of a search answer -> a ready snapshot (and, separately, the
    rendered exposition), against bare ``json.loads`` of the same body. Target <= 1.5x.
-2. Scrape cost at 10k executions while the API hangs: 50 concurrent scrapers, paced (each
-   every 100 ms, as Prometheus servers scrape: open loop) and flat out (closed loop), against
-   the same load on ``/-/healthy``. Target p99 <= 5 ms.
+2. Scrape cost at 10k executions: 50 concurrent scrapers while the API hangs, paced (each
+   every 100 ms, as Prometheus servers scrape: open loop) and flat out (closed loop), and
+   paced again while a poll lands (and the exposition is re-rendered) every second; against
+   the same load on ``/-/healthy``. Target p99 <= 5 ms, and within 2x of ``/-/healthy``.
 3. Memory: peak RSS of the exporter process after three polls at each size, against a process
    that only ``json.load``s the same answer. Target <= 150 MB at 50k, linear growth.
 4. Webhook: a gated alert in, the stop call to the lab out, against the same stop call made
@@ -217,6 +218,15 @@ def scrape(size: int = 10_000, scrapers: int = 50, seconds: float = 5.0) -> dict
             metrics = _load(stack.url, "/metrics", scrapers, seconds, every)
             healthy = _load(stack.url, "/-/healthy", scrapers, seconds, every)
             result[name] = {"metrics": metrics, "healthy": healthy, "p99_ratio": metrics["p99_ms"] / healthy["p99_ms"]}
+        # The same paced load while a poll lands every second: each one re-renders the exposition.
+        requests.delete(stack.lab_url + "/-/lab/faults", timeout=5)
+        landed = stack.polls()
+        _wait(lambda: stack.polls() >= landed + 2, 300)
+        metrics = _load(stack.url, "/metrics", scrapers, seconds, 0.1)
+        healthy = _load(stack.url, "/-/healthy", scrapers, seconds, 0.1)
+        result["paced_polling"] = {"metrics": metrics, "healthy": healthy,
+                                   "p99_ratio": metrics["p99_ms"] / healthy["p99_ms"],
+                                   "polls": stack.polls() - landed}
         result["metrics_bytes_gzip"] = len(requests.get(stack.url + "/metrics", stream=True, timeout=30,
                                                         headers={"Accept-Encoding": "gzip"}).raw.read())
     finally:
@@ -266,10 +276,14 @@ def report(results: dict) -> str:
         lines.append(f"| {r['size']:,} | {r['body_mb']:.1f} | {r['json_loads_ms']:.1f} | {r['snapshot_ms']:.1f} | "
                      f"{r['ratio']:.2f} | {r['render_ms']:.1f} | {r['ratio_with_render']:.2f} |")
     s = results["scrape"]
-    lines += ["", f"### 2. Scrape cost at {s['size']:,} executions, API hanging, {s['scrapers']} concurrent scrapers", "",
-              "| load | /metrics p50 ms | /metrics p99 ms (target <= 5) | /metrics req/s | /-/healthy p99 ms | p99 ratio |",
+    lines += ["", f"### 2. Scrape cost at {s['size']:,} executions, {s['scrapers']} concurrent scrapers", "",
+              "| load | /metrics p50 ms | /metrics p99 ms (target <= 5) | /metrics req/s | /-/healthy p99 ms | "
+              "p99 ratio (target <= 2) |",
               "|---|---:|---:|---:|---:|---:|"]
-    for name, label in (("paced", "paced, each every 100 ms"), ("flat_out", "flat out (closed loop)")):
+    for name, label in (("paced", "API hanging, paced, each every 100 ms"),
+                        ("flat_out", "API hanging, flat out (closed loop)"),
+                        ("paced_polling", f"a poll landing every second ({s['paced_polling']['polls']} in the run), "
+                                          "paced, each every 100 ms")):
         m, h = s[name]["metrics"], s[name]["healthy"]
         lines.append(f"| {label} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps']:.0f} | {h['p99_ms']:.2f} | "
                      f"{s[name]['p99_ratio']:.2f} |")
