@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -29,8 +30,8 @@ def metrics_route(exposition: Exposition, registry: CollectorRegistry) -> Route:
     filtered = make_wsgi_app(registry)
 
     def metrics(environ, start_response):
-        if environ.get("QUERY_STRING"):
-            return filtered(environ, start_response)
+        if "name[]" in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")):
+            return filtered(environ, start_response)  # any other query is the same page, cached
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         content_type, body = exposition.body(environ.get("HTTP_ACCEPT"), gzipped)
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 
 from prometheus_client import CollectorRegistry
 
@@ -21,14 +22,20 @@ from .collectors import ExecutionsCollector, HealthCollector, RemediationCollect
 from .exposition import Exposition
 from .poller import Poller
 from .remediation import Remediator, StopPolicy
-from .server import HttpServer, raise_descriptor_limit
+from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
 from .snapshot import LabelPlan
 from .web_config import BasicAuth, WebConfig
 from .webhook import PATH as WEBHOOK_PATH
-from .webhook import WebhookStats, create_webhook_app
+from .webhook import WebhookStats, bearer_matches, create_webhook_app
 
 log = logging.getLogger("exporter")
+
+# The server's lanes: cached pages; Alertmanager's notifications (each may wait for stop
+# calls; bodies read only here, at most 20 in hand: 5 MiB); and costly work, which a stranger
+# can ask for at will, kept to two threads so that it never slows a scrape.
+LANES = {"pages": Lane(threads=8), "webhook": Lane(threads=4, capacity=20, reads_body=True),
+         "costly": Lane(threads=2, capacity=8)}
 
 
 class Exporter:
@@ -63,9 +70,25 @@ class Exporter:
             self.registry.register(collector)
         self.app = create_app(self.exposition, self.registry, statuses, __version__, routes)
         self.web = web or WebConfig()
+        self._basic_auth = None
         if self.web.users:
-            self.app = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
+            self.app = self._basic_auth = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
+        self._webhook_secret = webhook_secret.encode() if webhook_secret else None
         self.server: HttpServer | None = None
+
+    def _lane(self, environ: dict) -> str:
+        """Which of :data:`LANES` serves a request, from what it has sent before its body."""
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        if environ["PATH_INFO"] == WEBHOOK_PATH:
+            # Only Alertmanager's notifications take webhook threads and get their bodies read;
+            # a stranger's is answered 401 (or 405) from the pages' threads, its body unread.
+            authorized = self._webhook_secret and bearer_matches(authorization, self._webhook_secret)
+            return "webhook" if authorized and environ["REQUEST_METHOD"] == "POST" else "pages"
+        if self._basic_auth is not None and not self._basic_auth.remembers(authorization):
+            return "costly"  # a bcrypt check: ~50 ms of CPU
+        if "name[]" in urllib.parse.parse_qs(environ["QUERY_STRING"]):
+            return "costly"  # rendered for this request alone
+        return "pages"
 
     def _client(self, cloud: Cloud, monotonic) -> ExecutionManagerClient:
         s = self.settings
@@ -79,7 +102,7 @@ class Exporter:
         raise_descriptor_limit()
         self.server = HttpServer(self.app, host, port, tls=self.web.tls, max_connections=self.settings.max_connections,
                                  request_timeout=self.settings.http_timeout,
-                                 max_body_bytes=self.settings.webhook_max_body_bytes, webhook_path=WEBHOOK_PATH)
+                                 max_body_bytes=self.settings.webhook_max_body_bytes, lanes=LANES, lane=self._lane)
         self.exposition.start()
         for poller in self.pollers:
             poller.start()

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 from .redact import MASK, Redactor
 
-__all__ = ["MASK", "LineFormatter", "configure"]
-_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+__all__ = ["MASK", "LineFormatter", "RepeatLimit", "configure"]
+# color_message: uvicorn's copy of a message with terminal colour codes
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
+# Loggers that write a line per request a stranger can send: malformed requests, refused
+# webhook calls, accept pauses. Stop decisions (the audit) are never limited.
+REQUEST_DRIVEN = ("uvicorn.error", "exporter.server", "exporter.webhook")
 
 
 class LineFormatter(logging.Formatter):
@@ -49,6 +54,36 @@ class LineFormatter(logging.Formatter):
         return " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
 
 
+class RepeatLimit(logging.Filter):
+    """At most ``burst`` lines of one message per ``seconds``; the next line of it that passes
+    carries ``suppressed=N``, the number left out, so a flood costs a few lines, not thousands."""
+
+    def __init__(self, burst: int = 10, seconds: float = 10.0, clock=time.monotonic):
+        super().__init__()
+        self.burst, self.seconds, self._clock = burst, seconds, clock
+        self._windows: dict[tuple[str, str], list] = {}  # (logger, message) -> [window start, passed, left out]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            return self._pass(record)
+
+    def _pass(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        window = self._windows.setdefault((record.name, str(record.msg)), [now, 0, 0])
+        if now - window[0] >= self.seconds:
+            window[0], window[1] = now, 0
+        if window[1] >= self.burst:
+            window[2] += 1
+            return False
+        window[1] += 1
+        if window[2]:
+            record.suppressed, window[2] = window[2], 0
+        if len(self._windows) > 1000:  # messages are fixed texts; this only guards against a bug
+            self._windows.clear()
+        return True
+
+
 def _quote(value: object) -> str:
     text = str(value)
     if text and not any(c in text for c in ' "=\n\\'):
@@ -63,3 +98,8 @@ def configure(level: str = "info", json_lines: bool = False, secrets: tuple[str,
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines carry full URLs and headers
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # "Started server process" and the like
+    limit = RepeatLimit()
+    for name in REQUEST_DRIVEN:
+        logger = logging.getLogger(name)
+        logger.filters[:] = [limit]

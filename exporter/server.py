@@ -20,12 +20,15 @@ module adds to uvicorn, each because uvicorn leaves it open:
   waited longest without a request in progress is closed to make room, so an idle flood
   cannot lock a scraper out. If descriptors still run out, asyncio stops accepting for one
   second at a time (never a busy loop) and this module logs one line per pause.
-* **WSGI over ASGI, body first**: a request's body is read whole (capped at
-  ``max_body_bytes``; a larger declared length is refused with 413 before it is read) before a
-  thread is taken, and the webhook has threads and a bounded queue of its own, so neither a
-  trickled body nor a stream of notifications ever takes the threads that serve ``/metrics``.
-  We bridge ourselves rather than with a2wsgi because a2wsgi streams the body into a thread
-  that then waits on the client, which is exactly what must not happen.
+* **WSGI over ASGI, in lanes**: before anything else, a request is given a :class:`Lane` (its
+  threads, and how many requests it takes at once before a 503) from its path, query and
+  headers: scrapes, the authenticated webhook, and costly work (a password not checked before,
+  a ``?name[]=`` selection) never share threads, so no stream of one takes the threads of
+  another. Only a lane that reads bodies gets one, read whole (capped at ``max_body_bytes``;
+  a larger declared length is not read at all) before a thread is taken; every other body is
+  left unread, and a stranger's body is never buffered. We bridge ourselves rather than with
+  a2wsgi because a2wsgi streams the body into a thread that then waits on the client, which is
+  exactly what must not happen.
 
 TLS (the exporter-toolkit web-config's context, client certificates included) is asyncio's;
 a handshake is bounded by asyncio's own handshake timeout (60 s) and costs no thread.
@@ -45,7 +48,9 @@ import struct
 import sys
 import termios
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import h11
 import uvicorn
@@ -57,7 +62,7 @@ DESCRIPTOR_RESERVE = 64  # for the pollers' connections, the log, and files open
 # h11 bounds only what it has to wait for (16 KiB); headers that arrive in one read pass it
 MAX_HEADER_BYTES = 16 * 1024
 WRITE_SLICE = 64 * 1024  # what one slow reader can hold of an answer, beside the kernel's buffers
-WEBHOOK_QUEUE = 16  # notifications waiting for a webhook thread before the next gets 503
+MAX_HEADERS = 100  # as the standard library's http.server
 
 
 def max_connections_for_descriptors() -> int:
@@ -100,10 +105,16 @@ class _DeadlineProtocol(H11Protocol):
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             self._arm()  # the first byte of a request: its deadline starts now, not at each byte
         super().data_received(data)
-        if self.conn.their_state is h11.DONE and not self._waiting():
+        if self._busy():
             self._disarm()  # the request is in: the app's own timeouts bound its work
+        elif self.conn.their_state is h11.SEND_BODY and self.cycle is not None and not self.cycle.response_started:
+            # Headers in, body coming: read no more until the app asks for the body (uvicorn's
+            # receive() resumes reading), so a body that no lane reads stays in the kernel.
+            self.flow.pause_reading()
 
     def on_response_complete(self) -> None:
+        if self.cycle is not None:
+            self.cycle.body = b""  # what arrived of a body no lane read: not kept while we linger
         super().on_response_complete()
         self._arm()  # for the answer to be read, and then for the next request to begin
 
@@ -116,7 +127,11 @@ class _DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        self._unset_keepalive_if_required()  # uvicorn leaves it armed on a reset, holding the connection
         super().connection_lost(exc)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # an Upgrade request is answered as plain HTTP/1.1; two warning lines each would flood the log
 
     def _arm(self) -> None:
         self._disarm()
@@ -136,16 +151,19 @@ class _DeadlineProtocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
-    def _waiting(self) -> bool:
-        return self.cycle is None or self.cycle.response_complete
+    def _busy(self) -> bool:
+        """The request is in and its answer has not begun: the app is at work for it."""
+        return (self.cycle is not None and not self.cycle.response_started
+                and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE))
 
     def _make_room(self) -> None:
-        # Connections are kept in arrival order (a dict-backed set would not be: uvicorn's is a
-        # plain set), so the oldest waiting one is found by its deadline's due time.
-        waiting = [c for c in self.connections if c is not self and c._waiting() and c._deadline is not None]
-        if waiting:
-            min(waiting, key=lambda c: c._deadline.when())._expire()
-        else:  # every connection is busy with a request: this one waits for nothing
+        # Any connection the app is not at work for may go: one still sending its request (however
+        # far it got), one idle, one not reading its answer. The one whose deadline is nearest
+        # has waited longest. uvicorn keeps connections in a plain set, hence the search.
+        idle = [c for c in self.connections if c is not self and not c._busy() and c._deadline is not None]
+        if idle:
+            min(idle, key=lambda c: c._deadline.when())._expire()
+        else:  # the app is at work for every connection: this one waits for nothing
             self._expire()
 
 
@@ -246,13 +264,30 @@ class _Listener:
         pass
 
 
+@dataclass(frozen=True)
+class Lane:
+    """Threads for one kind of request, and how many may be in hand at once before a 503
+    (None: as many as there are connections)."""
+
+    threads: int
+    capacity: int | None = None
+    reads_body: bool = False
+
+
+DEFAULT_LANES = {"pages": Lane(8)}
+
+
 class HttpServer:
-    """The running server: ``server_port`` is the real port; ``close()`` stops it."""
+    """The running server: ``server_port`` is the real port; ``close()`` stops it.
+
+    ``lane(environ)`` names the :class:`Lane` of a request from its path, query and headers,
+    before any body is read: only a lane that ``reads_body`` gets one (capped at
+    ``max_body_bytes``), so that a stranger's body is never buffered.
+    """
 
     def __init__(self, app, host: str, port: int, *, tls: ssl.SSLContext | None = None,
-                 request_timeout: float = 10.0, max_connections: int = 0,
-                 max_body_bytes: int = 256 * 1024, scrape_threads: int = 8, webhook_threads: int = 4,
-                 webhook_path: str | None = None):
+                 request_timeout: float = 10.0, max_connections: int = 0, max_body_bytes: int = 256 * 1024,
+                 lanes: dict[str, Lane] = DEFAULT_LANES, lane: Callable[[dict], str] = lambda environ: "pages"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -264,15 +299,19 @@ class HttpServer:
             raise
         self.server_port = self._socket.getsockname()[1]
         self.max_connections = max_connections or max_connections_for_descriptors()
-        self._pools = {"scrape": ThreadPoolExecutor(scrape_threads, thread_name_prefix="http"),
-                       "webhook": ThreadPoolExecutor(webhook_threads, thread_name_prefix="webhook")}
-        bridge = WsgiBridge(app, self._pools, max_body_bytes, webhook_path, webhook_threads + WEBHOOK_QUEUE)
+        if tls is not None:
+            # asyncio gives every TLS connection a 256 KiB read buffer before its handshake:
+            # 1,000 silent connections held 300 MiB. 32 KiB still takes two whole TLS records.
+            asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
+        self._pools = {name: ThreadPoolExecutor(spec.threads, thread_name_prefix=f"http-{name}")
+                       for name, spec in lanes.items()}
+        bridge = WsgiBridge(app, lanes, self._pools, lane, max_body_bytes)
         protocol = type("DeadlineProtocol", (_DeadlineProtocol,),
                         {"request_timeout": request_timeout, "max_connections": self.max_connections})
         config = uvicorn.Config(
             bridge, http=protocol, ws="none", lifespan="off", interface="asgi3", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=2 * request_timeout,
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=request_timeout,  # room for a stop call in flight to finish
         )
         self._server = _Server(config)
         self._server.tls, self._server.handshake_timeout = tls, request_timeout
@@ -282,71 +321,73 @@ class HttpServer:
 
     def close(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        self._thread.join(15)
         self._socket.close()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
 
 class WsgiBridge:
-    """An ASGI app that runs a WSGI app in a thread once the request's body is in hand."""
+    """An ASGI app that runs a WSGI app in its lane's threads, with the body (if its lane reads
+    one) already in hand."""
 
-    def __init__(self, app, pools: dict[str, ThreadPoolExecutor], max_body_bytes: int,
-                 webhook_path: str | None, webhook_capacity: int):
-        self._app, self._pools, self._max_body = app, pools, max_body_bytes
-        self._webhook_path, self._webhook_capacity, self._webhook_busy = webhook_path, webhook_capacity, 0
+    def __init__(self, app, lanes: dict[str, Lane], pools: dict[str, ThreadPoolExecutor],
+                 lane: Callable[[dict], str], max_body_bytes: int):
+        self._app, self._lanes, self._pools, self._lane, self._max_body = app, lanes, pools, lane, max_body_bytes
+        self._in_hand = dict.fromkeys(lanes, 0)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_HEADER_BYTES:
-            return await _answer(send, 414, b"request target too long\n")
-        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
-            return await _answer(send, 431, b"request headers too large\n")
-        headers = _headers(scope)
-        declared = headers.get("CONTENT_LENGTH", "")
-        if declared.isdigit() and int(declared) > self._max_body:
-            body = None
-        else:
-            body = await _read_body(receive, self._max_body)
-            if body is _GONE:
-                return
-        pool = "scrape"
-        if scope["path"] == self._webhook_path:
-            if self._webhook_busy >= self._webhook_capacity:
-                return await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", b"5")])
-            pool = "webhook"
-        environ = _environ(scope, headers, body, self._max_body)
-        body_unread = body is None
-        self._webhook_busy += pool == "webhook"
+        refusal = _refusal(scope)
+        if refusal:
+            return await _answer(send, *refusal)
+        environ = _environ(scope)
+        name = self._lane(environ)
+        lane = self._lanes[name]
+        if lane.capacity is not None and self._in_hand[name] >= lane.capacity:
+            return await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", b"5")])
+        self._in_hand[name] += 1
         try:
-            status, response_headers, body = await asyncio.get_running_loop().run_in_executor(
-                self._pools[pool], _call_wsgi, self._app, environ)
+            body_left = environ["CONTENT_LENGTH"] != "0" or "HTTP_TRANSFER_ENCODING" in environ
+            if lane.reads_body and body_left:
+                body = await _read_body(receive, environ, self._max_body)
+                if body is _GONE:
+                    return
+                body_left = body is None
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
+            if not lane.reads_body:
+                environ["CONTENT_LENGTH"] = "0"
+            status, headers, body = await asyncio.get_running_loop().run_in_executor(
+                self._pools[name], _call_wsgi, self._app, environ)
+        except asyncio.CancelledError:  # shutting down with this request in hand: say so, quietly
+            return await _answer(send, 503, b"shutting down\n")
         finally:
-            self._webhook_busy -= pool == "webhook"
-        if body_unread:  # the rest of an oversized body is not worth reading to keep the connection
-            response_headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            self._in_hand[name] -= 1
+        if body_left:  # a body left unread is not worth reading to keep the connection
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         for start in range(0, max(len(body), 1), WRITE_SLICE):
             await send({"type": "http.response.body", "body": body[start:start + WRITE_SLICE],
                         "more_body": start + WRITE_SLICE < len(body)})
 
 
-def _headers(scope) -> dict[str, str]:
-    """Request headers as WSGI environ keys (PEP 3333: latin-1; repeated headers joined)."""
-    environ: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-            key = "HTTP_" + key
-        text = value.decode("latin-1")
-        environ[key] = f"{environ[key]},{text}" if key in environ else text
-    return environ
+def _refusal(scope) -> tuple[int, bytes] | None:
+    """What no route may see: targets and headers over the bounds, ambiguous framing."""
+    if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_HEADER_BYTES:
+        return 414, b"request target too long\n"
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADERS or sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+        return 431, b"request headers too large\n"
+    names = {name for name, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:  # RFC 9112 6.3: a smuggling risk
+        return 400, b"Transfer-Encoding with Content-Length\n"
+    return None
 
 
-def _environ(scope, headers: dict[str, str], body: bytes | None, max_body: int) -> dict:
-    """The WSGI environ; a body over ``max_body`` is left unread and announced as one byte over
-    it, with nothing to read, so that the route that reads bodies answers 413 and counts it."""
+def _environ(scope) -> dict:
+    """The WSGI environ of a request, without its body (PEP 3333: headers decoded as latin-1,
+    repeated ones joined)."""
     server_host, server_port = scope.get("server") or ("", 0)
     client = scope.get("client") or ("", 0)
     environ = {
@@ -354,20 +395,38 @@ def _environ(scope, headers: dict[str, str], body: bytes | None, max_body: int) 
         "QUERY_STRING": scope["query_string"].decode("latin-1"), "SERVER_NAME": server_host,
         "SERVER_PORT": str(server_port), "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
         "REMOTE_ADDR": client[0], "wsgi.version": (1, 0), "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.input": io.BytesIO(body or b""), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
-        "wsgi.multiprocess": False, "wsgi.run_once": False, **headers,
+        "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False, "CONTENT_LENGTH": "0",
     }
-    # h11 has already undone any chunked transfer coding: the app sees a plain body.
-    environ.pop("HTTP_TRANSFER_ENCODING", None)
-    environ["CONTENT_LENGTH"] = str(len(body) if body is not None else max_body + 1)
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ and key != "CONTENT_LENGTH" else text
     return environ
 
 
 _GONE = b"gone"
 
 
-async def _read_body(receive, limit: int) -> bytes | None:
-    """The whole body; None when it is over ``limit``; ``_GONE`` when the client left."""
+async def _read_body(receive, environ: dict, limit: int) -> bytes | None:
+    """The whole body, also put in ``environ``; None when it is over ``limit`` (left unread, and
+    announced as one byte over it, so that the route answers 413 and counts it); ``_GONE`` when
+    the client left."""
+    declared = environ["CONTENT_LENGTH"]
+    if declared.isdigit() and int(declared) > limit:
+        environ["CONTENT_LENGTH"] = str(limit + 1)
+        return None
+    body = await _receive_body(receive, limit)
+    if body is None:
+        environ["CONTENT_LENGTH"] = str(limit + 1)
+    elif body is not _GONE:
+        environ["CONTENT_LENGTH"], environ["wsgi.input"] = str(len(body)), io.BytesIO(body)
+    return body
+
+
+async def _receive_body(receive, limit: int) -> bytes | None:
     body = bytearray()
     while True:
         message = await receive()

@@ -116,29 +116,48 @@ class BasicAuth:
                                             ("Content-Length", str(len(body)))])
         return [body]
 
+    def remembers(self, header: str) -> bool:
+        """Whether these credentials passed before: a cheap check, no bcrypt (the server sends
+        credentials it does not remember to threads of their own)."""
+        credentials = _credentials(header)
+        return credentials is not None and self._known(_key(*credentials))
+
     def _authorized(self, header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:  # binascii.Error and a non-ASCII header's complaint are both ValueErrors
-            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except ValueError:
-            return False
-        hashed = self._users.get(user)
-        if not sep or hashed is None:
+        credentials = _credentials(header)
+        hashed = self._users.get(credentials[0]) if credentials else None
+        if hashed is None:
             bcrypt.checkpw(b"timing", _dummy_hash())  # unknown users cost as much as known ones
             return False
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        with self._lock:
-            if any(hmac.compare_digest(key, known) for known in self._verified):
-                return True
-        if not bcrypt.checkpw(password.encode(), hashed):
+        key = _key(*credentials)
+        if self._known(key):
+            return True
+        if not bcrypt.checkpw(credentials[1].encode(), hashed):
             return False
         with self._lock:
             if len(self._verified) > 64:
                 self._verified.clear()
             self._verified.add(key)
         return True
+
+    def _known(self, key: bytes) -> bool:
+        with self._lock:
+            return any(hmac.compare_digest(key, known) for known in self._verified)
+
+
+def _credentials(header: str) -> tuple[str, str] | None:
+    """User and password of a ``Basic`` Authorization header (scheme in any case), or None."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:  # binascii.Error and a non-ASCII header's complaint are both ValueErrors
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except ValueError:
+        return None
+    return (user, password) if sep else None
+
+
+def _key(user: str, password: str) -> bytes:
+    return hashlib.sha256(f"{user}\0{password}".encode()).digest()
 
 
 @functools.cache

@@ -95,6 +95,14 @@ def gate(alert: dict) -> str | None:
     return None
 
 
+def bearer_matches(header: str, secret: bytes) -> bool:
+    """Whether an Authorization header carries the bearer ``secret``: the scheme in any case
+    (RFC 9110 11.1), the secret compared in constant time. Cheap: the server asks it before it
+    reads a body."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("latin-1", "replace"), secret)
+
+
 def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats, max_body_bytes: int = 256 * 1024):
     expected = secret.encode()
 
@@ -106,9 +114,7 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
     def app(environ, start_response):
         if environ.get("REQUEST_METHOD") != "POST":
             return fail(start_response, "405 Method Not Allowed", "method_not_allowed", "use POST")
-        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        # Scheme names are case-insensitive (RFC 9110 11.1); the secret is compared in constant time.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1", "replace"), expected):
+        if not bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), expected):
             return fail(start_response, "401 Unauthorized", "unauthorized", "missing or wrong bearer secret")
         try:
             body = _read_body(environ, max_body_bytes)

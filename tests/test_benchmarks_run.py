@@ -14,7 +14,8 @@ def test_report_renders_every_section():
     results = {
         "processing": [run.processing(20)],
         "scrape": {"size": 10, "scrapers": 2, "metrics_bytes_gzip": 2048,
-                   **{k: {"metrics": load, "healthy": load, "p99_ratio": 1.0} for k in ("paced", "flat_out")}},
+                   **{k: {"metrics": load, "healthy": load, "p99_ratio": 1.0} for k in ("paced", "flat_out")},
+                   "paced_polling": {"metrics": load, "healthy": load, "p99_ratio": 1.0, "polls": 5}},
         "memory": [{"size": 20, "exporter_mb": 40.0, "json_load_mb": 10.0, "ratio": 4.0}],
         "webhook": {"webhook_p50_ms": 2.0, "webhook_max_ms": 3.0, "direct_stop_p50_ms": 1.0,
                     "overhead_p50_ms": 1.0, "ratio": 2.0},
@@ -22,4 +23,4 @@ def test_report_renders_every_section():
     table = run.report(results)
     for heading in ("### 1.", "### 2.", "### 3.", "### 4."):
         assert heading in table
-    assert "| 20 |" in table
+    assert "| 20 |" in table and "a poll landing every second (5 in the run)" in table

@@ -106,6 +106,26 @@ def test_an_idle_flood_beyond_the_connection_limit_makes_room_for_scrapers(expor
     assert_scrapes_held(probe)
 
 
+def test_at_the_limit_a_trickled_body_makes_room_too(exporter):
+    # Fewer connections than the webhook takes notifications at once (20), so every one can be
+    # a notification whose body trickles in: none of them is the app's work yet.
+    handle = exporter(max_connections=15, http_timeout=30)
+    head = (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n")
+    with handle.connections() as conns, handle.probe() as probe:
+        senders = []
+        for _ in range(30):
+            senders += conns.open(1, first_bytes=head)
+        for _ in range(30):
+            for s in senders:
+                try:
+                    s.sendall(b"{")
+                except OSError:
+                    pass
+            time.sleep(0.1)
+    assert_scrapes_held(probe)
+
+
 def test_slow_readers_are_dropped_and_memory_stays_put(exporter):
     handle = exporter(executions=3000)
     size = len(requests.get(handle.base + "/metrics", timeout=5).content)
@@ -192,6 +212,9 @@ MALFORMED = {
     "chunked body over the cap": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                                   b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n"
                                   + b"".join(b"10000\r\n" + b"a" * 0x10000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"),
+    "101 headers": b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+    "Transfer-Encoding with Content-Length": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     "bad chunk size": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
 }
@@ -211,6 +234,141 @@ def test_malformed_requests_get_4xx_and_at_most_one_log_line(exporter):
         assert len(new_lines) <= 1, (case, new_lines)
         assert get("127.0.0.1", handle.port, "/metrics", 1.0)[0] == 200, case
     assert not any("Traceback" in line for line in handle.log_lines())
+
+
+def test_an_upgrade_request_is_plain_http_and_writes_no_line(exporter):
+    handle = exporter()
+    lines_before = len(handle.log_lines())
+    for upgrade in (b"websocket", b"h2c"):
+        status, _, _ = raw(handle, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n"
+                                   b"Upgrade: " + upgrade + b"\r\n\r\n")
+        assert status == 200
+    time.sleep(0.2)
+    assert handle.log_lines()[lines_before:] == []
+
+
+def test_a_flood_of_malformed_requests_writes_a_few_lines(exporter):
+    handle = exporter()
+    lines_before = len(handle.log_lines())
+    for _ in range(300):
+        assert raw(handle, b"GET /metrics HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n")[0] == 400
+    time.sleep(0.2)
+    assert len(handle.log_lines()) - lines_before <= 12  # ten a message per ten seconds, then a count
+
+
+def test_bodies_are_read_only_for_alertmanager(exporter):
+    """A stranger's body is never buffered: not on the pages, not on the webhook without the secret."""
+    handle = exporter()
+    rss_before = rss_bytes(handle.pid)
+    body = b"x" * (200 * 1024)
+    with handle.connections() as conns, handle.probe() as probe:
+        for path, authorization in (("/metrics", b""), ("/webhook/alertmanager", b"Bearer wrong"),
+                                    ("/webhook/alertmanager", b"")):
+            for s in conns.open(300):
+                s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+                          + (b"Authorization: " + authorization + b"\r\n" if authorization else b"") + b"\r\n")
+                s.sendall(body[:64 * 1024])  # what the kernel takes without the server reading
+        time.sleep(1.5)
+        rss_during = rss_bytes(handle.pid)
+    assert_scrapes_held(probe)
+    assert rss_during - rss_before < 40 * MiB, (rss_before, rss_during)  # 900 bodies would be 180 MiB
+    answer = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
+                           headers={"Authorization": "Bearer wrong"})
+    assert answer.status_code == 401
+
+
+def test_strangers_never_take_the_webhook_from_alertmanager(exporter):
+    handle = exporter()
+    stop = threading.Event()
+    wrong: list[int] = []
+
+    def stranger():
+        with requests.Session() as session:
+            while not stop.is_set():
+                wrong.append(session.post(handle.base + "/webhook/alertmanager", data=b"{}", timeout=5,
+                                          headers={"Authorization": "Bearer wrong"}).status_code)
+
+    strangers = [threading.Thread(target=stranger) for _ in range(20)]
+    for t in strangers:
+        t.start()
+    try:
+        answers = [requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": []},
+                                 headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=5).status_code
+                   for _ in range(40)]
+    finally:
+        stop.set()
+        for t in strangers:
+            t.join()
+    assert answers == [200] * 40
+    assert set(wrong) == {401} and len(wrong) > 100
+
+
+def test_costly_requests_never_slow_a_scrape(exporter, tmp_path):
+    """Wrong passwords (bcrypt) and ?name[]= selections (a render each) have two threads of their own."""
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: {bcrypt.hashpw(b'pw', bcrypt.gensalt(10)).decode()}\n")
+    handle = exporter(executions=3000, web_config_file=web)
+    good = {"Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()}
+    assert requests.get(handle.base + "/metrics", headers=good, timeout=5).status_code == 200  # now remembered
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def costly(headers, path):
+        with requests.Session() as session:
+            while not stop.is_set():
+                seen.append(session.get(handle.base + path, headers=headers, timeout=10).status_code)
+
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"prometheus:wrong").decode()}
+    clients = [threading.Thread(target=costly, args=(wrong, "/metrics")) for _ in range(16)]
+    clients += [threading.Thread(target=costly, args=(good, "/metrics?name[]=perfecto_up")) for _ in range(16)]
+    for t in clients:
+        t.start()
+    try:
+        latencies = []
+        for _ in range(30):
+            started = time.monotonic()
+            assert requests.get(handle.base + "/metrics", headers=good, timeout=5).status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+    assert max(latencies) < 1.0, max(latencies)
+    assert {401, 200} <= set(seen) <= {401, 200, 503}
+
+
+def test_any_other_query_is_the_cached_page(exporter):
+    handle = exporter()
+    plain = requests.get(handle.base + "/metrics", timeout=5).content
+    assert requests.get(handle.base + "/metrics?x=1&debug", timeout=5).content == plain
+
+
+def test_sigterm_with_notifications_in_flight_exits_0_without_a_traceback(exporter):
+    handle = exporter(stop_max_per_request=1000, stop_max_per_window=100000, stop_timeout=1)
+    handle.lab.lab.inject("hang", endpoint="stop")
+    ids = [e["id"] for e in handle.lab.post("search").json()][:12]  # 4 at work, 8 waiting for a thread
+
+    def notify(execution_id):
+        alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id}}
+        try:
+            requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
+                          headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+        except requests.RequestException:
+            pass
+
+    threads = [threading.Thread(target=notify, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert handle.process.stop(timeout=20) == 0
+    assert time.monotonic() - started < DEADLINE + 5
+    for t in threads:
+        t.join()
+    handle.lab.lab.clear_faults()
+    # Those at work finish within the grace period; those still waiting are answered 503, quietly.
+    assert not any("Traceback" in line or "Exception in ASGI" in line for line in handle.log_lines())
 
 
 def test_http_semantics_of_the_routes(exporter, tmp_path):

@@ -3,6 +3,10 @@ scraping through them with its own tls_config and basic_auth."""
 
 from __future__ import annotations
 
+import os
+import socket
+import ssl
+import struct
 import subprocess
 import time
 
@@ -12,7 +16,7 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, require_tool, wait_until
-from .hostile import Connections, closed_by_peer
+from .hostile import Connections, closed_by_peer, rss_bytes
 
 PASSWORD = "scrape-Pa55word"
 
@@ -107,6 +111,39 @@ def test_client_certificates_and_a_bounded_handshake(start_lab, spawn, web_files
         assert all(closed_by_peer(s, 3) is not None for s in silent)
     assert "Traceback" not in exporter.output
     assert exporter.stop() == 0
+
+
+def test_tls_connections_cost_little_and_resets_are_let_go(start_lab, spawn, web_files):
+    lab = start_lab()
+    port = free_port()
+    env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN, poll_interval=3600,
+                       http_timeout=5)
+    (web_files / "web.yml").write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "server.crt",
+                                                                            "key_file": "server.key"}}))
+    exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}",
+                      "--web.config.file", str(web_files / "web.yml")], "exporter", env)
+    base, ca = f"https://127.0.0.1:{port}", str(web_files / "server.crt")
+    wait_until(lambda: requests.get(base + "/-/healthy", verify=ca, timeout=2).ok, what="TLS")
+    pid = exporter.proc.pid
+    descriptors = lambda: len(os.listdir(f"/proc/{pid}/fd"))  # noqa: E731
+    rss_before, fds_before = rss_bytes(pid), descriptors()
+
+    with Connections("127.0.0.1", port) as conns:
+        conns.open(600)  # silent: asyncio gave each a 256 KiB buffer (150 MiB here) before
+        time.sleep(1)
+        assert rss_bytes(pid) - rss_before < 90 * 2**20
+
+    context = ssl.create_default_context(cafile=ca)
+    rss_before = rss_bytes(pid)
+    for _ in range(500):  # handshake, ask, reset: uvicorn's keep-alive timer held each for 10 s
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                                 server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            tls.recv(10)
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: descriptors() <= fds_before + 5, timeout=3, what="reset connections to be let go")
+    assert rss_bytes(pid) - rss_before < 20 * 2**20  # 44 MiB when uvicorn's timers held them
+    assert "Traceback" not in exporter.output
 
 
 @pytest.mark.parametrize("content, problem", [
