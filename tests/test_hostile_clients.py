@@ -20,7 +20,7 @@ import requests
 
 from exporter.lab import Workload
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_until
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env, free_port, wait_until
 from .hostile import Connections, Probe, closed_by_peer, cpu_seconds, get, rss_bytes
 
 DEADLINE = 2.0  # the exporter's http_timeout in these tests
@@ -369,6 +369,22 @@ def test_sigterm_with_notifications_in_flight_exits_0_without_a_traceback(export
     handle.lab.lab.clear_faults()
     # Those at work finish within the grace period; those still waiting are answered 503, quietly.
     assert not any("Traceback" in line or "Exception in ASGI" in line for line in handle.log_lines())
+
+
+def test_answers_leave_without_waiting_for_an_ack(start_lab):
+    """TCP_NODELAY on every accepted connection (asyncio leaves it off on accepted sockets):
+    without it an answer's body waits for the client's delayed ACK of its headers, 40 ms."""
+    exporter = build_exporter(start_lab().url, poll_interval=3600)
+    exporter.start()
+    try:
+        with socket.create_connection(("127.0.0.1", exporter.server.server_port), timeout=5) as s:
+            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(1000)
+            (connection,) = exporter.server._server.server_state.connections
+            server_side = connection.transport.get_extra_info("socket")
+            assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        exporter.stop()
 
 
 def test_http_semantics_of_the_routes(exporter, tmp_path):
