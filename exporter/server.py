@@ -17,9 +17,10 @@ module adds to uvicorn, each because uvicorn leaves it open:
   to linger; uvicorn's own keep-alive timer is set later, as a backstop.
 * **A connection limit from the descriptor limit**: at ``max_connections`` (by default the
   soft ``RLIMIT_NOFILE`` less a reserve for the pollers and files), the connection that has
-  waited longest without a request in progress is closed to make room, so an idle flood
-  cannot lock a scraper out. If descriptors still run out, asyncio stops accepting for one
-  second at a time (never a busy loop) and this module logs one line per pause.
+  waited longest, of those the app is not at work for, is closed to make room, so no flood of
+  idle, trickling or non-reading clients locks a scraper out. If descriptors still run out,
+  our accept loop stops accepting for one second at a time (never a busy loop; asyncio's own
+  spins) and logs one line per pause.
 * **WSGI over ASGI, in lanes**: before anything else, a request is given a :class:`Lane` (its
   threads, and how many requests it takes at once before a 503) from its path, query and
   headers: scrapes, the authenticated webhook, and costly work (a password not checked before,
@@ -30,8 +31,12 @@ module adds to uvicorn, each because uvicorn leaves it open:
   a2wsgi because a2wsgi streams the body into a thread that then waits on the client, which is
   exactly what must not happen.
 
+* **Sockets as they should be**: ``TCP_NODELAY`` on every accepted connection (asyncio sets it
+  only where the socket's proto says TCP), a lingering close (:class:`_LingeringClose`), and a
+  TLS read buffer of 32 KiB instead of asyncio's 256 KiB per connection.
+
 TLS (the exporter-toolkit web-config's context, client certificates included) is asyncio's;
-a handshake is bounded by asyncio's own handshake timeout (60 s) and costs no thread.
+a handshake must finish within ``request_timeout`` and costs no thread.
 """
 
 from __future__ import annotations
