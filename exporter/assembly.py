@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .app import Route, create_app
-from .client import ApiStats, ExecutionManagerClient
-from .collectors import ExecutionsCollector, HealthCollector, RemediationCollector
+from .client import ApiStats, ExecutionManagerClient, LicenseClient
+from .collectors import ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector
 from .exposition import Exposition
-from .poller import Poller
+from .poller import LicensePoller, Poller
 from .remediation import Remediator, StopPolicy
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
@@ -49,15 +49,25 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         collectors = []
         self.exposition = Exposition(self.registry, lambda: tuple(c.version() for c in collectors))
-        self.api_stats = ApiStats(cloud.name for cloud in clouds)
+        licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
+        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed))
         self.pollers = [
             Poller(self._client(cloud, monotonic), plan, settings.poll_interval, clock=clock, monotonic=monotonic,
                    on_poll=self.exposition.refresh)
             for cloud in clouds
         ]
+        # The License API: a second loop per cloud, on its own interval (none with licenses: off)
+        self.license_pollers = [
+            LicensePoller(self._license_client(cloud, monotonic), settings.licenses, settings.licenses_interval,
+                          clock=clock, monotonic=monotonic, on_poll=self.exposition.refresh)
+            for cloud in licensed
+        ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
                        HealthCollector(statuses, self.api_stats, plan, __version__)]
+        if settings.licenses != "off":
+            collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
+                                                3 * settings.licenses_interval, clock=clock))
         self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
         routes: dict[str, Route] = {}
         if webhook_secret:
@@ -97,6 +107,12 @@ class Exporter:
             retries=s.search_retries, max_response_bytes=s.max_response_bytes,
             user_agent=f"perfecto-exporter/{__version__}", clock=monotonic, stats=self.api_stats)
 
+    def _license_client(self, cloud: Cloud, monotonic) -> LicenseClient:
+        s = self.settings
+        return LicenseClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
+                             retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
+                             stats=self.api_stats)
+
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
         raise_descriptor_limit()
@@ -104,7 +120,7 @@ class Exporter:
                                  request_timeout=self.settings.http_timeout,
                                  max_body_bytes=self.settings.webhook_max_body_bytes, lanes=LANES, lane=self._lane)
         self.exposition.start()
-        for poller in self.pollers:
+        for poller in [*self.pollers, *self.license_pollers]:
             poller.start()
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
                                      "clouds": ",".join(p.cloud for p in self.pollers)})
@@ -113,7 +129,7 @@ class Exporter:
         if self.server is not None:
             self.server.close()
         self.exposition.close()
-        for poller in self.pollers:
+        for poller in [*self.pollers, *self.license_pollers]:
             poller.stop(timeout=2)
             poller.client.close()
 

@@ -79,14 +79,21 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _lab_from_args(args: argparse.Namespace, user_tokens: dict[str, str]):
-    from .lab import Lab, Workload
+    from .lab import Lab, Workload, parse_licenses
 
     payload = Path(args.payload).read_bytes() if getattr(args, "payload", None) else None
+    try:
+        licenses = parse_licenses(args.licenses)
+    except ValueError as err:
+        raise ConfigError("--licenses", str(err)) from None
+    if args.burst_minutes < 0 or not 0 <= args.simulators <= 1:
+        raise ConfigError("--burst-minutes" if args.burst_minutes < 0 else "--simulators", "is out of range")
     workload = Workload(
         seed=args.seed, executions=args.executions, churn=args.churn, stuck=args.stuck,
-        owners=tuple(user_tokens),
+        owners=tuple(user_tokens), simulators=args.simulators,
     )
-    return Lab(workload, args.admin_token, user_tokens, payload=payload, fault_injection=args.fault_injection)
+    return Lab(workload, args.admin_token, user_tokens, payload=payload, fault_injection=args.fault_injection,
+               licenses=licenses, burst_minutes=args.burst_minutes)
 
 
 def _user_tokens(pairs: list[str]) -> dict[str, str]:
@@ -139,9 +146,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lab_url = f"http://{lab_host}:{lab_server.server_port}"
     settings = load_settings({
         "listen_address": args.listen_address, "poll_interval": args.poll_interval,
-        "log_level": args.log_level, "log_format": args.log_format,
+        "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
     })
-    cloud = Cloud(name="demo", url=lab_url, token=args.admin_token)
+    cloud = Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url)
     logs.configure(settings.log_level, settings.log_format == "json", (cloud.token,))
     if settings.log_level != "debug":  # the lab's line per request would drown the exporter's own
         logging.getLogger("exporter.lab").setLevel(logging.WARNING)
@@ -155,8 +162,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     base = f"http://{shown}:{exporter.server.server_port}"
     print(
         f"\nperfecto-exporter demo: {args.executions} executions ({args.stuck} stuck), "
-        f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s\n"
+        f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s; "
+        f"licenses {args.licenses}, {args.burst_minutes} burst minutes\n"
         f"  metrics:        {base}/metrics\n"
+        f"  licenses:       {base}/metrics?name[]=perfecto_licenses_in_use&name[]=perfecto_licenses_purchased"
+        "&name[]=perfecto_license_burst_used_seconds\n"
         f"  landing page:   {base}/\n"
         f"  simulated lab:  {lab_url} (faults: POST {lab_url}/-/lab/faults {{\"kind\": \"server_error\"}})\n"
         "Press Ctrl-C to stop.\n",
@@ -194,6 +204,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--executions", type=int, default=executions, help=f"running at start (default {executions})")
         p.add_argument("--churn", type=float, default=churn, help=f"starts (and finishes) per minute (default {churn:g})")
         p.add_argument("--stuck", type=int, default=stuck, help=f"long-running executions (default {stuck})")
+        p.add_argument("--simulators", type=float, default=0.15,
+                       help="share of mobile platforms that are simulators (default 0.15)")
+        p.add_argument("--licenses", default="DESKTOP=50,SIMULATOR=10",
+                       help="License API: licenses per device type, or none for a Free Trial cloud without it "
+                            "(default DESKTOP=50,SIMULATOR=10)")
+        p.add_argument("--burst-minutes", dest="burst_minutes", type=int, default=240,
+                       help="burst minutes per licensed device type, used while platforms exceed the licenses "
+                            "(default 240; 0: no burst package)")
 
     for name, helptext in (("run", "run the exporter"), ("check-config", "validate settings, print them masked")):
         p = commands.add_parser(name, help=helptext)

@@ -1,4 +1,5 @@
-"""The two Execution Manager calls, ``search`` and ``stop``, and what they cost.
+"""The two Execution Manager calls, ``search`` and ``stop``, the License API's ``licenses``,
+and what they cost.
 
 Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 
@@ -13,8 +14,9 @@ Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 
 ``search`` is retried with backoff on connection errors and 5xx by urllib3's ``Retry``; a read
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
-retried here: the webhook's caller (Alertmanager) owns retries of a stop. Redirects are not
-followed, so the token never travels to another host.
+retried here: the webhook's caller (Alertmanager) owns retries of a stop. ``licenses`` (a GET
+on the cloud's other host, ``https://<cloud>.perfectomobile.com``) has its own session and is
+retried like ``search``. Redirects are not followed, so the token never travels to another host.
 
 A server's ``userMessage`` texts are kept (shortened) in :attr:`ApiError.messages`, with the
 client's own token, and any 16-character piece of it, masked *before* they are shortened:
@@ -36,12 +38,16 @@ from urllib3.util.retry import Retry
 
 from .counting import Tally
 from .executions import InvalidAnswer, split_answer
+from .licenses import LicenseUsage, read_licenses
 from .redact import Redactor
 from .settings import Cloud
 
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
 STOP_PATH = "/execution-manager/api/v1/executions/stop"
+LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
 ENDPOINTS = ("search", "stop")
+LICENSES_ENDPOINT = "licenses"
+LICENSES_MAX_BYTES = 1 << 20  # a few entries per device type; anything this large is not the answer
 REASONS = ("auth", "bad_request", "server_error", "timeout", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
@@ -73,8 +79,10 @@ class StopResult:
 class ApiStats:
     """Requests, failures by reason and durations, per cloud and endpoint, for every client."""
 
-    def __init__(self, clouds: Iterable[str] = ()):
+    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = ()):
+        """``license_clouds``: the clouds whose License API is polled; only they get its series at 0."""
         known = [(cloud, endpoint) for cloud in clouds for endpoint in ENDPOINTS]
+        known += [(cloud, LICENSES_ENDPOINT) for cloud in license_clouds]
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
         self.durations = Tally(("cloud", "endpoint"), known, buckets=REQUEST_DURATION_BUCKETS)
@@ -86,7 +94,78 @@ class ApiStats:
         self.requests.add((cloud, endpoint))  # last: its generation says the three changed
 
 
-class ExecutionManagerClient:
+class _PerfectoSession:
+    """One HTTP session to one Perfecto host: the token header, timeouts, no redirects, no
+    ``.netrc``, proxies for that host only; :meth:`_exchange` makes one call and counts it."""
+
+    def __init__(self, cloud: Cloud, base_url: str, *, timeouts: dict[str, tuple[float, float]],
+                 max_response_bytes: int, clock, user_agent: str, stats: ApiStats):
+        self.cloud, self.stats, self.base_url = cloud, stats, base_url
+        self._timeouts, self._max_bytes, self._clock = timeouts, max_response_bytes, clock
+        self._redact = Redactor((cloud.token,))
+        self._session = requests.Session()
+        self._session.headers.update(
+            {"Perfecto-Authorization": cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
+        )
+        self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
+        self._session.proxies = requests.utils.get_environ_proxies(base_url)
+
+    def _mount(self, path: str, retries: int) -> None:
+        """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
+        retry = Retry(
+            total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
+            backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
+            raise_on_status=False, respect_retry_after_header=True,
+        ) if retries else Retry(0, read=False, redirect=0)
+        self._session.mount(self.base_url + path, HTTPAdapter(max_retries=retry))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[requests.Response], object],
+                  method: str = "POST"):
+        """Sends ``body`` (POST) or nothing (GET), checks the status, and reads the answer with
+        ``read``; counts it all under ``endpoint``."""
+        started, reason = self._clock(), None
+        timeout = self._timeouts[endpoint]
+        kwargs = {"json": body} if body is not None else {}
+        try:
+            try:
+                with self._session.request(
+                    method, self.base_url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
+                ) as response:
+                    if response.status_code != 200:
+                        raise _status_error(response.status_code, _error_body(response), self._redact)
+                    return read(response)
+            except requests.exceptions.Timeout:
+                raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
+            except requests.exceptions.RetryError:
+                raise ApiError("server_error", "server errors persisted through retries") from None
+            except requests.exceptions.ChunkedEncodingError:
+                raise ApiError("invalid_response", "response body was cut off") from None
+            except requests.exceptions.ConnectionError as err:
+                raise ApiError("connection", _connection_detail(err)) from None
+            except requests.exceptions.RequestException as err:
+                raise ApiError("connection", type(err).__name__) from None
+        except ApiError as err:
+            reason = err.reason
+            raise
+        finally:
+            self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
+
+    def _read_capped(self, response: requests.Response) -> bytearray:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise ApiError("invalid_response", f"body of {declared} bytes exceeds {self._max_bytes}")
+        body = bytearray()  # one growing buffer: the answer is held once, not twice
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            body += chunk
+            if len(body) > self._max_bytes:
+                raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
+        return body
+
+
+class ExecutionManagerClient(_PerfectoSession):
     def __init__(
         self,
         cloud: Cloud,
@@ -100,29 +179,13 @@ class ExecutionManagerClient:
         user_agent: str = "perfecto-exporter",
         stats: ApiStats | None = None,
     ):
-        self.cloud = cloud
-        self.stats = stats or ApiStats([cloud.name])
+        super().__init__(cloud, cloud.url, timeouts={"search": (connect_timeout, timeout),
+                                                     "stop": (connect_timeout, stop_timeout)},
+                         max_response_bytes=max_response_bytes, clock=clock, user_agent=user_agent,
+                         stats=stats or ApiStats([cloud.name]))
         self.use_layout = True
-        self._timeouts = {"search": (connect_timeout, timeout), "stop": (connect_timeout, stop_timeout)}
-        self._max_bytes = max_response_bytes
-        self._clock = clock
-        self._redact = Redactor((cloud.token,))
-        self._session = requests.Session()
-        self._session.headers.update(
-            {"Perfecto-Authorization": cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
-        )
-        self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
-        self._session.proxies = requests.utils.get_environ_proxies(cloud.url)
-        retry = Retry(
-            total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
-            backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-            raise_on_status=False, respect_retry_after_header=True,
-        )
-        self._session.mount(cloud.url + SEARCH_PATH, HTTPAdapter(max_retries=retry))
-        self._session.mount(cloud.url + STOP_PATH, HTTPAdapter(max_retries=Retry(0, read=False, redirect=0)))
-
-    def close(self) -> None:
-        self._session.close()
+        self._mount(SEARCH_PATH, retries)
+        self._mount(STOP_PATH, 0)
 
     def search(self) -> list[msgspec.Raw]:
         """Every execution the token can see, as the still-encoded entries of the answer.
@@ -167,45 +230,29 @@ class ExecutionManagerClient:
 
         return self._exchange("search", SEARCH_PATH, body, read)
 
-    def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[requests.Response], object]):
-        """POSTs ``body``, checks the status, and reads the answer with ``read``; counts it all."""
-        started, reason = self._clock(), None
-        timeout = self._timeouts[endpoint]
-        kwargs = {"json": body} if body is not None else {}
-        try:
-            try:
-                with self._session.post(
-                    self.cloud.url + path, timeout=timeout, allow_redirects=False, stream=True, **kwargs
-                ) as response:
-                    if response.status_code != 200:
-                        raise _status_error(response.status_code, _error_body(response), self._redact)
-                    return read(response)
-            except requests.exceptions.Timeout:
-                raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
-            except requests.exceptions.RetryError:
-                raise ApiError("server_error", "server errors persisted through retries") from None
-            except requests.exceptions.ChunkedEncodingError:
-                raise ApiError("invalid_response", "response body was cut off") from None
-            except requests.exceptions.ConnectionError as err:
-                raise ApiError("connection", _connection_detail(err)) from None
-            except requests.exceptions.RequestException as err:
-                raise ApiError("connection", type(err).__name__) from None
-        except ApiError as err:
-            reason = err.reason
-            raise
-        finally:
-            self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
-    def _read_capped(self, response: requests.Response) -> bytearray:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise ApiError("invalid_response", f"body of {declared} bytes exceeds {self._max_bytes}")
-        body = bytearray()  # one growing buffer: the answer is held once, not twice
-        for chunk in response.iter_content(chunk_size=256 * 1024):
-            body += chunk
-            if len(body) > self._max_bytes:
-                raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
-        return body
+class LicenseClient(_PerfectoSession):
+    """The License API of one cloud, at ``cloud.licenses_url``."""
+
+    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
+                 clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
+        if cloud.licenses_url is None:
+            raise ValueError(f"cloud {cloud.name!r} has no licenses URL")
+        super().__init__(cloud, cloud.licenses_url, timeouts={LICENSES_ENDPOINT: (connect_timeout, timeout)},
+                         max_response_bytes=LICENSES_MAX_BYTES, clock=clock, user_agent=user_agent,
+                         stats=stats or ApiStats([cloud.name], [cloud.name]))
+        self._mount(LICENSES_PATH, retries)
+
+    def licenses(self) -> LicenseUsage:
+        """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.licenses`)."""
+
+        def read(response: requests.Response) -> LicenseUsage:
+            try:
+                return read_licenses(self._read_capped(response))
+            except InvalidAnswer as err:
+                raise ApiError("invalid_response", f"licenses answer is {err}") from None
+
+        return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
 
 
 def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:

@@ -1,7 +1,16 @@
-"""One background loop per cloud: call ``search``, read the answer, swap in a new status.
+"""Background loops per cloud: call the API, read the answer, swap in a new status.
 
-The published :class:`CloudStatus` is immutable and replaced whole, so a scrape reads one
-consistent object without a lock and never waits for the API.
+:class:`Poller` polls ``search`` every ``poll_interval``; :class:`LicensePoller`, on its own
+thread and interval, the License API. The published statuses (:class:`CloudStatus`,
+:class:`LicenseStatus`) are immutable and replaced whole, so a scrape reads one consistent
+object without a lock and never waits for the API. The two loops share nothing but the token
+and the request counts: a failing License API never touches ``perfecto_up``.
+
+The License API in ``auto`` mode: an answer of 401, 403 or 404 means the cloud has no License
+API for this token (Perfecto's Free Trial cloud lacks it, and the vendor does not say with which
+status). The poller then logs that once, marks the cloud ``absent`` and asks again only every
+:data:`ABSENT_RETRY` seconds; the search token still works, or ``perfecto_up`` says otherwise.
+Every other failure, and every failure in ``on`` mode, is an outage like any other.
 """
 
 from __future__ import annotations
@@ -12,10 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .client import ApiError, ExecutionManagerClient
+from .client import ApiError, ExecutionManagerClient, LicenseClient
+from .licenses import LicenseUsage
 from .snapshot import LabelPlan, OwnerLabels, Snapshot, SnapshotBuilder, Totals, advance
 
 log = logging.getLogger(__name__)
+
+ABSENT_STATUSES = (401, 403, 404)
+ABSENT_RETRY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,49 @@ class CloudStatus:
     last_error: str | None = None  # the reason of the last failed poll, while it is failing
 
 
-class Poller:
+class _Loop:
+    """A daemon thread that calls :meth:`poll_once` every :meth:`_wait` seconds, start to start."""
+
+    def __init__(self, cloud: str, kind: str, monotonic):
+        self._monotonic = monotonic
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{kind}-{cloud}", daemon=True)
+
+    def poll_once(self):
+        raise NotImplementedError
+
+    def _wait(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def cloud(self) -> str:
+        return self.status.cloud
+
+    def _crashed(self) -> None:
+        """After a poll that raised (a bug): shown as a failed poll."""
+        self.status = replace(self.status, polls=self.status.polls + 1, up=False, last_error="internal")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            started = self._monotonic()
+            try:
+                self.poll_once()
+            except Exception:  # a bug must not end the loop; the poll shows up as failed
+                log.exception("poll crashed", extra={"cloud": self.cloud})
+                self._crashed()
+            # Intervals are measured start to start, so a slow API does not stretch them.
+            self._stopping.wait(max(0.0, self._wait() - (self._monotonic() - started)))
+
+
+class Poller(_Loop):
     def __init__(
         self,
         client: ExecutionManagerClient,
@@ -49,13 +104,8 @@ class Poller:
         self.interval = interval
         self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
         self._owner_labels = OwnerLabels(plan.max_owners)  # kept across polls
-        self._clock, self._monotonic = clock, monotonic
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"poller-{client.cloud.name}", daemon=True)
-
-    @property
-    def cloud(self) -> str:
-        return self.status.cloud
+        self._clock = clock
+        super().__init__(client.cloud.name, "poller", monotonic)
 
     def poll_once(self) -> CloudStatus:
         status = self.status
@@ -88,21 +138,52 @@ class Poller:
         self._on_poll()
         return status
 
-    def start(self) -> None:
-        self._thread.start()
+    def _wait(self) -> float:
+        return self.interval
 
-    def stop(self, timeout: float | None = None) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            started = self._monotonic()
-            try:
-                self.poll_once()
-            except Exception:  # a bug must not end the loop; the poll shows up as failed
-                log.exception("poll crashed", extra={"cloud": self.cloud})
-                self.status = replace(self.status, polls=self.status.polls + 1, up=False, last_error="internal")
-            # Intervals are measured start to start, so a slow API does not stretch them.
-            self._stopping.wait(max(0.0, self.interval - (self._monotonic() - started)))
+@dataclass(frozen=True)
+class LicenseStatus:
+    cloud: str
+    mode: str  # "auto" or "on"
+    usage: LicenseUsage | None = None  # from the last successful poll
+    polls: int = 0
+    up: bool = False
+    absent: bool = False  # auto mode: the API answered 401/403/404; asked again hourly
+    last_success: float | None = None
+    last_error: str | None = None
+
+
+class LicensePoller(_Loop):
+    """The License API of one cloud, on its own thread and interval (``licenses_interval``)."""
+
+    def __init__(self, client: LicenseClient, mode: str, interval: float, *, clock=time.time,
+                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+        self.client, self.mode, self.interval = client, mode, interval
+        self._clock, self._on_poll = clock, on_poll
+        self.status = LicenseStatus(cloud=client.cloud.name, mode=mode)
+        super().__init__(client.cloud.name, "licenses", monotonic)
+
+    def poll_once(self) -> LicenseStatus:
+        status, extra = self.status, {"cloud": self.status.cloud}
+        try:
+            usage = self.client.licenses()
+        except ApiError as err:
+            absent = self.mode == "auto" and err.status in ABSENT_STATUSES
+            if absent and not status.absent:
+                log.warning("license API absent or refused; asked again hourly, no alert",
+                            extra={**extra, "status": err.status, "error": str(err)})
+            elif not absent:
+                log.warning("license poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
+            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+        else:
+            if status.polls == 0 or not status.up:
+                log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses)})
+            status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
+                             last_success=self._clock(), usage=usage)
+        self.status = status
+        self._on_poll()
+        return status
+
+    def _wait(self) -> float:
+        return ABSENT_RETRY if self.status.absent else self.interval

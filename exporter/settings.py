@@ -14,7 +14,12 @@ list several clouds, each polled on its own and labelled with its own ``cloud`` 
         token_file: /etc/perfecto/acme.token
       - name: acme-eu
         url: https://proxy.internal:8443
+        licenses_url: https://proxy.internal:8444
         token_file: /etc/perfecto/acme-eu.token
+
+The License API (``licenses``: ``auto``, ``on``, ``off``) lives on another host than the
+Execution Manager, ``https://<cloud>.perfectomobile.com``; when a cloud's executions URL is
+given (a proxy, the simulated lab) and its licenses URL is not, the executions URL serves both.
 """
 
 from __future__ import annotations
@@ -53,10 +58,15 @@ class Cloud:
     name: str
     url: str
     token: str = field(repr=False)
+    licenses_url: str | None = None  # None: this cloud's License API is not polled
 
 
 def default_executions_url(cloud_name: str) -> str:
     return f"https://{cloud_name}.executions.perfectomobile.com"
+
+
+def default_licenses_url(cloud_name: str) -> str:
+    return f"https://{cloud_name}.perfectomobile.com"
 
 
 def _comma_list(value: object) -> object:
@@ -73,6 +83,8 @@ class CloudSettings(BaseModel):
 
     name: str = Field(min_length=1, description="Cloud name; also the `cloud` label value.")
     url: str | None = Field(None, description="Executions server base URL; default from the name.")
+    licenses_url: str | None = Field(
+        None, description="License API base URL; default https://<name>.perfectomobile.com, or url when url is set.")
     token: SecretStr | None = Field(None, description="Security token.")
     token_file: Path | None = Field(None, description="File holding the security token.")
 
@@ -85,6 +97,8 @@ class Settings(BaseSettings):
     security_token: SecretStr | None = Field(None, description="Security token.")
     security_token_file: Path | None = Field(None, description="File holding the security token.")
     executions_url: str | None = Field(None, description="Override of the executions server URL.")
+    licenses_url: str | None = Field(
+        None, description="Override of the License API URL (default: the cloud's host, or executions_url if set).")
     clouds: list[CloudSettings] = Field(default_factory=list, description="Several clouds (YAML).")
 
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
@@ -100,6 +114,9 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
     search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
     max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")
+    licenses: Literal["auto", "on", "off"] = Field(
+        "auto", description="Poll the License API: auto (quietly, hourly, if absent or refused), on, off.")
+    licenses_interval: float = Field(60.0, gt=0, description="Seconds between polls of the License API.")
     stale_after: float | None = Field(
         None, gt=0, description="Seconds execution series outlive the last good poll (3 polls)."
     )
@@ -163,18 +180,21 @@ class Settings(BaseSettings):
 
     def resolve_clouds(self) -> list[Cloud]:
         """Read tokens and build the list of clouds; raises :class:`ConfigError`."""
-        single = self.cloud_name, self.security_token, self.security_token_file, self.executions_url
+        single = (self.cloud_name, self.security_token, self.security_token_file, self.executions_url,
+                  self.licenses_url)
         if self.clouds:
             if any(v is not None for v in single):
                 raise ConfigError(
                     "clouds", "set either clouds (YAML) or PERFECTO_CLOUD_NAME and its token, not both"
                 )
-            entries = [(f"clouds[{i}].", c.name, c.url, c.token, c.token_file) for i, c in enumerate(self.clouds)]
+            entries = [(f"clouds[{i}].", c.name, c.url, c.token, c.token_file, c.licenses_url)
+                       for i, c in enumerate(self.clouds)]
         else:
             if not self.cloud_name:
                 raise ConfigError("cloud_name (PERFECTO_CLOUD_NAME)", "is required")
-            entries = [("", self.cloud_name, self.executions_url, self.security_token, self.security_token_file)]
-        clouds = [_resolve_cloud(*entry) for entry in entries]
+            entries = [("", self.cloud_name, self.executions_url, self.security_token, self.security_token_file,
+                        self.licenses_url)]
+        clouds = [_resolve_cloud(*entry, licenses=self.licenses) for entry in entries]
         names = [c.name for c in clouds]
         for name in names:
             if names.count(name) > 1:
@@ -182,21 +202,31 @@ class Settings(BaseSettings):
         return clouds
 
 
-def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | None, token_file: Path | None) -> Cloud:
+def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | None, token_file: Path | None,
+                   licenses_url: str | None, *, licenses: str = "auto") -> Cloud:
     token_setting = f"{prefix}token" if prefix else "security_token (PERFECTO_SECURITY_TOKEN)"
     file_setting = f"{prefix}token_file" if prefix else "security_token_file (PERFECTO_SECURITY_TOKEN_FILE)"
     url_setting = f"{prefix}url" if prefix else "executions_url (PERFECTO_EXECUTIONS_URL)"
+    licenses_setting = f"{prefix}licenses_url" if prefix else "licenses_url (PERFECTO_LICENSES_URL)"
     if url is None:
         if not CLOUD_NAME_PATTERN.match(name):
             raise ConfigError(f"{prefix}name" if prefix else "cloud_name (PERFECTO_CLOUD_NAME)",
                               "must be a host name label (letters, digits, '-') unless a URL is given")
         url = default_executions_url(name)
-    elif not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(url_setting, "must be an http:// or https:// URL")
+        licenses_url = licenses_url or default_licenses_url(name)
+    _check_url(url, url_setting)
+    licenses_url = licenses_url or url  # a proxy or the lab given for executions serves the License API too
+    _check_url(licenses_url, licenses_setting)
     secret = read_secret(token, token_file, token_setting, file_setting)
     if secret is None:
         raise ConfigError(token_setting, f"is required (or {file_setting.split(' ')[0]})")
-    return Cloud(name=name, url=url.rstrip("/"), token=secret)
+    return Cloud(name=name, url=url.rstrip("/"), token=secret,
+                 licenses_url=None if licenses == "off" else licenses_url.rstrip("/"))
+
+
+def _check_url(url: str, setting: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(setting, "must be an http:// or https:// URL")
 
 
 def read_secret(value: SecretStr | None, path: Path | None, setting: str, file_setting: str) -> str | None:
@@ -280,6 +310,6 @@ def masked(settings: Settings, clouds: list[Cloud]) -> dict:
     data["webhook"] = "enabled" if settings.resolve_webhook_token() else "disabled"
     data["stale_after"] = settings.effective_stale_after
     data["clouds"] = [
-        {"name": c.name, "url": c.url, "token": "********"} for c in clouds
+        {"name": c.name, "url": c.url, "licenses_url": c.licenses_url, "token": "********"} for c in clouds
     ]
     return data

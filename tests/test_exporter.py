@@ -301,6 +301,14 @@ def test_demo_shows_moving_numbers(spawn):
          "clouds[0].tokn: is not a known setting"),
         ({"config_file": "{tmp}/c.yaml", "cloud_name": "b", "security_token": "s3cret-x"},
          {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n"}, "clouds: set either clouds"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses": "sometimes"},
+         {}, "licenses (PERFECTO_LICENSES): Input should be 'auto', 'on' or 'off'"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0"},
+         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than 0"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_url": "ftp://x"},
+         {}, "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL"),
+        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
+         "clouds[0].licenses_url: must be an http:// or https:// URL"),
     ],
 )
 def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, expected):
@@ -328,7 +336,7 @@ def test_flags_override_environment_override_file(tmp_path):
     shown = json.loads(result.stdout)
     assert (shown["listen_address"], shown["poll_interval"], shown["request_timeout"]) == (":3333", 22, 3)
     assert shown["clouds"] == [{"name": "from-file", "url": "https://from-file.executions.perfectomobile.com",
-                                "token": "********"}]
+                                "licenses_url": "https://from-file.perfectomobile.com", "token": "********"}]
     assert "s3cret" not in result.stdout + result.stderr
 
 

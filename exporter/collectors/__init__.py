@@ -8,6 +8,7 @@ would yield something else, which is how :mod:`exporter.exposition` knows when t
 
 from .executions import ExecutionsCollector
 from .health import HealthCollector
+from .licenses import LicensesCollector
 from .remediation import RemediationCollector
 
-__all__ = ["ExecutionsCollector", "HealthCollector", "RemediationCollector"]
+__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector"]

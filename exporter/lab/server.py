@@ -1,16 +1,19 @@
-"""The simulated Execution Manager: ``search`` and ``stop`` over real HTTP, with fault injection.
+"""The simulated Execution Manager (``search``, ``stop``) and License API (``GET
+/enforcement/api/v1/usageInfo/licenses`` and ``.../licenses/{type}``, see
+:mod:`exporter.lab.licenses`) over real HTTP, with fault injection.
 
 Tokens: an admin token sees and stops every execution; a user token (``OWNER=TOKEN``) only
 that owner's. No token or an unknown one gets 401 with the documented
 ``[{"userMessage": ...}]`` body, as do malformed requests (400).
 
 Fault injection is off unless the lab is started with it. Then ``POST /-/lab/faults`` with
-``{"kind": K, "count": N, "endpoint": "search"|"stop"}`` makes the next N calls (all, if
-``count`` is null or absent) of that endpoint (or both) misbehave; ``DELETE /-/lab/faults``
+``{"kind": K, "count": N, "endpoint": "search"|"stop"|"licenses"}`` makes the next N calls
+(all, if ``count`` is null or absent) of that endpoint (or of any) misbehave; ``DELETE /-/lab/faults``
 clears them. Kinds are :data:`FAULT_KINDS`.
 
 With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
-that is how the golden-file tests feed the exporter exactly the document's examples.
+that is how the golden-file tests feed the exporter exactly the document's examples;
+``license_payload`` does the same for the License API.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from .licenses import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
 from .queries import BadRequest, parse_search, parse_stop
 from .workload import Workload
 
@@ -33,6 +37,8 @@ log = logging.getLogger("exporter.lab")
 
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
 STOP_PATH = "/execution-manager/api/v1/executions/stop"
+LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
+ENDPOINTS = ("search", "stop", "licenses")
 FAULTS_PATH = "/-/lab/faults"
 FAULT_KINDS = (
     "unauthorized",  # 401 with userMessage
@@ -74,13 +80,18 @@ class Lab:
         fault_injection: bool = False,
         hang_seconds: float = 60.0,
         oversized_bytes: int = 100 * 2**20,
+        licenses: dict[str, int] | None = DEFAULT_LICENSES,
+        burst_minutes: int = DEFAULT_BURST_MINUTES,
+        license_payload: bytes | None = None,
     ):
-        """``user_tokens`` maps owner -> token."""
+        """``user_tokens`` maps owner -> token. ``licenses``: per device type; None answers the
+        License API as a Free Trial cloud does (it has none)."""
         self.workload = workload or Workload()
+        self.licenses = LicensePool(self.workload, licenses, burst_minutes)
         self.tokens: dict[str, str | None] = {t: owner for owner, t in (user_tokens or {}).items()}
         if admin_token:
             self.tokens[admin_token] = None
-        self.payload = payload
+        self.payload, self.license_payload = payload, license_payload
         self.fault_injection = fault_injection
         self.hang_seconds = hang_seconds
         self.oversized_bytes = oversized_bytes
@@ -93,8 +104,8 @@ class Lab:
     def inject(self, kind: str, count: int | None = None, endpoint: str | None = None) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
-        if endpoint not in (None, "search", "stop"):
-            raise ValueError("endpoint must be search, stop or null")
+        if endpoint not in (None, *ENDPOINTS):
+            raise ValueError("endpoint must be search, stop, licenses or null")
         with self._faults_lock:
             self._faults.append(Fault(kind, count, endpoint))
             self._faults_cleared.clear()
@@ -147,29 +158,36 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        self._control() if self._path() == FAULTS_PATH else self._json(404, _messages("not found"))
+        path = self._path()
+        if path == FAULTS_PATH:
+            return self._control()
+        if path == LICENSES_PATH or path.startswith(LICENSES_PATH + "/"):
+            device_type = path.removeprefix(LICENSES_PATH).strip("/").upper() or None
+            return self._serve("licenses", lambda: None, lambda owner, body, fault: self._licenses(device_type))
+        self._json(404, _messages("not found"))
 
     def do_DELETE(self):
-        self.do_GET()
+        self._control() if self._path() == FAULTS_PATH else self._json(404, _messages("not found"))
 
     def do_POST(self):
-        started = time.monotonic()
         path = self._path()
         endpoint = {SEARCH_PATH: "search", STOP_PATH: "stop"}.get(path)
         if path == FAULTS_PATH:
             return self._control()
         if endpoint is None:
             return self._json(404, _messages(f"no such endpoint: {path}"))
+        self._serve(endpoint, self._json_body, lambda owner, body, fault: self._executions(endpoint, owner, body, fault))
+
+    def _serve(self, endpoint: str, read_body, answer) -> None:
+        """Faults, then the token, then ``answer(owner, body, fault)`` (which sends and returns
+        the status); one log line, without the token."""
+        started = time.monotonic()
         lab = self.server.lab
         token = self.headers.get("Perfecto-Authorization")
         who = "anonymous"
         status = 200
         try:
-            raw = self._body()
-            try:
-                body = json.loads(raw) if raw.strip() else None
-            except (ValueError, RecursionError):
-                raise BadRequest("request body is not valid JSON") from None
+            body = read_body()
             lab.requests.append((endpoint, body))
             fault = lab._take_fault(endpoint, body)
             if fault and fault not in LAYOUT_QUIRKS:
@@ -180,14 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(401, _messages("Invalid or missing security token"))
             owner = lab.tokens[token]
             who = "admin" if owner is None else f"user:{owner}"
-            if fault == "reject_layout":
-                raise BadRequest("Unrecognized field \"layout\"")
-            if fault == "ignore_layout":
-                body = {k: v for k, v in body.items() if k != "layout"}
-            if fault == "strict_layout" and isinstance(body["layout"], list):
-                body = {**body, "layout": [f for f in body["layout"] if f in DOCUMENTED_LAYOUT]}
-            answer = lab.search(owner, body) if endpoint == "search" else lab.stop(owner, body)
-            self._send(200, answer)
+            status = answer(owner, body, fault)
         except BadRequest as err:
             status = 400
             self._json(400, _messages(*err.messages))
@@ -196,6 +207,39 @@ class _Handler(BaseHTTPRequestHandler):
                 "endpoint": endpoint, "status": status, "caller": who,
                 "ms": round((time.monotonic() - started) * 1000, 1),
             })
+
+    def _json_body(self) -> object:
+        raw = self._body()
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            raise BadRequest("request body is not valid JSON") from None
+
+    def _executions(self, endpoint: str, owner: str | None, body: object, fault: str | None) -> int:
+        lab = self.server.lab
+        if fault == "reject_layout":
+            raise BadRequest("Unrecognized field \"layout\"")
+        if fault == "ignore_layout":
+            body = {k: v for k, v in body.items() if k != "layout"}
+        if fault == "strict_layout" and isinstance(body["layout"], list):
+            body = {**body, "layout": [f for f in body["layout"] if f in DOCUMENTED_LAYOUT]}
+        self._send(200, lab.search(owner, body) if endpoint == "search" else lab.stop(owner, body))
+        return 200
+
+    def _licenses(self, device_type: str | None) -> int:
+        lab = self.server.lab
+        pool = lab.licenses
+        if lab.license_payload is not None:
+            self._send(200, lab.license_payload)
+            return 200
+        if pool.licenses is None:  # a Free Trial cloud
+            self._json(FREE_TRIAL_STATUS, _messages(FREE_TRIAL_MESSAGE))
+            return FREE_TRIAL_STATUS
+        if device_type is not None and device_type not in pool.licenses:
+            self._json(404, _messages(f"unknown device type: {device_type}"))
+            return 404
+        self._send(200, json.dumps({"licenseList": pool.answer(device_type)}).encode())
+        return 200
 
     def _path(self) -> str:
         return urlsplit(self.path).path

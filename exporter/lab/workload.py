@@ -50,9 +50,14 @@ class Workload:
         stuck: int = 0,
         owners: tuple[str, ...] = (),
         clock=time.time,
+        simulators: float = 0.0,
     ):
-        """``churn``: executions started (and as many finished) per minute; 0 freezes the lab."""
+        """``churn``: executions started (and as many finished) per minute; 0 freezes the lab.
+        ``simulators``: the share of mobile platforms that are simulators (``SIMULATOR``, no
+        personal data), drawn from a generator of their own so that the rest stays as seeded."""
         self._rng = random.Random(seed)
+        self._simulator_rng = random.Random(seed + 1)
+        self.simulators = simulators
         self._clock = clock
         self.churn = churn
         self.owners = tuple(dict.fromkeys((*owners, *OWNERS)))
@@ -149,4 +154,6 @@ class Workload:
                     "operatorInfo": {"name": operator, "country": country, "code": code},
                 },
             }
+            if self.simulators and self._simulator_rng.random() < self.simulators:
+                platform |= {"deviceType": "SIMULATOR", "mobileInfo": {"manufacturer": manufacturer, "model": model}}
         return platform

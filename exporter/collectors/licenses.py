@@ -1,0 +1,103 @@
+"""Licenses and burst minutes from each cloud's License API, and the health of that poll.
+
+Registered only when ``licenses`` is ``auto`` or ``on``. Sample output (one cloud)::
+
+    # HELP perfecto_licenses_purchased Desktop and simulator licenses purchased (concurrent sessions allowed), ...
+    # TYPE perfecto_licenses_purchased gauge
+    perfecto_licenses_purchased{cloud="acme",device_type="DESKTOP"} 20.0
+    perfecto_licenses_purchased{cloud="acme",device_type="SIMULATOR"} 10.0
+    # HELP perfecto_licenses_in_use Licenses in use now, by device type (cached: ...).
+    # TYPE perfecto_licenses_in_use gauge
+    perfecto_licenses_in_use{cloud="acme",device_type="DESKTOP"} 20.0
+    perfecto_licenses_in_use{cloud="acme",device_type="SIMULATOR"} 3.0
+    # HELP perfecto_license_burst_allowed_seconds Pay-per-use burst time purchased, by device type (cached: ...).
+    # TYPE perfecto_license_burst_allowed_seconds gauge
+    perfecto_license_burst_allowed_seconds{cloud="acme",device_type="DESKTOP"} 14400.0
+    # HELP perfecto_license_burst_used_seconds Burst time used in the current billing period ...
+    # TYPE perfecto_license_burst_used_seconds gauge
+    perfecto_license_burst_used_seconds{cloud="acme",device_type="DESKTOP"} 540.0
+    # HELP perfecto_licenses_up Whether the last poll of the License API succeeded (1) or not (0); ...
+    # TYPE perfecto_licenses_up gauge
+    perfecto_licenses_up{cloud="acme"} 1.0
+    # HELP perfecto_licenses_api_absent Whether the License API answered 401, 403 or 404 in auto mode (1) ...
+    # TYPE perfecto_licenses_api_absent gauge
+    perfecto_licenses_api_absent{cloud="acme"} 0.0
+    # HELP perfecto_licenses_last_successful_poll_timestamp_seconds When the last successful poll of ...
+    # TYPE perfecto_licenses_last_successful_poll_timestamp_seconds gauge
+    perfecto_licenses_last_successful_poll_timestamp_seconds{cloud="acme"} 1.8e+09
+
+The usage series come from the last successful poll and are dropped once it is older than
+``stale_after`` (three license intervals), like the execution series. ``perfecto_licenses_up``
+is left out while the API is found absent in ``auto`` mode (no alert then), and before the
+first poll; ``perfecto_licenses_api_absent`` says which.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client.core import GaugeMetricFamily
+
+from ..poller import LicenseStatus
+from .families import CACHED, Collector
+
+
+class LicensesCollector(Collector):
+    def __init__(self, statuses: Callable[[], list[LicenseStatus]], stale_after: float, clock=time.time):
+        self._statuses, self._stale_after, self._clock = statuses, stale_after, clock
+
+    def version(self) -> tuple:
+        now = self._clock()
+        return tuple((status.polls, self._fresh(status, now)) for status in self._statuses())
+
+    def _fresh(self, status: LicenseStatus, now: float) -> bool:
+        return status.usage is not None and now - status.last_success <= self._stale_after
+
+    def _families(self):
+        labels = ["cloud", "device_type"]
+        purchased = GaugeMetricFamily(
+            "perfecto_licenses_purchased",
+            "Desktop and simulator licenses purchased (concurrent sessions allowed), by device type" + CACHED + ".",
+            labels=labels)
+        in_use = GaugeMetricFamily("perfecto_licenses_in_use", "Licenses in use now, by device type" + CACHED + ".",
+                                   labels=labels)
+        allowed = GaugeMetricFamily(
+            "perfecto_license_burst_allowed_seconds",
+            "Pay-per-use burst time purchased, by device type" + CACHED + ".", labels=labels)
+        used = GaugeMetricFamily(
+            "perfecto_license_burst_used_seconds",
+            "Burst time used in the current billing period (a decrease is a new period), by device type"
+            + CACHED + ".", labels=labels)
+        up = GaugeMetricFamily(
+            "perfecto_licenses_up",
+            "Whether the last poll of the License API succeeded (1) or not (0); absent while the API is absent.",
+            labels=["cloud"])
+        absent = GaugeMetricFamily(
+            "perfecto_licenses_api_absent",
+            "Whether the License API answered 401, 403 or 404 in auto mode (1): not polled but hourly, no alert.",
+            labels=["cloud"])
+        last_success = GaugeMetricFamily(
+            "perfecto_licenses_last_successful_poll_timestamp_seconds",
+            "When the last successful poll of the License API finished, seconds since the Unix epoch.",
+            labels=["cloud"])
+        now = self._clock()
+        for status in self._statuses():
+            cloud = [status.cloud]
+            if self._fresh(status, now):
+                _pairs(status.usage.licenses, cloud, purchased, in_use)
+                _pairs(status.usage.burst, cloud, allowed, used)
+            if status.polls and not status.absent:
+                up.add_metric(cloud, 1 if status.up else 0)
+            absent.add_metric(cloud, 1 if status.absent else 0)
+            if status.last_success is not None:
+                last_success.add_metric(cloud, status.last_success)
+        return purchased, in_use, allowed, used, up, absent, last_success
+
+
+def _pairs(values: dict[str, tuple[float | None, float | None]], cloud: list[str],
+           first: GaugeMetricFamily, second: GaugeMetricFamily) -> None:
+    for device_type, pair in values.items():
+        for family, value in zip((first, second), pair, strict=True):
+            if value is not None:
+                family.add_metric([*cloud, device_type], value)
