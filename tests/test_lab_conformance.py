@@ -291,3 +291,92 @@ def test_unknown_path_is_404(lab):
     with socket.create_connection(("127.0.0.1", lab.server.server_port)):
         pass
     assert requests.post(lab.url + "/execution-manager/api/v2/executions/search", timeout=5).status_code == 404
+
+
+# -- the License API (/work/shared/perfecto-license-api.md) ------------------------------------
+
+LICENSES_URL = "/enforcement/api/v1/usageInfo/licenses"
+
+
+def licensed_lab(start_lab, now: list[float], **kwargs):
+    """A frozen lab of 3 executions: 4 desktop browsers and 1 simulator, and a phone."""
+    workload = Workload(executions=0, clock=lambda: now[0])
+    desktop = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME"}}
+    workload.add({"id": "d1", "owner": "a", "startTime": 1, "platforms": [desktop, desktop]})
+    workload.add({"id": "d2", "owner": "b", "startTime": 1, "platforms": [desktop, desktop, {"deviceType": "MOBILE"}]})
+    workload.add({"id": "s1", "owner": "a", "startTime": 1, "platforms": [{"deviceType": "SIMULATOR", "os": "iOS"}]})
+    from exporter.lab.licenses import LicensePool
+
+    lab = start_lab(workload, **kwargs)
+    lab.lab.licenses = LicensePool(workload, lab.lab.licenses.licenses, lab.lab.licenses.burst_minutes,
+                                   clock=lambda: now[0])
+    return lab
+
+
+def get_licenses(lab, suffix: str = "", token: str | None = ADMIN_TOKEN):
+    headers = {"Perfecto-Authorization": token} if token is not None else {}
+    return requests.get(lab.url + LICENSES_URL + suffix, headers=headers, timeout=10)
+
+
+def test_licenses_answer_has_the_documented_shape_and_follows_the_platforms(start_lab):
+    now = [1_800_000_000.0]
+    lab = licensed_lab(start_lab, now, licenses={"DESKTOP": 3, "SIMULATOR": 2}, burst_minutes=240)
+    answer = get_licenses(lab)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
+    entries = answer.json()["licenseList"]
+    assert entries == [
+        {"deviceType": "DESKTOP", "licenses": 3, "inUse": 3, "available": 0},
+        {"deviceType": "DESKTOP", "allowedMinutes": 240, "usedMinutes": 0, "description": entries[1]["description"]},
+        {"deviceType": "SIMULATOR", "licenses": 2, "inUse": 1, "available": 1},
+        {"deviceType": "SIMULATOR", "allowedMinutes": 240, "usedMinutes": 0, "description": entries[3]["description"]},
+    ]
+    now[0] += 600  # 4 desktops on 3 licenses for 10 minutes: 10 burst minutes
+    desktop_burst = get_licenses(lab).json()["licenseList"][1]
+    assert desktop_burst["usedMinutes"] == 10
+    now[0] += 10 * 3600  # never beyond what was bought
+    assert get_licenses(lab).json()["licenseList"][1]["usedMinutes"] == 240
+
+
+def test_licenses_by_type_and_unknown_type(start_lab):
+    lab = licensed_lab(start_lab, [1_800_000_000.0], licenses={"DESKTOP": 3, "SIMULATOR": 2}, burst_minutes=0)
+    assert get_licenses(lab, "/SIMULATOR").json() == {
+        "licenseList": [{"deviceType": "SIMULATOR", "licenses": 2, "inUse": 1, "available": 1}]}
+    assert get_licenses(lab, "/desktop").json()["licenseList"][0]["deviceType"] == "DESKTOP"
+    missing = get_licenses(lab, "/MOBILE")
+    assert missing.status_code == 404 and missing.json()[0]["userMessage"]
+
+
+def test_licenses_need_a_token_and_any_valid_one_will_do(start_lab):
+    lab = licensed_lab(start_lab, [1_800_000_000.0], user_tokens={"user1": "user1-token"})
+    refused = get_licenses(lab, token=None)
+    assert refused.status_code == 401 and refused.json()[0]["userMessage"]
+    assert get_licenses(lab, token="wrong").status_code == 401
+    assert get_licenses(lab, token="user1-token").status_code == 200
+
+
+def test_a_free_trial_cloud_has_no_license_api(start_lab):
+    lab = start_lab(licenses=None)
+    answer = get_licenses(lab)
+    assert answer.status_code == 403 and "not available" in answer.json()[0]["userMessage"]
+    assert lab.post("search").status_code == 200  # the Execution Manager still answers
+
+
+@pytest.mark.parametrize("kind, status", [("unauthorized", 401), ("server_error", 500), ("bad_gateway", 502),
+                                          ("wrong_shape", 200), ("empty", 200)])
+def test_faults_apply_to_the_license_api_alone_when_asked(start_lab, kind, status):
+    lab = start_lab(fault_injection=True)
+    requests.post(lab.url + "/-/lab/faults", json={"kind": kind, "count": 1, "endpoint": "licenses"}, timeout=5)
+    assert lab.post("search").status_code == 200
+    answer = get_licenses(lab)
+    assert answer.status_code == status and "licenseList" not in answer.text
+    assert "licenseList" in get_licenses(lab).json()  # count 1: healed
+
+
+def test_licenses_flag():
+    from exporter.lab import parse_licenses
+
+    assert parse_licenses("DESKTOP=20,simulator=10") == {"DESKTOP": 20, "SIMULATOR": 10}
+    assert parse_licenses("none") is None
+    for bad in ("DESKTOP", "DESKTOP=x", "=3", ""):
+        with pytest.raises(ValueError):
+            parse_licenses(bad)

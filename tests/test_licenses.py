@@ -1,0 +1,243 @@
+"""The License API poll: tolerant reading (golden files), its faults, and the auto mode against a
+cloud without the API (the lab's ``licenses=None``, as a Free Trial cloud answers).
+
+The poll is the exporter's second loop per cloud. Whatever it meets, ``perfecto_up`` (the
+Execution Manager) stays as it is; in ``on`` mode a failure is an outage (``perfecto_licenses_up``
+0, the failure counted under its reason, usage series stale after three license intervals), in
+``auto`` mode 401/403/404 mean "no License API here": logged once, ``perfecto_licenses_api_absent``
+1, no ``perfecto_licenses_up`` series (so no alert), asked again hourly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporter.executions import InvalidAnswer
+from exporter.licenses import MAX_DEVICE_TYPES, OTHER, read_licenses
+from exporter.poller import ABSENT_RETRY
+
+from .conftest import FIXTURES, build_exporter, require_tool, samples
+from .test_golden import assert_golden
+
+LICENSES = FIXTURES / "licenses"
+DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
+T0 = 1_800_000_000.0
+USAGE_SERIES = ("perfecto_licenses_purchased", "perfecto_licenses_in_use", "perfecto_license_burst_allowed_seconds",
+                "perfecto_license_burst_used_seconds")
+UP = ("perfecto_up", (("cloud", "acme"),))
+LICENSES_UP = ("perfecto_licenses_up", (("cloud", "acme"),))
+ABSENT = ("perfecto_licenses_api_absent", (("cloud", "acme"),))
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def test_document_example():
+    usage = read_licenses((LICENSES / "document.json").read_bytes())
+    assert usage.licenses == {"DESKTOP": (3, 0), "SIMULATOR": (30, 0)}
+    assert usage.burst == {"DESKTOP": (240 * 60, 2 * 60), "SIMULATOR": (240 * 60, 0)}
+    assert usage.skipped_entries == 0
+
+
+def test_odd_answer_is_read_without_negative_or_nan_values():
+    usage = read_licenses((LICENSES / "odd.json").read_bytes())
+    assert usage.licenses == {
+        "DESKTOP": (15, 8),  # 10 + 5 purchased; 4 + (5 - 1) in use, from strings and from `available`
+        "EMULATOR_ANDROID": (2, 3),  # a device type the document does not name keeps its name
+        "SIMULATOR": (10, 2),  # purchased = inUse + available
+        "unknown": (8, 1),  # a malformed or missing deviceType; 1e400 left out
+    }
+    assert usage.burst == {"DESKTOP": (180 * 60, 30.5 * 60), "SIMULATOR": (None, None)}
+    assert usage.skipped_entries == 4  # "no numbers at all", a string, a number, null
+    for pairs in (usage.licenses, usage.burst):
+        assert all(v is None or (math.isfinite(v) and v >= 0) for pair in pairs.values() for v in pair)
+
+
+def test_one_object_of_the_by_type_call():
+    assert read_licenses((LICENSES / "by_type.json").read_bytes()).licenses == {"SIMULATOR": (30, 12)}
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b'"licenses"', b"3", b'{"executions": []}',
+                                  b'{"licenseList": {"deviceType": "DESKTOP"}}', b"[" * 100_000])
+def test_what_is_not_an_answer_is_invalid(body):
+    with pytest.raises(InvalidAnswer):
+        read_licenses(body)
+
+
+def test_device_types_are_bounded():
+    entries = ",".join(f'{{"deviceType": "TYPE_{i}", "licenses": 1}}' for i in range(MAX_DEVICE_TYPES + 5))
+    usage = read_licenses(f"[{entries}]".encode())
+    assert len(usage.licenses) == MAX_DEVICE_TYPES + 1 and usage.licenses[OTHER] == (5, None)
+
+
+def test_sums_past_the_float_range_are_left_out():
+    usage = read_licenses(b'[{"deviceType": "DESKTOP", "licenses": 1e308}, {"deviceType": "DESKTOP", "licenses": 1e308}]')
+    assert usage.licenses == {"DESKTOP": (1e308, None)}
+
+
+# -- the exposition: golden files --------------------------------------------------------------
+
+def exposition(lab, mode: str = "on", **settings) -> str:
+    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: T0, monotonic=lambda: 0.0, licenses=mode,
+                              search_retries=0, **settings)
+    for poller in [*exporter.pollers, *exporter.license_pollers]:
+        poller.poll_once()
+    return generate_latest(exporter.registry).decode()
+
+
+@pytest.mark.parametrize("name", ["document", "odd", "by_type"])
+def test_recorded_license_answer_gives_exact_exposition(start_lab, name):
+    lab = start_lab(payload=DOCUMENT, license_payload=(LICENSES / f"{name}.json").read_bytes())
+    text = exposition(lab)
+    assert_golden(f"licenses-{name}", text)
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+
+
+def test_free_trial_cloud_in_auto_mode(start_lab):
+    text = exposition(start_lab(payload=DOCUMENT, licenses=None), mode="auto")
+    assert_golden("licenses-absent", text)
+
+
+def test_licenses_off_polls_nothing_and_exports_nothing(start_lab):
+    lab = start_lab(payload=DOCUMENT)
+    exporter = build_exporter(lab.url, licenses="off")
+    assert exporter.license_pollers == []
+    exporter.pollers[0].poll_once()
+    text = generate_latest(exporter.registry).decode()
+    assert "licenses" not in text
+    assert all(endpoint != "licenses" for endpoint, _ in lab.lab.requests)
+
+
+# -- the poll against the lab: faults, auto, staleness -----------------------------------------
+
+class Clocked:
+    """An exporter of cloud acme with both polls driven by hand and time fixed."""
+
+    def __init__(self, url: str, mode: str, **settings):
+        self.now = [T0]
+        settings = {"poll_interval": 10, "licenses_interval": 10, "search_retries": 0, "request_timeout": 0.5,
+                    **settings}
+        self.exporter = build_exporter(url, clock=lambda: self.now[0], monotonic=lambda: 0.0, licenses=mode,
+                                       **settings)
+        self.search, self.licenses = self.exporter.pollers[0], self.exporter.license_pollers[0]
+
+    def poll(self, seconds: float = 10) -> dict:
+        self.now[0] += seconds
+        self.search.poll_once()
+        self.licenses.poll_once()
+        return self.scrape()
+
+    def scrape(self) -> dict:
+        return samples(generate_latest(self.exporter.registry).decode())
+
+
+def license_failures(values: dict) -> dict[str, float]:
+    return {dict(labels)["reason"]: v for (name, labels), v in values.items()
+            if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == "licenses" and v}
+
+
+def usage_names(values: dict) -> set[str]:
+    return {name for name, _ in values} & set(USAGE_SERIES)
+
+
+LICENSE_FAULTS = [("unauthorized", "auth"), ("forbidden", "auth"), ("bad_request", "bad_request"),
+                  ("server_error", "server_error"), ("bad_gateway", "server_error"), ("garbage", "invalid_response"),
+                  ("truncated", "invalid_response"), ("wrong_shape", "invalid_response"), ("reset", "connection"),
+                  ("hang", "timeout"), ("oversized", "invalid_response")]
+
+
+@pytest.mark.parametrize("fault, reason", LICENSE_FAULTS, ids=[f for f, _ in LICENSE_FAULTS])
+def test_license_fault_in_on_mode_is_an_outage_that_never_touches_perfecto_up(start_lab, fault, reason):
+    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5)
+    clocked = Clocked(lab.url, "on")
+    healthy = clocked.poll()
+    assert healthy[LICENSES_UP] == 1 and usage_names(healthy) == set(USAGE_SERIES)
+
+    lab.lab.inject(fault, endpoint="licenses")
+    failing = clocked.poll()
+    assert (failing[UP], failing[LICENSES_UP], failing[ABSENT]) == (1, 0, 0)
+    assert license_failures(failing) == {reason: 1}
+    assert usage_names(failing) == set(USAGE_SERIES)  # the last good answer, within stale_after
+    assert usage_names(clocked.poll(21)) == set()  # 31 s after it: past 3 x licenses_interval
+    assert clocked.licenses._wait() == 10  # no backing off: an outage is retried at the interval
+
+    lab.lab.clear_faults()
+    recovered = clocked.poll()
+    assert recovered[LICENSES_UP] == 1 and usage_names(recovered) == set(USAGE_SERIES)
+
+
+@pytest.mark.parametrize("fault", ["unauthorized", "forbidden", "bad_request", "server_error"])
+def test_a_failing_search_does_not_touch_the_license_poll(start_lab, fault):
+    lab = start_lab(payload=DOCUMENT, fault_injection=True)
+    clocked = Clocked(lab.url, "on")
+    lab.lab.inject(fault, endpoint="search")
+    values = clocked.poll()
+    assert (values[UP], values[LICENSES_UP]) == (0, 1)
+
+
+def test_auto_mode_on_a_cloud_without_the_api(start_lab, caplog):
+    lab = start_lab(payload=DOCUMENT, licenses=None)  # answers 403, as a Free Trial cloud may
+    clocked = Clocked(lab.url, "auto")
+    with caplog.at_level(logging.INFO, logger="exporter.poller"):
+        first = clocked.poll()
+        second = clocked.poll()
+    assert (second[UP], second[ABSENT]) == (1, 1)
+    assert LICENSES_UP not in first and LICENSES_UP not in second  # nothing to alert on
+    assert usage_names(second) == set()
+    assert license_failures(second) == {"auth": 2}  # still counted: the requests were made
+    absent_lines = [r for r in caplog.records if "absent" in r.getMessage()]
+    assert len(absent_lines) == 1 and absent_lines[0].status == 403  # logged once
+    assert not [r for r in caplog.records if r.getMessage() == "license poll failed"]
+    assert clocked.licenses._wait() == ABSENT_RETRY  # asked again hourly
+
+
+@pytest.mark.parametrize("fault", ["unauthorized", "forbidden"])
+def test_auto_mode_takes_401_and_403_as_absent_and_comes_back(start_lab, fault):
+    lab = start_lab(payload=DOCUMENT, fault_injection=True)
+    clocked = Clocked(lab.url, "auto")
+    lab.lab.inject(fault, endpoint="licenses")
+    assert clocked.poll()[ABSENT] == 1
+    lab.lab.clear_faults()
+    back = clocked.poll()
+    assert (back[ABSENT], back[LICENSES_UP]) == (0, 1) and usage_names(back) == set(USAGE_SERIES)
+    assert clocked.licenses._wait() == 10
+
+
+def test_auto_mode_takes_404_as_absent(start_lab):
+    lab = start_lab(payload=DOCUMENT)
+    clocked = Clocked(lab.url + "/no-such-prefix", "auto", executions_url=lab.url,
+                      licenses_url=lab.url + "/no-such-prefix")
+    assert clocked.poll()[ABSENT] == 1
+
+
+def test_auto_mode_keeps_other_failures_as_outages(start_lab):
+    lab = start_lab(payload=DOCUMENT, fault_injection=True)
+    clocked = Clocked(lab.url, "auto")
+    lab.lab.inject("server_error", endpoint="licenses")
+    values = clocked.poll()
+    assert (values[ABSENT], values[LICENSES_UP]) == (0, 0)
+
+
+def test_on_mode_on_a_cloud_without_the_api_is_an_outage(start_lab):
+    clocked = Clocked(start_lab(payload=DOCUMENT, licenses=None).url, "on")
+    values = clocked.poll()
+    assert (values[UP], values[LICENSES_UP], values[ABSENT]) == (1, 0, 0)
+    assert license_failures(values) == {"auth": 1}
+
+
+def test_the_license_poll_runs_on_its_own_thread_and_interval(start_lab):
+    lab = start_lab(payload=DOCUMENT)
+    exporter = build_exporter(lab.url, licenses="auto", poll_interval=60, licenses_interval=0.05)
+    exporter.start()
+    try:
+        from .conftest import wait_until
+
+        wait_until(lambda: exporter.license_pollers[0].status.polls >= 3, what="three license polls")
+        assert exporter.pollers[0].status.polls <= 1
+    finally:
+        exporter.stop()
