@@ -69,6 +69,10 @@ def _count(default: int, description: str) -> Knob:
     return Knob(default, description, {"type": "integer", "minimum": 1})
 
 
+def _percent(default: int, description: str) -> Knob:
+    return Knob(default, description, {"type": "integer", "minimum": 1, "maximum": 100})
+
+
 # Chart: prometheusRule.<name>
 LINKS = {
     "selector": Knob(
@@ -106,6 +110,17 @@ THRESHOLDS = {
     "capacityLookback": _duration("6h", "How much history the capacity trend is fitted to."),
     "capacityHorizonHours": _count(4, "How many hours ahead the capacity trend looks."),
     "capacityFor": _duration("1h", "The for: of PerfectoDeviceCapacityTrend."),
+    # licenses and burst minutes (the License API)
+    "licensesExhaustedFor": _duration("15m", "How long every license of a device type must be in use before "
+                                             "PerfectoLicensesExhausted fires."),
+    "licensesNearlyPercent": _percent(90, "Share of a device type's licenses in use, in percent, that counts as "
+                                          "nearly exhausted."),
+    "licensesNearlyFor": _duration("30m", "The for: of PerfectoLicensesNearlyExhausted."),
+    "burstUsedPercent": _percent(80, "Share of a device type's burst minutes used, in percent, before "
+                                     "PerfectoLicenseBurstMinutesLow fires."),
+    "burstFor": _duration("5m", "The for: of PerfectoLicenseBurstMinutesLow."),
+    "licenseApiDownFor": _duration("30m", "How long the License API must fail (licenses: on, or auto where it "
+                                          "answered before) before PerfectoLicenseApiDown fires."),
     # the remediation webhook
     "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
     "webhookRefusalsFor": _duration("1m", "The for: of PerfectoWebhookRequestsRefused."),

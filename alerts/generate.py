@@ -144,8 +144,45 @@ def rules(t: dict) -> dict:
     return {"groups": [
         {"name": "perfecto-exporter", "rules": exporter},
         {"name": "perfecto-executions", "rules": executions},
+        {"name": "perfecto-capacity", "rules": license_rules(t, alert)},
         {"name": "perfecto-remediation", "rules": remediation},
     ]}
+
+
+def license_rules(t: dict, alert) -> list[dict]:
+    """Licenses of the License API: exhausted, nearly so, burst minutes running out, the poll down.
+
+    A device type with 0 licenses purchased never alerts (``> 0``); clouds without the API have
+    no such series at all, and keep PerfectoCloudDevicesHigh."""
+    s = t["selector"]
+    in_use = dedupe(f"perfecto_licenses_in_use{{{s}}}")
+    purchased = dedupe(f"perfecto_licenses_purchased{{{s}}} > 0")
+    burst_used, burst_allowed = (dedupe(f"perfecto_license_burst_{kind}_seconds{{{s}}}") for kind in ("used", "allowed"))
+    return [
+        alert("PerfectoLicensesExhausted", f"{in_use} >= {purchased}", t["licensesExhaustedFor"], "warning",
+              "Every {{ $labels.device_type }} license of cloud {{ $labels.cloud }} is in use.",
+              "All {{ $value }} {{ $labels.device_type }} licenses of {{ $labels.cloud }} have been in use for "
+              f"{t['licensesExhaustedFor']}: new sessions wait for a license or burn burst minutes."),
+        alert("PerfectoLicensesNearlyExhausted",
+              f"{in_use} / {purchased} >= {t['licensesNearlyPercent']} / 100",
+              t["licensesNearlyFor"], "info",
+              "{{ $labels.device_type }} licenses of cloud {{ $labels.cloud }} are nearly all in use.",
+              "{{ $value | humanizePercentage }} of the {{ $labels.device_type }} licenses of {{ $labels.cloud }} "
+              f"have been in use for {t['licensesNearlyFor']} (threshold {t['licensesNearlyPercent']}%)."),
+        alert("PerfectoLicenseBurstMinutesLow",
+              f"{burst_used} / ({burst_allowed} > 0) >= {t['burstUsedPercent']} / 100",
+              t["burstFor"], "warning",
+              "Burst minutes for {{ $labels.device_type }} on cloud {{ $labels.cloud }} are nearly spent.",
+              "{{ $value | humanizePercentage }} of the {{ $labels.device_type }} burst minutes of "
+              f"{{{{ $labels.cloud }}}} are used (threshold {t['burstUsedPercent']}%): once they are gone, sessions "
+              "beyond the licenses wait."),
+        alert("PerfectoLicenseApiDown", f"{dedupe(f'perfecto_licenses_up{{{s}}}')} == 0",
+              t["licenseApiDownFor"], "warning",
+              "The License API of cloud {{ $labels.cloud }} cannot be polled.",
+              "Every poll of the License API of {{ $labels.cloud }} has failed for "
+              f"{t['licenseApiDownFor']}; license and burst series are stale. See "
+              'perfecto_api_request_failures_total{endpoint="licenses"} for the reason.', board="health"),
+    ]
 
 
 def render(overrides: dict | None = None) -> str:

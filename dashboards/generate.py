@@ -71,7 +71,8 @@ def variables(board: dashboard.Dashboard, with_owner: bool) -> dashboard.Dashboa
 
 
 def new_board(uid: str, title: str, description: str, with_owner: bool, panels: list,
-              annotations: tuple = ()) -> dashboard.Dashboard:
+              annotations: tuple = (), rows: tuple = ()) -> dashboard.Dashboard:
+    """``rows``: (title, panels) each, after ``panels``, under a row of that title."""
     board = (
         dashboard.Dashboard(title).uid(uid).tags(["perfecto", "perfecto-exporter"]).refresh("30s")
         .time("now-6h", "now").timezone("browser").description(description)
@@ -79,8 +80,14 @@ def new_board(uid: str, title: str, description: str, with_owner: bool, panels: 
     board = variables(board, with_owner)
     for annotation in annotations:
         board = board.annotation(annotation)
-    for number, panel in enumerate(panels, start=1):
-        board = board.with_panel(panel.id(number).datasource(DATASOURCE))
+    number = 0
+    for row_title, row_panels in ((None, panels), *rows):
+        if row_title is not None:
+            number += 1
+            board = board.with_row(dashboard.Row(row_title).id(number))
+        for panel in row_panels:
+            number += 1
+            board = board.with_panel(panel.id(number).datasource(DATASOURCE))
     return board
 
 
@@ -129,8 +136,33 @@ def executions_overview() -> dashboard.Dashboard:
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.99), "p99", ref="C")),
     ]
     return new_board(DASHBOARD_UIDS["executions"], "Perfecto / Executions overview",
-                     "Running Perfecto executions, the devices they hold, and how long they run.",
-                     True, panels, (stopped,))
+                     "Running Perfecto executions, the devices they hold, how long they run, and the licenses "
+                     "they use.", True, panels, (stopped,), (("Capacity (License API)", capacity_panels()),))
+
+
+def capacity_panels() -> list:
+    """Licenses in use against purchased, time at the cap, burst minutes. Empty for clouds without
+    the License API (or with ``licenses: off``), which have only the device counts above."""
+    in_use = f"sum by (cloud, device_type) ({once('perfecto_licenses_in_use', CLOUD)})"
+    purchased = f"sum by (cloud, device_type) ({once('perfecto_licenses_purchased', CLOUD)})"
+    burst = {kind: f"sum by (cloud, device_type) ({once(f'perfecto_license_burst_{kind}_seconds', CLOUD)})"
+             for kind in ("used", "allowed")}
+    return [
+        timeseries.Panel().title("Licenses in use and purchased").unit("short").height(8).span(12)
+        .description("Desktop and simulator licenses, from Perfecto's License API. Real devices hold none.")
+        .with_target(query(in_use, "{{cloud}} {{device_type}} in use"))
+        .with_target(query(purchased, "{{cloud}} {{device_type}} purchased", ref="B")),
+        timeseries.Panel().title("License saturation").unit("percentunit").height(8).span(12)
+        .description("In use / purchased, per device type. At 100% new sessions wait or use burst minutes.")
+        .with_target(query(f"{in_use} / ({purchased} > 0)", "{{cloud}} {{device_type}}")),
+        timeseries.Panel().title("Time at the license cap (last hour)").unit("percentunit").height(8).span(12)
+        .description("Share of the last hour during which every license of the device type was in use.")
+        .with_target(query(f"avg_over_time(({in_use} >= bool ({purchased} > 0))[1h:1m])", "{{cloud}} {{device_type}}")),
+        timeseries.Panel().title("Burst minutes used and allowed").unit("s").height(8).span(12)
+        .description("Pay-per-use time consumed while every license is in use; a drop is a new billing period.")
+        .with_target(query(burst["used"], "{{cloud}} {{device_type}} used"))
+        .with_target(query(burst["allowed"], "{{cloud}} {{device_type}} allowed", ref="B")),
+    ]
 
 
 def _quantile(metric: str, q: float) -> str:
@@ -164,6 +196,11 @@ def exporter_health() -> dashboard.Dashboard:
             "p99 {{endpoint}}", ref="B")),
         timeseries.Panel().title("Poll duration").unit("s").height(8).span(12)
         .with_target(query(f"perfecto_poll_duration_seconds{{{CLOUD}}}", "{{cloud}} {{instance}}")),
+        timeseries.Panel().title("License API").height(8).span(12)
+        .description("up: the last license poll succeeded (1) or failed (0); absent: the API answered "
+                     "401/403/404 in auto mode and is asked again hourly, without alerting.")
+        .with_target(query(f"perfecto_licenses_up{{{CLOUD}}}", "up {{cloud}} {{instance}}"))
+        .with_target(query(f"perfecto_licenses_api_absent{{{CLOUD}}}", "absent {{cloud}} {{instance}}", ref="B")),
     ]
     return new_board(DASHBOARD_UIDS["health"], "Perfecto / Exporter health",
                      "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.", False, panels)

@@ -58,6 +58,7 @@ CHART_MANAGED = {
     "config_file": "the chart's ConfigMap, passed with --config.file",
     "cloud_name": "perfecto.cloudName",
     "executions_url": "perfecto.executionsUrl",
+    "licenses_url": "perfecto.licensesUrl",
     "security_token": "never in clear: perfecto.existingSecret or perfecto.securityToken, mounted as a file",
     "security_token_file": "perfecto.existingSecret or perfecto.securityToken (a Secret, mounted)",
     "clouds": "perfecto.clouds",

@@ -195,14 +195,17 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
     docs = render(CHART / "ci" / "multi-cloud-values.yaml")
     shown = check_config(docs, tmp_path)
     assert shown["clouds"] == [
-        {"name": "acme", "url": "https://acme.executions.perfectomobile.com", "token": "********"},
-        {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com", "token": "********"}]
+        {"name": "acme", "url": "https://acme.executions.perfectomobile.com",
+         "licenses_url": "https://acme.perfectomobile.com", "token": "********"},
+        {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com",
+         "licenses_url": "https://acme-eu.perfectomobile.com", "token": "********"}]
     assert (shown["listen_address"], shown["log_format"], shown["webhook"]) == (":9817", "json", "disabled")
     volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["cloud-0"]["secret"] == {"secretName": "perfecto-acme", "items": [{"key": "security-token", "path": "token"}]}
     assert volumes["cloud-1"]["secret"] == {"secretName": "perfecto-perfecto-exporter-token",
                                             "items": [{"key": "acme-eu-token", "path": "token"}]}
     assert config_file(docs)["clouds"][1] == {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com",
+                                              "licenses_url": "https://acme-eu.perfectomobile.com",
                                               "token_file": f"{MOUNTS}/clouds/acme-eu/token"}
 
 
@@ -233,7 +236,9 @@ def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
         "config_file": f"{tmp_path}{MOUNTS}/config/config.yaml",
         "cloud_name": "acme",
         "executions_url": "https://perfecto-proxy.internal:8443",
-        "clouds": [{"name": "acme", "url": "https://perfecto-proxy.internal:8443", "token": "********"}],
+        "licenses_url": "https://perfecto-proxy.internal:8444",
+        "clouds": [{"name": "acme", "url": "https://perfecto-proxy.internal:8443",
+                    "licenses_url": "https://perfecto-proxy.internal:8444", "token": "********"}],
         "web_config_file": f"{tmp_path}{MOUNTS}/web/web.yml",
         "webhook": "enabled",
     }

@@ -131,7 +131,7 @@ def dashboard_targets():
     for name in ("perfecto-executions.json", "perfecto-exporter-health.json"):
         board = json.loads((ROOT / "dashboards" / name).read_text())
         for panel in board["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", ()):  # a row has none
                 yield name, panel["title"], target["expr"]
         for annotation in board["annotations"].get("list", []):
             yield name, annotation["name"], annotation["expr"]
