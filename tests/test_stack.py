@@ -4,8 +4,9 @@ alerts/ with every ``for:`` shortened) -> real Alertmanager -> a test receiver, 
 
 Proves that every dashboard query runs, that the main panels show the lab without counting
 replicas twice, that a stuck execution is delivered by Alertmanager with the labels the
-remediation webhook needs and is then stopped exactly once, and that a failing API raises the
-API alert.
+remediation webhook needs and is then stopped exactly once, that a failing API raises the
+API alert, and that the License API poll (the lab's desktop licenses set below what its
+workload uses) shows on the capacity panels and raises the license alert once for both replicas.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, 
 from .local_stack import alertmanager_config, prometheus_config, rules
 
 LAB_EXECUTIONS, LAB_STUCK = 30, 2
+LAB_LICENSES = "DESKTOP=5,SIMULATOR=40"  # the workload runs ~20 desktop browsers: the cap is hit at once
 WEBHOOK_SECRET = "stack-webhook-s3cret"
 MAIN_PANELS = {  # (dashboard, panel title) that must show data from the lab
     ("perfecto-executions.json", "Running executions"),
@@ -36,6 +38,10 @@ MAIN_PANELS = {  # (dashboard, panel title) that must show data from the lab
     ("perfecto-exporter-health.json", "API up"),
     ("perfecto-exporter-health.json", "Data age"),
     ("perfecto-exporter-health.json", "API requests per second"),
+    ("perfecto-exporter-health.json", "License API"),
+    ("perfecto-executions.json", "Licenses in use and purchased"),
+    ("perfecto-executions.json", "License saturation"),
+    ("perfecto-executions.json", "Burst minutes used and allowed"),
 }
 
 
@@ -83,12 +89,12 @@ def stack(tmp_path_factory):
     lab_url = f"http://127.0.0.1:{ports['lab']}"
     spawn([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}", "--admin-token", ADMIN_TOKEN,
            "--fault-injection", "--executions", str(LAB_EXECUTIONS), "--stuck", str(LAB_STUCK), "--churn", "0",
-           "--seed", "11"], "lab")
+           "--seed", "11", "--licenses", LAB_LICENSES, "--burst-minutes", "240"], "lab")
     search = lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search",  # noqa: E731
                                    headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
     initial = wait_until(search, what="lab")
     env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       search_retries=0, webhook_token_file=secret_file)
+                       search_retries=0, webhook_token_file=secret_file, licenses_interval=1)
     for replica in ("a", "b"):
         spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"], f"exporter-{replica}", env)
 
@@ -224,3 +230,18 @@ def test_alertmanager_delivers_stuck_executions_to_the_webhook_which_stops_each_
     assert metric("perfecto_webhook_request_failures_total", reason="unauthorized") == 0
     wait_until(lambda: len(stack["receiver"].alerts("PerfectoExecutionStuck", "resolved")) >= LAB_STUCK, timeout=60,
                what="the stuck alerts to resolve once the executions are gone")
+
+
+def test_license_exhaustion_raises_the_license_alert_once_for_both_replicas(stack):
+    receiver = stack["receiver"]
+    wait_until(lambda: receiver.alerts("PerfectoLicensesExhausted"), timeout=60,
+               what="PerfectoLicensesExhausted to be delivered")
+    alerts = receiver.alerts("PerfectoLicensesExhausted")
+    assert {(a["labels"]["cloud"], a["labels"]["device_type"]) for a in alerts} == {("acme", "DESKTOP")}
+    labels = alerts[0]["labels"]
+    assert labels["severity"] == "warning" and "instance" not in labels  # one alert for both replicas
+    assert alerts[0]["annotations"]["description"].startswith("All 5 DESKTOP licenses of acme")
+    saturation = stack["query"]('max without (instance, pod) (perfecto_licenses_in_use{device_type="DESKTOP"})'
+                                ' / max without (instance, pod) (perfecto_licenses_purchased)')
+    assert [float(r["value"][1]) for r in saturation] == [1.0]
+    assert not stack["query"]("perfecto_licenses_api_absent == 1")
