@@ -188,6 +188,22 @@ def _wait_for_signal() -> None:
         pass
 
 
+def _workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, stuck: int) -> None:
+    """The simulated lab's workload and License API."""
+    p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+    p.add_argument("--executions", type=int, default=executions, help=f"running at start (default {executions})")
+    p.add_argument("--churn", type=float, default=churn, help=f"starts (and finishes) per minute (default {churn:g})")
+    p.add_argument("--stuck", type=int, default=stuck, help=f"long-running executions (default {stuck})")
+    p.add_argument("--simulators", type=float, default=0.15,
+                   help="share of mobile platforms that are simulators (default 0.15)")
+    p.add_argument("--licenses", default="DESKTOP=50,SIMULATOR=10",
+                   help="License API: licenses per device type, or none for a Free Trial cloud without it "
+                        "(default DESKTOP=50,SIMULATOR=10)")
+    p.add_argument("--burst-minutes", dest="burst_minutes", type=int, default=240,
+                   help="burst minutes per licensed device type, used while platforms exceed the licenses "
+                        "(default 240; 0: no burst package)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfecto-exporter", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -198,20 +214,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="host:port to serve on (PERFECTO_LISTEN_ADDRESS, default :9817)")
         p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"))
         p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
-
-    def workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, stuck: int) -> None:
-        p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
-        p.add_argument("--executions", type=int, default=executions, help=f"running at start (default {executions})")
-        p.add_argument("--churn", type=float, default=churn, help=f"starts (and finishes) per minute (default {churn:g})")
-        p.add_argument("--stuck", type=int, default=stuck, help=f"long-running executions (default {stuck})")
-        p.add_argument("--simulators", type=float, default=0.15,
-                       help="share of mobile platforms that are simulators (default 0.15)")
-        p.add_argument("--licenses", default="DESKTOP=50,SIMULATOR=10",
-                       help="License API: licenses per device type, or none for a Free Trial cloud without it "
-                            "(default DESKTOP=50,SIMULATOR=10)")
-        p.add_argument("--burst-minutes", dest="burst_minutes", type=int, default=240,
-                       help="burst minutes per licensed device type, used while platforms exceed the licenses "
-                            "(default 240; 0: no burst package)")
 
     for name, helptext in (("run", "run the exporter"), ("check-config", "validate settings, print them masked")):
         p = commands.add_parser(name, help=helptext)
@@ -243,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", help="answer search with this recorded JSON file, verbatim")
     p.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log.format", dest="log_format", default="text", choices=("text", "json"))
-    workload_flags(p, executions=50, churn=6, stuck=2)
+    _workload_flags(p, executions=50, churn=6, stuck=2)
     p.set_defaults(handler=cmd_simulate)
 
     p = commands.add_parser("demo", help="simulated lab and exporter in one process")
@@ -251,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lab.listen-address", dest="lab_listen_address", default="127.0.0.1:0",
                    help="host:port of the simulated lab (default: a free port on 127.0.0.1)")
     p.add_argument("--poll.interval", dest="poll_interval", type=float, default=5.0, help="seconds (default 5)")
-    workload_flags(p, executions=60, churn=20, stuck=2)
+    _workload_flags(p, executions=60, churn=20, stuck=2)
     p.set_defaults(handler=cmd_demo, fault_injection=True)
     return parser
 

@@ -43,6 +43,24 @@ from ..poller import LicenseStatus
 from .families import CACHED, Collector
 
 
+USAGE = (  # (name, HELP) by cloud and device type, from the last successful poll
+    ("perfecto_licenses_purchased",
+     "Desktop and simulator licenses purchased (concurrent sessions allowed), by device type"),
+    ("perfecto_licenses_in_use", "Licenses in use now, by device type"),
+    ("perfecto_license_burst_allowed_seconds", "Pay-per-use burst time purchased, by device type"),
+    ("perfecto_license_burst_used_seconds",
+     "Burst time used in the current billing period (a decrease is a new period), by device type"),
+)
+HEALTH = (  # (name, HELP) by cloud
+    ("perfecto_licenses_up",
+     "Whether the last poll of the License API succeeded (1) or not (0); absent while the API is absent."),
+    ("perfecto_licenses_api_absent",
+     "Whether the License API answered 401, 403 or 404 in auto mode (1): not polled but hourly, no alert."),
+    ("perfecto_licenses_last_successful_poll_timestamp_seconds",
+     "When the last successful poll of the License API finished, seconds since the Unix epoch."),
+)
+
+
 class LicensesCollector(Collector):
     def __init__(self, statuses: Callable[[], list[LicenseStatus]], stale_after: float, clock=time.time):
         self._statuses, self._stale_after, self._clock = statuses, stale_after, clock
@@ -55,32 +73,11 @@ class LicensesCollector(Collector):
         return status.usage is not None and now - status.last_success <= self._stale_after
 
     def _families(self):
-        labels = ["cloud", "device_type"]
-        purchased = GaugeMetricFamily(
-            "perfecto_licenses_purchased",
-            "Desktop and simulator licenses purchased (concurrent sessions allowed), by device type" + CACHED + ".",
-            labels=labels)
-        in_use = GaugeMetricFamily("perfecto_licenses_in_use", "Licenses in use now, by device type" + CACHED + ".",
-                                   labels=labels)
-        allowed = GaugeMetricFamily(
-            "perfecto_license_burst_allowed_seconds",
-            "Pay-per-use burst time purchased, by device type" + CACHED + ".", labels=labels)
-        used = GaugeMetricFamily(
-            "perfecto_license_burst_used_seconds",
-            "Burst time used in the current billing period (a decrease is a new period), by device type"
-            + CACHED + ".", labels=labels)
-        up = GaugeMetricFamily(
-            "perfecto_licenses_up",
-            "Whether the last poll of the License API succeeded (1) or not (0); absent while the API is absent.",
-            labels=["cloud"])
-        absent = GaugeMetricFamily(
-            "perfecto_licenses_api_absent",
-            "Whether the License API answered 401, 403 or 404 in auto mode (1): not polled but hourly, no alert.",
-            labels=["cloud"])
-        last_success = GaugeMetricFamily(
-            "perfecto_licenses_last_successful_poll_timestamp_seconds",
-            "When the last successful poll of the License API finished, seconds since the Unix epoch.",
-            labels=["cloud"])
+        purchased, in_use, allowed, used = (
+            GaugeMetricFamily(name, documentation + CACHED + ".", labels=["cloud", "device_type"])
+            for name, documentation in USAGE)
+        up, absent, last_success = (GaugeMetricFamily(name, documentation, labels=["cloud"])
+                                    for name, documentation in HEALTH)
         now = self._clock()
         for status in self._statuses():
             cloud = [status.cloud]
