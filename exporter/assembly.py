@@ -48,7 +48,7 @@ class Exporter:
         plan = LabelPlan.from_settings(settings)
         self.registry = CollectorRegistry(auto_describe=True)
         collectors = []
-        self.exposition = Exposition(self.registry, lambda: tuple(c.version() for c in collectors))
+        self.exposition = Exposition(lambda: collectors)
         licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
         self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed))
         self.pollers = [

@@ -6,30 +6,58 @@ version has changed, and swaps the new bodies in with one assignment. The poller
 after each poll, the webhook after each notification, and a ticker thread every second, for
 what changes with time alone (execution series going stale). A scrape takes the current bytes
 and never renders, except the first scrape of a format nobody asked for before.
+
+Each collector is rendered on its own and only when its own ``version()`` changed; the body is
+the parts joined (the text formats are a plain sequence of families, OpenMetrics ends in one
+``# EOF``). A gzip body is one gzip member whose deflate stream is the parts' cached segments,
+each compressed on its own and ended with a full flush (byte-aligned, no reference to what came
+before), so a change of a small part (the License API's poll, every minute) costs that part's
+rendering and compression and a checksum, never the 10,000 executions' again.
 """
 
 from __future__ import annotations
 
-import gzip
+import struct
 import threading
-from collections.abc import Callable, Hashable
+import zlib
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 Format = tuple[str, bool]  # (content type, gzipped)
+EOF = b"# EOF\n"  # OpenMetrics' last line
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, OS unknown
+DEFLATE_END = b"\x03\x00"  # an empty final block
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One collector's rendering at one version: plain bytes and deflate segment per content type."""
+
+    version: Hashable
+    plain: dict[str, bytes] = field(default_factory=dict)
+    deflated: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Rendered:
     version: Hashable
     bodies: dict[Format, bytes] = field(default_factory=dict)
+    parts: tuple[_Part, ...] = ()
+
+
+class _One:
+    """A registry of one collector, as client_python's encoders take it."""
+
+    def __init__(self, collector):
+        self.collect = collector.collect
 
 
 class Exposition:
-    def __init__(self, registry: CollectorRegistry, data_version: Callable[[], Hashable], tick: float = 1.0):
-        self._registry, self._data_version, self._tick = registry, data_version, tick
+    def __init__(self, collectors: Callable[[], Sequence], tick: float = 1.0):
+        """``collectors``: in the registry's order, each with ``collect()`` and ``version()``."""
+        self._collectors, self._tick = collectors, tick
         self._formats: dict[Format, Callable] = {}  # every format asked for -> its encoder
         self._render_lock = threading.Lock()
         self._current = _Rendered(object())
@@ -59,23 +87,48 @@ class Exposition:
             self._render(force=False)
 
     def _render(self, force: bool) -> None:
-        """``force``: a format was added; what is already rendered of unchanged data is kept."""
-        version, current = self._data_version(), self._current
-        if version == current.version and not force:
+        """``force``: a format was added; what is already rendered of unchanged parts is kept."""
+        collectors = list(self._collectors())
+        versions = tuple(c.version() for c in collectors)
+        current = self._current
+        if versions == current.version and not force:
             return
-        kept = current.bodies if version == current.version else {}
-        plain = {content_type: body for (content_type, gzipped), body in kept.items() if not gzipped}
+        kept = current.parts if len(current.parts) == len(collectors) else (None,) * len(collectors)
+        parts = tuple(self._part(c, v, old if old is not None and old.version == v else None)
+                      for c, v, old in zip(collectors, versions, kept, strict=True))
         bodies = {}
-        for (content_type, gzipped), encoder in self._formats.items():
-            if (content_type, gzipped) in kept:
-                bodies[(content_type, gzipped)] = kept[(content_type, gzipped)]
-                continue
+        for content_type, gzipped in self._formats:
+            bodies[(content_type, gzipped)] = _gzip(parts, content_type) if gzipped else _joined(parts, content_type)
+        self._current = _Rendered(versions, bodies, parts)
+
+    def _part(self, collector, version: Hashable, old: _Part | None) -> _Part:
+        plain, deflated = dict(old.plain) if old else {}, dict(old.deflated) if old else {}
+        for content_type, gzipped in self._formats:
             if content_type not in plain:
-                plain[content_type] = encoder(self._registry)
-            body = plain[content_type]
-            bodies[(content_type, gzipped)] = gzip.compress(body, compresslevel=6) if gzipped else body
-        self._current = _Rendered(version, bodies)
+                text = self._formats[(content_type, gzipped)](_One(collector))
+                plain[content_type] = text.removesuffix(EOF) if text.endswith(EOF) else text
+            if gzipped and content_type not in deflated:
+                compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+                deflated[content_type] = compressor.compress(plain[content_type]) + compressor.flush(zlib.Z_FULL_FLUSH)
+        return _Part(version, plain, deflated)
 
     def _tick_loop(self) -> None:
         while not self._closing.wait(self._tick):
             self.refresh()
+
+
+def _joined(parts: tuple[_Part, ...], content_type: str) -> bytes:
+    body = b"".join(part.plain[content_type] for part in parts)
+    return body + EOF if content_type.startswith("application/openmetrics-text") else body
+
+
+def _gzip(parts: tuple[_Part, ...], content_type: str) -> bytes:
+    """One gzip member of the parts' deflate segments; its checksum over the joined plain body."""
+    plain = _joined(parts, content_type)
+    tail = b""
+    if content_type.startswith("application/openmetrics-text"):
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        tail = compressor.compress(EOF) + compressor.flush(zlib.Z_FULL_FLUSH)
+    segments = b"".join(part.deflated[content_type] for part in parts)
+    trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
+    return GZIP_HEADER + segments + tail + DEFLATE_END + trailer

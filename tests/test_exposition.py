@@ -1,0 +1,72 @@
+"""The exposition renders each collector only when its own version changed, and its gzip bodies
+are one valid gzip member that decodes to the plain body, in both text formats."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.exposition import Exposition
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+class Counted:
+    """A collector of ``size`` samples that counts how often it is collected."""
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size, self.value, self.collected = name, size, 0, 0
+
+    def version(self):
+        return self.value
+
+    def collect(self):
+        self.collected += 1
+        family = GaugeMetricFamily(self.name, f"{self.name} help", labels=["i"])
+        for i in range(self.size):
+            family.add_metric([str(i)], self.value + i)
+        yield family
+
+
+@pytest.fixture
+def parts():
+    big, small = Counted("big", 2000), Counted("small", 3)
+    registry = CollectorRegistry()
+    registry.register(big)
+    registry.register(small)
+    big.collected = small.collected = 0
+    return big, small, registry, Exposition(lambda: [big, small])
+
+
+@pytest.mark.parametrize("accept, encoder", [(None, generate_latest), (OPENMETRICS, generate_openmetrics)])
+def test_bodies_equal_client_pythons_and_gzip_is_one_member(parts, accept, encoder):
+    big, small, registry, exposition = parts
+    for change in range(3):
+        small.value = change
+        exposition.refresh()
+        _, plain = exposition.body(accept, False)
+        _, zipped = exposition.body(accept, True)
+        assert plain == encoder(registry)
+        assert gzip.decompress(zipped) == plain
+        single = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert single.decompress(zipped) == plain and single.eof and single.unused_data == b""
+
+
+def test_a_change_of_one_collector_renders_only_that_one(parts):
+    big, small, _, exposition = parts
+    exposition.body(None, False)
+    exposition.body(None, True)
+    before = big.collected, small.collected
+    small.value += 1
+    exposition.refresh()
+    assert (big.collected, small.collected) == (before[0], before[1] + 1)
+    exposition.refresh()  # nothing changed: nothing rendered
+    assert (big.collected, small.collected) == (before[0], before[1] + 1)
+    big.value += 1
+    exposition.refresh()
+    assert big.collected == before[0] + 1
