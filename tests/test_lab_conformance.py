@@ -380,3 +380,16 @@ def test_licenses_flag():
     for bad in ("DESKTOP", "DESKTOP=x", "=3", ""):
         with pytest.raises(ValueError):
             parse_licenses(bad)
+
+
+@pytest.mark.parametrize("flags, setting", [(["--licenses", "DESKTOP=lots"], "--licenses"),
+                                            (["--burst-minutes", "-1"], "--burst-minutes"),
+                                            (["--simulators", "2"], "--simulators")])
+def test_bad_lab_license_flags_are_configuration_errors(flags, setting):
+    from exporter.cli import _lab_from_args, _parser
+    from exporter.settings import ConfigError
+
+    args = _parser().parse_args(["simulate", "--admin-token", "t", *flags])
+    with pytest.raises(ConfigError) as raised:
+        _lab_from_args(args, {})
+    assert raised.value.setting == setting  # main() prints it as one line and exits 2
