@@ -178,7 +178,8 @@ class LicensePoller(_Loop):
             status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
         else:
             if status.polls == 0 or not status.up:
-                log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses)})
+                log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses),
+                                                          "skipped": usage.skipped_entries})
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
         self.status = status
