@@ -272,6 +272,16 @@ def test_demo_shows_moving_numbers(spawn):
     stuck = [v for (n, _), v in samples(text).items() if n == "perfecto_execution_start_timestamp_seconds"
              and time.time() - v > 6 * 3600]
     assert len(stuck) == 2
+
+    seen = set()  # license saturation moves with the workload
+
+    def desktop_licenses_in_use():
+        values = samples(requests.get(base + "/metrics", timeout=5).text)
+        seen.add(values.get(("perfecto_licenses_in_use", (("cloud", "demo"), ("device_type", "DESKTOP")))))
+        return len(seen - {None}) >= 2
+
+    wait_until(desktop_licenses_in_use, timeout=30, interval=0.3, what="desktop licenses in use to move")
+    assert "licenses DESKTOP=50,SIMULATOR=10" in demo.output
     assert demo.stop(signal.SIGINT) == 0
 
 
