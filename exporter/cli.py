@@ -125,7 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 1
     log.info("simulated lab listening", extra={
         "address": f"{host}:{server.server_port}", "executions": args.executions, "churn": args.churn,
-        "fault_injection": args.fault_injection,
+        "fault_injection": args.fault_injection, "licenses": args.licenses, "burst_minutes": args.burst_minutes,
     })
     _wait_for_signal()
     server.shutdown()
