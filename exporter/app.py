@@ -6,7 +6,7 @@ Routes: ``/metrics`` (client_python's exposition, rendered off the request path 
 scrape costs a lookup),
 ``/-/healthy`` (the process serves), ``/-/ready`` (every cloud has been polled at least once,
 successfully or not: a failing API must stay scrapable so that ``perfecto_up`` can alert),
-and ``/``, a landing page with each cloud's last poll.
+and ``/``, a landing page with each cloud's last poll (and its License API's state).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from .exposition import Exposition
-from .poller import CloudStatus
+from .poller import CloudStatus, LicenseStatus
 
 Route = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -49,7 +49,9 @@ def create_app(
     statuses: Callable[[], list[CloudStatus]],
     version: str,
     extra_routes: dict[str, Route] | None = None,
+    license_statuses: Callable[[], list[LicenseStatus]] = list,
 ):
+    """``license_statuses``: the License API polls, shown on the landing page (never in readiness)."""
     metrics_app = metrics_route(exposition, registry)
 
     def healthy(environ, start_response):
@@ -62,7 +64,7 @@ def create_app(
         return _text(start_response, "200 OK", "OK\n")
 
     def landing(environ, start_response):
-        page = _landing_page(statuses(), version).encode()
+        page = _landing_page(statuses(), version, {s.cloud: s for s in license_statuses()}).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))])
         return [page]
 
@@ -102,15 +104,23 @@ def _text(start_response, status: str, body: str, headers: list[tuple[str, str]]
     return [data]
 
 
-def _landing_page(statuses: list[CloudStatus], version: str) -> str:
+def _state(status: CloudStatus | LicenseStatus) -> str:
+    return "not polled yet" if status.polls == 0 else ("up" if status.up else f"failing: {status.last_error}")
+
+
+def _license_state(status: LicenseStatus | None) -> str:
+    if status is None:
+        return "off"
+    return "absent (asked again hourly)" if status.absent else _state(status)
+
+
+def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str, LicenseStatus]) -> str:
     rows = []
     for s in statuses:
         last = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_success)) if s.last_success else "never"
-        state = "not polled yet" if s.polls == 0 else ("up" if s.up else f"failing: {s.last_error}")
         running = sum(s.snapshot.running.values()) if s.snapshot else "-"
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (s.cloud, s.url, state, last, running)) + "</tr>"
-        )
+        cells = (s.cloud, s.url, _state(s), last, running, _license_state(licenses.get(s.cloud)))
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Perfecto exporter</title></head>
 <body>
@@ -122,7 +132,7 @@ def _landing_page(statuses: list[CloudStatus], version: str) -> str:
 <li><a href="-/ready">readiness</a></li>
 </ul>
 <table border="1" cellpadding="4">
-<tr><th>cloud</th><th>API</th><th>last poll</th><th>last success</th><th>running executions</th></tr>
+<tr><th>cloud</th><th>API</th><th>last poll</th><th>last success</th><th>running executions</th><th>License API</th></tr>
 {''.join(rows)}
 </table>
 </body></html>

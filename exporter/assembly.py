@@ -78,7 +78,8 @@ class Exporter:
                 self.exposition.refresh)
         for collector in collectors:
             self.registry.register(collector)
-        self.app = create_app(self.exposition, self.registry, statuses, __version__, routes)
+        self.app = create_app(self.exposition, self.registry, statuses, __version__, routes,
+                              lambda: [p.status for p in self.license_pollers])
         self.web = web or WebConfig()
         self._basic_auth = None
         if self.web.users:

@@ -241,3 +241,20 @@ def test_the_license_poll_runs_on_its_own_thread_and_interval(start_lab):
         assert exporter.pollers[0].status.polls <= 1
     finally:
         exporter.stop()
+
+
+def landing(exporter) -> str:
+    environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+    return b"".join(exporter.app(environ, lambda status, headers: None)).decode()
+
+
+def test_the_landing_page_shows_the_license_api_state(start_lab):
+    absent = Clocked(start_lab(payload=DOCUMENT, licenses=None).url, "auto")
+    assert "<td>not polled yet</td></tr>" in landing(absent.exporter)
+    absent.poll()
+    assert "<td>absent (asked again hourly)</td></tr>" in landing(absent.exporter)
+    working = Clocked(start_lab(payload=DOCUMENT).url, "on")
+    working.poll()
+    assert "<td>up</td></tr>" in landing(working.exporter)
+    off = build_exporter(start_lab(payload=DOCUMENT).url)
+    assert "<td>off</td></tr>" in landing(off)
