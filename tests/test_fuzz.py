@@ -110,3 +110,32 @@ def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
 
     check()
     assert not [b for e, b in lab.lab.requests if e == "stop"]
+
+
+license_numbers = json_values | st.integers(min_value=-5, max_value=10**6) | st.sampled_from(
+    ["12", " 3 ", "-1", "NaN", "Infinity", "1e400", "0x10", ""])
+license_entries = st.fixed_dictionaries({}, optional={
+    "deviceType": json_values | st.sampled_from(["DESKTOP", "SIMULATOR", "desktop", "NEW_KIND", "x y"]),
+    "licenses": license_numbers, "inUse": license_numbers, "available": license_numbers,
+    "allowedMinutes": license_numbers, "usedMinutes": license_numbers, "description": json_values,
+})
+license_answers = (st.lists(license_entries | json_values, max_size=8)
+                   | st.fixed_dictionaries({"licenseList": st.lists(license_entries | json_values, max_size=8)})
+                   | json_values)
+
+
+@SETTINGS
+@given(answer=license_answers)
+def test_license_answers_never_crash_and_never_give_negative_or_nan_samples(answer):
+    from exporter.executions import InvalidAnswer
+    from exporter.licenses import read_licenses
+
+    try:
+        usage = read_licenses(json.dumps(answer).encode())
+    except InvalidAnswer:
+        return
+    for pairs in (usage.licenses, usage.burst):
+        assert len(pairs) <= 10  # bounded device types: 8 names, other, unknown
+        for device_type, pair in pairs.items():
+            assert isinstance(device_type, str) and device_type
+            assert all(v is None or (v >= 0 and v == v and v != float("inf")) for v in pair)
