@@ -15,10 +15,28 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 Format = tuple[str, bool]  # (content type, gzipped)
+# The two formats served: a closed set, so that no Accept header can add a body to render at
+# every change (client_python's choose_encoder echoes the client's version into the content
+# type, and raises on a version it cannot compare).
+TEXT = (CONTENT_TYPE_PLAIN_0_0_4, generate_latest)
+OPENMETRICS = (openmetrics.CONTENT_TYPE_LATEST,
+               partial(openmetrics.generate_latest, escaping=openmetrics.UNDERSCORES, version="1.0.0"))
+
+
+def negotiate(accept: str | None) -> tuple[str, Callable]:
+    """OpenMetrics 1.0.0 when ``Accept`` names it at all, else the text format 0.0.4. Every
+    metric name here is a classic one, so no escaping scheme changes a byte of either."""
+    for item in (accept or "").split(","):
+        if item.split(";")[0].strip().lower() == "application/openmetrics-text":
+            return OPENMETRICS
+    return TEXT
 
 
 @dataclass(frozen=True)
@@ -44,7 +62,7 @@ class Exposition:
 
     def body(self, accept: str | None, gzipped: bool) -> tuple[str, bytes]:
         """The content type and the body for a scrape."""
-        encoder, content_type = choose_encoder(accept)
+        content_type, encoder = negotiate(accept)
         body = self._current.bodies.get((content_type, gzipped))
         if body is None:  # a format seen for the first time: from now on it is kept up to date
             with self._render_lock:
