@@ -75,7 +75,7 @@ class Exporter:
             collectors.append(RemediationCollector(webhook_stats, self.remediator.stats))
             routes[WEBHOOK_PATH] = _then(create_webhook_app(
                 webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes),
-                self.exposition.refresh)
+                self.exposition.nudge)
         for collector in collectors:
             self.registry.register(collector)
         self.app = create_app(self.exposition, self.registry, statuses, __version__, routes,

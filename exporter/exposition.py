@@ -3,8 +3,9 @@
 Rendering 10,000 executions takes 20–70 ms; a scrape must not wait for it. :meth:`Exposition.refresh`
 renders every format asked for so far (text or OpenMetrics, plain and gzip) when the data's
 version has changed, and swaps the new bodies in with one assignment. The pollers call it
-after each poll, the webhook after each notification, and a ticker thread every second, for
-what changes with time alone (execution series going stale). A scrape takes the current bytes
+after each poll; a ticker thread calls it every second, for what changes with time alone
+(execution series going stale), and at once when nudged (after each notification, so that
+the webhook's answer does not wait for a render). A scrape takes the current bytes
 and never renders, except the first scrape of a format nobody asked for before.
 
 Each collector is rendered on its own and only when its own ``version()`` changed; the body is
@@ -79,6 +80,7 @@ class Exposition:
         self._render_lock = threading.Lock()
         self._current = _Rendered(object())
         self._closing = threading.Event()
+        self._nudged = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="exposition", daemon=True)
 
     def start(self) -> None:
@@ -86,6 +88,11 @@ class Exposition:
 
     def close(self) -> None:
         self._closing.set()
+        self._nudged.set()
+
+    def nudge(self) -> None:
+        """Renders soon, in the ticker's thread: for a caller whose answer should not wait."""
+        self._nudged.set()
 
     def body(self, accept: str | None, gzipped: bool) -> tuple[str, bytes]:
         """The content type and the body for a scrape."""
@@ -130,7 +137,9 @@ class Exposition:
         return _Part(version, plain, deflated)
 
     def _tick_loop(self) -> None:
-        while not self._closing.wait(self._tick):
+        while not self._closing.is_set():
+            self._nudged.wait(self._tick)
+            self._nudged.clear()
             self.refresh()
 
 

@@ -20,8 +20,9 @@ __all__ = ["MASK", "LineFormatter", "RepeatLimit", "configure"]
 # color_message: uvicorn's copy of a message with terminal colour codes
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 # Loggers that write a line per request a stranger can send: malformed requests, refused
-# webhook calls, accept pauses. Stop decisions (the audit) are never limited.
-REQUEST_DRIVEN = ("uvicorn.error", "exporter.server", "exporter.webhook")
+# webhook calls, accept pauses, writes to connections already closed. Stop decisions (the audit)
+# are never limited.
+REQUEST_DRIVEN = ("uvicorn.error", "asyncio", "exporter.server", "exporter.webhook")
 
 
 class LineFormatter(logging.Formatter):

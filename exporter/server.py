@@ -17,10 +17,10 @@ module adds to uvicorn, each because uvicorn leaves it open:
   to linger; uvicorn's own keep-alive timer is set later, as a backstop.
 * **A connection limit from the descriptor limit**: at ``max_connections`` (by default the
   soft ``RLIMIT_NOFILE`` less a reserve for the pollers and files), the connection that has
-  waited longest, of those the app is not at work for, is closed to make room, so no flood of
-  idle, trickling or non-reading clients locks a scraper out. If descriptors still run out,
-  our accept loop stops accepting for one second at a time (never a busy loop; asyncio's own
-  spins) and logs one line per pause.
+  waited longest, of those the app is not at work for (TLS handshakes under way included), is
+  closed before another is accepted, so no flood of idle, trickling, handshaking or non-reading
+  clients locks a scraper out. If descriptors still run out, room is made the same way, or our
+  accept loop pauses a second (never a busy loop; asyncio's own spins) with one log line.
 * **WSGI over ASGI, in lanes**: before anything else, a request is given a :class:`Lane` (its
   threads, and how many requests it takes at once before a 503) from its path, query and
   headers: scrapes, the authenticated webhook, and costly work (a password not checked before,
@@ -92,16 +92,14 @@ class _DeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline per request and room made at the limit."""
 
     request_timeout: float = 10.0
-    max_connections: int = 1024
 
     _deadline: asyncio.TimerHandle | None = None
     _lingering = False
+    _expired = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.transport = _LingeringClose(transport, self)
-        if len(self.connections) > self.max_connections:
-            self._make_room()
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -110,6 +108,11 @@ class _DeadlineProtocol(H11Protocol):
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             self._arm()  # the first byte of a request: its deadline starts now, not at each byte
         super().data_received(data)
+        if len(self.conn.trailing_data[0]) > MAX_HEADER_BYTES:
+            # What h11 holds beyond the request in hand (pipelined requests while an answer
+            # stalls): no scraper pipelines that much, and each such client would hold 256 KiB.
+            self._expire()
+            return
         if self._busy():
             self._disarm()  # the request is in: the app's own timeouts bound its work
         elif self.conn.their_state is h11.SEND_BODY and self.cycle is not None and not self.cycle.response_started:
@@ -143,6 +146,8 @@ class _DeadlineProtocol(H11Protocol):
         self._deadline = self.loop.call_later(self.request_timeout, self._expire)
 
     def _expire(self) -> None:
+        self._expired = True
+        self._disarm()
         # A plain close would leave what the kernel still holds for a client that does not
         # read (hundreds of KiB) in FIN-WAIT-1 for minutes: such a connection is reset instead.
         sock = self.transport.get_extra_info("socket")
@@ -161,15 +166,13 @@ class _DeadlineProtocol(H11Protocol):
         return (self.cycle is not None and not self.cycle.response_started
                 and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE))
 
-    def _make_room(self) -> None:
-        # Any connection the app is not at work for may go: one still sending its request (however
-        # far it got), one idle, one not reading its answer. The one whose deadline is nearest
-        # has waited longest. uvicorn keeps connections in a plain set, hence the search.
-        idle = [c for c in self.connections if c is not self and not c._busy() and c._deadline is not None]
-        if idle:
-            min(idle, key=lambda c: c._deadline.when())._expire()
-        else:  # the app is at work for every connection: this one waits for nothing
-            self._expire()
+    def _waiting_since(self) -> float | None:
+        """When this connection's current wait began, if it may be closed to make room: any
+        connection the app is not at work for (one still sending its request, however far it
+        got, one idle, one not reading its answer)."""
+        if self._expired or self._deadline is None or self._busy():
+            return None
+        return self._deadline.when() - self.request_timeout
 
 
 class _LingeringClose:
@@ -208,6 +211,7 @@ class _Server(uvicorn.Server):
 
     tls: ssl.SSLContext | None = None
     handshake_timeout: float = 10.0
+    max_connections: int = 1024
 
     async def startup(self, sockets=None) -> None:
         config = self.config
@@ -215,53 +219,85 @@ class _Server(uvicorn.Server):
         def create_protocol():
             return config.http_protocol_class(config=config, server_state=self.server_state, app_state={})
 
-        self.servers = [_Listener(sock, create_protocol, self.tls, self.handshake_timeout) for sock in sockets]
+        self.servers = [_Listener(sock, create_protocol, self.server_state, self.tls, self.handshake_timeout,
+                                  self.max_connections) for sock in sockets]
         self.started = True
 
 
 class _Listener:
-    """Accepts connections and hands them to uvicorn's protocol.
+    """Accepts connections, within the connection limit, and hands them to uvicorn's protocol.
 
     Why not ``loop.create_server``: out of descriptors, asyncio's accept loop (3.11) goes on
     calling ``accept()`` up to the backlog after the first EMFILE and schedules a retry for every
-    failure, so it spins and writes thousands of lines a second. This one pauses for one second,
-    with one log line, and TLS handshakes get a deadline of their own.
+    failure, so it spins and writes thousands of lines a second; and it knows no limit. Here, at
+    ``max_connections`` (connections and TLS handshakes under way), the one that has waited
+    longest, of those the app is not at work for, is closed before another is accepted; if the
+    app is at work for all of them, newcomers wait in the backlog. Out of descriptors anyway, it
+    makes room the same way, or pauses a second with one log line.
     """
 
     PAUSE = 1.0
+    BURST = 16  # accepted per wake-up, well under DESCRIPTOR_RESERVE
 
-    def __init__(self, sock: socket.socket, protocol_factory, tls: ssl.SSLContext | None, handshake_timeout: float):
+    def __init__(self, sock: socket.socket, protocol_factory, server_state, tls: ssl.SSLContext | None,
+                 timeout: float, max_connections: int):
         self._loop = asyncio.get_running_loop()
-        self._sock, self._factory, self._tls, self._handshake_timeout = sock, protocol_factory, tls, handshake_timeout
+        self._sock, self._factory, self._connections = sock, protocol_factory, server_state.connections
+        self._tls, self._timeout, self._max = tls, timeout, max_connections
+        self._handshakes: dict[asyncio.Task, float] = {}  # TLS connections not yet handed over -> since
         self._sock.setblocking(False)
         self._resume: asyncio.TimerHandle | None = None
         self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _accept(self) -> None:
-        for _ in range(64):  # then let the loop serve the connections it has
+        open_now = sum(1 for c in self._connections if not c._expired) + len(self._handshakes)
+        for _ in range(self.BURST):
+            if open_now >= self._max:
+                if not self._make_room():
+                    return self._pause(0.1)  # the app is at work for every connection
+                open_now -= 1
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
-            except OSError as err:
+            except OSError as err:  # out of descriptors below the limit
+                if self._make_room():
+                    return self._pause(0.01)
                 log.warning("not accepting connections for a second", extra={"error": err.strerror})
-                self._loop.remove_reader(self._sock.fileno())
-                self._resume = self._loop.call_later(self.PAUSE, self._loop.add_reader, self._sock.fileno(),
-                                                     self._accept)
-                return
+                return self._pause(self.PAUSE)
+            open_now += 1
             conn.setblocking(False)
             # asyncio sets TCP_NODELAY only on sockets whose proto says TCP, which accepted ones
             # do not: without it, an answer's headers and body wait 40 ms for a delayed ACK.
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._loop.create_task(self._connect(conn))
+            task = self._loop.create_task(self._connect(conn))
+            if self._tls is not None:
+                self._handshakes[task] = self._loop.time()
+                task.add_done_callback(self._handshakes.pop)
+
+    def _make_room(self) -> bool:
+        """Closes the connection (or TLS handshake) that has waited longest; False if none may go."""
+        waiting = [(since, c) for c in self._connections if (since := c._waiting_since()) is not None]
+        waiting += [(since, task) for task, since in self._handshakes.items() if not task.cancelling()]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda item: item[0])[1]
+        if isinstance(oldest, asyncio.Task):
+            oldest.cancel()  # asyncio closes the transport of a cancelled handshake
+        else:
+            oldest._expire()
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._resume = self._loop.call_later(seconds, self._loop.add_reader, self._sock.fileno(), self._accept)
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(
-                self._factory, conn, ssl=self._tls,
-                ssl_handshake_timeout=self._handshake_timeout if self._tls else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError):
-            conn.close()  # a failed or unfinished TLS handshake: the client is gone or hostile
+                self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
+            conn.close()  # a failed, unfinished or evicted TLS handshake: the client is gone or hostile
 
     def close(self) -> None:
         self._loop.remove_reader(self._sock.fileno())
@@ -314,8 +350,7 @@ class HttpServer:
         self._pools = {name: ThreadPoolExecutor(spec.threads, thread_name_prefix=f"http-{name}")
                        for name, spec in lanes.items()}
         bridge = WsgiBridge(app, lanes, self._pools, lane, max_body_bytes)
-        protocol = type("DeadlineProtocol", (_DeadlineProtocol,),
-                        {"request_timeout": request_timeout, "max_connections": self.max_connections})
+        protocol = type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout})
         config = uvicorn.Config(
             bridge, http=protocol, ws="none", lifespan="off", interface="asgi3", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=2 * request_timeout,
@@ -323,6 +358,7 @@ class HttpServer:
         )
         self._server = _Server(config)
         self._server.tls, self._server.handshake_timeout = tls, request_timeout
+        self._server.max_connections = self.max_connections
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name="http", daemon=True)
         self._thread.start()
@@ -353,19 +389,21 @@ class WsgiBridge:
         environ = _environ(scope)
         name = self._lane(environ)
         lane = self._lanes[name]
+        body_left = environ["CONTENT_LENGTH"] != "0" or "HTTP_TRANSFER_ENCODING" in environ
+        if lane.reads_body and body_left:
+            # Before it counts against the lane: a body still arriving (within the request's
+            # deadline) takes no place that a notification already in hand could use.
+            body = await _read_body(receive, environ, self._max_body)
+            if body is _GONE:
+                return
+            body_left = body is None
+        environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
+        if not lane.reads_body:
+            environ["CONTENT_LENGTH"] = "0"
         if lane.capacity is not None and self._in_hand[name] >= lane.capacity:
             return await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", b"5")])
         self._in_hand[name] += 1
         try:
-            body_left = environ["CONTENT_LENGTH"] != "0" or "HTTP_TRANSFER_ENCODING" in environ
-            if lane.reads_body and body_left:
-                body = await _read_body(receive, environ, self._max_body)
-                if body is _GONE:
-                    return
-                body_left = body is None
-            environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
-            if not lane.reads_body:
-                environ["CONTENT_LENGTH"] = "0"
             status, headers, body = await asyncio.get_running_loop().run_in_executor(
                 self._pools[name], _call_wsgi, self._app, environ)
         except asyncio.CancelledError:  # shutting down with this request in hand: say so, quietly

@@ -125,7 +125,7 @@ class BasicAuth:
     def _authorized(self, header: str) -> bool:
         credentials = _credentials(header)
         hashed = self._users.get(credentials[0]) if credentials else None
-        if hashed is None:
+        if hashed is None or len(credentials[1].encode()) > 72:  # bcrypt refuses longer ones
             bcrypt.checkpw(b"timing", _dummy_hash())  # unknown users cost as much as known ones
             return False
         key = _key(*credentials)
