@@ -98,7 +98,10 @@ def configure(level: str = "info", json_lines: bool = False, secrets: tuple[str,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("urllib3").setLevel(logging.WARNING)  # its debug lines carry full URLs and headers
+    # urllib3's debug lines carry full URLs and headers; its warnings (one per retry, with a
+    # stray "__urllib3-retry-warning" field) repeat what the poll's own "poll failed" line says,
+    # so a failed poll writes one line.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)  # "Started server process" and the like
     limit = RepeatLimit()
     for name in REQUEST_DRIVEN:

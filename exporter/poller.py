@@ -132,7 +132,7 @@ class Poller(_Loop):
             if status.polls == 1 or self.status.up is False:
                 log.info("poll succeeded", extra={"cloud": status.cloud, "executions": sum(snapshot.running.values())})
             if snapshot.skipped_entries:
-                log.warning("search answer had entries that are not executions",
+                log.warning("search answer had entries not counted (not executions, or repeated ids)",
                             extra={"cloud": status.cloud, "skipped": snapshot.skipped_entries})
         self.status = status
         self._on_poll()

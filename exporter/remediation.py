@@ -251,6 +251,8 @@ class Remediator:
             return
         decision.stopped, decision.not_stopped = result.stopped, result.not_stopped
         decision.result = "stopped" if result.stopped else "not_stopped"
+        if not result.stopped:  # listed as unstopped, or matched by nothing: no longer running
+            decision.reason = "api_did_not_stop" if result.not_stopped else "not_running"
 
     def _settle(self, decision: Decision) -> None:
         """After a stop call: stopped ids are remembered and counted, the reservation is released."""

@@ -79,7 +79,7 @@ def _comma_list(value: object) -> object:
 class CloudSettings(BaseModel):
     """One entry of ``clouds:`` in the YAML file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="Cloud name; also the `cloud` label value.")
     url: str | None = Field(None, description="Executions server base URL; default from the name.")
@@ -90,7 +90,9 @@ class CloudSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PERFECTO_", extra="forbid", yaml_file=None)
+    # allow_inf_nan: .inf and .nan are refused in every number, list items included; the
+    # effective configuration check-config prints must stay JSON.
+    model_config = SettingsConfigDict(env_prefix="PERFECTO_", extra="forbid", yaml_file=None, allow_inf_nan=False)
 
     config_file: Path | None = Field(None, description="YAML file with these settings.")
     cloud_name: str | None = Field(None, description="Perfecto cloud name (`cloud` label).")
@@ -251,9 +253,11 @@ def read_secret(value: SecretStr | None, path: Path | None, setting: str, file_s
 
 def split_listen_address(address: str) -> tuple[str, int]:
     """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); empty host means all interfaces."""
-    match = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", address)
-    if not match or not 0 <= int(match["port"]) <= 65535:
+    match = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)", address)
+    if not match:
         raise ValueError("must be host:port, :port or [ipv6]:port")
+    if not 0 <= int(match["port"]) <= 65535:
+        raise ValueError(f"port {int(match['port'])} is out of range (0 to 65535)")
     return match["v6"] or match["host"] or "0.0.0.0", int(match["port"])
 
 
@@ -297,10 +301,19 @@ def _first_problem(err: ValidationError) -> tuple[str, str]:
     rest = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     known = name in Settings.model_fields and name != "clouds"
     env = f" (PERFECTO_{name.upper()})" if known else ""
-    message = problem["msg"]
-    if problem["type"] == "extra_forbidden":
-        message = "is not a known setting"
-    return name + rest + env, message
+    return name + rest + env, _MESSAGES.get(problem["type"]) or _own_message(problem)
+
+
+_MESSAGES = {
+    "extra_forbidden": "is not a known setting",
+    "finite_number": "must be a finite number (not .inf or .nan)",
+}
+
+
+def _own_message(problem: dict) -> str:
+    """A validator's own text, without pydantic's "Value error, " in front."""
+    error = (problem.get("ctx") or {}).get("error")
+    return str(error) if problem["type"] == "value_error" and error is not None else problem["msg"]
 
 
 def masked(settings: Settings, clouds: list[Cloud]) -> dict:

@@ -5,9 +5,16 @@ by label values in the order the :class:`LabelPlan` names them, so a scrape only
 
 Starts and finishes are the difference between two successful polls, matched by execution id:
 an id seen now but not before has started, one seen before but not now has finished. The first
-poll after start-up counts nothing as started (those executions were already running). A
-finished execution's duration is measured to the poll that noticed it gone, so it is at most
-one poll interval long.
+poll after start-up counts nothing as started (those executions were already running).
+
+A finished execution ended somewhere between the last successful poll that saw it running and
+the first that did not; its duration is measured to the midpoint of the two. That halves the
+worst error of measuring to either poll and has no bias either way: a duration is off by at
+most half the time between the two polls, which is half a poll interval normally, and half the
+outage when the API failed in between (the end is known no better than that).
+
+An id is one execution everywhere: when an answer lists an id twice, its first entry counts and
+each repeat is counted with the skipped entries.
 """
 
 from __future__ import annotations
@@ -113,7 +120,7 @@ class SnapshotBuilder:
     def add(self, entry: msgspec.Raw) -> None:
         """One still-encoded entry of the search answer."""
         execution = self._read(entry)
-        if execution is None:
+        if execution is None or execution.id in self._followed:  # not an execution, or a repeat
             self.skipped += 1
             return
         owner = self._owner_label(execution.owner)
@@ -141,12 +148,7 @@ class SnapshotBuilder:
     def build(self) -> Snapshot:
         # The oldest executions are kept: they are the ones the long-running alerts are about.
         self._timed.sort(key=lambda item: item[:2])
-        seen: set[tuple[str, ...]] = set()
-        starts = []
-        for start, _, key in self._timed:
-            if key not in seen:  # an id listed twice is one execution
-                seen.add(key)
-                starts.append((key, start))
+        starts = [(key, start) for start, _, key in self._timed]  # ids are unique: repeats were skipped
         cap = self.plan.max_start_series
         return Snapshot(
             time=self.now,
@@ -190,6 +192,7 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     if previous is None:
         return Totals(started, finished, totals.durations)
     durations = []
+    ended = (previous.time + current.time) / 2  # the end lies between the two polls
     for execution_id, (key, _) in current.followed.items():
         if execution_id not in previous.followed:
             started[key] = started.get(key, 0) + 1
@@ -198,5 +201,5 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
             finished[key] = finished.get(key, 0) + 1
             started.setdefault(key, 0)
             if start_time is not None:
-                durations.append(max(0.0, current.time - start_time))
+                durations.append(max(0.0, ended - start_time))
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)))

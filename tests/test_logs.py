@@ -129,3 +129,32 @@ def test_redactor_agrees_with_the_plain_definition():
                  else "".join(rng.choices(alphabet + " ", k=rng.randint(0, 20))) for _ in range(rng.randint(1, 5))]
         text = "".join(parts)
         assert Redactor(secrets)(text) == naive_redact(text, secrets), (secrets, text)
+
+
+def test_a_failed_poll_writes_one_line(capsys):
+    """urllib3 warns once per retry; only the poll's own "poll failed" line is written."""
+    import socket
+
+    from exporter import logs
+    from exporter.client import ExecutionManagerClient
+    from exporter.poller import Poller
+    from exporter.settings import Cloud
+    from exporter.snapshot import LabelPlan
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("urllib3").level
+    try:
+        logs.configure("info")
+        client = ExecutionManagerClient(Cloud("acme", f"http://127.0.0.1:{port}", SECRET), retries=2)
+        Poller(client, LabelPlan(), 30).poll_once()
+    finally:
+        root.handlers[:], level, urllib3_level = saved
+        root.setLevel(level)
+        logging.getLogger("urllib3").setLevel(urllib3_level)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert 'msg="poll failed"' in lines[0] and "reason=connection" in lines[0]
+    assert "urllib3" not in lines[0]

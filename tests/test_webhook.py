@@ -260,7 +260,8 @@ def test_a_failure_no_retry_can_fix_is_200(make_hook):
 def test_execution_the_api_cannot_stop(make_hook):
     hook = make_hook()
     decision = hook.post(payload(alert("frozen"))).json()["decisions"][0]
-    assert (decision["result"], decision["unStoppedExecutions"]) == ("not_stopped", ["frozen"])
+    assert (decision["result"], decision["reason"], decision["unStoppedExecutions"]) == (
+        "not_stopped", "api_did_not_stop", ["frozen"])
     assert hook.post(payload(alert("frozen"))).json()["decisions"][0]["result"] == "not_stopped"  # not remembered
 
 
@@ -465,6 +466,10 @@ def test_stop_command(start_lab, tmp_path):
                           text=True, timeout=30)
     assert real.returncode == 0, real.stderr
     assert json.loads(real.stdout)["stoppedExecutions"] == ["stuck1"] and "stuck1" not in lab.post("search").text
+    again = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True,
+                           text=True, timeout=30)  # a new process: it has not stopped stuck1 itself
+    answer = json.loads(again.stdout)
+    assert again.returncode == 1 and (answer["result"], answer["reason"]) == ("not_stopped", "not_running")
     broad = subprocess.run([*EXPORTER_BIN, "stop", "--owner", "bob@acme.example"], env=env, capture_output=True,
                            text=True, timeout=30)
     assert broad.returncode == 1 and json.loads(broad.stdout)["reason"] == "owner_and_name_targets_disabled"

@@ -16,6 +16,13 @@ Sample output (one cloud, one owner)::
 Series of running executions (running, platforms, ages, start times and what their caps left
 out) are dropped once the last successful poll is older than ``stale_after``; the counters and
 the finished-duration histogram are always exported.
+
+Owners: every family labelled by ``owner`` folds owners beyond ``max_owners`` into
+``owner="(other)"``, except ``perfecto_execution_start_timestamp_seconds``, which keeps each
+execution's real owner (its series are bounded by ``max_execution_series`` instead), so that
+a long-running or stuck execution's alert names who runs it. A join by ``(cloud, owner)``
+between a start series and another family therefore matches for every owner with a label of
+its own; an owner beyond the cap has no partner there (``perfecto_owners_folded`` counts them).
 """
 
 from __future__ import annotations
@@ -64,7 +71,8 @@ class ExecutionsCollector(Collector):
             'Owners of the last poll beyond max_owners, counted under owner="(other)"' + CACHED + ".", labels=["cloud"])
         skipped = GaugeMetricFamily(
             "perfecto_search_skipped_entries",
-            "Entries of the last search answer that were not execution objects" + CACHED + ".", labels=["cloud"])
+            "Entries of the last search answer not counted: not execution objects, or an id listed before"
+            + CACHED + ".", labels=["cloud"])
         started = CounterMetricFamily(
             "perfecto_executions_started",
             "Executions seen to start, from poll-to-poll differences (the first poll counts none).", labels=execution)
@@ -73,7 +81,8 @@ class ExecutionsCollector(Collector):
             "Executions seen to finish (or be stopped), from poll-to-poll differences.", labels=execution)
         durations = HistogramMetricFamily(
             "perfecto_execution_duration_seconds",
-            "Durations of executions seen to finish, measured to the poll that noticed the finish.", labels=["cloud"])
+            "Durations of executions seen to finish, measured to the midpoint between the last poll that saw each "
+            "running and the first that did not.", labels=["cloud"])
 
         for status in self._statuses():
             cloud, snapshot = [status.cloud], status.snapshot

@@ -1,0 +1,103 @@
+"""Metrics that agree with each other: an id is one execution everywhere, durations across an
+outage, owners beyond the cap, and which families carry ``cloud`` (as the README says)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collectors import ExecutionsCollector, executions as executions_collector
+from exporter.lab import Workload
+from exporter.poller import CloudStatus
+from exporter.snapshot import OTHER_OWNER, LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
+
+from .conftest import USER, build_exporter
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def entry(execution_id: str, owner: str, start: float, os: str = "Android") -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode({
+        "id": execution_id, "name": f"test-{execution_id}", "owner": owner, "startTime": int(start * 1000),
+        "platforms": [{"deviceType": "MOBILE", "os": os}]}))
+
+
+def snapshot_of(plan: LabelPlan, now: float, entries, owners: OwnerLabels | None = None):
+    builder = SnapshotBuilder(plan, now, owners)
+    for raw in entries:
+        builder.add(raw)
+    return builder.build()
+
+
+def test_an_id_listed_twice_is_one_execution_everywhere():
+    plan = LabelPlan()
+    # "a" is listed twice, the second time with another owner and platform: the first wins.
+    first = snapshot_of(plan, 1000.0, [entry("a", "alice", 100), entry("b", "alice", 200),
+                                       entry("a", "bob", 100, os="iOS")])
+    assert first.running == {("alice",): 2}
+    assert first.platforms == {("alice", "MOBILE", "Android", "none"): 2}
+    assert first.ages[("alice",)].counts == (0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert [key for key, _ in first.starts] == [("a", "test-a", "alice"), ("b", "test-b", "alice")]
+    assert first.skipped_entries == 1  # the repeat
+    second = snapshot_of(plan, 1030.0, [])
+    totals = advance(advance(Totals.empty(plan), None, first, plan), first, second, plan)
+    assert totals.finished == {("alice",): 2}
+    assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
+
+
+def test_a_duration_across_an_outage_is_measured_to_the_midpoint():
+    plan = LabelPlan()
+    before = snapshot_of(plan, 1000.0, [entry("a", "alice", 400)])
+    # The API failed for an hour; "a" ended somewhere in between.
+    after = snapshot_of(plan, 4600.0, [])
+    totals = advance(Totals.empty(plan), before, after, plan)
+    assert totals.durations.total == (1000 + 4600) / 2 - 400  # off by at most half the outage
+    # Normally the two polls are one interval apart: off by at most half an interval.
+    normal = advance(Totals.empty(plan), before, snapshot_of(plan, 1030.0, []), plan)
+    assert normal.durations.total == 1015 - 400
+
+
+def _scrape(registry) -> dict[str, list]:
+    text = generate_latest(registry).decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_start_series_keep_real_owners_and_joins_by_owner_match_within_the_cap():
+    plan = LabelPlan(max_owners=1)
+    snapshot = snapshot_of(plan, 1000.0, [entry("a", "alice", 100), entry("b", "bob", 200)], OwnerLabels(1))
+    status = CloudStatus("acme", "http://lab", advance(Totals.empty(plan), None, snapshot, plan), snapshot, polls=1,
+                         up=True, last_success=1000.0)
+    registry = CollectorRegistry()
+    registry.register(ExecutionsCollector(lambda: [status], plan, 90, clock=lambda: 1000.0))
+    families = _scrape(registry)
+    starts = {s.labels["owner"]: s.labels for s in families["perfecto_execution_start_timestamp_seconds"]}
+    assert set(starts) == {"alice", "bob"}  # real owners, also beyond the cap
+    assert families["perfecto_owners_folded"][0].value == 1
+    for name in ("perfecto_executions_running", "perfecto_platforms_running", "perfecto_execution_age_seconds",
+                 "perfecto_executions_started", "perfecto_executions_finished"):
+        owners = {(s.labels["cloud"], s.labels["owner"]) for s in families[name]}
+        assert owners == {("acme", "alice"), ("acme", OTHER_OWNER)}, name
+        # The join by (cloud, owner), as documented: every owner with a label of its own matches.
+        joined = {labels["owner"] for labels in starts.values() if (labels["cloud"], labels["owner"]) in owners}
+        assert joined == {"alice"}, name
+    for text in (README.read_text(), executions_collector.__doc__):  # the rule, documented in both
+        flat = " ".join(text.replace("``", "`").split())
+        assert "`perfecto_execution_start_timestamp_seconds`, which keeps" in flat
+        assert "join by `(cloud, owner)`" in flat
+
+
+def test_the_readme_names_every_family_without_cloud(start_lab):
+    workload = Workload(seed=3, executions=0)
+    workload.add({"id": "a", "owner": USER, "startTime": 1_700_000_000_000})
+    lab = start_lab(workload)
+    exporter = build_exporter(lab.url, webhook_token="hook-secret-1234567890")
+    exporter.pollers[0].poll_once()
+    families = _scrape(exporter.registry)
+    without = {s.name for found in families.values() for s in found if "cloud" not in s.labels}
+    statement = re.search(r"Every series carries `cloud` except (.*?)\.", " ".join(README.read_text().split()))
+    assert statement, "the README's statement about the cloud label"
+    assert without == set(re.findall(r"`(perfecto_\w+)`", statement[1]))
