@@ -345,7 +345,7 @@ metadata:
   namespace: {{{{ .Release.Namespace }}}}
   labels:
     {{{{- include "perfecto-exporter.labels" . | nindent 4 }}}}
-    {{{{- with .Values.prometheusRule.labels }}}}
+    {{{{- with .Values.prometheusRule.additionalLabels }}}}
     {{{{- toYaml . | nindent 4 }}}}
     {{{{- end }}}}
 spec:

@@ -32,6 +32,8 @@ from helm import generate as helm_generate
 
 CHART = ROOT / "helm" / "perfecto-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# The smallest values that render: a cloud and the Secret with its token (the chart refuses less).
+DEFAULTS = CHART / "ci" / "default-values.yaml"
 MOUNTS = "/etc/perfecto-exporter"
 KUBERNETES_VERSION = "1.33.0"
 CRDS = {
@@ -118,13 +120,12 @@ def check_config(docs, root: Path, secret_files: dict | None = None) -> dict:
 
 @pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
 def test_lint_strict(values):
+    # helm lint renders with fail and required made harmless, so the defaults lint clean too
     helm("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []))
 
 
-@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
-def test_every_rendered_manifest_is_valid(values):
-    docs = render(*([values] if values else []))
-    assert by_kind(docs, "Deployment") and by_kind(docs, "Service")
+def validate(docs: list[dict]) -> None:
+    """Every manifest against the Kubernetes schemas, every custom resource against its CRD."""
     for doc in docs:
         model = CRDS.get((doc["apiVersion"], doc["kind"]))
         if model is None:
@@ -135,14 +136,66 @@ def test_every_rendered_manifest_is_valid(values):
             assert parsed == doc, f"{doc['kind']} has fields its CRD does not know"
 
 
-def test_defaults_render_without_anything_set():
-    docs = render()
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_rendered_manifest_is_valid(values):
+    docs = render(values)
+    assert by_kind(docs, "Deployment") and by_kind(docs, "Service")
+    validate(docs)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_secret_the_pod_mounts_is_rendered_or_named_by_the_user(values):
+    """A pod never waits for a Secret nobody creates: each one it mounts is the chart's own (rendered)
+    or one the values name as existing."""
+    docs = render(values)
+    rendered = {s["metadata"]["name"] for s in by_kind(docs, "Secret")}
+    named = {str(v) for k, v in _leaves(yaml.safe_load(values.read_text())) if k == "existingSecret"}
+    for volume in deployment(docs)["spec"]["template"]["spec"]["volumes"]:
+        if "secret" in volume:
+            assert volume["secret"]["secretName"] in rendered | named, volume
+
+
+def _leaves(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _leaves(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _leaves(item)
+
+
+NO_CLOUD = "no cloud to poll: set perfecto.cloudName and its token, perfecto.existingSecret"
+
+
+@pytest.mark.parametrize("sets, complaint", [
+    ({}, NO_CLOUD),  # the defaults
+    ({"perfecto.existingSecret": "perfecto-token"}, NO_CLOUD),
+    ({"perfecto.cloudName": "acme"}, "no token for the cloud: set perfecto.cloudName and its token"),
+    ({"perfecto.clouds[0].name": "acme", "perfecto.clouds[1].name": "acme-eu",
+      "perfecto.clouds[1].existingSecret": "perfecto-eu"}, "perfecto.clouds: no token for acme; give each cloud"),
+])
+def test_values_without_a_cloud_and_its_token_fail_with_one_clear_message(sets, complaint):
+    """The defaults used to render a Deployment mounting perfecto-perfecto-exporter-token, which
+    nothing creates: the pod waited in ContainerCreating. Now template and install refuse."""
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    for command in (["template", "perfecto", str(CHART)], ["install", "perfecto", str(CHART), "--dry-run=client"]):
+        result = helm(*command, *args, check=False)
+        assert result.returncode != 0, command
+        assert complaint in result.stdout + result.stderr, (command, result.stdout + result.stderr)
+    template = helm("template", "perfecto", str(CHART), *args, check=False)
+    assert template.stdout == "" and template.stderr.count("Error:") == 1  # one message, nothing rendered
+
+
+def test_the_smallest_values_render_the_exporter_alone():
+    docs = render(DEFAULTS)
     assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
-    assert "WARNING: no cloud is set" in helm("install", "perfecto", str(CHART), "--dry-run=client").stdout
+    docs = render(**{"perfecto.cloudName": "acme", "perfecto.securityToken": "not-a-real-token"})
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "Secret", "Service", "ServiceAccount"]
 
 
 def test_pod_is_hardened_and_probed():
-    spec = deployment(render())["spec"]["template"]["spec"]
+    spec = deployment(render(DEFAULTS))["spec"]["template"]["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
     (container,) = spec["containers"]
     assert container["securityContext"] == {
@@ -277,24 +330,25 @@ def test_a_new_setting_reaches_schema_values_and_config_file_without_editing_the
         "description": "Seconds between license polls.", "type": "number", "exclusiveMinimum": 0, "default": 300.0}
     assert "# license_poll_interval: 300.0" in (tmp_path / "chart" / "values.yaml").read_text()
     assert "| `config.license_poll_interval` |" in (tmp_path / "chart" / "README.md").read_text()
-    out = helm("template", "perfecto", str(tmp_path / "chart"), "--set", "config.license_poll_interval=600").stdout
+    out = helm("template", "perfecto", str(tmp_path / "chart"), "-f", str(DEFAULTS),
+               "--set", "config.license_poll_interval=600").stdout
     (config_map,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
     assert yaml.safe_load(config_map["data"]["config.yaml"])["license_poll_interval"] == 600
-    refused = helm("template", "perfecto", str(tmp_path / "chart"), "--set", "config.license_poll_interval=0",
-                   check=False)
+    refused = helm("template", "perfecto", str(tmp_path / "chart"), "-f", str(DEFAULTS),
+                   "--set", "config.license_poll_interval=0", check=False)
     assert refused.returncode != 0 and "/config/license_poll_interval" in refused.stderr
 
 
 def test_container_port_and_probes_follow_listen_address():
-    docs = render(**{"config.listen_address": "[::]:8080"})
+    docs = render(DEFAULTS, **{"config.listen_address": "[::]:8080"})
     (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"]["port"] == "http"
-    assert deployment(render())["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9817
+    assert deployment(render(DEFAULTS))["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9817
 
 
 def test_prometheus_rule_is_the_projects_own():
-    (rule,) = by_kind(render(**{"prometheusRule.enabled": "true"}), "PrometheusRule")
+    (rule,) = by_kind(render(DEFAULTS, **{"prometheusRule.enabled": "true"}), "PrometheusRule")
     assert rule["spec"] == yaml.safe_load((ROOT / "alerts" / "perfecto-exporter.rules.yaml").read_text())
 
 
@@ -321,17 +375,18 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert alerts["PerfectoApiDown"]["annotations"]["dashboard_url"] == (
         "https://grafana.example.com/d/perfecto-exporter-health")
     assert "{{ $labels.execution_id }}" in alerts["PerfectoExecutionStuck"]["annotations"]["description"]
-    other = render(**{"prometheusRule.enabled": "true", "prometheusRule.selector": 'job="perfecto"'})
+    other = render(DEFAULTS, **{"prometheusRule.enabled": "true", "prometheusRule.selector": 'job="perfecto"'})
     exprs = [r["expr"] for g in by_kind(other, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
     assert all('job="perfecto"' in e and "perfecto-exporter" not in e for e in exprs)
 
 
 def test_rules_carry_no_made_up_links_by_default():
-    (rule,) = by_kind(render(**{"prometheusRule.enabled": "true"}), "PrometheusRule")
+    (rule,) = by_kind(render(DEFAULTS, **{"prometheusRule.enabled": "true"}), "PrometheusRule")
     for group in rule["spec"]["groups"]:
         for alert in group["rules"]:
             assert set(alert["annotations"]) == {"summary", "description"}, alert["alert"]
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "--set", "prometheusRule.enabled=true").stdout
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
+                 "--set", "prometheusRule.enabled=true").stdout
     assert "set prometheusRule.runbookUrl" in notes
 
 
@@ -365,6 +420,11 @@ def test_service_monitor_gives_the_job_the_rules_select():
     (service,) = by_kind(docs, "Service")
     assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "perfecto-exporter"  # job="perfecto-exporter"
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    if "telemetry_path" in json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]:
+        (moved,) = by_kind(render(CHART / "ci" / "all-settings-values.yaml", **{"serviceMonitor.enabled": "true"}),
+                           "ServiceMonitor")
+        assert moved["spec"]["endpoints"][0]["path"] == ci_values("all-settings-values.yaml")["config"]["telemetry_path"]
 
 
 def test_webhook_wiring():
@@ -389,10 +449,10 @@ def test_webhook_wiring():
 
 def test_webhook_off_by_default_and_chart_created_webhook_secret():
     assert "webhook_token_file" not in config_file(render(CHART / "ci" / "default-values.yaml"))
-    docs = render(**{"webhook.enabled": "true", "webhook.token": "hook-secret", "perfecto.cloudName": "acme"})
+    docs = render(DEFAULTS, **{"webhook.enabled": "true", "webhook.token": "hook-secret"})
     secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
     assert base64.b64decode(secrets["perfecto-perfecto-exporter-webhook"]["data"]["token"]) == b"hook-secret"
-    failed = helm("template", "perfecto", str(CHART), "--set", "webhook.enabled=true", check=False)
+    failed = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), "--set", "webhook.enabled=true", check=False)
     assert failed.returncode != 0 and "webhook.enabled needs webhook.existingSecret or webhook.token" in failed.stderr
 
 
@@ -450,6 +510,11 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     assert not [n for n in names if n.startswith("tests/")]
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "perfecto-exporter = exporter.cli:main" in entry_points
+    # the license travels with the wheel (setuptools' default license-files pick up LICENSE)
+    assert (zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/licenses/LICENSE")))
+            == (ROOT / "LICENSE").read_bytes())
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
 
 
 def test_web_config_wiring():
@@ -491,9 +556,9 @@ def test_image_default_is_the_local_build_and_says_so():
         text = path.read_text()
         assert f"docker build -t {image} ." in text, f"{path.name} must build exactly the chart's default image"
         assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client").stdout
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
     assert f"{image} is the name `docker build` gives" in notes
-    pushed = helm("install", "perfecto", str(CHART), "--dry-run=client", "--set",
+    pushed = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS), "--set",
                   "image.repository=registry.example.com/team/perfecto-exporter").stdout
     assert "docker build" not in pushed
 
@@ -510,3 +575,128 @@ def test_resources_recommendation_is_the_benchmarks_and_a_valid_spec():
     block = readme.split("```yaml\nresources:\n", 1)[1].split("```", 1)[0]
     recommended = yaml.safe_load("resources:\n" + block)["resources"]
     assert recommended == ci_values("webhook-values.yaml")["resources"]  # so kubernetes-validate checks it
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart on a default kube-prometheus-stack: what the READMEs tell a new user to type
+
+# What a default kube-prometheus-stack release named kube-prometheus-stack gives its Prometheus
+# (serviceMonitorSelectorNilUsesHelmValues and ruleSelectorNilUsesHelmValues: true).
+KUBE_PROMETHEUS_STACK_SELECTOR = {"matchLabels": {"release": "kube-prometheus-stack"}}
+
+
+def readme_install(path: Path) -> tuple[list[str], list[str]]:
+    """The ``kubectl create secret`` and ``helm install`` commands of a README's install block."""
+    text = path.read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.DOTALL) if "helm install perfecto-exporter" in b)
+    lines = block.replace("\\\n", " ").splitlines()
+    (secret,) = [line.split() for line in lines if line.startswith("kubectl") and "create secret" in line]
+    (install,) = [line.split() for line in lines if line.startswith("helm install")]
+    return secret, install
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("readme", [ROOT / "README.md", CHART / "README.md"], ids=["README", "chart-README"])
+def test_the_readme_install_works_on_a_default_kube_prometheus_stack(readme):
+    """The documented install, run as written (the chart path made absolute): it renders, every
+    manifest is valid, the pod mounts the Secret the README's kubectl command creates, and a default
+    kube-prometheus-stack's Prometheus selects both the ServiceMonitor and the PrometheusRule."""
+    secret, install = readme_install(readme)
+    assert install[:4] == ["helm", "install", "perfecto-exporter", "./helm/perfecto-exporter"]
+    (secret_name,) = [w for w in secret if w not in ("kubectl", "create", "secret", "generic") and not w.startswith("-")
+                      and w != secret[secret.index("-n") + 1]]
+    args = [str(CHART) if a == "./helm/perfecto-exporter" else a for a in install[2:]]
+    docs = [d for d in yaml.safe_load_all(helm("template", *args).stdout) if d]
+    validate(docs)
+    volumes = [v["secret"]["secretName"] for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert volumes == [secret_name] and not by_kind(docs, "Secret")
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (rule,) = by_kind(docs, "PrometheusRule")
+    assert selects(KUBE_PROMETHEUS_STACK_SELECTOR, monitor["metadata"]["labels"]), "nothing would be scraped"
+    assert selects(KUBE_PROMETHEUS_STACK_SELECTOR, rule["metadata"]["labels"]), "no rule would load"
+    notes = helm("install", *args, "--dry-run=client").stdout
+    assert "WARNING" not in notes and "with release=kube-prometheus-stack" in notes
+
+
+def test_notes_say_what_the_prometheus_selects_on():
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
+                 "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true").stdout
+    assert "kubectl get prometheus -A -o jsonpath=" in notes
+    assert "{.spec.serviceMonitorSelector}" in notes and "{.spec.ruleSelector}" in notes
+    assert "WARNING: serviceMonitor.additionalLabels is empty" in notes
+    assert "WARNING: prometheusRule.additionalLabels is empty" in notes
+    assert "serviceMonitor/default/perfecto-perfecto-exporter/0" in notes
+    labelled = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f",
+                    str(CHART / "ci" / "monitoring-values.yaml")).stdout
+    assert "WARNING" not in labelled
+    assert "ServiceMonitor perfecto-perfecto-exporter with release=kube-prometheus-stack." in labelled
+    assert "kubectl get prometheus" not in helm("install", "perfecto", str(CHART), "--dry-run=client",
+                                                "-f", str(DEFAULTS)).stdout
+
+
+def test_additional_labels_reach_the_service_monitor_and_the_rule():
+    docs = render(DEFAULTS, **{"serviceMonitor.enabled": "true", "prometheusRule.enabled": "true",
+                               "serviceMonitor.additionalLabels.release": "monitoring",
+                               "prometheusRule.additionalLabels.role": "alert-rules"})
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (rule,) = by_kind(docs, "PrometheusRule")
+    assert monitor["metadata"]["labels"]["release"] == "monitoring" and "role" not in monitor["metadata"]["labels"]
+    assert rule["metadata"]["labels"]["role"] == "alert-rules" and "release" not in rule["metadata"]["labels"]
+
+
+def test_what_prometheus_community_charts_accept():
+    """serviceMonitor.relabelings and metricRelabelings, priorityClassName and
+    topologySpreadConstraints reach the manifests (validated by test_every_rendered_manifest_is_valid
+    against the Kubernetes schemas and the prometheus-operator CRDs)."""
+    values = ci_values("kube-prometheus-stack-values.yaml")
+    docs = render(CHART / "ci" / "kube-prometheus-stack-values.yaml")
+    (endpoint,) = by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert endpoint["relabelings"] == values["serviceMonitor"]["relabelings"]
+    assert endpoint["metricRelabelings"] == values["serviceMonitor"]["metricRelabelings"]
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    own, given = pod["topologySpreadConstraints"]
+    assert own == {**values["topologySpreadConstraints"][0], "labelSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "perfecto-exporter", "app.kubernetes.io/instance": "perfecto"}}}
+    assert given == values["topologySpreadConstraints"][1]
+    plain = render(DEFAULTS, **{"serviceMonitor.enabled": "true"})
+    assert not {"priorityClassName", "topologySpreadConstraints"} & set(deployment(plain)["spec"]["template"]["spec"])
+    assert not {"relabelings", "metricRelabelings"} & set(by_kind(plain, "ServiceMonitor")[0]["spec"]["endpoints"][0])
+
+
+@pytest.mark.parametrize("key, value, complaint", [
+    ("serviceMonitor.labels.release", "x", "labels"),  # the old name: refused, not silently ignored
+    ("prometheusRule.labels.release", "x", "labels"),
+    ("serviceMonitor.additionalLabels.release", "monitoring", None),
+    ("serviceMonitor.relabelings[0].action", "rename", "/serviceMonitor/relabelings/0/action"),
+    ("serviceMonitor.metricRelabelings[0].source_labels", "x", "source_labels"),
+    ("priorityClassName", "{a: b}", "/priorityClassName"),
+    ("topologySpreadConstraints[0].maxSkew", "1", "/topologySpreadConstraints/0"),
+])
+def test_schema_checks_the_prometheus_community_keys(key, value, complaint):
+    result = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), "--set", f"{key}={value}", check=False)
+    if complaint is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The license that pyproject.toml and the image label name
+
+# sha256 of https://www.apache.org/licenses/LICENSE-2.0.txt, the standard text with its appendix
+APACHE_2_0_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+
+
+def test_the_license_is_the_apache_license_pyproject_and_the_image_name():
+    import hashlib
+
+    text = (ROOT / "LICENSE").read_text()
+    copyright_line, standard = text.split("\n", 1)
+    assert copyright_line == "Copyright 2026 The perfecto-exporter authors"
+    assert hashlib.sha256(standard.encode()).hexdigest() == APACHE_2_0_SHA256, "not the standard Apache-2.0 text"
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in (ROOT / "Dockerfile").read_text()

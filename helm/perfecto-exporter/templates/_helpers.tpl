@@ -120,3 +120,27 @@ The exporter's YAML settings file: .Values.config as it is, and the settings the
 {{- define "perfecto-exporter.webhookSecretKey" -}}
 {{- ternary .Values.webhook.existingSecretKey "token" (not (empty .Values.webhook.existingSecret)) }}
 {{- end }}
+
+{{/*
+Fails the render when a pod would mount a Secret that nobody creates: every cloud needs a name and
+either an existing Secret or a token the chart puts into its own Secret.
+*/}}
+{{- define "perfecto-exporter.requireCloud" -}}
+{{- $p := .Values.perfecto }}
+{{- if $p.clouds }}
+{{- $missing := list }}
+{{- range $p.clouds }}{{ if not (or .existingSecret .securityToken) }}{{ $missing = append $missing .name }}{{ end }}{{ end }}
+{{- if $missing }}
+{{- fail (printf "perfecto.clouds: no token for %s; give each cloud existingSecret (a Secret you create, the token under existingSecretKey, default token) or securityToken (the chart creates the Secret)" (join ", " $missing)) }}
+{{- end }}
+{{- else if not (and $p.cloudName (or $p.existingSecret $p.securityToken)) }}
+{{- fail (printf "%s: set perfecto.cloudName and its token, perfecto.existingSecret (a Secret you create first: kubectl -n %s create secret generic perfecto-token --from-file=token=./perfecto-token, then --set perfecto.existingSecret=perfecto-token) or perfecto.securityToken (the chart creates the Secret); or list several clouds in perfecto.clouds" (ternary "no token for the cloud" "no cloud to poll" (not (empty $p.cloudName))) .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* A label map as `key=value, ...`, for NOTES. */}}
+{{- define "perfecto-exporter.labelList" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}{{ $pairs = append $pairs (printf "%s=%s" $k $v) }}{{ end }}
+{{- join ", " $pairs }}
+{{- end }}
