@@ -171,7 +171,7 @@ NO_CLOUD = "no cloud to poll: set perfecto.cloudName and its token, perfecto.exi
 @pytest.mark.parametrize("sets, complaint", [
     ({}, NO_CLOUD),  # the defaults
     ({"perfecto.existingSecret": "perfecto-token"}, NO_CLOUD),
-    ({"perfecto.cloudName": "acme"}, "no token for the cloud: set perfecto.cloudName and its token"),
+    ({"perfecto.cloudName": "acme"}, "no token for cloud acme: set perfecto.existingSecret (a Secret you create first"),
     ({"perfecto.clouds[0].name": "acme", "perfecto.clouds[1].name": "acme-eu",
       "perfecto.clouds[1].existingSecret": "perfecto-eu"}, "perfecto.clouds: no token for acme; give each cloud"),
 ])

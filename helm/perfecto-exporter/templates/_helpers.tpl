@@ -133,8 +133,13 @@ either an existing Secret or a token the chart puts into its own Secret.
 {{- if $missing }}
 {{- fail (printf "perfecto.clouds: no token for %s; give each cloud existingSecret (a Secret you create, the token under existingSecretKey, default token) or securityToken (the chart creates the Secret)" (join ", " $missing)) }}
 {{- end }}
-{{- else if not (and $p.cloudName (or $p.existingSecret $p.securityToken)) }}
-{{- fail (printf "%s: set perfecto.cloudName and its token, perfecto.existingSecret (a Secret you create first: kubectl -n %s create secret generic perfecto-token --from-file=token=./perfecto-token, then --set perfecto.existingSecret=perfecto-token) or perfecto.securityToken (the chart creates the Secret); or list several clouds in perfecto.clouds" (ternary "no token for the cloud" "no cloud to poll" (not (empty $p.cloudName))) .Release.Namespace) }}
+{{- else }}
+{{- $secret := printf "perfecto.existingSecret (a Secret you create first: kubectl -n %s create secret generic perfecto-token --from-file=token=./perfecto-token, then --set perfecto.existingSecret=perfecto-token) or perfecto.securityToken (the chart creates the Secret)" .Release.Namespace }}
+{{- if not $p.cloudName }}
+{{- fail (printf "no cloud to poll: set perfecto.cloudName and its token, %s; or list several clouds in perfecto.clouds" $secret) }}
+{{- else if not (or $p.existingSecret $p.securityToken) }}
+{{- fail (printf "no token for cloud %s: set %s" $p.cloudName $secret) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
