@@ -169,6 +169,29 @@ def _quantile(metric: str, q: float) -> str:
     return f"histogram_quantile({q}, sum by (le) ({dedupe(f'rate({metric}{{{CLOUD}}}[$__rate_interval])')}))"
 
 
+def own(metric: str) -> str:
+    """A runtime series (process_*, python_*) of perfecto-exporter's own targets, not of every job's."""
+    return f"{metric} * on (job, instance) group_left () perfecto_exporter_build_info"
+
+
+def runtime_panels() -> list:
+    """client_python's process collector: CPU, resident memory, descriptors, start time."""
+    return [
+        timeseries.Panel().title("Process CPU").unit("percentunit").height(8).span(12)
+        .description("CPU time used per second of each exporter process (1 = one core).")
+        .with_target(query(own("rate(process_cpu_seconds_total[$__rate_interval])"), "{{instance}}")),
+        timeseries.Panel().title("Resident memory").unit("bytes").height(8).span(12)
+        .with_target(query(own("process_resident_memory_bytes"), "{{instance}}")),
+        timeseries.Panel().title("Open file descriptors").unit("short").height(8).span(12)
+        .description("Open descriptors (each connection holds one) against the process limit.")
+        .with_target(query(own("process_open_fds"), "open {{instance}}"))
+        .with_target(query(own("process_max_fds"), "limit {{instance}}", ref="B")),
+        table.Panel().title("Process start time").unit("dateTimeAsIso").height(8).span(12)
+        .description("When each exporter process started; a recent time is a restart.")
+        .with_target(query(own("1000 * process_start_time_seconds"), instant=True, fmt=PromQueryFormat.TABLE)),
+    ]
+
+
 def exporter_health() -> dashboard.Dashboard:
     panels = [
         stat.Panel().title("API up").height(4).span(6)
@@ -203,7 +226,8 @@ def exporter_health() -> dashboard.Dashboard:
         .with_target(query(f"perfecto_licenses_api_absent{{{CLOUD}}}", "absent {{cloud}} {{instance}}", ref="B")),
     ]
     return new_board(DASHBOARD_UIDS["health"], "Perfecto / Exporter health",
-                     "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails.", False, panels)
+                     "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails; and the "
+                     "exporter's own process.", False, panels, rows=(("Exporter process", runtime_panels()),))
 
 
 DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health}

@@ -1,7 +1,7 @@
 """The exporter's HTTP surface as a WSGI app built from injected parts (served by
 :mod:`exporter.server`).
 
-Routes: ``/metrics`` (client_python's exposition, rendered off the request path by
+Routes: ``/metrics`` (``telemetry_path``; client_python's exposition, rendered off the request path by
 :mod:`exporter.exposition`, plain and gzip, text and OpenMetrics by negotiation, so that a
 scrape costs a lookup),
 ``/-/healthy`` (the process serves), ``/-/ready`` (every cloud has been polled at least once,
@@ -50,8 +50,10 @@ def create_app(
     version: str,
     extra_routes: dict[str, Route] | None = None,
     license_statuses: Callable[[], list[LicenseStatus]] = list,
+    telemetry_path: str = "/metrics",
 ):
-    """``license_statuses``: the License API polls, shown on the landing page (never in readiness)."""
+    """``license_statuses``: the License API polls, shown on the landing page (never in readiness);
+    ``telemetry_path``: where the metrics are served (``--web.telemetry-path``)."""
     metrics_app = metrics_route(exposition, registry)
 
     def healthy(environ, start_response):
@@ -64,11 +66,12 @@ def create_app(
         return _text(start_response, "200 OK", "OK\n")
 
     def landing(environ, start_response):
-        page = _landing_page(statuses(), version, {s.cloud: s for s in license_statuses()}).encode()
+        licenses = {s.cloud: s for s in license_statuses()}
+        page = _landing_page(statuses(), version, licenses, telemetry_path).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))])
         return [page]
 
-    routes: dict[str, Route] = {"/metrics": metrics_app, "/-/healthy": healthy, "/-/ready": ready, "/": landing}
+    routes: dict[str, Route] = {telemetry_path: metrics_app, "/-/healthy": healthy, "/-/ready": ready, "/": landing}
     extra_routes = extra_routes or {}  # they check their own methods
     routes.update(extra_routes)
 
@@ -114,7 +117,8 @@ def _license_state(status: LicenseStatus | None) -> str:
     return "absent (asked again hourly)" if status.absent else _state(status)
 
 
-def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str, LicenseStatus]) -> str:
+def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str, LicenseStatus],
+                  telemetry_path: str = "/metrics") -> str:
     rows = []
     for s in statuses:
         last = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_success)) if s.last_success else "never"
@@ -127,7 +131,7 @@ def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str,
 <h1>Perfecto exporter</h1>
 <p>Version {html.escape(version)}. Running Perfecto executions, polled in the background.</p>
 <ul>
-<li><a href="metrics">metrics</a></li>
+<li><a href="{html.escape(telemetry_path.lstrip("/"), quote=True)}">metrics</a></li>
 <li><a href="-/healthy">health</a></li>
 <li><a href="-/ready">readiness</a></li>
 </ul>

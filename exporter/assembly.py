@@ -10,15 +10,19 @@ alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.rem
 from __future__ import annotations
 
 import logging
+import os
+import platform
+import subprocess
 import time
 import urllib.parse
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .app import Route, create_app
 from .client import ApiStats, ExecutionManagerClient, LicenseClient
-from .collectors import ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector
+from .collectors import ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector, RuntimeCollector
 from .exposition import Exposition
 from .poller import LicensePoller, Poller
 from .remediation import Remediator, StopPolicy
@@ -36,6 +40,28 @@ log = logging.getLogger("exporter")
 # can ask for at will, kept to two threads so that it never slows a scrape.
 LANES = {"pages": Lane(threads=8), "webhook": Lane(threads=4, capacity=20, reads_body=True),
          "costly": Lane(threads=2, capacity=8)}
+REVISION_VARIABLE = "PERFECTO_EXPORTER_REVISION"
+
+
+def build_labels() -> dict[str, str]:
+    """``perfecto_exporter_build_info``'s labels, as Go exporters have ``revision`` and ``goversion``.
+
+    The revision is ``$PERFECTO_EXPORTER_REVISION`` when set (an image build passes the commit it
+    was built from), else the commit checked out when the package runs from a git checkout, else
+    ``unknown``."""
+    revision = os.environ.get(REVISION_VARIABLE, "").strip() or _git_revision() or "unknown"
+    return {"version": __version__, "revision": revision, "pythonversion": platform.python_version()}
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 class Exporter:
@@ -64,7 +90,7 @@ class Exporter:
         ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
-                       HealthCollector(statuses, self.api_stats, plan, __version__)]
+                       HealthCollector(statuses, self.api_stats, plan, build_labels())]
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
@@ -78,8 +104,9 @@ class Exporter:
                 self.exposition.nudge)
         for collector in collectors:
             self.registry.register(collector)
+        collectors.append(RuntimeCollector(self.registry))  # process_*, python_*: registers its parts
         self.app = create_app(self.exposition, self.registry, statuses, __version__, routes,
-                              lambda: [p.status for p in self.license_pollers])
+                              lambda: [p.status for p in self.license_pollers], settings.telemetry_path)
         self.web = web or WebConfig()
         self._basic_auth = None
         if self.web.users:

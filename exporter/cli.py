@@ -1,7 +1,12 @@
 """Prometheus exporter for running Perfecto executions: run, demo, simulate, check-config.
 
+Without a command the exporter runs, and the flags exporters share (``--web.listen-address``,
+``--web.config.file``, ``--web.telemetry-path``, ``--log.level``, ``--log.format``,
+``--config.file``, ``--version``) work before or after the command.
+
 Exit codes: 0 on a clean stop (SIGTERM/SIGINT), 2 on a configuration error (one line on
-stderr naming the setting, no traceback), 1 when the HTTP port cannot be opened.
+stderr naming the setting, no traceback), 1 when the HTTP port cannot be opened (one line:
+in use, a host that does not resolve or is not this machine's).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -18,7 +24,7 @@ from pathlib import Path
 from . import __version__, logs
 from .assembly import Exporter
 from .remediation import StopRequest
-from .settings import Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
+from .settings import LOG_ALIASES, Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .web_config import load_web_config
 
 log = logging.getLogger("exporter")
@@ -30,6 +36,7 @@ def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud
         "config_file": args.config_file,
         "listen_address": getattr(args, "listen_address", None),
         "web_config_file": getattr(args, "web_config_file", None),
+        "telemetry_path": getattr(args, "telemetry_path", None),
         "log_level": args.log_level,
         "log_format": args.log_format,
         **flags,
@@ -56,10 +63,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, clouds, _ = _configured(args)
+    _check_listen_address(settings.listen_address)
     if settings.web_config_file:
         load_web_config(settings.web_config_file)
     print(json.dumps(masked(settings, clouds), indent=2))
     return 0
+
+
+def _check_listen_address(address: str) -> None:
+    """What ``run`` would find on this machine, without taking the port: the host resolves and is
+    one of this machine's addresses (the port's range is checked with the settings)."""
+    host, _ = split_listen_address(address)
+    setting = "listen_address (PERFECTO_LISTEN_ADDRESS)"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(setting, f"host {host!r} does not resolve: {getattr(err, 'strerror', None) or err}") from None
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(sockaddr)
+        except OSError as err:
+            raise ConfigError(setting, f"cannot listen on {host!r}: {err.strerror}") from None
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -116,7 +140,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         host, port = split_listen_address(args.listen_address)
     except ValueError as err:
         raise ConfigError("--listen-address", str(err)) from None
-    logs.configure(args.log_level, args.log_format == "json", (args.admin_token or "", *user_tokens.values()))
+    logs.configure(args.log_level or "info", args.log_format == "json", (args.admin_token or "", *user_tokens.values()))
     lab = _lab_from_args(args, user_tokens)
     try:
         server, _ = serve_lab(lab, host, port)
@@ -138,25 +162,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     args.admin_token = secrets.token_urlsafe(24)
     lab = _lab_from_args(args, {})
-    lab_host, lab_port = split_listen_address(args.lab_listen_address)
+    try:
+        lab_host, lab_port = split_listen_address(args.lab_listen_address)
+    except ValueError as err:
+        raise ConfigError("--lab.listen-address", str(err)) from None
+    settings = load_settings({
+        "listen_address": args.listen_address or "127.0.0.1:9817", "poll_interval": args.poll_interval,
+        "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
+        "telemetry_path": getattr(args, "telemetry_path", None),
+    })
+    logs.configure(settings.log_level, settings.log_format == "json", (args.admin_token,))
+    if settings.log_level != "debug":  # the lab's line per request would drown the exporter's own
+        logging.getLogger("exporter.lab").setLevel(logging.WARNING)
     try:
         lab_server, _ = serve_lab(lab, lab_host, lab_port)
     except OSError as err:
-        raise ConfigError("--lab.listen-address", f"cannot listen: {err.strerror}") from None
+        log.error("cannot listen", extra={"address": args.lab_listen_address, "error": err.strerror})
+        return 1
     lab_url = f"http://{lab_host}:{lab_server.server_port}"
-    settings = load_settings({
-        "listen_address": args.listen_address, "poll_interval": args.poll_interval,
-        "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
-    })
-    cloud = Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url)
-    logs.configure(settings.log_level, settings.log_format == "json", (cloud.token,))
-    if settings.log_level != "debug":  # the lab's line per request would drown the exporter's own
-        logging.getLogger("exporter.lab").setLevel(logging.WARNING)
-    exporter = Exporter(settings, [cloud])
+    exporter = Exporter(settings, [Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url)])
     try:
         exporter.start()
     except OSError as err:
-        raise ConfigError("--web.listen-address", f"cannot listen: {err.strerror}") from None
+        log.error("cannot listen", extra={"address": settings.listen_address, "error": err.strerror})
+        lab_server.shutdown()
+        lab_server.server_close()
+        return 1
     host, _ = split_listen_address(settings.listen_address)
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     base = f"http://{shown}:{exporter.server.server_port}"
@@ -164,9 +195,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\nperfecto-exporter demo: {args.executions} executions ({args.stuck} stuck), "
         f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s; "
         f"licenses {args.licenses}, {args.burst_minutes} burst minutes\n"
-        f"  metrics:        {base}/metrics\n"
-        f"  licenses:       {base}/metrics?name[]=perfecto_licenses_in_use&name[]=perfecto_licenses_purchased"
-        "&name[]=perfecto_license_burst_used_seconds\n"
+        f"  metrics:        {base}{settings.telemetry_path}\n"
+        f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
+        "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
         f"  landing page:   {base}/\n"
         f"  simulated lab:  {lab_url} (faults: POST {lab_url}/-/lab/faults {{\"kind\": \"server_error\"}})\n"
         "Press Ctrl-C to stop.\n",
@@ -204,27 +235,54 @@ def _workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, s
                         "(default 240; 0: no burst package)")
 
 
+LOG_LEVELS, LOG_FORMATS = ("debug", "info", "warning", "error"), ("text", "json")
+
+
+def _alias(value: str) -> str:
+    return LOG_ALIASES.get(value, value)
+
+
+def _log_flags(p: argparse.ArgumentParser, default: dict) -> None:
+    p.add_argument("--log.level", dest="log_level", type=_alias, choices=LOG_LEVELS, metavar="LEVEL",
+                   help="debug, info, warn(ing), error (PERFECTO_LOG_LEVEL)", **default)
+    p.add_argument("--log.format", dest="log_format", type=_alias, choices=LOG_FORMATS, metavar="FORMAT",
+                   help="text (logfmt) or json (PERFECTO_LOG_FORMAT)", **default)
+
+
+def _common_flags(p: argparse.ArgumentParser, top: bool = False, only: tuple[str, ...] | None = None) -> None:
+    """The flags exporters share, on the top level and again on each command, so that they work
+    before or after it; a command's copy has no default, so that it never hides the top level's."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    flags = {
+        "listen": ("--web.listen-address", "listen_address",
+                   "host:port to serve on (PERFECTO_LISTEN_ADDRESS, default :9817)"),
+        "web": ("--web.config.file", "web_config_file",
+                "TLS and basic auth, exporter-toolkit format (PERFECTO_WEB_CONFIG_FILE)"),
+        "path": ("--web.telemetry-path", "telemetry_path",
+                 "path of the metrics (PERFECTO_TELEMETRY_PATH, default /metrics)"),
+        "config": ("--config.file", "config_file", "YAML settings file (PERFECTO_CONFIG_FILE)"),
+    }
+    for key, (flag, dest, helptext) in flags.items():
+        if only is None or key in only:
+            p.add_argument(flag, dest=dest, help=helptext, **default)
+    _log_flags(p, default)
+    p.add_argument("--version", action="version", version=f"perfecto-exporter {__version__}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perfecto-exporter", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def exporter_flags(p: argparse.ArgumentParser, listen_default: str | None = None) -> None:
-        p.add_argument("--web.listen-address", dest="listen_address", default=listen_default,
-                       help="host:port to serve on (PERFECTO_LISTEN_ADDRESS, default :9817)")
-        p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"))
-        p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
-
-    for name, helptext in (("run", "run the exporter"), ("check-config", "validate settings, print them masked")):
+    parser = argparse.ArgumentParser(prog="perfecto-exporter", description=__doc__.splitlines()[0],
+                                     epilog="Without a command, the exporter runs (as with run).")
+    _common_flags(parser, top=True)
+    parser.set_defaults(handler=cmd_run)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, helptext in (("run", "run the exporter (the default)"),
+                           ("check-config", "validate settings, print them masked")):
         p = commands.add_parser(name, help=helptext)
-        p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
-        p.add_argument("--web.config.file", dest="web_config_file",
-                       help="TLS and basic auth, exporter-toolkit format (PERFECTO_WEB_CONFIG_FILE)")
-        exporter_flags(p)
+        _common_flags(p)
         p.set_defaults(handler=cmd_run if name == "run" else cmd_check_config)
 
     p = commands.add_parser("stop", help="stop executions by id, with the webhook's policy")
-    p.add_argument("--config.file", dest="config_file", help="YAML settings file (PERFECTO_CONFIG_FILE)")
+    _common_flags(p, only=("config",))
     p.add_argument("--execution-id", action="append", default=[], help="execution to stop (repeatable)")
     p.add_argument("--owner", help="stop this owner's executions (needs --allow-owner-and-name)")
     p.add_argument("--execution-name", help="stop executions of this name (needs --allow-owner-and-name)")
@@ -232,8 +290,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow --owner/--execution-name (PERFECTO_STOP_ALLOW_OWNER_AND_NAME)")
     p.add_argument("--cloud", help="which configured cloud (needed when there are several)")
     p.add_argument("--dry-run", action="store_true", help="say what would be stopped, stop nothing")
-    p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--log.format", dest="log_format", choices=("text", "json"))
     p.set_defaults(handler=cmd_stop)
 
     p = commands.add_parser("simulate", help="serve the simulated Perfecto lab")
@@ -243,13 +299,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="token that sees and stops OWNER's executions (repeatable)")
     p.add_argument("--fault-injection", action="store_true", help="enable POST/DELETE /-/lab/faults")
     p.add_argument("--payload", help="answer search with this recorded JSON file, verbatim")
-    p.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--log.format", dest="log_format", default="text", choices=("text", "json"))
+    _log_flags(p, {"default": argparse.SUPPRESS})
     _workload_flags(p, executions=50, churn=6, stuck=2)
     p.set_defaults(handler=cmd_simulate)
 
     p = commands.add_parser("demo", help="simulated lab and exporter in one process")
-    exporter_flags(p, listen_default="127.0.0.1:9817")
+    _common_flags(p, only=("listen", "path"))
     p.add_argument("--lab.listen-address", dest="lab_listen_address", default="127.0.0.1:0",
                    help="host:port of the simulated lab (default: a free port on 127.0.0.1)")
     p.add_argument("--poll.interval", dest="poll_interval", type=float, default=5.0, help="seconds (default 5)")

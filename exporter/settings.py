@@ -38,6 +38,10 @@ DEFAULT_PORT = 9817
 DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 DEFAULT_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+# What Prometheus users type (--log.level=warn, --log.format=logfmt), as the names used here
+LOG_ALIASES = {"warn": "warning", "logfmt": "text"}
+# Paths the exporter serves besides the telemetry path, which must not take one of them
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/webhook/alertmanager")
 
 ExtraLabel = Literal["os_version", "browser_version", "manufacturer", "model", "location"]
 DroppableLabel = Literal["owner", "device_type", "os", "browser", "execution_name"]
@@ -105,6 +109,7 @@ class Settings(BaseSettings):
 
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
     web_config_file: Path | None = Field(None, description="TLS and basic auth (exporter-toolkit format).")
+    telemetry_path: str = Field("/metrics", description="Path under which the metrics are served.")
     max_connections: int = Field(
         0, ge=0, description="Open HTTP connections at most; 0 derives it from the descriptor limit."
     )
@@ -160,6 +165,18 @@ class Settings(BaseSettings):
         if any(b <= 0 for b in buckets) or buckets != sorted(set(buckets)):
             raise ValueError("buckets must be positive and strictly increasing")
         return buckets
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _alias(cls, value: object) -> object:
+        return LOG_ALIASES.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[^\s?#]*", value) or value in RESERVED_PATHS:
+            raise ValueError(f"must be a path starting with / other than {', '.join(RESERVED_PATHS)}")
+        return value
 
     @field_validator("listen_address")
     @classmethod

@@ -7,7 +7,7 @@ exporter's webhook.
 ``--fast-alerts`` shortens every ``for:`` to 30 s, so that the stuck executions of the lab alert
 within a minute. Without ``--stop`` the webhook runs dry (it logs what it would stop). Ctrl-C
 stops everything. The end-to-end test (tests/test_stack.py) builds its stack from the same
-configuration functions.
+configuration functions. A second run while the first still holds its ports refuses to start.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -69,26 +71,30 @@ def alertmanager_config(webhook_url: str, secret_file: Path, others_url: str | N
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast-alerts", action="store_true", help="every for: 30s")
-    parser.add_argument("--stop", action="store_true", help="let the webhook really stop executions")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="perfecto-stack-"))
+PORTS = {"lab": 19818, "exporter": 19817, "prometheus": 19090, "alertmanager": 19093}
+# Debian's Prometheus 2.42 (what .ci/install brings) serves its alerts page only here: /alerts is a 404
+PROMETHEUS_ALERTS_PAGE = "/classic/alerts"
+
+
+def ports_in_use(ports: dict[str, int]) -> list[str]:
+    """The ports of ``ports`` that something (a stack still running, say) already holds."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{name} {port}")
+    return taken
+
+
+def start_stack(work: Path, args: argparse.Namespace, urls: dict[str, str], spawn) -> None:
     token, hook = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (work / "webhook.secret").write_text(hook)
-    ports = {"lab": 19818, "exporter": 19817, "prometheus": 19090, "alertmanager": 19093}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
-    processes = []
-
-    def spawn(args, name, env=None):
-        log = open(work / f"{name}.log", "wb")
-        processes.append(subprocess.Popen(args, env={**base_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT))
-
-    spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}", "--admin-token", token,
+    spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{PORTS['lab']}", "--admin-token", token,
            "--executions", "60", "--churn", "20", "--stuck", "2", "--fault-injection"], "lab")
-    spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"], "exporter", {
+    spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{PORTS['exporter']}"], "exporter", {
         "PERFECTO_CLOUD_NAME": "demo", "PERFECTO_EXECUTIONS_URL": urls["lab"], "PERFECTO_SECURITY_TOKEN": token,
         "PERFECTO_POLL_INTERVAL": "10", "PERFECTO_WEBHOOK_TOKEN_FILE": str(work / "webhook.secret"),
         "PERFECTO_STOP_DRY_RUN": "false" if args.stop else "true"})
@@ -96,36 +102,76 @@ def main() -> None:
     (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(
         urls["exporter"] + "/webhook/alertmanager", work / "webhook.secret", None, "10s")))
     spawn(["prometheus-alertmanager", f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am'}",
-           f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--cluster.listen-address="], "alertmanager")
+           f"--web.listen-address=127.0.0.1:{PORTS['alertmanager']}", "--cluster.listen-address="], "alertmanager")
     (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
-        [f"127.0.0.1:{ports['exporter']}"], f"127.0.0.1:{ports['alertmanager']}", work / "rules.yml", "10s")))
+        [f"127.0.0.1:{PORTS['exporter']}"], f"127.0.0.1:{PORTS['alertmanager']}", work / "rules.yml", "10s")))
     spawn(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
-           f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], "prometheus")
+           f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}"], "prometheus")
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+def wait_ready(url: str, stopping: threading.Event, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stopping.is_set():
         try:
-            if requests.get(urls["prometheus"] + "/-/ready", timeout=1).ok:
-                break
+            if requests.get(url + "/-/ready", timeout=1).ok:
+                return
         except requests.RequestException:
-            time.sleep(0.5)
-    print(f"""
+            pass
+        stopping.wait(0.5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast-alerts", action="store_true", help="every for: 30s")
+    parser.add_argument("--stop", action="store_true", help="let the webhook really stop executions")
+    args = parser.parse_args()
+    taken = ports_in_use(PORTS)
+    if taken:  # never scrape what another run left behind
+        print(f"local stack: ports in use ({', '.join(taken)}); is another local stack running?", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    work = Path(tempfile.mkdtemp(prefix="perfecto-stack-"))
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in PORTS.items()}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
+    processes = []
+
+    def spawn(command, name, env=None):
+        with open(work / f"{name}.log", "wb") as log:
+            processes.append(subprocess.Popen(command, env={**base_env, **(env or {})}, stdout=log,
+                                              stderr=subprocess.STDOUT))
+
+    try:
+        start_stack(work, args, urls, spawn)
+        wait_ready(urls["prometheus"], stopping)
+        print(f"""
 perfecto-exporter local stack ({'webhook stops executions' if args.stop else 'webhook dry run'}):
   exporter      {urls['exporter']}/metrics
-  Prometheus    {urls['prometheus']}/alerts
+  Prometheus    {urls['prometheus']}{PROMETHEUS_ALERTS_PAGE}
   Alertmanager  {urls['alertmanager']}
   simulated lab {urls['lab']} (faults: curl -XPOST {urls['lab']}/-/lab/faults -d '{{"kind": "unauthorized"}}')
   logs          {work}
 Ctrl-C stops everything.""", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while not stopping.wait(3600):
+            pass
     finally:
-        for process in processes:
+        stop_all(processes)
+    return 0
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to every child, SIGKILL to any still running 10 s later."""
+    for process in processes:
+        if process.poll() is None:
             process.terminate()
-        for process in processes:
+    for process in processes:
+        try:
             process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    main()
+    sys.exit(main())

@@ -146,3 +146,12 @@ def test_dashboard_structure(name):
         assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"])
         refs = [t["refId"] for t in panel["targets"]]
         assert len(refs) == len(set(refs))
+
+
+def test_exporter_health_shows_the_process():
+    """client_python's process collector: CPU, resident memory, descriptors, start time."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-exporter-health.json").read_text())
+    exprs = " ".join(t["expr"] for panel in board["panels"] for t in panel.get("targets", ()))
+    for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                   "process_start_time_seconds"):
+        assert f"{metric}" in exprs, metric

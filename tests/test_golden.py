@@ -7,13 +7,17 @@ and review the diff.
 """
 
 import os
+import platform
+import re
 import subprocess
 
 import pytest
 from prometheus_client import generate_latest
 
 
-from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, build_exporter, require_tool
+from exporter.assembly import REVISION_VARIABLE, build_labels
+
+from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, build_exporter, require_tool, samples
 
 NOW = 1795000500.0  # after every start time in the fixtures but the clock-skewed one
 
@@ -26,7 +30,20 @@ def exposition(lab, polls: int = 1, **settings) -> str:
     return generate_latest(exporter.registry).decode()
 
 
+# What depends on the process and the machine rather than on the payload: client_python's
+# process_*/python_* families (CPU, memory, descriptors, GC counts) and the build's revision
+# and Python version. test_runtime_and_build_are_exported checks that they are there.
+RUNTIME_FAMILY = re.compile(r"^(# (HELP|TYPE) )?(process|python)_\w*[ {].*\n", re.MULTILINE)
+BUILD_LABELS = re.compile(r'(?<=[{,])(pythonversion|revision)="[^"]*"')
+
+
+def stable(text: str) -> str:
+    """The exposition without what varies from run to run and machine to machine."""
+    return BUILD_LABELS.sub(r'\1="(machine)"', RUNTIME_FAMILY.sub("", text))
+
+
 def assert_golden(name: str, text: str) -> None:
+    text = stable(text)
     path = GOLDEN / f"{name}.prom"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
@@ -49,6 +66,7 @@ def test_recorded_payload_gives_exact_exposition(start_lab, name, settings, requ
     lab = start_lab(payload=(FIXTURES / f"{name}.json").read_bytes())
     text = exposition(lab, **settings)
     assert_golden(request.node.callspec.id, text)
+    text = stable(text)
     promtool = require_tool("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
     assert (check.returncode, check.stdout + check.stderr) == (0, b"")
@@ -69,3 +87,22 @@ def test_personal_data_never_reaches_the_exposition(start_lab):
     text = exposition(start_lab(payload=(FIXTURES / "quirky_search_response.json").read_bytes()))
     for secret in ("359876543210987", "310260123456789", "+15550001111", ADMIN_TOKEN):
         assert secret not in text
+
+
+def test_runtime_and_build_are_exported(start_lab):
+    """process_*, python_* and the build's revision and Python version, left out of the golden files."""
+    text = exposition(start_lab(payload=b"[]"))
+    found = samples(text)
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                 "process_start_time_seconds", "python_gc_collections_total"):
+        assert any(n == name for n, _ in found), name
+    (labels,) = [dict(key) for n, key in found if n == "perfecto_exporter_build_info"]
+    assert labels["pythonversion"] == platform.python_version()
+    assert labels["revision"] == subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                                cwd=GOLDEN).stdout.strip()
+    assert stable(text).count("process_") == 0 and "(machine)" in stable(text)
+
+
+def test_revision_from_the_environment(monkeypatch):
+    monkeypatch.setenv(REVISION_VARIABLE, "f00ba4")
+    assert build_labels()["revision"] == "f00ba4"

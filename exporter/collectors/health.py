@@ -9,16 +9,21 @@ Sample output (one cloud)::
     # TYPE perfecto_api_request_failures_total counter
     perfecto_api_request_failures_total{cloud="acme",endpoint="search",reason="timeout"} 0.0
     ...
-    # HELP perfecto_exporter_build_info Version of perfecto-exporter, value 1.
+    # HELP perfecto_exporter_build_info Version, source revision and Python version of perfecto-exporter, value 1.
     # TYPE perfecto_exporter_build_info gauge
-    perfecto_exporter_build_info{version="0.1.0"} 1.0
+    perfecto_exporter_build_info{pythonversion="3.11.2",revision="0ea8244…",version="0.1.0"} 1.0
+
+:class:`RuntimeCollector` adds client_python's ``process_*`` and ``python_*`` families (CPU,
+resident memory, open descriptors, start time; platform; garbage collections).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 
 from ..poller import CloudStatus
@@ -30,8 +35,10 @@ if TYPE_CHECKING:
 
 
 class HealthCollector(Collector):
-    def __init__(self, statuses: Callable[[], list[CloudStatus]], api: ApiStats, plan: LabelPlan, version: str):
-        self._statuses, self._api, self._plan, self._version = statuses, api, plan, version
+    def __init__(self, statuses: Callable[[], list[CloudStatus]], api: ApiStats, plan: LabelPlan,
+                 build: dict[str, str]):
+        """``build``: the labels of ``perfecto_exporter_build_info`` (version, revision, pythonversion)."""
+        self._statuses, self._api, self._plan, self._build = statuses, api, plan, dict(sorted(build.items()))
 
     def version(self) -> tuple:
         polls = tuple(status.polls for status in self._statuses())
@@ -51,9 +58,10 @@ class HealthCollector(Collector):
                 last_success.add_metric([status.cloud], status.last_success)
             if status.last_duration is not None:
                 poll_duration.add_metric([status.cloud], status.last_duration)
-        build = GaugeMetricFamily("perfecto_exporter_build_info", "Version of perfecto-exporter, value 1.",
-                                  labels=["version"])
-        build.add_metric([self._version], 1)
+        build = GaugeMetricFamily(
+            "perfecto_exporter_build_info",
+            "Version, source revision and Python version of perfecto-exporter, value 1.", labels=list(self._build))
+        build.add_metric(list(self._build.values()), 1)
         caps = GaugeMetricFamily("perfecto_exporter_cap", "The exporter's configured cardinality caps.", labels=["cap"])
         caps.add_metric(["max_owners"], self._plan.max_owners)
         caps.add_metric(["max_execution_series"], self._plan.max_start_series)
@@ -66,3 +74,19 @@ class HealthCollector(Collector):
                       self._api.durations),
             build, caps,
         )
+
+
+class RuntimeCollector:
+    """client_python's process, platform and GC collectors, registered on ``registry``, for the
+    exposition: their values change with time alone, so ``version()`` moves every second."""
+
+    def __init__(self, registry: CollectorRegistry, clock=time.monotonic):
+        self._parts = [ProcessCollector(registry=registry), PlatformCollector(registry=registry),
+                       GCCollector(registry=registry)]
+        self._clock = clock
+
+    def version(self) -> int:
+        return int(self._clock())
+
+    def collect(self):
+        return [family for part in self._parts for family in part.collect()]
