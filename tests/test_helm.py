@@ -502,6 +502,7 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 65534:65534" in dockerfile and "EXPOSE 9817" in dockerfile
     assert 'ENTRYPOINT ["perfecto-exporter"]' in dockerfile and 'CMD ["run"]' in dockerfile
+    assert re.search(r"^COPY [^\n]*\bLICENSE\b", dockerfile, re.MULTILINE)  # the image's wheel carries it too
     subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
                     "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("perfecto_exporter-*.whl")
