@@ -89,7 +89,7 @@ def processing(size: int) -> dict:
     status = CloudStatus("bench", "http://lab", advance(Totals.empty(plan), None, built, plan), built, 1, True, now, 0.1)
     registry = CollectorRegistry()
     registry.register(ExecutionsCollector(lambda: [status], plan, 90, clock=lambda: now))
-    registry.register(HealthCollector(lambda: [status], ApiStats(["bench"]), plan, "bench"))
+    registry.register(HealthCollector(lambda: [status], ApiStats(["bench"]), plan, {"version": "bench"}))
     render = best_of(lambda: generate_latest(registry), repeats)
     return {"size": size, "body_mb": len(body) / 2**20, "json_loads_ms": baseline * 1000, "snapshot_ms": ours * 1000,
             "render_ms": render * 1000, "ratio": ours / baseline, "ratio_with_render": (ours + render) / baseline}
