@@ -9,6 +9,7 @@ alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.rem
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -53,6 +54,7 @@ def build_labels() -> dict[str, str]:
     return {"version": __version__, "revision": revision, "pythonversion": platform.python_version()}
 
 
+@functools.cache  # one git call per process, not one per assembly
 def _git_revision() -> str | None:
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
