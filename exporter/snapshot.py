@@ -13,6 +13,11 @@ worst error of measuring to either poll and has no bias either way: a duration i
 most half the time between the two polls, which is half a poll interval normally, and half the
 outage when the API failed in between (the end is known no better than that).
 
+With ``execution_name_durations`` on, each execution also has a test name (its execution name
+normalised and capped by :class:`~exporter.testnames.TestNames`): the start series carry it as
+``test`` and finished durations are counted by it, so that a running execution can be joined to
+its test's history by ``(cloud, test)``.
+
 An id is one execution everywhere: when an answer lists an id twice, its first entry counts and
 each repeat is counted with the skipped entries.
 """
@@ -26,7 +31,8 @@ import msgspec
 
 from .counting import BucketCounts
 from .executions import execution_reader
-from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS
+from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS, DEFAULT_NAME_PATTERNS
+from .testnames import OTHER_TEST, TestNames
 
 EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
@@ -47,6 +53,9 @@ class LabelPlan:
     start_series: bool = True
     max_start_series: int = 2000
     max_owners: int = 500
+    by_test: bool = False  # execution_name_durations: durations by test, start series with test
+    max_tests: int = 200
+    name_patterns: tuple[str, ...] = DEFAULT_NAME_PATTERNS
 
     @classmethod
     def from_settings(cls, settings) -> LabelPlan:
@@ -61,6 +70,10 @@ class LabelPlan:
             start_series=settings.execution_series,
             max_start_series=settings.max_execution_series,
             max_owners=settings.max_owners,
+            # a dropped execution_name is aggregated away everywhere, test names included
+            by_test=settings.execution_name_durations and "execution_name" not in drop,
+            max_tests=settings.max_execution_names,
+            name_patterns=tuple(settings.execution_name_patterns),
         )
 
 
@@ -75,6 +88,8 @@ class Snapshot:
     skipped_entries: int
     followed: dict[str, tuple[tuple[str, ...], float | None]]  # id -> (execution labels, start)
     owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
+    tests: dict[str, str] | None = None  # id -> test label, with plan.by_test only
+    tests_folded: int = 0  # test names of this poll counted under OTHER_TEST
 
 
 class OwnerLabels:
@@ -102,10 +117,14 @@ class SnapshotBuilder:
     difference, and its start for the start-time series), so a large answer costs little memory.
     """
 
-    def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None):
+    def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
+                 test_names: TestNames | None = None):
         self.plan, self.now = plan, now
         self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
         self._folded: set[str] = set()
+        self._test_label = (test_names or TestNames(plan.name_patterns, plan.max_tests)) if plan.by_test else None
+        self._tests: dict[str, str] = {}
+        self._tests_folded: set[str] = set()
         self._by_owner = plan.execution == ("owner",)
         self._owner_first = plan.platform[:1] == ("owner",)  # PLATFORM_LABELS start with owner
         self._read = execution_reader(tuple(label for label in plan.platform if label != "owner"))
@@ -142,8 +161,15 @@ class SnapshotBuilder:
             ages.append(max(0.0, self.now - start))  # a clock ahead of ours gives age 0
         if execution.id is not None:
             self._followed[execution.id] = (key, start)
+            if self._test_label is None:
+                if start is not None and self._start_key is not None:
+                    self._timed.append((start, execution.id, self._start_key(execution)))
+                return
+            test = self._tests[execution.id] = self._test_label(execution.name)
+            if test is OTHER_TEST:
+                self._tests_folded.add(self._test_label.normalise(execution.name))
             if start is not None and self._start_key is not None:
-                self._timed.append((start, execution.id, self._start_key(execution)))
+                self._timed.append((start, execution.id, (*self._start_key(execution), test)))
 
     def build(self) -> Snapshot:
         # The oldest executions are kept: they are the ones the long-running alerts are about.
@@ -160,6 +186,8 @@ class SnapshotBuilder:
             skipped_entries=self.skipped,
             followed=self._followed,
             owners_folded=len(self._folded),
+            tests=self._tests if self._test_label is not None else None,
+            tests_folded=len(self._tests_folded),
         )
 
 
@@ -172,15 +200,17 @@ def _key_function(labels: tuple[str, ...]):
 
 @dataclass(frozen=True)
 class Totals:
-    """Counters that only grow: starts and finishes by execution labels, finished durations."""
+    """Counters that only grow: starts and finishes by execution labels, finished durations
+    (by test too, with ``plan.by_test``)."""
 
     started: dict[tuple[str, ...], int]
     finished: dict[tuple[str, ...], int]
     durations: BucketCounts
+    durations_by_test: dict[str, BucketCounts] | None = None
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
-        return cls({}, {}, BucketCounts.of([], plan.duration_buckets))
+        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {} if plan.by_test else None)
 
 
 def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
@@ -190,8 +220,10 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
     if previous is None:
-        return Totals(started, finished, totals.durations)
+        return Totals(started, finished, totals.durations, _plus_by_test(totals.durations_by_test, {}, current, plan))
     durations = []
+    by_test: dict[str, list[float]] = {}
+    tests = previous.tests
     ended = (previous.time + current.time) / 2  # the end lies between the two polls
     for execution_id, (key, _) in current.followed.items():
         if execution_id not in previous.followed:
@@ -202,4 +234,21 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
             started.setdefault(key, 0)
             if start_time is not None:
                 durations.append(max(0.0, ended - start_time))
-    return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)))
+                if tests is not None:
+                    by_test.setdefault(tests[execution_id], []).append(durations[-1])
+    return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
+                  _plus_by_test(totals.durations_by_test, by_test, current, plan))
+
+
+def _plus_by_test(before: dict[str, BucketCounts] | None, added: dict[str, list[float]], current: Snapshot,
+                  plan: LabelPlan) -> dict[str, BucketCounts] | None:
+    if before is None:
+        return None
+    after = dict(before)
+    zero = BucketCounts.of((), plan.duration_buckets)
+    for test in set(current.tests.values()) - after.keys():  # a test's histogram starts at 0 when it first runs
+        after[test] = zero
+    for test, durations in added.items():
+        counts = BucketCounts.of(durations, plan.duration_buckets)
+        after[test] = after[test].plus(counts) if test in after else counts
+    return after
