@@ -364,7 +364,7 @@ def test_prometheus_rule_is_the_generators_for_the_same_values():
 def test_prometheus_rule_thresholds_and_links_come_from_values():
     (rule,) = by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alerts["PerfectoExecutionStuck"]["expr"].endswith("> 14400")
     assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40).")
     assert alerts["PerfectoApiDown"]["for"] == "15m"
@@ -375,6 +375,8 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert alerts["PerfectoApiDown"]["annotations"]["dashboard_url"] == (
         "https://grafana.example.com/d/perfecto-exporter-health")
     assert "{{ $labels.execution_id }}" in alerts["PerfectoExecutionStuck"]["annotations"]["description"]
+    assert alerts["PerfectoExecutionOverdue"]["labels"]["perfecto_action"] == "stop"  # overdueAction: stop
+    assert alerts["PerfectoExecutionOverdue"]["for"] == "15m"
     other = render(DEFAULTS, **{"prometheusRule.enabled": "true", "prometheusRule.selector": 'job="perfecto"'})
     exprs = [r["expr"] for g in by_kind(other, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
     assert all('job="perfecto"' in e and "perfecto-exporter" not in e for e in exprs)
@@ -383,7 +385,7 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
 def test_rules_carry_no_made_up_links_by_default():
     (rule,) = by_kind(render(DEFAULTS, **{"prometheusRule.enabled": "true"}), "PrometheusRule")
     for group in rule["spec"]["groups"]:
-        for alert in group["rules"]:
+        for alert in (r for r in group["rules"] if "alert" in r):  # recording rules have no annotations
             assert set(alert["annotations"]) == {"summary", "description"}, alert["alert"]
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
                  "--set", "prometheusRule.enabled=true").stdout
