@@ -4,6 +4,10 @@ A few owners hold most of the load (Zipf weights); platforms are a mix of deskto
 and mobile devices with full ``mobileInfo`` (fake personal data, so leak tests have something
 to find); a few "stuck" executions started hours ago and never finish on their own. Time is
 advanced lazily from the clock on each request, so the lab needs no thread of its own.
+
+The lab keeps its own record of usage (:meth:`Workload.usage`): every execution's start and the
+moment it left the lab, with its owner and platforms. That is the ground truth the end-to-end
+test holds the exporter's usage counters to.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import random
 import string
 import threading
 import time
+from collections import deque
 
 OWNERS = (
     "ci-bot@acme.example", "alice.nguyen@acme.example", "bob.schmidt@acme.example",
@@ -39,6 +44,7 @@ MOBILES = (
 OPERATORS = (("Verizon", "US", "311480"), ("Vodafone", "DE", "26202"), ("T-Mobile", "US", "310260"))
 LOCATIONS = ("NA-US-BOS", "EU-DE-FRA", "AP-IN-BLR", "NA-CA-TOR")
 RESOLUTIONS = ("1920x1080", "1600x1200", "2560x1440", "1440x2560", "1170x2532")
+LEDGER_SIZE = 100_000  # finished executions remembered for usage reports (a few MB)
 
 
 class Workload:
@@ -68,6 +74,7 @@ class Workload:
         self._unstoppable: set[str] = set()
         self._last = clock()
         self._due = 0.0
+        self._ended: deque[tuple[dict, float]] = deque(maxlen=LEDGER_SIZE)  # (execution, end in seconds)
         now_ms = self._last * 1000
         for _ in range(stuck):
             execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
@@ -95,8 +102,9 @@ class Workload:
     def stop(self, ids: list[str]) -> tuple[list[str], list[str]]:
         with self._lock:
             stopped = [i for i in ids if i not in self._unstoppable]
+            now = self._clock()
             for execution_id in stopped:
-                self._executions.pop(execution_id, None)
+                self._remove(execution_id, now)
                 self._stuck.discard(execution_id)
             return stopped, [i for i in ids if i in self._unstoppable]
 
@@ -109,8 +117,44 @@ class Workload:
         for _ in range(min(events, 10_000)):
             finishable = [i for i in self._executions if i not in self._stuck]
             if finishable:
-                del self._executions[self._rng.choice(finishable)]
+                self._remove(self._rng.choice(finishable), now)
             self._new_execution(now * 1000)
+
+    def _remove(self, execution_id: str, now: float) -> None:
+        """Every execution leaves the lab here, so that the usage record sees it end."""
+        execution = self._executions.pop(execution_id, None)
+        if execution is not None:
+            self._ended.append((execution, now))
+
+    def usage(self, since: float, until: float) -> dict:
+        """The lab's own record of what its executions held between ``since`` and ``until``
+        (epoch seconds): platform-seconds by owner and device type, execution-seconds by owner,
+        and how many platforms and executions overlapped the window (each may be off by up to a
+        poll interval in the exporter's counting)."""
+        with self._lock:
+            self._advance()
+            spans = [(e, until) for e in self._executions.values()] + list(self._ended)
+        platform_seconds: dict[tuple[str, str], list] = {}
+        execution_seconds: dict[str, list] = {}
+        for execution, end in spans:
+            start = execution.get("startTime")
+            held = min(end, until) - max(start / 1000, since) if type(start) in (int, float) else 0
+            if held <= 0:
+                continue
+            owner = execution.get("owner") or "unknown"
+            total = execution_seconds.setdefault(owner, [0.0, 0])
+            total[0] += held
+            total[1] += 1
+            for platform in execution.get("platforms") or ():
+                total = platform_seconds.setdefault((owner, platform.get("deviceType") or "unknown"), [0.0, 0])
+                total[0] += held
+                total[1] += 1
+        return {
+            "platform_seconds": [{"owner": o, "device_type": d, "seconds": s, "platforms": n}
+                                 for (o, d), (s, n) in sorted(platform_seconds.items())],
+            "execution_seconds": [{"owner": o, "seconds": s, "executions": n}
+                                  for o, (s, n) in sorted(execution_seconds.items())],
+        }
 
     def _new_execution(self, start_ms: float) -> dict:
         rng = self._rng
