@@ -30,7 +30,9 @@ polls, over the interval between them, by the same evidence:
 So an execution is counted to within half a poll interval at each end (half the outage, when
 polls failed between), one that started and ended between two polls is not counted at all,
 the first poll after start-up counts nothing (the time before it is unknown), and a restart
-loses the time between the last poll before it and the first after. Owners beyond
+loses the time between the last poll before it and the first after. A series (a combination of
+labels) first appears at 0, and what it used in that interval is added at the next successful
+poll, because Prometheus' ``increase()`` never counts a new series' first value. Owners beyond
 ``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. The usage of one interval
 is added per series only when it is positive, so that rounding never makes a counter go down
 (which Prometheus would read as a reset).
@@ -211,6 +213,7 @@ class Totals:
     durations: BucketCounts
     platform_seconds: dict[tuple[str, ...], float]
     execution_seconds: dict[tuple[str, ...], float]
+    carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
@@ -220,15 +223,14 @@ class Totals:
 def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
     """The totals after ``current``, given the last successful snapshot before it."""
     started, finished = dict(totals.started), dict(totals.finished)
-    platform_seconds, execution_seconds = dict(totals.platform_seconds), dict(totals.execution_seconds)
     for key in current.running:  # every owner seen gets its counters, starting at 0
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
-        execution_seconds.setdefault(key, 0.0)
-    for key in current.platforms:
-        platform_seconds.setdefault(key, 0.0)
+    held, ran = _usage(previous, current) if previous is not None else ({}, {})
+    platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
+    execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
     if previous is None:
-        return Totals(started, finished, totals.durations, platform_seconds, execution_seconds)
+        return Totals(started, finished, totals.durations, platform_seconds, execution_seconds, (held_later, ran_later))
     durations = []
     ended = (previous.time + current.time) / 2  # the end lies between the two polls
     for execution_id, followed in current.followed.items():
@@ -240,13 +242,28 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
             started.setdefault(key, 0)
             if start_time is not None:
                 durations.append(max(0.0, ended - start_time))
-    held, ran = _usage(previous, current)
-    for key, seconds in held.items():
-        platform_seconds[key] = platform_seconds.get(key, 0.0) + seconds
-    for key, seconds in ran.items():
-        execution_seconds[key] = execution_seconds.get(key, 0.0) + seconds
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
-                  platform_seconds, execution_seconds)
+                  platform_seconds, execution_seconds, (held_later, ran_later))
+
+
+def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict]:
+    """Usage counters after one poll, and what they carry to the next.
+
+    A series seen for the first time is exported at 0 and gets its first amount at the next
+    successful poll: ``increase()`` and ``rate()`` take a new series' first value as their
+    starting point, so an amount in it would never be counted."""
+    values = dict(values)
+    for key, seconds in carried.items():
+        values[key] += seconds
+    later = {}
+    for key, seconds in amounts.items():
+        if key in values:
+            values[key] += seconds
+        else:
+            later[key] = seconds
+    for key in (*seen, *later):
+        values.setdefault(key, 0.0)
+    return values, later
 
 
 def _usage(previous: Snapshot, current: Snapshot) -> tuple[dict, dict]:

@@ -148,7 +148,7 @@ def test_stuck_execution_alert_carries_the_remediation_label_and_execution_label
     assert "perfecto_execution_start_timestamp_seconds" in stuck["expr"] and " by (" not in stuck["expr"]
 
 
-@pytest.mark.parametrize("name", ["perfecto-executions.json", "perfecto-exporter-health.json"])
+@pytest.mark.parametrize("name", list(load_generator("dashboards").DASHBOARDS))
 def test_dashboard_structure(name):
     board = json.loads((ROOT / "dashboards" / name).read_text())
     assert board["uid"] == name.removesuffix(".json") and "perfecto" in board["tags"]
@@ -157,6 +157,9 @@ def test_dashboard_structure(name):
     assert variables["cloud"]["query"] == "label_values(perfecto_up, cloud)"
     if name == "perfecto-executions.json":
         assert variables["owner"]["query"].startswith("label_values(perfecto_executions_running")
+    if name == "perfecto-usage.json":
+        assert variables["team"]["query"] == 'label_values(perfecto_owner_info{cloud=~"$cloud"}, team)'
+        assert variables["price"]["type"] == "textbox" and variables["price"]["query"] == "1"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:

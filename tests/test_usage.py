@@ -68,17 +68,18 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     now[0] = T0 + 40
     workload.stop(["A"])
     workload.add(execution("D", "carol@acme.example", None, CHROME))  # beyond max_owners, no start time
-    poll_at(60, "A ended: 2x15 to the midpoint; D without a start: from the midpoint, 15, under (other)")
+    poll_at(60, "A ended: 2x15 to the midpoint; D without a start: from the midpoint, 15, under (other), a new "
+                "series: at 0 now, its 15 added at the next successful poll")
     lab.lab.inject("server_error", count=1)
     now[0] = T0 + 70
     workload.stop(["C"])
     poll_at(90, "the poll fails: nothing counted")
     workload.add(execution("E", "", 121, PIXEL))  # owner unknown: beyond max_owners too
-    poll_at(150, "bridged over the outage from 60s: B 90, D 90; C ended: 45 to the midpoint; E from 121: 29, under "
-                 "(other)")
+    poll_at(150, "bridged over the outage from 60s: B 90, D 90 (+15 carried); C ended: 45 to the midpoint; E from "
+                 "121: 29, under (other) on a new series: carried")
     now[0] = T0 + 160
     workload.stop(["E", "B"])
-    poll_at(180, "E and B ended: 15 each to the midpoint; D 30")
+    poll_at(180, "E and B ended: 15 each to the midpoint (E +29 carried); D 30")
 
     assert_golden("usage-timeline", "".join(timeline))
     found = samples(generate_latest(exporter.registry).decode())

@@ -24,6 +24,13 @@ OWNERS = (
     "emeka.obi@acme.example", "fatima.khan@acme.example", "gustavo.silva@acme.example",
     "hana.sato@acme.example", "ivan.petrov@acme.example", "julia.rossi@acme.example",
 )
+# The teams of the demo (the exporter's teams setting): exact owners, a pattern, and the rest
+# left to the default team, so that the usage dashboard shows each way an owner finds a team.
+DEMO_TEAMS = (
+    {"name": "platform", "owners": ["ci-bot@acme.example"]},
+    {"name": "mobile", "owners": ["mobile-nightly@acme.example", "alice.nguyen@acme.example", "chen.li@acme.example"]},
+    {"name": "web", "owner_patterns": ["(bob|dana|emeka|fatima)[.].*@acme[.]example"]},
+)
 TEST_NAMES = (
     "LoginFlowTest", "CheckoutRegression", "SearchSmoke", "PaymentsE2E", "OnboardingTour",
     "PushNotificationSuite", "ProfileSettingsTest", "CartPersistence", "DeepLinkRouting",
