@@ -36,7 +36,7 @@ SELECTOR = 'job="perfecto-exporter"'
 REPLICA_LABELS = ("instance", "pod")
 RUNBOOK_URL = ""
 DASHBOARD_URL = ""
-DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health"}
+DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health", "usage": "perfecto-usage"}
 
 DURATION_PATTERN = "^([0-9]+(ms|s|m|h|d|w|y))+$"
 URL_PATTERN = r"^(https?://[^\s#]+)?$"

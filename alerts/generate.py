@@ -146,9 +146,51 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-executions", "rules": executions},
         {"name": "perfecto-capacity", "rules": license_rules(t, alert)},
         {"name": "perfecto-remediation", "rules": remediation},
+        {"name": "perfecto-usage", "interval": "1m", "rules": usage_rules(t)},
         {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
         {"name": "perfecto-execution-overdue", "rules": overdue_rules(t, alert)},
     ]}
+
+
+def usage_rules(t: dict) -> list[dict]:
+    """Recording rules: device-hours and execution-hours per owner and per team over 1 h and 1 d,
+    and devices in use per team, so that the usage dashboard and reports stay cheap.
+
+    Evaluated once a minute: a day's increase moves slowly, and a 15 s evaluation of every owner's
+    day would cost a large Prometheus for nothing. Replicas are deduplicated after ``increase``.
+
+    Teams come from ``perfecto_owner_info`` by ``group_left (team)``. The info is looked up over
+    the same window (``last_over_time``), so that an owner who ran before a restart of the
+    exporter, and not since, keeps a team; ``topk by (cloud, owner) (1, ...)`` keeps one team per
+    owner when the mapping changed within the window (or replicas disagree during a rollout),
+    where a plain join would fail with "many-to-many matching"."""
+    s = t["selector"]
+
+    def team_of(window: str | None) -> str:
+        info = f"perfecto_owner_info{{{s}}}"
+        return f"topk by (cloud, owner) (1, {dedupe(f'last_over_time({info}[{window}])' if window else info)})"
+
+    def record(name: str, expr: str) -> dict:
+        return {"record": name, "expr": expr}
+
+    found = []
+    for window in ("1h", "1d"):
+        held = f"cloud_owner_device_type:perfecto_platform_usage_hours:increase{window}"
+        ran = f"cloud_owner:perfecto_execution_usage_hours:increase{window}"
+        found += [
+            record(held, f"sum by (cloud, owner, device_type) "
+                         f"({dedupe(f'increase(perfecto_platform_usage_seconds_total{{{s}}}[{window}])')}) / 3600"),
+            record(ran, f"sum by (cloud, owner) "
+                        f"({dedupe(f'increase(perfecto_execution_usage_seconds_total{{{s}}}[{window}])')}) / 3600"),
+            record(f"cloud_team_device_type:perfecto_platform_usage_hours:increase{window}",
+                   f"sum by (cloud, team, device_type) ({held} * on (cloud, owner) group_left (team) {team_of(window)})"),
+            record(f"cloud_team:perfecto_execution_usage_hours:increase{window}",
+                   f"sum by (cloud, team) ({ran} * on (cloud, owner) group_left (team) {team_of(window)})"),
+        ]
+    devices = f"sum by (cloud, owner) ({dedupe(f'perfecto_platforms_running{{{s}}}')})"
+    found.append(record("cloud_team:perfecto_platforms_running:sum",
+                        f"sum by (cloud, team) ({devices} * on (cloud, owner) group_left (team) {team_of(None)})"))
+    return found
 
 
 # Recorded by history_rules: per (cloud, test), over overdueHistoryWindow, tests with enough runs only

@@ -19,9 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, dashboard, heatmap, piechart, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh, VariableSort
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +55,7 @@ def query(expr: str, legend: str | None = None, ref: str = "A", instant: bool = 
     return q
 
 
-def variables(board: dashboard.Dashboard, with_owner: bool) -> dashboard.Dashboard:
+def variables(board: dashboard.Dashboard, with_owner: bool, extra: tuple = ()) -> dashboard.Dashboard:
     board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
     board = board.with_variable(
         dashboard.QueryVariable("cloud").label("Cloud").datasource(DATASOURCE)
@@ -67,17 +68,20 @@ def variables(board: dashboard.Dashboard, with_owner: bool) -> dashboard.Dashboa
             .query(f"label_values(perfecto_executions_running{{{CLOUD}}}, owner)").multi(True).include_all(True)
             .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
         )
+    for variable in extra:
+        board = board.with_variable(variable)
     return board
 
 
 def new_board(uid: str, title: str, description: str, with_owner: bool, panels: list,
-              annotations: tuple = (), rows: tuple = ()) -> dashboard.Dashboard:
+              annotations: tuple = (), rows: tuple = (), extra_variables: tuple = (),
+              since: str = "now-6h") -> dashboard.Dashboard:
     """``rows``: (title, panels) each, after ``panels``, under a row of that title."""
     board = (
         dashboard.Dashboard(title).uid(uid).tags(["perfecto", "perfecto-exporter"]).refresh("30s")
-        .time("now-6h", "now").timezone("browser").description(description)
+        .time(since, "now").timezone("browser").description(description)
     )
-    board = variables(board, with_owner)
+    board = variables(board, with_owner, extra_variables)
     for annotation in annotations:
         board = board.annotation(annotation)
     number = 0
@@ -252,7 +256,96 @@ def exporter_health() -> dashboard.Dashboard:
                      "exporter's own process.", False, panels, rows=(("Exporter process", runtime_panels()),))
 
 
-DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health}
+CLOUD_TEAM = 'cloud=~"$cloud", team=~"$team"'
+
+
+def team_of(window: str) -> str:
+    """Each owner's team over ``window``, one per owner: as the recording rules join it (see
+    ``usage_rules`` in alerts/generate.py), restricted to the teams chosen in ``$team``."""
+    info = f'last_over_time(perfecto_owner_info{{{CLOUD_TEAM}}}[{window}])'
+    return f"topk by (cloud, owner) (1, {dedupe(info)})"
+
+
+def by_team(metric: str, by: str) -> str:
+    """Hours of a usage counter over the dashboard's range, summed ``by`` labels that may include
+    ``team``: the counter's increase per owner, joined with the owner's team."""
+    hours = f"sum by (cloud, owner{by_extra(by)}) ({dedupe(f'increase({metric}{{{CLOUD}}}[$__range])')}) / 3600"
+    return f"sum by ({by}) ({hours} * on (cloud, owner) group_left (team) {team_of('$__range')})"
+
+
+def by_extra(by: str) -> str:
+    extra = [label for label in by.replace(" ", "").split(",") if label and label not in ("cloud", "owner", "team")]
+    return "".join(f", {label}" for label in extra)
+
+
+HELD = "perfecto_platform_usage_seconds_total"
+RAN = "perfecto_execution_usage_seconds_total"
+
+
+def usage() -> dashboard.Dashboard:
+    price = (dashboard.TextBoxVariable("price").label("Price per device-hour").default_value("1")
+             .current(VariableOption(text="1", value="1"))
+             .description("What one device-hour costs you, in your currency; the cost panels multiply by it."))
+    team = (dashboard.QueryVariable("team").label("Team").datasource(DATASOURCE)
+            .query(f"label_values(perfecto_owner_info{{{CLOUD}}}, team)").multi(True).include_all(True)
+            .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
+    lab_hours = f"sum({by_team(HELD, 'cloud')})"
+
+    def bars(title: str, expr: str, unit: str, legend: str, description: str):
+        return (bargauge.Panel().title(title).unit(unit).height(9).span(8).description(description)
+                .display_mode(BarGaugeDisplayMode.BASIC).orientation(VizOrientation.HORIZONTAL)
+                .with_target(query(f"sort_desc({expr})", legend, instant=True)))
+
+    panels = [
+        stat.Panel().title("Device-hours").unit("short").height(4).span(6).decimals(1)
+        .description("Devices and desktop browsers held by the chosen teams over the time range, in hours.")
+        .with_target(query(lab_hours)),
+        stat.Panel().title("Cost").unit("short").height(4).span(6).decimals(2)
+        .description("Device-hours of the chosen teams over the time range times the price per device-hour.")
+        .with_target(query(f"{lab_hours} * $price")),
+        stat.Panel().title("Execution-hours").unit("short").height(4).span(6).decimals(1)
+        .description("Time the chosen teams' executions ran over the time range, in hours.")
+        .with_target(query(f"sum({by_team(RAN, 'cloud')})")),
+        stat.Panel().title("Devices in use now").unit("short").height(4).span(6)
+        .with_target(query(f"sum(cloud_team:perfecto_platforms_running:sum{{{CLOUD_TEAM}}})")),
+        bars("Device-hours by team", by_team(HELD, "team"), "short", "{{team}}",
+             "Device-hours of each team over the time range."),
+        piechart.Panel().title("Share of the lab by team").unit("short").height(9).span(8)
+        .description("Each team's share of the device-hours used over the time range.")
+        .with_target(query(by_team(HELD, "team"), "{{team}}", instant=True)),
+        bars("Cost by team", f"{by_team(HELD, 'team')} * $price", "short", "{{team}}",
+             "Device-hours of each team over the time range times the price per device-hour."),
+        table.Panel().title("Top owners by device-hours").unit("short").height(9).span(12).decimals(1)
+        .description("The 20 owners who held the most device-hours over the time range, with their team.")
+        .with_target(query(f"topk(20, {by_team(HELD, 'team, owner')})", instant=True, fmt=PromQueryFormat.TABLE)),
+        bars("Device-hours by device type", by_team(HELD, "device_type"), "short", "{{device_type}}",
+             "Device-hours of the chosen teams by device type over the time range.").span(12),
+        timeseries.Panel().title("Device-hours per hour by team").unit("short").height(8).span(12)
+        .description("Device-hours of each team in the hour before each point (the 1 h recording rule): the "
+                     "average number of devices the team held in that hour.")
+        .with_target(query(
+            f"sum by (team) (cloud_team_device_type:perfecto_platform_usage_hours:increase1h{{{CLOUD_TEAM}}})",
+            "{{team}}")),
+        timeseries.Panel().title("Devices in use by team").unit("short").height(8).span(12)
+        .with_target(query(f"sum by (team) (cloud_team:perfecto_platforms_running:sum{{{CLOUD_TEAM}}})", "{{team}}")),
+        timeseries.Panel().title("Execution-hours per day by team").unit("short").height(8).span(12)
+        .description("Execution-hours of each team in the day before each point (the 1 d recording rule).")
+        .with_target(query(f"sum by (team) (cloud_team:perfecto_execution_usage_hours:increase1d{{{CLOUD_TEAM}}})",
+                           "{{team}}")),
+        timeseries.Panel().title("Device-hours per day by device type").unit("short").height(8).span(12)
+        .with_target(query(
+            f"sum by (device_type) (cloud_team_device_type:perfecto_platform_usage_hours:increase1d{{{CLOUD_TEAM}}})",
+            "{{device_type}}")),
+    ]
+    return new_board(DASHBOARD_UIDS["usage"], "Perfecto / Usage",
+                     "Who used how much of the Perfecto lab: device-hours and execution-hours by team, owner and "
+                     "device type over the time range, and their cost at a price you type in. Teams come from the "
+                     "exporter's teams setting (perfecto_owner_info).", False, panels,
+                     extra_variables=(team, price), since="now-7d")
+
+
+DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health,
+              "perfecto-usage.json": usage}
 
 
 def render(build) -> str:

@@ -23,13 +23,15 @@ from prometheus_client import CollectorRegistry
 from . import __version__
 from .app import Route, create_app
 from .client import ApiStats, ExecutionManagerClient, LicenseClient
-from .collectors import ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector, RuntimeCollector
+from .collectors import (ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector,
+                         RuntimeCollector, UsageCollector)
 from .exposition import Exposition
 from .poller import LicensePoller, Poller
 from .remediation import Remediator, StopPolicy
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
 from .snapshot import LabelPlan
+from .teams import Teams
 from .web_config import BasicAuth, WebConfig
 from .webhook import PATH as WEBHOOK_PATH
 from .webhook import WebhookStats, bearer_matches, create_webhook_app
@@ -92,6 +94,7 @@ class Exporter:
         ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
+                       UsageCollector(statuses, plan, Teams.from_settings(settings)),
                        HealthCollector(statuses, self.api_stats, plan, build_labels())]
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],

@@ -162,6 +162,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .lab import serve_lab
+    from .lab.workload import DEMO_TEAMS
 
     args.admin_token = secrets.token_urlsafe(24)
     lab = _lab_from_args(args, {})
@@ -172,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings({
         "listen_address": args.listen_address or "127.0.0.1:9817", "poll_interval": args.poll_interval,
         "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
-        "telemetry_path": getattr(args, "telemetry_path", None),
+        "telemetry_path": getattr(args, "telemetry_path", None), "teams": list(DEMO_TEAMS),
         # the lab's tests have a history then: show it by test, as the overdue alert needs
         "execution_name_durations": True if args.test_durations else None,
     })
@@ -201,6 +202,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s; "
         f"licenses {args.licenses}, {args.burst_minutes} burst minutes\n"
         f"  metrics:        {base}{settings.telemetry_path}\n"
+        f"  usage:          {base}{settings.telemetry_path}?name[]=perfecto_platform_usage_seconds_total"
+        "&name[]=perfecto_owner_info (teams: "
+        f"{', '.join(team['name'] for team in DEMO_TEAMS)}, {settings.default_team})\n"
         f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
         "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
         f"  landing page:   {base}/\n"

@@ -17,6 +17,15 @@ list several clouds, each polled on its own and labelled with its own ``cloud`` 
         licenses_url: https://proxy.internal:8444
         token_file: /etc/perfecto/acme-eu.token
 
+Owners are mapped to teams in the same file (``teams``, see :mod:`exporter.teams`)::
+
+    teams:
+      - name: mobile
+        owners: [mobile-nightly@acme.example, alice.nguyen@acme.example]
+      - name: web
+        owner_patterns: ['.*@web[.]acme[.]example']
+    default_team: unassigned
+
 The License API (``licenses``: ``auto``, ``on``, ``off``) lives on another host than the
 Execution Manager, ``https://<cloud>.perfectomobile.com``; when a cloud's executions URL is
 given (a proxy, the simulated lab) and its licenses URL is not, the executions URL serves both.
@@ -31,7 +40,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlConfigSettingsSource
 
 DEFAULT_PORT = 9817
@@ -100,6 +109,25 @@ class CloudSettings(BaseModel):
     token_file: Path | None = Field(None, description="File holding the security token.")
 
 
+def _regular_expression(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"is not a valid regular expression ({err.msg} at position {err.pos})") from None
+    return pattern
+
+
+class TeamSettings(BaseModel):
+    """One entry of ``teams:``: a team and the owners it holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Team name; the `team` label value.")
+    owners: list[str] = Field(default_factory=list, description="Owners, exactly as Perfecto names them.")
+    owner_patterns: list[Annotated[str, AfterValidator(_regular_expression)]] = Field(
+        default_factory=list, description="Regular expressions, each matched against a whole owner name.")
+
+
 class Settings(BaseSettings):
     # allow_inf_nan: .inf and .nan are refused in every number, list items included; the
     # effective configuration check-config prints must stay JSON.
@@ -137,6 +165,9 @@ class Settings(BaseSettings):
     execution_series: bool = Field(True, description="Export one start-time series per execution.")
     max_execution_series: int = Field(2000, ge=0, description="Cap on per-execution series.")
     max_owners: int = Field(500, ge=1, description="Owners with a label of their own; later ones share '(other)'.")
+    teams: list[TeamSettings] = Field(
+        default_factory=list, description="Teams and their owners (YAML); an owner is in the first team that matches.")
+    default_team: str = Field("unassigned", min_length=1, description="The team of owners no entry of teams matches.")
     age_buckets: Annotated[list[float], NoDecode] = Field(
         list(DEFAULT_AGE_BUCKETS), min_length=1, description="Execution age buckets, seconds."
     )

@@ -20,12 +20,34 @@ its test's history by ``(cloud, test)``.
 
 An id is one execution everywhere: when an answer lists an id twice, its first entry counts and
 each repeat is counted with the skipped entries.
+
+Usage (platform-seconds and execution-seconds) is accounted between two successive successful
+polls, over the interval between them, by the same evidence:
+
+- an execution in both answers ran the whole interval;
+- one only in the later answer ran from its start (kept within the interval), or from the
+  midpoint when it has no start time;
+- one only in the earlier answer ran to the midpoint, as its duration says;
+- each platform of an execution counts for its whole time (a test on three devices holds three);
+- one without an id cannot be followed, and counts for the whole of every interval that ends
+  with it listed.
+
+So an execution is counted to within half a poll interval at each end (half the outage, when
+polls failed between), one that started and ended between two polls is not counted at all,
+the first poll after start-up counts nothing (the time before it is unknown), and a restart
+loses the time between the last poll before it and the first after. A series (a combination of
+labels) first appears at 0, and what it used in that interval is added at the next successful
+poll, because Prometheus' ``increase()`` never counts a new series' first value. Owners beyond
+``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. The usage of one interval
+is added per series only when it is positive, so that rounding never makes a counter go down
+(which Prometheus would read as a reset).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import NamedTuple
 
 import msgspec
 
@@ -77,6 +99,14 @@ class LabelPlan:
         )
 
 
+class Followed(NamedTuple):
+    """What a poll keeps of one execution it can follow (it has an id) to the next poll."""
+
+    key: tuple[str, ...]  # its execution labels
+    start: float | None
+    platforms: tuple[tuple[str, ...], ...]  # its platforms' labels, one entry per platform
+
+
 @dataclass(frozen=True)
 class Snapshot:
     time: float
@@ -86,7 +116,7 @@ class Snapshot:
     starts: tuple[tuple[tuple[str, ...], float], ...]  # (label values, start time), oldest first
     starts_omitted: int
     skipped_entries: int
-    followed: dict[str, tuple[tuple[str, ...], float | None]]  # id -> (execution labels, start)
+    followed: dict[str, Followed]  # by execution id
     owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
     tests: dict[str, str] | None = None  # id -> test label, with plan.by_test only
     tests_folded: int = 0  # test names of this poll counted under OTHER_TEST
@@ -132,7 +162,8 @@ class SnapshotBuilder:
         self._running: dict[tuple[str, ...], int] = {}
         self._platforms: dict[tuple[str, ...], int] = {}
         self._ages: dict[tuple[str, ...], list[float]] = {}
-        self._followed: dict[str, tuple[tuple[str, ...], float | None]] = {}
+        self._followed: dict[str, Followed] = {}
+        self._platform_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key, shared
         self._timed: list[tuple[float, str, tuple[str, ...]]] = []
         self.skipped = 0
 
@@ -148,11 +179,13 @@ class SnapshotBuilder:
         key = (owner,) if self._by_owner else ()
         running = self._running
         running[key] = running.get(key, 0) + 1
-        platforms = self._platforms
+        platforms, shared = self._platforms, self._platform_keys
+        held = []
         for values in execution.platforms:
             if self._owner_first:
                 values = (owner, *values)
             platforms[values] = platforms.get(values, 0) + 1
+            held.append(shared.setdefault(values, values))
         start = execution.start_time
         if start is not None:
             ages = self._ages.get(key)
@@ -160,7 +193,7 @@ class SnapshotBuilder:
                 ages = self._ages[key] = []
             ages.append(max(0.0, self.now - start))  # a clock ahead of ours gives age 0
         if execution.id is not None:
-            self._followed[execution.id] = (key, start)
+            self._followed[execution.id] = Followed(key, start, tuple(held))
             if self._test_label is None:
                 if start is not None and self._start_key is not None:
                     self._timed.append((start, execution.id, self._start_key(execution)))
@@ -201,16 +234,20 @@ def _key_function(labels: tuple[str, ...]):
 @dataclass(frozen=True)
 class Totals:
     """Counters that only grow: starts and finishes by execution labels, finished durations
-    (by test too, with ``plan.by_test``)."""
+    (by test too, with ``plan.by_test``), and usage: seconds held by platform labels and seconds
+    run by execution labels."""
 
     started: dict[tuple[str, ...], int]
     finished: dict[tuple[str, ...], int]
     durations: BucketCounts
+    platform_seconds: dict[tuple[str, ...], float]
+    execution_seconds: dict[tuple[str, ...], float]
+    carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
     durations_by_test: dict[str, BucketCounts] | None = None
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
-        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {} if plan.by_test else None)
+        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {}, ({}, {}), {} if plan.by_test else None)
 
 
 def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
@@ -219,16 +256,20 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     for key in current.running:  # every owner seen gets its counters, starting at 0
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
+    held, ran = _usage(previous, current) if previous is not None else ({}, {})
+    platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
+    execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
     if previous is None:
-        return Totals(started, finished, totals.durations, _plus_by_test(totals.durations_by_test, {}, current, plan))
+        return Totals(started, finished, totals.durations, platform_seconds, execution_seconds, (held_later, ran_later),
+                      _plus_by_test(totals.durations_by_test, {}, current, plan))
     durations = []
     by_test: dict[str, list[float]] = {}
     tests = previous.tests
     ended = (previous.time + current.time) / 2  # the end lies between the two polls
-    for execution_id, (key, _) in current.followed.items():
+    for execution_id, followed in current.followed.items():
         if execution_id not in previous.followed:
-            started[key] = started.get(key, 0) + 1
-    for execution_id, (key, start_time) in previous.followed.items():
+            started[followed.key] = started.get(followed.key, 0) + 1
+    for execution_id, (key, start_time, _) in previous.followed.items():
         if execution_id not in current.followed:
             finished[key] = finished.get(key, 0) + 1
             started.setdefault(key, 0)
@@ -237,7 +278,59 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
                 if tests is not None:
                     by_test.setdefault(tests[execution_id], []).append(durations[-1])
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
+                  platform_seconds, execution_seconds, (held_later, ran_later),
                   _plus_by_test(totals.durations_by_test, by_test, current, plan))
+
+
+def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict]:
+    """Usage counters after one poll, and what they carry to the next.
+
+    A series seen for the first time is exported at 0 and gets its first amount at the next
+    successful poll: ``increase()`` and ``rate()`` take a new series' first value as their
+    starting point, so an amount in it would never be counted."""
+    values = dict(values)
+    for key, seconds in carried.items():
+        values[key] += seconds
+    later = {}
+    for key, seconds in amounts.items():
+        if key in values:
+            values[key] += seconds
+        else:
+            later[key] = seconds
+    for key in (*seen, *later):
+        values.setdefault(key, 0.0)
+    return values, later
+
+
+def _usage(previous: Snapshot, current: Snapshot) -> tuple[dict, dict]:
+    """Platform-seconds and execution-seconds of the interval between two snapshots, by labels
+    (the accounting rule is in this module's docstring); only positive amounts.
+
+    Every execution of ``current`` is first counted for the whole interval, from the aggregates,
+    and then corrected for those that are new; so the cost grows with what changed, not with
+    the size of the lab."""
+    interval = current.time - previous.time
+    if interval <= 0:  # the clock went back: nothing is known about this interval
+        return {}, {}
+    held = {key: count * interval for key, count in current.platforms.items()}
+    ran = {key: count * interval for key, count in current.running.items()}
+    midpoint = previous.time + interval / 2
+    before = previous.followed
+    for execution_id, (key, start, platforms) in current.followed.items():
+        if execution_id not in before:  # new: not held before it started
+            since = midpoint if start is None else min(max(start, previous.time), current.time)
+            _add(ran, held, key, platforms, previous.time - since)
+    now = current.followed
+    for execution_id, (key, _, platforms) in before.items():
+        if execution_id not in now:  # finished: held to the midpoint
+            _add(ran, held, key, platforms, midpoint - previous.time)
+    return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
+
+
+def _add(ran: dict, held: dict, key: tuple, platforms: tuple, seconds: float) -> None:
+    ran[key] = ran.get(key, 0.0) + seconds
+    for platform in platforms:
+        held[platform] = held.get(platform, 0.0) + seconds
 
 
 def _plus_by_test(before: dict[str, BucketCounts] | None, added: dict[str, list[float]], current: Snapshot,

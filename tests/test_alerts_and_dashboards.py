@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # alerts/ and dashboards/ are folders of scripts,
 from alerts import config as mixin
 
 RULES = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
-RULE_TESTS = ROOT / "tests" / "alerts" / "perfecto-exporter.test.yaml"
+RULE_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.test.yaml"))  # alerts, and the recording rules
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://wiki.example.com/perfecto/runbook.md"
 GRAFANA_URL = "https://grafana.example.com"
@@ -35,8 +35,15 @@ def all_rules(text: str | None = None) -> list[dict]:
 
 
 def alert_rules(text: str | None = None) -> list[dict]:
-    """The alerting rules; recording rules (the execution history) are tested by their values."""
     return [rule for rule in all_rules(text) if "alert" in rule]
+
+
+def recording_rules() -> list[dict]:
+    return [rule for rule in all_rules() if "record" in rule]
+
+
+def unit_tests() -> list[dict]:
+    return [test for path in RULE_TESTS for test in yaml.safe_load(path.read_text())["tests"]]
 
 
 def linked_rules() -> list[dict]:
@@ -60,14 +67,22 @@ def test_promtool_checks_the_rules_clean():
     assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
-def test_promtool_unit_tests_pass():
-    result = subprocess.run([require_tool("promtool"), "test", "rules", str(RULE_TESTS)], capture_output=True,
-                            text=True, cwd=RULE_TESTS.parent)
+@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(path):
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(path)], capture_output=True,
+                            text=True, cwd=path.parent)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_recording_rule_is_unit_tested():
+    tested = " ".join(case["expr"] for test in unit_tests() for case in test.get("promql_expr_test", ()))
+    for rule in recording_rules():
+        assert rule["record"] in tested, f"{rule['record']} is never tested"
+        assert "without (instance, pod)" in rule["expr"], f"{rule['record']} must not double-count replicas"
+
+
 def test_every_alert_is_unit_tested_firing_and_not_firing():
-    cases = [case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test.get("alert_rule_test", ())]
+    cases = [case for test in unit_tests() for case in test.get("alert_rule_test", ())]
     for rule in alert_rules():
         mine = [c for c in cases if c["alertname"] == rule["alert"]]
         assert any(c["exp_alerts"] for c in mine), f"{rule['alert']} is never tested firing"
@@ -106,6 +121,7 @@ def test_generator_command_line_sets_the_links(tmp_path):
     assert stuck["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#perfectoexecutionstuck"
     assert stuck["annotations"]["dashboard_url"] == f"{GRAFANA_URL}/d/perfecto-executions"
     assert all('job="perfecto"' in r["expr"] for r in rules)
+    assert 'job="perfecto"' in out.read_text().split("perfecto-usage")[1]  # the recording rules too
     check = subprocess.run([require_tool("promtool"), "check", "rules", str(out)], capture_output=True, text=True,
                            check=False)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -132,7 +148,7 @@ def test_stuck_execution_alert_carries_the_remediation_label_and_execution_label
     assert "perfecto_execution_start_timestamp_seconds" in stuck["expr"] and " by (" not in stuck["expr"]
 
 
-@pytest.mark.parametrize("name", ["perfecto-executions.json", "perfecto-exporter-health.json"])
+@pytest.mark.parametrize("name", list(load_generator("dashboards").DASHBOARDS))
 def test_dashboard_structure(name):
     board = json.loads((ROOT / "dashboards" / name).read_text())
     assert board["uid"] == name.removesuffix(".json") and "perfecto" in board["tags"]
@@ -141,6 +157,9 @@ def test_dashboard_structure(name):
     assert variables["cloud"]["query"] == "label_values(perfecto_up, cloud)"
     if name == "perfecto-executions.json":
         assert variables["owner"]["query"].startswith("label_values(perfecto_executions_running")
+    if name == "perfecto-usage.json":
+        assert variables["team"]["query"] == 'label_values(perfecto_owner_info{cloud=~"$cloud"}, team)'
+        assert variables["price"]["type"] == "textbox" and variables["price"]["query"] == "1"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:

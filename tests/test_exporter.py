@@ -333,6 +333,16 @@ def test_demo_shows_moving_numbers(spawn):
          {}, "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
          "clouds[0].licenses_url: must be an http:// or https:// URL"),
+        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n"
+                                                     " - name: web\n   owner_patterns: ['.*@web', '[a-']\n"},
+         "teams[0].owner_patterns[1] (PERFECTO_TEAMS): is not a valid regular expression (unterminated character set "
+         "at position 0)"),
+        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n - owners: [x]\n"},
+         "teams[0].name (PERFECTO_TEAMS): Field required"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner": ["x"]}]'},
+         {}, "teams[0].owner (PERFECTO_TEAMS): is not a known setting"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
+         {}, "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character"),
     ],
 )
 def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, expected):

@@ -21,8 +21,13 @@ import pytest
 import requests
 import yaml
 
+from exporter.lab.workload import DEMO_TEAMS
+
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
+from .test_alerts_and_dashboards import load_generator
 from .local_stack import alertmanager_config, prometheus_config, rules
+
+DASHBOARDS = tuple(load_generator("dashboards").DASHBOARDS)
 
 LAB_EXECUTIONS, LAB_STUCK = 30, 2
 LAB_LICENSES = "DESKTOP=5,SIMULATOR=40"  # the workload runs ~20 desktop browsers: the cap is hit at once
@@ -46,7 +51,20 @@ MAIN_PANELS = {  # (dashboard, panel title) that must show data from the lab
     ("perfecto-executions.json", "Licenses in use and purchased"),
     ("perfecto-executions.json", "License saturation"),
     ("perfecto-executions.json", "Burst minutes used and allowed"),
+    ("perfecto-usage.json", "Device-hours"),
+    ("perfecto-usage.json", "Cost"),
+    ("perfecto-usage.json", "Execution-hours"),
+    ("perfecto-usage.json", "Devices in use now"),
+    ("perfecto-usage.json", "Device-hours by team"),
+    ("perfecto-usage.json", "Share of the lab by team"),
+    ("perfecto-usage.json", "Top owners by device-hours"),
+    ("perfecto-usage.json", "Device-hours by device type"),
+    ("perfecto-usage.json", "Device-hours per hour by team"),
+    ("perfecto-usage.json", "Devices in use by team"),
+    ("perfecto-usage.json", "Execution-hours per day by team"),
 }
+# the demo's teams (owners of the lab's workload), given to both replicas
+TEAMS = json.dumps(DEMO_TEAMS)
 
 
 class Receiver:
@@ -98,7 +116,7 @@ def stack(tmp_path_factory):
                                    headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
     initial = wait_until(search, what="lab")
     env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       search_retries=0, webhook_token_file=secret_file, licenses_interval=1)
+                       search_retries=0, webhook_token_file=secret_file, licenses_interval=1, teams=TEAMS)
     for replica in ("a", "b"):
         spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"], f"exporter-{replica}", env)
 
@@ -133,12 +151,13 @@ def stack(tmp_path_factory):
 
 
 def grafana_to_promql(expr: str) -> str:
-    return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s")
-            .replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"'))
+    return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s").replace("$__range", "1h")
+            .replace("$price", "2.5").replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"')
+            .replace('=~"$team"', '=~".*"'))
 
 
 def dashboard_targets():
-    for name in ("perfecto-executions.json", "perfecto-exporter-health.json"):
+    for name in DASHBOARDS:
         board = json.loads((ROOT / "dashboards" / name).read_text())
         for panel in board["panels"]:
             for target in panel.get("targets", ()):  # a row has none
@@ -163,6 +182,31 @@ def test_dashboard_variables_find_values(stack):
     owners = requests.get(stack["prometheus"] + "/api/v1/label/owner/values",
                           params={"match[]": 'perfecto_executions_running{cloud=~".*"}'}, timeout=10).json()
     assert len(owners["data"]) >= 3
+    teams = requests.get(stack["prometheus"] + "/api/v1/label/team/values",
+                         params={"match[]": 'perfecto_owner_info{cloud=~".*"}'}, timeout=10).json()
+    assert set(teams["data"]) == {team["name"] for team in DEMO_TEAMS} | {"unassigned"}
+
+
+def test_the_team_join_attributes_every_device_once(stack):
+    """Per team (recording rule, joined with perfecto_owner_info) adds up to the whole lab, and
+    each team holds what its owners hold, as the demo's mapping says."""
+    query = stack["query"]
+
+    def by(expr: str, label: str) -> dict[str, float]:
+        return {r["metric"][label]: float(r["value"][1]) for r in query(expr)}
+
+    def agreed():
+        teams = by("cloud_team:perfecto_platforms_running:sum", "team")
+        owners = by("sum by (owner) (max without (instance, pod) (perfecto_platforms_running))", "owner")
+        return teams and sum(teams.values()) == sum(owners.values()) and (teams, owners)
+
+    teams, owners = wait_until(agreed, what="the team rule to catch up with the lab")
+    expected: dict[str, float] = {}
+    for owner, devices in owners.items():
+        team = next((t["name"] for t in DEMO_TEAMS if owner in t.get("owners", ())
+                     or any(re.fullmatch(p, owner) for p in t.get("owner_patterns", ()))), "unassigned")
+        expected[team] = expected.get(team, 0) + devices
+    assert teams == expected and len(teams) >= 3
 
 
 def test_two_replicas_are_not_counted_twice(stack):

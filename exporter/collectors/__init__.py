@@ -11,5 +11,7 @@ from .executions import ExecutionsCollector
 from .health import HealthCollector, RuntimeCollector
 from .licenses import LicensesCollector
 from .remediation import RemediationCollector
+from .usage import UsageCollector
 
-__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector", "RuntimeCollector"]
+__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector", "RuntimeCollector",
+           "UsageCollector"]

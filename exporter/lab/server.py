@@ -11,6 +11,10 @@ Fault injection is off unless the lab is started with it. Then ``POST /-/lab/fau
 (all, if ``count`` is null or absent) of that endpoint (or of any) misbehave; ``DELETE /-/lab/faults``
 clears them. Kinds are :data:`FAULT_KINDS`.
 
+``GET /-/lab/usage?since=S&until=U`` (epoch seconds; the admin token) answers the lab's own
+record of usage in that window (:meth:`~exporter.lab.workload.Workload.usage`), not part of
+any Perfecto API: the ground truth for tests of the exporter's usage counters.
+
 With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
 that is how the golden-file tests feed the exporter exactly the document's examples;
 ``license_payload`` does the same for the License API.
@@ -27,7 +31,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .licenses import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
 from .queries import BadRequest, parse_search, parse_stop
@@ -40,6 +44,7 @@ STOP_PATH = "/execution-manager/api/v1/executions/stop"
 LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
 ENDPOINTS = ("search", "stop", "licenses")
 FAULTS_PATH = "/-/lab/faults"
+USAGE_PATH = "/-/lab/usage"
 FAULT_KINDS = (
     "unauthorized",  # 401 with userMessage
     "forbidden",  # 403 with userMessage
@@ -161,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path == FAULTS_PATH:
             return self._control()
+        if path == USAGE_PATH:
+            return self._usage()
         if path == LICENSES_PATH or path.startswith(LICENSES_PATH + "/"):
             device_type = path.removeprefix(LICENSES_PATH).strip("/").upper() or None
             return self._serve("licenses", lambda: None, lambda owner, body, fault: self._licenses(device_type))
@@ -283,6 +290,18 @@ class _Handler(BaseHTTPRequestHandler):
         with lab._faults_lock:
             active = [vars(f).copy() for f in lab._faults]
         self._send(200, json.dumps({"kinds": FAULT_KINDS, "active": active}).encode())
+
+    def _usage(self):
+        lab = self.server.lab
+        token = self.headers.get("Perfecto-Authorization")
+        if token is None or lab.tokens.get(token, "") is not None:  # admin tokens map to None
+            return self._json(401, _messages("the usage record needs the admin token"))
+        query = parse_qs(urlsplit(self.path).query)
+        try:
+            since, until = (float(query[name][0]) for name in ("since", "until"))
+        except (KeyError, ValueError):
+            return self._json(400, _messages("give since and until, in epoch seconds"))
+        self._send(200, json.dumps(lab.workload.usage(since, until)).encode())
 
     def _fault(self, kind: str) -> int:
         lab = self.server.lab

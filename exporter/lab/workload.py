@@ -13,6 +13,10 @@ for). ``churn`` still starts executions; finishes follow from the durations. ``d
 shrinks every duration (tests build a history in seconds); ``run_numbers`` names executions
 ``<test>-<run>`` like a CI system, so the exporter's normalisation has something to strip.
 The durations come from a generator of their own, so names, owners and platforms stay as seeded.
+
+The lab keeps its own record of usage (:meth:`Workload.usage`): every execution's start and the
+moment it left the lab, with its owner and platforms. That is the ground truth the end-to-end
+test holds the exporter's usage counters to.
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ import random
 import string
 import threading
 import time
+from collections import deque
 
 OWNERS = (
     "ci-bot@acme.example", "alice.nguyen@acme.example", "bob.schmidt@acme.example",
     "mobile-nightly@acme.example", "chen.li@acme.example", "dana.cohen@acme.example",
     "emeka.obi@acme.example", "fatima.khan@acme.example", "gustavo.silva@acme.example",
     "hana.sato@acme.example", "ivan.petrov@acme.example", "julia.rossi@acme.example",
+)
+# The teams of the demo (the exporter's teams setting): exact owners, a pattern, and the rest
+# left to the default team, so that the usage dashboard shows each way an owner finds a team.
+DEMO_TEAMS = (
+    {"name": "platform", "owners": ["ci-bot@acme.example"]},
+    {"name": "mobile", "owners": ["mobile-nightly@acme.example", "alice.nguyen@acme.example", "chen.li@acme.example"]},
+    {"name": "web", "owner_patterns": ["(bob|dana|emeka|fatima)[.].*@acme[.]example"]},
 )
 TEST_DURATIONS = {  # typical duration of each test, seconds
     "LoginFlowTest": 120, "CheckoutRegression": 900, "SearchSmoke": 60, "PaymentsE2E": 600,
@@ -51,6 +63,7 @@ MOBILES = (
 OPERATORS = (("Verizon", "US", "311480"), ("Vodafone", "DE", "26202"), ("T-Mobile", "US", "310260"))
 LOCATIONS = ("NA-US-BOS", "EU-DE-FRA", "AP-IN-BLR", "NA-CA-TOR")
 RESOLUTIONS = ("1920x1080", "1600x1200", "2560x1440", "1440x2560", "1170x2532")
+LEDGER_SIZE = 100_000  # finished executions remembered for usage reports (a few MB)
 
 
 class Workload:
@@ -90,6 +103,7 @@ class Workload:
         self._unstoppable: set[str] = set()
         self._last = clock()
         self._due = 0.0
+        self._ended: deque[tuple[dict, float]] = deque(maxlen=LEDGER_SIZE)  # (execution, end in seconds)
         now_ms = self._last * 1000
         for _ in range(stuck):
             execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
@@ -136,8 +150,11 @@ class Workload:
             return stopped, [i for i in ids if i in self._unstoppable]
 
     def _remove(self, execution_id: str, now: float) -> None:
-        """Every execution leaves the lab here, finished or stopped (an unknown id is no error)."""
-        self._executions.pop(execution_id, None)
+        """Every execution leaves the lab here, finished or stopped (an unknown id is no error), so
+        that the usage record sees it end."""
+        execution = self._executions.pop(execution_id, None)
+        if execution is not None:
+            self._ended.append((execution, now))
         self._stuck.discard(execution_id)
         self._ends.pop(execution_id, None)
         self.factors.pop(execution_id, None)
@@ -159,6 +176,36 @@ class Workload:
             if finishable:
                 self._remove(self._rng.choice(finishable), now)
             self._new_execution(now * 1000)
+
+    def usage(self, since: float, until: float) -> dict:
+        """The lab's own record of what its executions held between ``since`` and ``until``
+        (epoch seconds): platform-seconds by owner and device type, execution-seconds by owner,
+        and how many platforms and executions overlapped the window (each may be off by up to a
+        poll interval in the exporter's counting)."""
+        with self._lock:
+            self._advance()
+            spans = [(e, until) for e in self._executions.values()] + list(self._ended)
+        platform_seconds: dict[tuple[str, str], list] = {}
+        execution_seconds: dict[str, list] = {}
+        for execution, end in spans:
+            start = execution.get("startTime")
+            held = min(end, until) - max(start / 1000, since) if type(start) in (int, float) else 0
+            if held <= 0:
+                continue
+            owner = execution.get("owner") or "unknown"
+            total = execution_seconds.setdefault(owner, [0.0, 0])
+            total[0] += held
+            total[1] += 1
+            for platform in execution.get("platforms") or ():
+                total = platform_seconds.setdefault((owner, platform.get("deviceType") or "unknown"), [0.0, 0])
+                total[0] += held
+                total[1] += 1
+        return {
+            "platform_seconds": [{"owner": o, "device_type": d, "seconds": s, "platforms": n}
+                                 for (o, d), (s, n) in sorted(platform_seconds.items())],
+            "execution_seconds": [{"owner": o, "seconds": s, "executions": n}
+                                  for o, (s, n) in sorted(execution_seconds.items())],
+        }
 
     def _new_execution(self, start_ms: float, test: str | None = None, factor: float | None = None) -> dict:
         rng = self._rng

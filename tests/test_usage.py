@@ -1,0 +1,168 @@
+"""Usage counters and owners to teams, polled over HTTP from a scripted lab with time fixed.
+
+The scenario walks the accounting rule of exporter/snapshot.py one poll at a time: executions
+that continue, start, end, lack a start time, run through a failed poll, or are seen once; an
+owner beyond ``max_owners``; owners mapped to teams exactly, by pattern, first match first, and
+by default. The exposition after each poll is a golden file (tests/golden/usage-timeline.prom);
+the totals are also checked against sums worked out by hand below, so that a regenerated golden
+file cannot quietly change the rule.
+"""
+
+from __future__ import annotations
+
+import requests
+from prometheus_client import generate_latest
+
+from exporter.lab import Workload
+
+from .conftest import ADMIN_TOKEN, build_exporter, samples
+from .test_golden import assert_golden
+
+T0 = 1795000000.0
+CHROME = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME"}}
+PIXEL = {"deviceType": "MOBILE", "os": "Android"}
+TEAMS = [
+    {"name": "web", "owners": ["alice@acme.example"]},
+    {"name": "mobile", "owner_patterns": ["b.*@acme[.]example"]},
+    {"name": "everyone", "owner_patterns": [".*@acme[.]example"], "owners": ["alice@acme.example"]},
+]
+USAGE_FAMILIES = ("perfecto_platform_usage_seconds", "perfecto_execution_usage_seconds", "perfecto_owner_info")
+
+
+def execution(execution_id: str, owner: str, start: float | None, *platforms: dict) -> dict:
+    found = {"id": execution_id, "name": "LoginFlowTest", "owner": owner, "platforms": list(platforms)}
+    if start is not None:
+        found["startTime"] = int((T0 + start) * 1000)
+    return found
+
+
+def usage_text(exporter) -> str:
+    """The exposition's usage families only."""
+    def family(line: str) -> str:
+        return line.split(" ")[2] if line.startswith("#") else line.split("{")[0]
+
+    lines = generate_latest(exporter.registry).decode().splitlines()
+    return "".join(line + "\n" for line in lines if family(line).startswith(USAGE_FAMILIES))
+
+
+def test_usage_timeline_follows_the_accounting_rule(start_lab):
+    now = [T0]
+    clock = lambda: now[0]  # noqa: E731
+    workload = Workload(executions=0, clock=clock)
+    lab = start_lab(workload, fault_injection=True)
+    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: 0.0, max_owners=2, search_retries=0,
+                              teams=TEAMS, default_team="nobody")
+    (poller,) = exporter.pollers
+    timeline = []
+
+    def poll_at(seconds: float, note: str) -> None:
+        now[0] = T0 + seconds
+        poller.poll_once()
+        timeline.append(f"# t={seconds:g}s: {note}\n" + usage_text(exporter))
+
+    workload.add(execution("A", "alice@acme.example", -300, CHROME, PIXEL))
+    workload.add(execution("B", "bob@acme.example", -600, PIXEL))
+    poll_at(0, "A (2 platforms) and B running; the first poll counts nothing")
+    workload.add(execution("C", "alice@acme.example", 10, CHROME))
+    poll_at(30, "C started at 10s: A 2x30, B 30, C 20")
+    now[0] = T0 + 40
+    workload.stop(["A"])
+    workload.add(execution("D", "carol@acme.example", None, CHROME))  # beyond max_owners, no start time
+    poll_at(60, "A ended: 2x15 to the midpoint; D without a start: from the midpoint, 15, under (other), a new "
+                "series: at 0 now, its 15 added at the next successful poll")
+    lab.lab.inject("server_error", count=1)
+    now[0] = T0 + 70
+    workload.stop(["C"])
+    poll_at(90, "the poll fails: nothing counted")
+    workload.add(execution("E", "", 121, PIXEL))  # owner unknown: beyond max_owners too
+    poll_at(150, "bridged over the outage from 60s: B 90, D 90 (+15 carried); C ended: 45 to the midpoint; E from "
+                 "121: 29, under (other) on a new series: carried")
+    now[0] = T0 + 160
+    workload.stop(["E", "B"])
+    poll_at(180, "E and B ended: 15 each to the midpoint (E +29 carried); D 30")
+
+    assert_golden("usage-timeline", "".join(timeline))
+    found = samples(generate_latest(exporter.registry).decode())
+
+    def seconds(family: str, **labels: str) -> float:
+        return sum(v for (name, key), v in found.items()
+                   if name == family and all(dict(key).get(k) == want for k, want in labels.items()))
+
+    ran = "perfecto_execution_usage_seconds_total"
+    held = "perfecto_platform_usage_seconds_total"
+    assert seconds(ran, owner="alice@acme.example") == 30 + 15 + 20 + 30 + 45  # A, then C
+    assert seconds(ran, owner="bob@acme.example") == 30 + 30 + 90 + 15
+    assert seconds(ran, owner="(other)") == (15 + 90 + 30) + (29 + 15)  # carol's D; E, whose owner is unknown
+    assert seconds(held, owner="alice@acme.example", device_type="DESKTOP") == 30 + 15 + 20 + 30 + 45
+    assert seconds(held, owner="alice@acme.example", device_type="MOBILE") == 30 + 15
+    assert seconds(held) == 2 * 45 + 30 + 30 + 90 + 15 + (20 + 30 + 45) + (15 + 90 + 30) + (29 + 15)
+    teams = {dict(key)["owner"]: dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
+    assert teams == {"alice@acme.example": "web", "bob@acme.example": "mobile", "(other)": "(other)"}
+    # E's start series names its real owner while it runs, and so does the info, in the default team
+    assert 'perfecto_owner_info{cloud="acme",owner="unknown",team="nobody"} 1.0' in timeline[4]
+
+
+def test_info_covers_the_real_owners_of_start_series(start_lab):
+    """Start series keep owners beyond max_owners; their team is still known."""
+    workload = Workload(executions=0)
+    for number, owner in enumerate(("alice@acme.example", "bob@acme.example", "carol@acme.example")):
+        workload.add(execution(f"X{number}", owner, -60, CHROME))
+    exporter = build_exporter(start_lab(workload).url, max_owners=1, teams=TEAMS)
+    exporter.pollers[0].poll_once()
+    found = samples(generate_latest(exporter.registry).decode())
+    teams = {dict(key)["owner"]: dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
+    assert teams == {"alice@acme.example": "web", "bob@acme.example": "mobile", "carol@acme.example": "everyone",
+                     "(other)": "(other)"}
+
+
+def test_no_owner_label_no_info(start_lab):
+    exporter = build_exporter(start_lab().url, drop_labels="owner")
+    exporter.pollers[0].poll_once()
+    found = samples(generate_latest(exporter.registry).decode())
+    assert not [name for name, _ in found if name == "perfecto_owner_info"]
+    assert [key for name, key in found if name == "perfecto_execution_usage_seconds_total"] == [(("cloud", "acme"),)]
+
+
+def test_a_clock_that_goes_back_counts_nothing_and_never_decreases(start_lab):
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    workload.add(execution("A", "alice@acme.example", -60, CHROME))
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: 0.0)
+    values = []
+    for at in (0, 30, 10, 40):
+        now[0] = T0 + at
+        exporter.pollers[0].poll_once()
+        values.append(samples(generate_latest(exporter.registry).decode())[
+            ("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
+    assert values == [0, 30, 30, 60]
+
+
+def test_the_lab_keeps_its_own_record_of_usage(start_lab):
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    workload.add(execution("A", "alice@acme.example", -100, CHROME, PIXEL))
+    workload.add(execution("B", "bob@acme.example", 20, PIXEL))
+    workload.add(execution("C", "bob@acme.example", None, PIXEL))  # no start time: not in the record
+    lab = start_lab(workload)
+    now[0] = T0 + 50
+    workload.stop(["A"])
+    now[0] = T0 + 80
+
+    def record(**params):
+        return requests.get(f"{lab.url}/-/lab/usage", params=params, headers={"Perfecto-Authorization": ADMIN_TOKEN},
+                            timeout=5)
+
+    assert record(since=T0, until=T0 + 60).json() == {
+        "platform_seconds": [
+            {"owner": "alice@acme.example", "device_type": "DESKTOP", "seconds": 50.0, "platforms": 1},
+            {"owner": "alice@acme.example", "device_type": "MOBILE", "seconds": 50.0, "platforms": 1},
+            {"owner": "bob@acme.example", "device_type": "MOBILE", "seconds": 40.0, "platforms": 1},
+        ],
+        "execution_seconds": [
+            {"owner": "alice@acme.example", "seconds": 50.0, "executions": 1},
+            {"owner": "bob@acme.example", "seconds": 40.0, "executions": 1},
+        ],
+    }
+    assert record(since=T0).status_code == 400
+    unauthorized = requests.get(f"{lab.url}/-/lab/usage", params={"since": T0, "until": T0 + 1}, timeout=5)
+    assert unauthorized.status_code == 401
