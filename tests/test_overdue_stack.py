@@ -15,8 +15,6 @@ The alert must fire for the first, never for the second, and for no other execut
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import requests
 import yaml
@@ -24,14 +22,16 @@ import yaml
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.lab.workload import TEST_NAMES
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, Process, exporter_env, free_port, require_tool, wait_until
-from .local_stack import prometheus_config
-
-if str(ROOT) not in sys.path:  # alerts/ is a folder of scripts, imported by path
-    sys.path.insert(0, str(ROOT))
-
-from alerts import config as mixin
-from alerts import generate as alerts_generate
+from .conftest import (
+    ADMIN_TOKEN,
+    EXPORTER_BIN,
+    Process,
+    exporter_env,
+    free_port,
+    require_tool,
+    wait_until,
+)
+from .local_stack import prometheus_config, rules
 
 TEST = "PushNotificationSuite"  # 480 s typical, 16 s here
 SCALE = 1 / 30
@@ -43,7 +43,6 @@ OVERDUE = 'ALERTS{alertname="PerfectoExecutionOverdue"'
 
 @pytest.fixture(scope="module")
 def overdue_stack(tmp_path_factory):
-
     prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("overdue")
     workload = Workload(seed=5, executions=20, churn=240, test_durations=True, duration_scale=SCALE, overrun=0.0,
@@ -56,10 +55,7 @@ def overdue_stack(tmp_path_factory):
                              cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                              search_retries=0, licenses="off", execution_name_durations="true",
                              duration_buckets=BUCKETS))]
-    rules = alerts_generate.rules({**mixin.defaults(), **KNOBS})
-    for group in rules["groups"]:
-        group["interval"] = "1s"
-    (tmp / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp / "rules.yml").write_text(yaml.safe_dump(rules(interval="1s", knobs=KNOBS)))
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
         [f"127.0.0.1:{ports['exporter']}"], "127.0.0.1:9", tmp / "rules.yml", "1s")))
     processes.append(Process([prometheus, f"--config.file={tmp / 'prometheus.yml'}",

@@ -108,6 +108,8 @@ class Workload:
         for _ in range(stuck):
             execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
             self._stuck.add(execution["id"])
+            self._ends.pop(execution["id"], None)  # stuck: never done, whatever its test's duration
+            self.factors.pop(execution["id"], None)
         for _ in range(max(0, executions - stuck)):
             execution = self._new_execution(now_ms - min(self._rng.expovariate(1 / 900), 3 * 3600) * 1000)
             if test_durations:  # already running: somewhere within its own duration
