@@ -96,6 +96,8 @@ def _jsonable(value):
 def type_schema(annotation, where: str) -> dict:
     """The JSON schema of one Python type, as pydantic reads YAML into it."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a validator (a regular expression, say): check-config applies it
+        return type_schema(args[0], where)
     if origin in (typing.Union, types.UnionType):
         kinds = [a for a in args if a is not type(None)]
         if len(kinds) != 1:

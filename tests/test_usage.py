@@ -10,10 +10,15 @@ file cannot quietly change the rule.
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import requests
+from hypothesis import given, settings, strategies as st
 from prometheus_client import generate_latest
 
 from exporter.lab import Workload
+from exporter.snapshot import LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
 
 from .conftest import ADMIN_TOKEN, build_exporter, samples
 from .test_golden import assert_golden
@@ -166,3 +171,56 @@ def test_the_lab_keeps_its_own_record_of_usage(start_lab):
     assert record(since=T0).status_code == 400
     unauthorized = requests.get(f"{lab.url}/-/lab/usage", params={"since": T0, "until": T0 + 1}, timeout=5)
     assert unauthorized.status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule as properties, over any sequence of polls: answers that come and go, failed polls,
+# clocks that jump either way, executions with and without ids and start times.
+
+EXECUTIONS = st.fixed_dictionaries(
+    {"id": st.one_of(st.none(), st.sampled_from("abcdefgh")), "owner": st.sampled_from(["alice", "bob", "carol"]),
+     "startTime": st.one_of(st.none(), st.integers(-200, 200)),
+     "platforms": st.lists(st.sampled_from([CHROME, PIXEL]), max_size=3)})
+POLLS = st.lists(st.tuples(st.floats(-20, 120, allow_nan=False), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+                 min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(POLLS)
+def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(polls):
+    plan = LabelPlan(max_owners=2)
+    owners = OwnerLabels(plan.max_owners)
+    totals, previous, now = Totals.empty(plan), None, T0
+    least = most = least_held = most_held = 0.0
+    for step, succeeded, entries in polls:
+        now += step
+        if not succeeded:
+            continue
+        builder = SnapshotBuilder(plan, now, owners)
+        for entry in entries:
+            start = entry["startTime"]
+            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((now + start) * 1000)})))
+        current = builder.build()
+        after = advance(totals, previous, current, plan)
+        for before, later in ((totals.platform_seconds, after.platform_seconds),
+                              (totals.execution_seconds, after.execution_seconds)):
+            assert all(later[key] >= value for key, value in before.items())  # a counter never goes down
+        if previous is not None and current.time > previous.time:
+            interval = current.time - previous.time
+            both = previous.followed.keys() & current.followed.keys()
+            either = previous.followed.keys() | current.followed.keys()
+            least += len(both) * interval
+            most += len(either) * interval
+            platforms = lambda ids: sum(len((current.followed.get(i) or previous.followed[i]).platforms) for i in ids)  # noqa: E731
+            least_held += platforms(both) * interval
+            most_held += platforms(either) * interval
+            idless = [e for e in entries if e["id"] is None]  # not followed: the whole interval, each time
+            least += len(idless) * interval
+            most += len(idless) * interval
+            least_held += sum(len(e["platforms"]) for e in idless) * interval
+            most_held += sum(len(e["platforms"]) for e in idless) * interval
+        totals, previous = after, current
+        counted = sum(totals.execution_seconds.values()) + sum(totals.carried[1].values())
+        held = sum(totals.platform_seconds.values()) + sum(totals.carried[0].values())
+        assert least - 1e-6 <= counted <= most + 1e-6
+        assert least_held - 1e-6 <= held <= most_held + 1e-6
