@@ -226,22 +226,26 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     for key in current.running:  # every owner seen gets its counters, starting at 0
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
-    held, ran = _usage(previous, current) if previous is not None else ({}, {})
+    if previous is None:
+        new, ended, held, ran = (), (), {}, {}
+    else:  # set differences, in C: the loops below see only what changed (sorted: float sums repeat exactly)
+        new = sorted(current.followed.keys() - previous.followed.keys())
+        ended = sorted(previous.followed.keys() - current.followed.keys())
+        held, ran = _usage(previous, current, new, ended)
     platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
     execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
-    if previous is None:
-        return Totals(started, finished, totals.durations, platform_seconds, execution_seconds, (held_later, ran_later))
     durations = []
-    ended = (previous.time + current.time) / 2  # the end lies between the two polls
-    for execution_id, followed in current.followed.items():
-        if execution_id not in previous.followed:
-            started[followed.key] = started.get(followed.key, 0) + 1
-    for execution_id, (key, start_time, _) in previous.followed.items():
-        if execution_id not in current.followed:
+    for execution_id in new:
+        key = current.followed[execution_id].key
+        started[key] = started.get(key, 0) + 1
+    if ended:
+        end = (previous.time + current.time) / 2  # the end lies between the two polls
+        for execution_id in ended:
+            key, start_time, _ = previous.followed[execution_id]
             finished[key] = finished.get(key, 0) + 1
             started.setdefault(key, 0)
             if start_time is not None:
-                durations.append(max(0.0, ended - start_time))
+                durations.append(max(0.0, end - start_time))
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
                   platform_seconds, execution_seconds, (held_later, ran_later))
 
@@ -266,9 +270,10 @@ def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict
     return values, later
 
 
-def _usage(previous: Snapshot, current: Snapshot) -> tuple[dict, dict]:
+def _usage(previous: Snapshot, current: Snapshot, new, ended) -> tuple[dict, dict]:
     """Platform-seconds and execution-seconds of the interval between two snapshots, by labels
-    (the accounting rule is in this module's docstring); only positive amounts.
+    (the accounting rule is in this module's docstring); only positive amounts. ``new`` and
+    ``ended`` are the ids only in ``current`` and only in ``previous``.
 
     Every execution of ``current`` is first counted for the whole interval, from the aggregates,
     and then corrected for those that are new; so the cost grows with what changed, not with
@@ -279,15 +284,13 @@ def _usage(previous: Snapshot, current: Snapshot) -> tuple[dict, dict]:
     held = {key: count * interval for key, count in current.platforms.items()}
     ran = {key: count * interval for key, count in current.running.items()}
     midpoint = previous.time + interval / 2
-    before = previous.followed
-    for execution_id, (key, start, platforms) in current.followed.items():
-        if execution_id not in before:  # new: not held before it started
-            since = midpoint if start is None else min(max(start, previous.time), current.time)
-            _add(ran, held, key, platforms, previous.time - since)
-    now = current.followed
-    for execution_id, (key, _, platforms) in before.items():
-        if execution_id not in now:  # finished: held to the midpoint
-            _add(ran, held, key, platforms, midpoint - previous.time)
+    for execution_id in new:  # not held before it started
+        key, start, platforms = current.followed[execution_id]
+        since = midpoint if start is None else min(max(start, previous.time), current.time)
+        _add(ran, held, key, platforms, previous.time - since)
+    for execution_id in ended:  # held to the midpoint
+        key, _, platforms = previous.followed[execution_id]
+        _add(ran, held, key, platforms, midpoint - previous.time)
     return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
 
 
