@@ -282,6 +282,10 @@ def test_demo_shows_moving_numbers(spawn):
 
     wait_until(desktop_licenses_in_use, timeout=30, interval=0.3, what="desktop licenses in use to move")
     assert "licenses DESKTOP=50,SIMULATOR=10" in demo.output
+    found = samples(requests.get(base + "/metrics", timeout=5).text)  # the demo's teams, for the usage dashboard
+    teams = {dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
+    assert {"platform", "mobile", "web", "unassigned"} <= teams
+    assert sum(v for (n, _), v in found.items() if n == "perfecto_platform_usage_seconds_total") > 0
     assert demo.stop(signal.SIGINT) == 0
 
 
