@@ -107,6 +107,12 @@ def _regular_expression(pattern: str) -> str:
         re.compile(pattern)
     except re.error as err:
         raise ValueError(f"is not a valid regular expression ({err.msg} at position {err.pos})") from None
+    # re.compile raises these too, outside re.error: a repetition count beyond its limit
+    # ('a{99999999999}') and groups nested beyond the parser's recursion; a traceback otherwise.
+    except OverflowError as err:
+        raise ValueError(f"is not a valid regular expression ({err})") from None
+    except RecursionError:
+        raise ValueError("is not a valid regular expression (nested too deeply)") from None
     return pattern
 
 

@@ -341,6 +341,12 @@ def test_demo_shows_moving_numbers(spawn):
                                                      " - name: web\n   owner_patterns: ['.*@web', '[a-']\n"},
          "teams[0].owner_patterns[1] (PERFECTO_TEAMS): is not a valid regular expression (unterminated character set "
          "at position 0)"),
+        # re.compile raises OverflowError and RecursionError too, not only re.error
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner_patterns": ["a{99999999999}"]}]'},
+         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (the repetition number "
+         "is too large)"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": json.dumps([{"name": "web", "owner_patterns": ["(" * 2000 + ")" * 2000]}])},
+         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (nested too deeply)"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n - owners: [x]\n"},
          "teams[0].name (PERFECTO_TEAMS): Field required"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner": ["x"]}]'},
