@@ -70,6 +70,7 @@ class Workload:
         personal data), drawn from a generator of their own so that the rest stays as seeded."""
         self._rng = random.Random(seed)
         self._simulator_rng = random.Random(seed + 1)
+        self._event_rng = random.Random(seed + 2)  # when, between two requests, churn happened
         self.simulators = simulators
         self._clock = clock
         self.churn = churn
@@ -117,15 +118,20 @@ class Workload:
 
     def _advance(self) -> None:
         now = self._clock()
-        self._due += max(0.0, now - self._last) * self.churn / 60
-        self._last = now
+        last, self._last = self._last, now
+        self._due += max(0.0, now - last) * self.churn / 60
         events = int(self._due)
         self._due -= events
-        for _ in range(min(events, 10_000)):
+        # Each start and finish happens at its own time since the last request, not at this
+        # one: in a lab where everything starts and ends at the instant it is polled, every end
+        # lies exactly at a poll, and measuring ends to the midpoint between polls (the
+        # exporter's rule) could not be told from measuring them to the later poll.
+        times = sorted(self._event_rng.uniform(min(last, now), now) for _ in range(min(events, 10_000)))
+        for at in times:
             finishable = [i for i in self._executions if i not in self._stuck]
             if finishable:
-                self._remove(self._rng.choice(finishable), now)
-            self._new_execution(now * 1000)
+                self._remove(self._rng.choice(finishable), at)
+            self._new_execution(at * 1000)
 
     def _remove(self, execution_id: str, now: float) -> None:
         """Every execution leaves the lab here, so that the usage record sees it end."""
