@@ -119,7 +119,7 @@ class Poller(_Loop):
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            builder = SnapshotBuilder(self.plan, now, self._owner_labels)
+            builder = SnapshotBuilder(self.plan, now, self._owner_labels, steady=started)
             for entry in entries:
                 builder.add(entry)
             del entries  # the answer's bytes go with it

@@ -27,6 +27,11 @@ polls, over the interval between them, by the same evidence:
 - one without an id cannot be followed, and counts for the whole of every interval that ends
   with it listed.
 
+The interval is measured on the poller's steady (monotonic) clock, so a wall clock stepped either
+way between two polls neither charges nor loses the step; start times, on the wall clock, are
+placed within the interval ending at the later poll's wall time. (The steady clock stops while
+the host is suspended: a suspension counts as no time passing.)
+
 So an execution is counted to within half a poll interval at each end (half the outage, when
 polls failed between), one that started and ended between two polls is not counted at all,
 the first poll after start-up counts nothing (the time before it is unknown), and a restart
@@ -105,6 +110,7 @@ class Snapshot:
     skipped_entries: int
     followed: dict[str, Followed]  # by execution id
     owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
+    steady: float | None = None  # the poll's time on a clock that never jumps (monotonic), for usage
 
 
 class OwnerLabels:
@@ -132,8 +138,9 @@ class SnapshotBuilder:
     difference, and its start for the start-time series), so a large answer costs little memory.
     """
 
-    def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None):
-        self.plan, self.now = plan, now
+    def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
+                 steady: float | None = None):
+        self.plan, self.now, self.steady = plan, now, steady
         self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
         self._folded: set[str] = set()
         self._by_owner = plan.execution == ("owner",)
@@ -193,6 +200,7 @@ class SnapshotBuilder:
             skipped_entries=self.skipped,
             followed=self._followed,
             owners_folded=len(self._folded),
+            steady=self.steady,
         )
 
 
@@ -278,19 +286,27 @@ def _usage(previous: Snapshot, current: Snapshot, new, ended) -> tuple[dict, dic
     Every execution of ``current`` is first counted for the whole interval, from the aggregates,
     and then corrected for those that are new; so the cost grows with what changed, not with
     the size of the lab."""
-    interval = current.time - previous.time
+    if current.steady is not None and previous.steady is not None:
+        # The time that passed, on the steady clock: a wall clock stepped ahead between two polls
+        # (NTP, a VM moved) would charge every running execution the step, and one stepped back
+        # would lose the interval. Start times are on the wall clock, so the interval is placed
+        # to end at this poll's wall time.
+        interval = current.steady - previous.steady
+    else:
+        interval = current.time - previous.time
     if interval <= 0:  # the clock went back: nothing is known about this interval
         return {}, {}
     held = {key: count * interval for key, count in current.platforms.items()}
     ran = {key: count * interval for key, count in current.running.items()}
-    midpoint = previous.time + interval / 2
+    begin = current.time - interval  # the previous poll, on this poll's wall clock
+    midpoint = begin + interval / 2
     for execution_id in new:  # not held before it started
         key, start, platforms = current.followed[execution_id]
-        since = midpoint if start is None else min(max(start, previous.time), current.time)
-        _add(ran, held, key, platforms, previous.time - since)
+        since = midpoint if start is None else min(max(start, begin), current.time)
+        _add(ran, held, key, platforms, begin - since)
     for execution_id in ended:  # held to the midpoint
         key, _, platforms = previous.followed[execution_id]
-        _add(ran, held, key, platforms, midpoint - previous.time)
+        _add(ran, held, key, platforms, interval / 2)
     return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
 
 

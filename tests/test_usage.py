@@ -55,7 +55,7 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     clock = lambda: now[0]  # noqa: E731
     workload = Workload(executions=0, clock=clock)
     lab = start_lab(workload, fault_injection=True)
-    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: 0.0, max_owners=2, search_retries=0,
+    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: now[0] - T0, max_owners=2, search_retries=0,
                               teams=TEAMS, default_team="nobody")
     (poller,) = exporter.pollers
     timeline = []
@@ -128,18 +128,26 @@ def test_no_owner_label_no_info(start_lab):
     assert [key for name, key in found if name == "perfecto_execution_usage_seconds_total"] == [(("cloud", "acme"),)]
 
 
-def test_a_clock_that_goes_back_counts_nothing_and_never_decreases(start_lab):
-    now = [T0]
+def test_a_wall_clock_that_jumps_counts_the_time_that_passed(start_lab):
+    """The wall clock stepped an hour ahead (NTP, a VM moved) between two polls 30 s apart: the
+    executions ran 30 s, not an hour and 30 s; then it stepped back, and the 30 s still count
+    (counters never go down). Intervals are measured on the steady clock; new executions' start
+    times still place them within the interval, on the wall clock."""
+    now, steady = [T0], [0.0]
     workload = Workload(executions=0, clock=lambda: now[0])
-    workload.add(execution("A", "alice@acme.example", -60, CHROME))
-    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: 0.0)
-    values = []
-    for at in (0, 30, 10, 40):
-        now[0] = T0 + at
+    workload.add(execution("A", "alice@acme.example", -60, CHROME, PIXEL))
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: steady[0])
+    ran, held = [], []
+    for wall, elapsed in ((0, 0), (30, 30), (3630, 60), (3660, 90), (40, 120)):
+        now[0], steady[0] = T0 + wall, elapsed
+        if wall == 3660:
+            workload.add(execution("B", "bob@acme.example", 3650, CHROME))  # 10 s before this poll
         exporter.pollers[0].poll_once()
-        values.append(samples(generate_latest(exporter.registry).decode())[
-            ("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
-    assert values == [0, 30, 30, 60]
+        found = samples(generate_latest(exporter.registry).decode())
+        ran.append(found[("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
+        held.append(sum(v for (name, _), v in found.items() if name == "perfecto_platform_usage_seconds_total"))
+    assert ran == [0, 30, 60, 90, 120]
+    assert held == [0, 2 * 30, 2 * 60, 2 * 90, 2 * 120 + 10 + 30]  # B: 10 s before its first poll, carried to the next
 
 
 def test_the_lab_keeps_its_own_record_of_usage(start_lab):
