@@ -38,14 +38,15 @@ the first poll after start-up counts nothing (the time before it is unknown), an
 loses the time between the last poll before it and the first after. A series (a combination of
 labels) first appears at 0, and what it used in that interval is added at the next successful
 poll, because Prometheus' ``increase()`` never counts a new series' first value. Owners beyond
-``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. The usage of one interval
+``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. A platform series unused
+for :data:`IDLE_USAGE_SERIES` is dropped. The usage of one interval
 is added per series only when it is positive, so that rounding never makes a counter go down
 (which Prometheus would read as a reset).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -59,6 +60,11 @@ EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
 START_LABELS = ("execution_id", "execution_name", "owner")
 OTHER_OWNER = "(other)"  # the shared owner label beyond max_owners
+# A platform usage series unused this long is dropped. Its labels (with opt-in ones such as
+# browser_version or model) change over months, and every labelling ever seen would otherwise
+# stay a series for as long as the exporter runs; Prometheus keeps the samples of a dropped
+# one, so increase() over any window still counts it, and one used again starts at 0.
+IDLE_USAGE_SERIES = 86400.0
 _EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
 
 
@@ -222,6 +228,7 @@ class Totals:
     platform_seconds: dict[tuple[str, ...], float]
     execution_seconds: dict[tuple[str, ...], float]
     carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
+    platforms_used: dict[tuple[str, ...], float] = field(default_factory=dict)  # last poll each platform series ran
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
@@ -254,8 +261,22 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
             started.setdefault(key, 0)
             if start_time is not None:
                 durations.append(max(0.0, end - start_time))
+    used = _drop_idle(platform_seconds, totals.platforms_used, (current.platforms, held, held_later), current.time)
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
-                  platform_seconds, execution_seconds, (held_later, ran_later))
+                  platform_seconds, execution_seconds, (held_later, ran_later), used)
+
+
+def _drop_idle(values: dict, used: dict, now_used, now: float) -> dict:
+    """Drops from ``values`` (in place: a copy of this poll) the platform series unused for
+    :data:`IDLE_USAGE_SERIES`; returns when each series left was last used."""
+    used = dict(used)
+    for keys in now_used:
+        for key in keys:
+            used[key] = now
+    for key in [key for key, at in used.items() if now - at > IDLE_USAGE_SERIES]:
+        del used[key]
+        values.pop(key, None)
+    return used
 
 
 def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict]:

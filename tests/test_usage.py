@@ -181,6 +181,30 @@ def test_the_lab_keeps_its_own_record_of_usage(start_lab):
     assert unauthorized.status_code == 401
 
 
+def test_usage_series_of_platforms_no_longer_used_go_after_a_day(start_lab):
+    """Counters are kept for every platform labelling ever seen; with opt-in labels that move
+    (browser_version here, os_version, model) they would pile up for as long as the exporter
+    runs. One unused for a day goes; Prometheus keeps its samples, and increase() over any
+    window still counts them."""
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0],
+                              extra_platform_labels="browser_version")
+    for day in range(10):
+        workload.stop([f"day{day - 1}"])
+        browser = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME",
+                                                                            "browserVersion": f"{120 + day}.0"}}
+        workload.add(execution(f"day{day}", "alice@acme.example", day * 86400 - 10, browser))
+        for seconds in (0, 60):
+            now[0] = T0 + day * 86400 + seconds
+            exporter.pollers[0].poll_once()
+    found = samples(generate_latest(exporter.registry).decode())
+    versions = {dict(key)["browser_version"]: v for (name, key), v in found.items()
+                if name == "perfecto_platform_usage_seconds_total"}
+    # yesterday's ended before today's first poll: counted to the midpoint of the night
+    assert versions == {"128.0": 10 + 60 + (86400 - 60) / 2, "129.0": 10 + 60}
+
+
 # ---------------------------------------------------------------------------------------------
 # The rule as properties, over any sequence of polls: answers that come and go, failed polls,
 # clocks that jump either way, executions with and without ids and start times.
