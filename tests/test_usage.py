@@ -256,3 +256,39 @@ def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(po
         held = sum(totals.platform_seconds.values()) + sum(totals.carried[0].values())
         assert least - 1e-6 <= counted <= most + 1e-6
         assert least_held - 1e-6 <= held <= most_held + 1e-6
+
+
+STEADY_POLLS = st.lists(st.tuples(st.floats(0, 120), st.floats(-5000, 5000), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+                        min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEADY_POLLS)
+def test_with_a_steady_clock_wall_clock_steps_change_nothing_and_counters_never_decrease(polls):
+    """As the poller runs it: the steady clock only advances, the wall clock also steps either way
+    by up to 5000 s between polls; the bounds are in steady seconds, whatever the wall clock did."""
+    plan = LabelPlan(max_owners=2)
+    owners = OwnerLabels(plan.max_owners)
+    totals, previous, steady, wall = Totals.empty(plan), None, 0.0, T0
+    least = most = 0.0
+    for step, jump, succeeded, entries in polls:
+        steady, wall = steady + step, wall + step + jump
+        if not succeeded:
+            continue
+        builder = SnapshotBuilder(plan, wall, owners, steady=steady)
+        for entry in entries:
+            start = entry["startTime"]
+            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)})))
+        current = builder.build()
+        after = advance(totals, previous, current, plan)
+        for before, later in ((totals.platform_seconds, after.platform_seconds),
+                              (totals.execution_seconds, after.execution_seconds)):
+            assert all(later[key] >= value for key, value in before.items())
+        if previous is not None:
+            interval = current.steady - previous.steady
+            idless = sum(1 for e in entries if e["id"] is None)
+            least += (len(previous.followed.keys() & current.followed.keys()) + idless) * interval
+            most += (len(previous.followed.keys() | current.followed.keys()) + idless) * interval
+        totals, previous = after, current
+        counted = sum(totals.execution_seconds.values()) + sum(totals.carried[1].values())
+        assert least - 1e-6 <= counted <= most + 1e-6
