@@ -296,6 +296,13 @@ def usage() -> dashboard.Dashboard:
                 .display_mode(BarGaugeDisplayMode.BASIC).orientation(VizOrientation.HORIZONTAL)
                 .with_target(query(f"sort_desc({expr})", legend, instant=True)))
 
+    def recorded(title: str, by: str, rule: str, description: str = ""):
+        """A usage recording rule over time, summed by one label."""
+        panel = timeseries.Panel().title(title).unit("short").height(8).span(12)
+        if description:
+            panel = panel.description(description)
+        return panel.with_target(query(f"sum by ({by}) ({rule}{{{CLOUD_TEAM}}})", f"{{{{{by}}}}}"))
+
     panels = [
         stat.Panel().title("Device-hours").unit("short").height(4).span(6).decimals(1)
         .description("Devices and desktop browsers held by the chosen teams over the time range, in hours.")
@@ -320,22 +327,14 @@ def usage() -> dashboard.Dashboard:
         .with_target(query(f"topk(20, {by_team(HELD, 'team, owner')})", instant=True, fmt=PromQueryFormat.TABLE)),
         bars("Device-hours by device type", by_team(HELD, "device_type"), "short", "{{device_type}}",
              "Device-hours of the chosen teams by device type over the time range.").span(12),
-        timeseries.Panel().title("Device-hours per hour by team").unit("short").height(8).span(12)
-        .description("Device-hours of each team in the hour before each point (the 1 h recording rule): the "
-                     "average number of devices the team held in that hour.")
-        .with_target(query(
-            f"sum by (team) (cloud_team_device_type:perfecto_platform_usage_hours:increase1h{{{CLOUD_TEAM}}})",
-            "{{team}}")),
-        timeseries.Panel().title("Devices in use by team").unit("short").height(8).span(12)
-        .with_target(query(f"sum by (team) (cloud_team:perfecto_platforms_running:sum{{{CLOUD_TEAM}}})", "{{team}}")),
-        timeseries.Panel().title("Execution-hours per day by team").unit("short").height(8).span(12)
-        .description("Execution-hours of each team in the day before each point (the 1 d recording rule).")
-        .with_target(query(f"sum by (team) (cloud_team:perfecto_execution_usage_hours:increase1d{{{CLOUD_TEAM}}})",
-                           "{{team}}")),
-        timeseries.Panel().title("Device-hours per day by device type").unit("short").height(8).span(12)
-        .with_target(query(
-            f"sum by (device_type) (cloud_team_device_type:perfecto_platform_usage_hours:increase1d{{{CLOUD_TEAM}}})",
-            "{{device_type}}")),
+        recorded("Device-hours per hour by team", "team", "cloud_team_device_type:perfecto_platform_usage_hours:increase1h",
+                 "Device-hours of each team in the hour before each point (the 1 h recording rule): the average "
+                 "number of devices the team held in that hour."),
+        recorded("Devices in use by team", "team", "cloud_team:perfecto_platforms_running:sum"),
+        recorded("Execution-hours per day by team", "team", "cloud_team:perfecto_execution_usage_hours:increase1d",
+                 "Execution-hours of each team in the day before each point (the 1 d recording rule)."),
+        recorded("Device-hours per day by device type", "device_type",
+                 "cloud_team_device_type:perfecto_platform_usage_hours:increase1d"),
     ]
     return new_board(DASHBOARD_UIDS["usage"], "Perfecto / Usage",
                      "Who used how much of the Perfecto lab: device-hours and execution-hours by team, owner and "

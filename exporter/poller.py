@@ -121,7 +121,7 @@ class Poller(_Loop):
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            builder = SnapshotBuilder(self.plan, now, self._owner_labels, self._test_names)
+            builder = SnapshotBuilder(self.plan, now, self._owner_labels, self._test_names, steady=started)
             for entry in entries:
                 builder.add(entry)
             del entries  # the answer's bytes go with it

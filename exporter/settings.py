@@ -41,7 +41,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError, YamlConfigSettingsSource
 
 DEFAULT_PORT = 9817
 DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
@@ -114,6 +114,12 @@ def _regular_expression(pattern: str) -> str:
         re.compile(pattern)
     except re.error as err:
         raise ValueError(f"is not a valid regular expression ({err.msg} at position {err.pos})") from None
+    # re.compile raises these too, outside re.error: a repetition count beyond its limit
+    # ('a{99999999999}') and groups nested beyond the parser's recursion; a traceback otherwise.
+    except OverflowError as err:
+        raise ValueError(f"is not a valid regular expression ({err})") from None
+    except RecursionError:
+        raise ValueError("is not a valid regular expression (nested too deeply)") from None
     return pattern
 
 
@@ -350,6 +356,10 @@ def load_settings(flags: dict | None = None) -> Settings:
         return settings_cls(**flags)
     except ValidationError as err:
         raise ConfigError(*_first_problem(err)) from None
+    except SettingsError as err:  # a list setting in the environment (PERFECTO_TEAMS) that is not JSON
+        field = re.search(r'field "(\w+)"', str(err))
+        name = field[1] if field else "settings"
+        raise ConfigError(f"{name} (PERFECTO_{name.upper()})", "is not valid JSON") from None
 
 
 def _check_yaml_file(path: Path) -> None:

@@ -32,20 +32,26 @@ polls, over the interval between them, by the same evidence:
 - one without an id cannot be followed, and counts for the whole of every interval that ends
   with it listed.
 
+The interval is measured on the poller's steady (monotonic) clock, so a wall clock stepped either
+way between two polls neither charges nor loses the step; start times, on the wall clock, are
+placed within the interval ending at the later poll's wall time. (The steady clock stops while
+the host is suspended: a suspension counts as no time passing.)
+
 So an execution is counted to within half a poll interval at each end (half the outage, when
 polls failed between), one that started and ended between two polls is not counted at all,
 the first poll after start-up counts nothing (the time before it is unknown), and a restart
 loses the time between the last poll before it and the first after. A series (a combination of
 labels) first appears at 0, and what it used in that interval is added at the next successful
 poll, because Prometheus' ``increase()`` never counts a new series' first value. Owners beyond
-``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. The usage of one interval
+``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. A platform series unused
+for :data:`IDLE_USAGE_SERIES` is dropped. The usage of one interval
 is added per series only when it is positive, so that rounding never makes a counter go down
 (which Prometheus would read as a reset).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -60,6 +66,11 @@ EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
 START_LABELS = ("execution_id", "execution_name", "owner")
 OTHER_OWNER = "(other)"  # the shared owner label beyond max_owners
+# A platform usage series unused this long is dropped. Its labels (with opt-in ones such as
+# browser_version or model) change over months, and every labelling ever seen would otherwise
+# stay a series for as long as the exporter runs; Prometheus keeps the samples of a dropped
+# one, so increase() over any window still counts it, and one used again starts at 0.
+IDLE_USAGE_SERIES = 86400.0
 _EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
 
 
@@ -120,6 +131,7 @@ class Snapshot:
     owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
     tests: dict[str, str] | None = None  # id -> test label, with plan.by_test only
     tests_folded: int = 0  # test names of this poll counted under OTHER_TEST
+    steady: float | None = None  # the poll's time on a clock that never jumps (monotonic), for usage
 
 
 class OwnerLabels:
@@ -148,8 +160,8 @@ class SnapshotBuilder:
     """
 
     def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
-                 test_names: TestNames | None = None):
-        self.plan, self.now = plan, now
+                 test_names: TestNames | None = None, steady: float | None = None):
+        self.plan, self.now, self.steady = plan, now, steady
         self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
         self._folded: set[str] = set()
         self._test_label = (test_names or TestNames(plan.name_patterns, plan.max_tests)) if plan.by_test else None
@@ -221,6 +233,7 @@ class SnapshotBuilder:
             owners_folded=len(self._folded),
             tests=self._tests if self._test_label is not None else None,
             tests_folded=len(self._tests_folded),
+            steady=self.steady,
         )
 
 
@@ -243,11 +256,13 @@ class Totals:
     platform_seconds: dict[tuple[str, ...], float]
     execution_seconds: dict[tuple[str, ...], float]
     carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
+    platforms_used: dict[tuple[str, ...], float] = field(default_factory=dict)  # last poll each platform series ran
     durations_by_test: dict[str, BucketCounts] | None = None
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
-        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {}, ({}, {}), {} if plan.by_test else None)
+        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {}, ({}, {}), {},
+                   {} if plan.by_test else None)
 
 
 def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
@@ -256,30 +271,47 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     for key in current.running:  # every owner seen gets its counters, starting at 0
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
-    held, ran = _usage(previous, current) if previous is not None else ({}, {})
+    if previous is None:
+        new, ended, held, ran = (), (), {}, {}
+    else:  # set differences, in C: the loops below see only what changed (sorted: float sums repeat exactly)
+        new = sorted(current.followed.keys() - previous.followed.keys())
+        ended = sorted(previous.followed.keys() - current.followed.keys())
+        held, ran = _usage(previous, current, new, ended)
     platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
     execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
-    if previous is None:
-        return Totals(started, finished, totals.durations, platform_seconds, execution_seconds, (held_later, ran_later),
-                      _plus_by_test(totals.durations_by_test, {}, current, plan))
     durations = []
     by_test: dict[str, list[float]] = {}
-    tests = previous.tests
-    ended = (previous.time + current.time) / 2  # the end lies between the two polls
-    for execution_id, followed in current.followed.items():
-        if execution_id not in previous.followed:
-            started[followed.key] = started.get(followed.key, 0) + 1
-    for execution_id, (key, start_time, _) in previous.followed.items():
-        if execution_id not in current.followed:
+    tests = previous.tests if previous is not None else None
+    for execution_id in new:
+        key = current.followed[execution_id].key
+        started[key] = started.get(key, 0) + 1
+    if ended:
+        end = (previous.time + current.time) / 2  # the end lies between the two polls
+        for execution_id in ended:
+            key, start_time, _ = previous.followed[execution_id]
             finished[key] = finished.get(key, 0) + 1
             started.setdefault(key, 0)
             if start_time is not None:
-                durations.append(max(0.0, ended - start_time))
+                durations.append(max(0.0, end - start_time))
                 if tests is not None:
                     by_test.setdefault(tests[execution_id], []).append(durations[-1])
+    used = _drop_idle(platform_seconds, totals.platforms_used, (current.platforms, held, held_later), current.time)
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
-                  platform_seconds, execution_seconds, (held_later, ran_later),
+                  platform_seconds, execution_seconds, (held_later, ran_later), used,
                   _plus_by_test(totals.durations_by_test, by_test, current, plan))
+
+
+def _drop_idle(values: dict, used: dict, now_used, now: float) -> dict:
+    """Drops from ``values`` (in place: a copy of this poll) the platform series unused for
+    :data:`IDLE_USAGE_SERIES`; returns when each series left was last used."""
+    used = dict(used)
+    for keys in now_used:
+        for key in keys:
+            used[key] = now
+    for key in [key for key, at in used.items() if now - at > IDLE_USAGE_SERIES]:
+        del used[key]
+        values.pop(key, None)
+    return used
 
 
 def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict]:
@@ -302,28 +334,35 @@ def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict
     return values, later
 
 
-def _usage(previous: Snapshot, current: Snapshot) -> tuple[dict, dict]:
+def _usage(previous: Snapshot, current: Snapshot, new, ended) -> tuple[dict, dict]:
     """Platform-seconds and execution-seconds of the interval between two snapshots, by labels
-    (the accounting rule is in this module's docstring); only positive amounts.
+    (the accounting rule is in this module's docstring); only positive amounts. ``new`` and
+    ``ended`` are the ids only in ``current`` and only in ``previous``.
 
     Every execution of ``current`` is first counted for the whole interval, from the aggregates,
     and then corrected for those that are new; so the cost grows with what changed, not with
     the size of the lab."""
-    interval = current.time - previous.time
+    if current.steady is not None and previous.steady is not None:
+        # The time that passed, on the steady clock: a wall clock stepped ahead between two polls
+        # (NTP, a VM moved) would charge every running execution the step, and one stepped back
+        # would lose the interval. Start times are on the wall clock, so the interval is placed
+        # to end at this poll's wall time.
+        interval = current.steady - previous.steady
+    else:
+        interval = current.time - previous.time
     if interval <= 0:  # the clock went back: nothing is known about this interval
         return {}, {}
     held = {key: count * interval for key, count in current.platforms.items()}
     ran = {key: count * interval for key, count in current.running.items()}
-    midpoint = previous.time + interval / 2
-    before = previous.followed
-    for execution_id, (key, start, platforms) in current.followed.items():
-        if execution_id not in before:  # new: not held before it started
-            since = midpoint if start is None else min(max(start, previous.time), current.time)
-            _add(ran, held, key, platforms, previous.time - since)
-    now = current.followed
-    for execution_id, (key, _, platforms) in before.items():
-        if execution_id not in now:  # finished: held to the midpoint
-            _add(ran, held, key, platforms, midpoint - previous.time)
+    begin = current.time - interval  # the previous poll, on this poll's wall clock
+    midpoint = begin + interval / 2
+    for execution_id in new:  # not held before it started
+        key, start, platforms = current.followed[execution_id]
+        since = midpoint if start is None else min(max(start, begin), current.time)
+        _add(ran, held, key, platforms, begin - since)
+    for execution_id in ended:  # held to the midpoint
+        key, _, platforms = previous.followed[execution_id]
+        _add(ran, held, key, platforms, interval / 2)
     return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
 
 

@@ -282,6 +282,10 @@ def test_demo_shows_moving_numbers(spawn):
 
     wait_until(desktop_licenses_in_use, timeout=30, interval=0.3, what="desktop licenses in use to move")
     assert "licenses DESKTOP=50,SIMULATOR=10" in demo.output
+    found = samples(requests.get(base + "/metrics", timeout=5).text)  # the demo's teams, for the usage dashboard
+    teams = {dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
+    assert {"platform", "mobile", "web", "unassigned"} <= teams
+    assert sum(v for (n, _), v in found.items() if n == "perfecto_platform_usage_seconds_total") > 0
     assert demo.stop(signal.SIGINT) == 0
 
 
@@ -337,10 +341,20 @@ def test_demo_shows_moving_numbers(spawn):
                                                      " - name: web\n   owner_patterns: ['.*@web', '[a-']\n"},
          "teams[0].owner_patterns[1] (PERFECTO_TEAMS): is not a valid regular expression (unterminated character set "
          "at position 0)"),
+        # re.compile raises OverflowError and RecursionError too, not only re.error
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner_patterns": ["a{99999999999}"]}]'},
+         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (the repetition number "
+         "is too large)"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": json.dumps([{"name": "web", "owner_patterns": ["(" * 2000 + ")" * 2000]}])},
+         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (nested too deeply)"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n - owners: [x]\n"},
          "teams[0].name (PERFECTO_TEAMS): Field required"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner": ["x"]}]'},
          {}, "teams[0].owner (PERFECTO_TEAMS): is not a known setting"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": "[{name: web}"},
+         {}, "teams (PERFECTO_TEAMS): is not valid JSON"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "clouds": "s3cret-y"},
+         {}, "clouds (PERFECTO_CLOUDS): is not valid JSON"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
          {}, "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character"),
     ],

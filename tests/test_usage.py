@@ -10,10 +10,15 @@ file cannot quietly change the rule.
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import requests
+from hypothesis import given, settings, strategies as st
 from prometheus_client import generate_latest
 
 from exporter.lab import Workload
+from exporter.snapshot import LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
 
 from .conftest import ADMIN_TOKEN, build_exporter, samples
 from .test_golden import assert_golden
@@ -50,7 +55,7 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     clock = lambda: now[0]  # noqa: E731
     workload = Workload(executions=0, clock=clock)
     lab = start_lab(workload, fault_injection=True)
-    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: 0.0, max_owners=2, search_retries=0,
+    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: now[0] - T0, max_owners=2, search_retries=0,
                               teams=TEAMS, default_team="nobody")
     (poller,) = exporter.pollers
     timeline = []
@@ -123,18 +128,26 @@ def test_no_owner_label_no_info(start_lab):
     assert [key for name, key in found if name == "perfecto_execution_usage_seconds_total"] == [(("cloud", "acme"),)]
 
 
-def test_a_clock_that_goes_back_counts_nothing_and_never_decreases(start_lab):
-    now = [T0]
+def test_a_wall_clock_that_jumps_counts_the_time_that_passed(start_lab):
+    """The wall clock stepped an hour ahead (NTP, a VM moved) between two polls 30 s apart: the
+    executions ran 30 s, not an hour and 30 s; then it stepped back, and the 30 s still count
+    (counters never go down). Intervals are measured on the steady clock; new executions' start
+    times still place them within the interval, on the wall clock."""
+    now, steady = [T0], [0.0]
     workload = Workload(executions=0, clock=lambda: now[0])
-    workload.add(execution("A", "alice@acme.example", -60, CHROME))
-    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: 0.0)
-    values = []
-    for at in (0, 30, 10, 40):
-        now[0] = T0 + at
+    workload.add(execution("A", "alice@acme.example", -60, CHROME, PIXEL))
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: steady[0])
+    ran, held = [], []
+    for wall, elapsed in ((0, 0), (30, 30), (3630, 60), (3660, 90), (40, 120)):
+        now[0], steady[0] = T0 + wall, elapsed
+        if wall == 3660:
+            workload.add(execution("B", "bob@acme.example", 3650, CHROME))  # 10 s before this poll
         exporter.pollers[0].poll_once()
-        values.append(samples(generate_latest(exporter.registry).decode())[
-            ("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
-    assert values == [0, 30, 30, 60]
+        found = samples(generate_latest(exporter.registry).decode())
+        ran.append(found[("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
+        held.append(sum(v for (name, _), v in found.items() if name == "perfecto_platform_usage_seconds_total"))
+    assert ran == [0, 30, 60, 90, 120]
+    assert held == [0, 2 * 30, 2 * 60, 2 * 90, 2 * 120 + 10 + 30]  # B: 10 s before its first poll, carried to the next
 
 
 def test_the_lab_keeps_its_own_record_of_usage(start_lab):
@@ -166,3 +179,116 @@ def test_the_lab_keeps_its_own_record_of_usage(start_lab):
     assert record(since=T0).status_code == 400
     unauthorized = requests.get(f"{lab.url}/-/lab/usage", params={"since": T0, "until": T0 + 1}, timeout=5)
     assert unauthorized.status_code == 401
+
+
+def test_usage_series_of_platforms_no_longer_used_go_after_a_day(start_lab):
+    """Counters are kept for every platform labelling ever seen; with opt-in labels that move
+    (browser_version here, os_version, model) they would pile up for as long as the exporter
+    runs. One unused for a day goes; Prometheus keeps its samples, and increase() over any
+    window still counts them."""
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0],
+                              extra_platform_labels="browser_version")
+    for day in range(10):
+        workload.stop([f"day{day - 1}"])
+        browser = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME",
+                                                                            "browserVersion": f"{120 + day}.0"}}
+        workload.add(execution(f"day{day}", "alice@acme.example", day * 86400 - 10, browser))
+        for seconds in (0, 60):
+            now[0] = T0 + day * 86400 + seconds
+            exporter.pollers[0].poll_once()
+    found = samples(generate_latest(exporter.registry).decode())
+    versions = {dict(key)["browser_version"]: v for (name, key), v in found.items()
+                if name == "perfecto_platform_usage_seconds_total"}
+    # yesterday's ended before today's first poll: counted to the midpoint of the night
+    assert versions == {"128.0": 10 + 60 + (86400 - 60) / 2, "129.0": 10 + 60}
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule as properties, over any sequence of polls: answers that come and go, failed polls,
+# clocks that jump either way, executions with and without ids and start times.
+
+EXECUTIONS = st.fixed_dictionaries(
+    {"id": st.one_of(st.none(), st.sampled_from("abcdefgh")), "owner": st.sampled_from(["alice", "bob", "carol"]),
+     "startTime": st.one_of(st.none(), st.integers(-200, 200)),
+     "platforms": st.lists(st.sampled_from([CHROME, PIXEL]), max_size=3)})
+POLLS = st.lists(st.tuples(st.floats(-20, 120, allow_nan=False), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+                 min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(POLLS)
+def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(polls):
+    plan = LabelPlan(max_owners=2)
+    owners = OwnerLabels(plan.max_owners)
+    totals, previous, now = Totals.empty(plan), None, T0
+    least = most = least_held = most_held = 0.0
+    for step, succeeded, entries in polls:
+        now += step
+        if not succeeded:
+            continue
+        builder = SnapshotBuilder(plan, now, owners)
+        for entry in entries:
+            start = entry["startTime"]
+            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((now + start) * 1000)})))
+        current = builder.build()
+        after = advance(totals, previous, current, plan)
+        for before, later in ((totals.platform_seconds, after.platform_seconds),
+                              (totals.execution_seconds, after.execution_seconds)):
+            assert all(later[key] >= value for key, value in before.items())  # a counter never goes down
+        if previous is not None and current.time > previous.time:
+            interval = current.time - previous.time
+            both = previous.followed.keys() & current.followed.keys()
+            either = previous.followed.keys() | current.followed.keys()
+            least += len(both) * interval
+            most += len(either) * interval
+            platforms = lambda ids: sum(len((current.followed.get(i) or previous.followed[i]).platforms) for i in ids)  # noqa: E731
+            least_held += platforms(both) * interval
+            most_held += platforms(either) * interval
+            idless = [e for e in entries if e["id"] is None]  # not followed: the whole interval, each time
+            least += len(idless) * interval
+            most += len(idless) * interval
+            least_held += sum(len(e["platforms"]) for e in idless) * interval
+            most_held += sum(len(e["platforms"]) for e in idless) * interval
+        totals, previous = after, current
+        counted = sum(totals.execution_seconds.values()) + sum(totals.carried[1].values())
+        held = sum(totals.platform_seconds.values()) + sum(totals.carried[0].values())
+        assert least - 1e-6 <= counted <= most + 1e-6
+        assert least_held - 1e-6 <= held <= most_held + 1e-6
+
+
+STEADY_POLLS = st.lists(st.tuples(st.floats(0, 120), st.floats(-5000, 5000), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+                        min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEADY_POLLS)
+def test_with_a_steady_clock_wall_clock_steps_change_nothing_and_counters_never_decrease(polls):
+    """As the poller runs it: the steady clock only advances, the wall clock also steps either way
+    by up to 5000 s between polls; the bounds are in steady seconds, whatever the wall clock did."""
+    plan = LabelPlan(max_owners=2)
+    owners = OwnerLabels(plan.max_owners)
+    totals, previous, steady, wall = Totals.empty(plan), None, 0.0, T0
+    least = most = 0.0
+    for step, jump, succeeded, entries in polls:
+        steady, wall = steady + step, wall + step + jump
+        if not succeeded:
+            continue
+        builder = SnapshotBuilder(plan, wall, owners, steady=steady)
+        for entry in entries:
+            start = entry["startTime"]
+            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)})))
+        current = builder.build()
+        after = advance(totals, previous, current, plan)
+        for before, later in ((totals.platform_seconds, after.platform_seconds),
+                              (totals.execution_seconds, after.execution_seconds)):
+            assert all(later[key] >= value for key, value in before.items())
+        if previous is not None:
+            interval = current.steady - previous.steady
+            idless = sum(1 for e in entries if e["id"] is None)
+            least += (len(previous.followed.keys() & current.followed.keys()) + idless) * interval
+            most += (len(previous.followed.keys() | current.followed.keys()) + idless) * interval
+        totals, previous = after, current
+        counted = sum(totals.execution_seconds.values()) + sum(totals.carried[1].values())
+        assert least - 1e-6 <= counted <= most + 1e-6

@@ -86,7 +86,8 @@ class Workload:
         personal data), drawn from a generator of their own so that the rest stays as seeded."""
         self._rng = random.Random(seed)
         self._simulator_rng = random.Random(seed + 1)
-        self._duration_rng = random.Random(seed + 2)
+        self._event_rng = random.Random(seed + 2)  # when, between two requests, churn happened
+        self._duration_rng = random.Random(seed + 3)
         self.test_durations, self.duration_scale, self.overrun, self.run_numbers = (
             test_durations, duration_scale, overrun, run_numbers)
         self.factors: dict[str, float] = {}  # running id -> its duration / its test's typical one
@@ -163,21 +164,23 @@ class Workload:
 
     def _advance(self) -> None:
         now = self._clock()
-        self._due += max(0.0, now - self._last) * self.churn / 60
-        self._last = now
+        last, self._last = self._last, now
+        self._due += max(0.0, now - last) * self.churn / 60
         events = int(self._due)
         self._due -= events
-        for execution_id in [i for i, end in self._ends.items() if end <= now]:  # their time is up
-            self._remove(execution_id, now)
-        if self.test_durations:
-            for _ in range(min(events, 10_000)):
-                self._new_execution(now * 1000)
-            return
-        for _ in range(min(events, 10_000)):
-            finishable = [i for i in self._executions if i not in self._stuck and i not in self._ends]
+        for execution_id, end in [(i, end) for i, end in self._ends.items() if end <= now]:  # their time is up
+            self._remove(execution_id, end)
+        # Each start and finish happens at its own time since the last request, not at this
+        # one: in a lab where everything starts and ends at the instant it is polled, every end
+        # lies exactly at a poll, and measuring ends to the midpoint between polls (the
+        # exporter's rule) could not be told from measuring them to the later poll.
+        times = sorted(self._event_rng.uniform(min(last, now), now) for _ in range(min(events, 10_000)))
+        for at in times:
+            finishable = [] if self.test_durations else [
+                i for i in self._executions if i not in self._stuck and i not in self._ends]
             if finishable:
-                self._remove(self._rng.choice(finishable), now)
-            self._new_execution(now * 1000)
+                self._remove(self._rng.choice(finishable), at)
+            self._new_execution(at * 1000)
 
     def usage(self, since: float, until: float) -> dict:
         """The lab's own record of what its executions held between ``since`` and ``until``

@@ -16,6 +16,9 @@
    (call, read, publish, and the re-render it causes) against one execution poll of the same
    exporter, per poll and per unit of time at the default intervals (60 s and 30 s). Target
    < 1 % per unit of time.
+6. Usage accounting: what ``advance()`` adds to a poll (starts, finishes, durations, and the
+   usage counters of issue 14) between two polls of the same lab with 2 % churn, and the
+   render of the usage collector, against building the snapshot itself. Target <= 10 %.
 
 Everything runs on loopback: the simulated lab and the exporter as separate processes (as in
 production), the load from this one. It prints a Markdown table and writes it to --output.
@@ -41,12 +44,13 @@ import requests
 
 from exporter.assembly import Exporter
 from exporter.client import ApiStats
-from exporter.collectors import ExecutionsCollector, HealthCollector
+from exporter.collectors import ExecutionsCollector, HealthCollector, UsageCollector
 from exporter.executions import split_answer
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.poller import CloudStatus
 from exporter.settings import Settings, load_settings
-from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, advance
+from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, _usage, advance
+from exporter.teams import Teams
 from ..conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,6 +300,41 @@ def license_poll(size: int = 10_000) -> dict:
             "per_time": (license_cpu / intervals["licenses_interval"]) / (execution_cpu / intervals["poll_interval"])}
 
 
+def usage(size: int = 10_000) -> dict:
+    """One poll's accounting between two answers of the same lab a minute apart (2 % of the
+    executions replaced), and the usage collector's render, against building the snapshot."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    now = [time.time()]
+    workload = Workload(seed=1, executions=size, churn=size * 0.02, clock=lambda: now[0])
+    plan = LabelPlan()
+
+    def snapshot(body: bytes, when: float):
+        builder = SnapshotBuilder(plan, when)
+        for entry in split_answer(body):
+            builder.add(entry)
+        return builder.build()
+
+    first_body = json.dumps(workload.running()).encode()
+    now[0] += 60
+    second_body = json.dumps(workload.running()).encode()
+    first = snapshot(first_body, now[0] - 60)
+    second = snapshot(second_body, now[0])
+    totals = advance(Totals.empty(plan), None, first, plan)
+    build = best_of(lambda: snapshot(second_body, now[0]), 7)
+    accounting = best_of(lambda: advance(totals, first, second, plan), 25)
+    new, ended = second.followed.keys() - first.followed.keys(), first.followed.keys() - second.followed.keys()
+    usage_only = best_of(lambda: _usage(first, second, new, ended), 25)
+    status = CloudStatus("bench", "http://lab", advance(totals, first, second, plan), second, 2, True, now[0], 0.1)
+    registry = CollectorRegistry()
+    registry.register(UsageCollector(lambda: [status], plan, Teams([], "unassigned")))
+    render = best_of(lambda: generate_latest(registry), 25)
+    return {"size": size, "snapshot_ms": build * 1000, "advance_ms": accounting * 1000, "usage_ms": usage_only * 1000,
+            "render_ms": render * 1000,
+            "series": len(status.totals.platform_seconds) + len(status.totals.execution_seconds),
+            "ratio": (accounting + render) / build}
+
+
 def report(results: dict) -> str:
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
@@ -339,6 +378,15 @@ def report(results: dict) -> str:
               f"{lic['poll_interval']:g} s and {lic['licenses_interval']:g} s (target < 1 %) |",
               "|---:|---:|---:|---:|",
               f"| {lic['execution_ms']:.1f} | {lic['license_ms']:.2f} | {lic['per_poll']:.2%} | {lic['per_time']:.2%} |"]
+    u = results["usage"]
+    lines += ["", f"### 6. Usage accounting at {u['size']:,} executions (2 % churn between polls), against building "
+              "the snapshot", "",
+              "| snapshot ms | advance() ms | of which usage ms | usage render ms | usage series | "
+              "ratio (target <= 10 %) |",
+              "|---:|---:|---:|---:|---:|---:|",
+              f"| {u['snapshot_ms']:.1f} | {u['advance_ms']:.2f} | {u['usage_ms']:.2f} | {u['render_ms']:.2f} | "
+              f"{u['series']:,} | "
+              f"{u['ratio']:.1%} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -353,6 +401,7 @@ def main() -> None:
     results["memory"] = [memory(n) for n in sizes]
     results["webhook"] = webhook()
     results["license_poll"] = license_poll()
+    results["usage"] = usage()
     table = report(results)
     print(table)
     Path(args.output).write_text(table)
