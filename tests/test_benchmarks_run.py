@@ -20,8 +20,10 @@ def test_report_renders_every_section():
         "webhook": {"webhook_p50_ms": 2.0, "webhook_max_ms": 3.0, "direct_stop_p50_ms": 1.0,
                     "overhead_p50_ms": 1.0, "ratio": 2.0},
         "license_poll": run.license_poll(50),
+        "usage": run.usage(200),
     }
     table = run.report(results)
-    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5."):
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
         assert heading in table
     assert "| 20 |" in table and "a poll landing every second (5 in the run)" in table
+    assert results["usage"]["advance_ms"] > 0 and results["usage"]["series"] > 0
