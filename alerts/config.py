@@ -124,6 +124,21 @@ THRESHOLDS = {
     # the remediation webhook
     "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
     "webhookRefusalsFor": _duration("1m", "The for: of PerfectoWebhookRequestsRefused."),
+    # overdue executions, judged by their test's history (needs execution_name_durations: true)
+    "overdueHistoryWindow": _duration("7d", "How much history a test's usual duration (p50, p95) is taken from."),
+    "overdueHistoryInterval": _duration("2m", "How often the history rules run; under Prometheus' 5m lookback, so "
+                                              "the recorded series have no gaps."),
+    "overdueMinRuns": _count(20, "Finished runs within the history window before a test's usual duration counts; "
+                                 "tests with fewer fall back to longRunningSeconds."),
+    "overdueMultiple": Knob(2, "An execution is overdue past this multiple of its test's usual p95 (a p95 read from "
+                                "histogram buckets, so at most one bucket high).",
+                            {"type": "number", "minimum": 1}),
+    "overdueFloorSeconds": _count(600, "Run time in seconds below which no execution is overdue, however short its "
+                                       "test usually is."),
+    "overdueFor": _duration("10m", "The for: of PerfectoExecutionOverdue."),
+    "overdueAction": Knob("", 'The perfecto_action label of PerfectoExecutionOverdue: "stop" routes it to the '
+                              'remediation webhook; empty (the default): no such label, nothing is stopped.',
+                          {"type": "string", "enum": ["", "stop"]}),
 }
 
 KNOBS = {**LINKS, **THRESHOLDS}

@@ -147,6 +147,8 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-capacity", "rules": license_rules(t, alert)},
         {"name": "perfecto-remediation", "rules": remediation},
         {"name": "perfecto-usage", "interval": "1m", "rules": usage_rules(t)},
+        {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
+        {"name": "perfecto-execution-overdue", "rules": overdue_rules(t, alert)},
     ]}
 
 
@@ -189,6 +191,65 @@ def usage_rules(t: dict) -> list[dict]:
     found.append(record("cloud_team:perfecto_platforms_running:sum",
                         f"sum by (cloud, team) ({devices} * on (cloud, owner) group_left (team) {team_of(None)})"))
     return found
+
+
+# Recorded by history_rules: per (cloud, test), over overdueHistoryWindow, tests with enough runs only
+RUNS = "cloud_test:perfecto_execution_duration_seconds_count:increase_history"
+P50 = "cloud_test:perfecto_execution_duration_seconds:p50_history"
+P95 = "cloud_test:perfecto_execution_duration_seconds:p95_history"
+
+
+def history_rules(t: dict) -> list[dict]:
+    """Each test's usual duration: p50 and p95 of its finished runs over ``overdueHistoryWindow``,
+    recorded only for tests with at least ``overdueMinRuns`` runs in it.
+
+    The histogram's ``execution_name`` (a test name, with the exporter's
+    ``execution_name_durations``) is copied to ``test``, the label the start series carry, so
+    that a running execution joins its history ``on (cloud, test)``. ``(other)``, the mixture of
+    the names beyond the exporter's cap, has no history of its own. Replicas are deduplicated
+    after ``increase``: each counts the same finishes."""
+    s, window = t["selector"], t["overdueHistoryWindow"]
+
+    def by_test(metric: str, extra: str = "") -> str:
+        increase = dedupe(f'increase({metric}{{{s}, execution_name!="", execution_name!="(other)"}}[{window}])')
+        return f'sum by (cloud, test{extra}) (label_replace({increase}, "test", "$1", "execution_name", "(.+)"))'
+
+    enough = f"and on (cloud, test) {RUNS} >= {t['overdueMinRuns']}"
+    buckets = by_test("perfecto_execution_duration_seconds_bucket", ", le")
+    return [
+        {"record": RUNS, "expr": by_test("perfecto_execution_duration_seconds_count")},
+        {"record": P50, "expr": f"histogram_quantile(0.5, {buckets}) {enough}"},
+        {"record": P95, "expr": f"histogram_quantile(0.95, {buckets}) {enough}"},
+    ]
+
+
+def overdue_rules(t: dict, alert) -> list[dict]:
+    """PerfectoExecutionOverdue: a running execution older than ``overdueMultiple`` times its
+    test's usual p95 (and than ``overdueFloorSeconds``); a test without enough history (or a
+    folded one, ``(other)``) falls back to ``longRunningSeconds``. Executions without a ``test``
+    label (``execution_name_durations`` off) are left to the long-running and stuck alerts.
+
+    The label ``perfecto_action`` is set only when ``overdueAction`` is (``stop``: the remediation
+    webhook stops the execution); by default an overdue execution is reported, never stopped."""
+    s = t["selector"]
+    started = "perfecto_execution_start_timestamp_seconds{" + s + ', test!=""}'
+    age = f"time() - {dedupe(started)}"
+    expr = (f"({age} > on (cloud, test) group_left () clamp_min({t['overdueMultiple']} * {P95}, "
+            f"{t['overdueFloorSeconds']})) or ({age} > {t['longRunningSeconds']} unless on (cloud, test) {P95})")
+    usual = (f'{{{{ with printf "{P95}{{cloud=%q,test=%q}}" $labels.cloud $labels.test | query }}}}'
+             "95% of its runs in the last " + str(t["overdueHistoryWindow"]) + " finished within "
+             "{{ . | first | value | humanizeDuration }}{{ else }}it has too little history (under "
+             f"{t['overdueMinRuns']} runs in {t['overdueHistoryWindow']}), so the fixed threshold of "
+             f"{t['longRunningSeconds']} s applies{{{{ end }}}}")
+    return [
+        alert("PerfectoExecutionOverdue", expr, t["overdueFor"], "warning",
+              "Perfecto execution {{ $labels.execution_name }} runs far longer than test {{ $labels.test }} usually "
+              "does.",
+              "Execution {{ $labels.execution_id }} ({{ $labels.execution_name }}) of {{ $labels.owner }} on "
+              "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }}; of test "
+              "{{ $labels.test }}, " + usual + ".",
+              labels={"perfecto_action": t["overdueAction"]} if t["overdueAction"] else None),
+    ]
 
 
 def license_rules(t: dict, alert) -> list[dict]:

@@ -141,7 +141,8 @@ def executions_overview() -> dashboard.Dashboard:
     ]
     return new_board(DASHBOARD_UIDS["executions"], "Perfecto / Executions overview",
                      "Running Perfecto executions, the devices they hold, how long they run, and the licenses "
-                     "they use.", True, panels, (stopped,), (("Capacity (License API)", capacity_panels()),))
+                     "they use.", True, panels, (stopped,),
+                     (("Capacity (License API)", capacity_panels()), ("Overdue executions", overdue_panels())))
 
 
 def capacity_panels() -> list:
@@ -166,6 +167,27 @@ def capacity_panels() -> list:
         .description("Pay-per-use time consumed while every license is in use; a drop is a new billing period.")
         .with_target(query(burst["used"], "{{cloud}} {{device_type}} used"))
         .with_target(query(burst["allowed"], "{{cloud}} {{device_type}} allowed", ref="B")),
+    ]
+
+
+def overdue_panels() -> list:
+    """Running executions against their test's usual duration, and tests that grow slower: from
+    the history rules of alerts/ (``cloud_test:*_history``) and the start series' ``test`` label,
+    both there only with the exporter's ``execution_name_durations``. The recorded series carry
+    no replica labels; the start series are deduplicated first."""
+    started = once("perfecto_execution_start_timestamp_seconds", CLOUD_OWNER + ', test!=""')
+    p95 = f"cloud_test:perfecto_execution_duration_seconds:p95_history{{{CLOUD}}}"
+    p50 = f"cloud_test:perfecto_execution_duration_seconds:p50_history{{{CLOUD}}}"
+    return [
+        table.Panel().title("Running executions against their test's usual duration").unit("x").height(9).span(12)
+        .description("Age of each running execution in multiples of its test's p95 over the history window; "
+                     "PerfectoExecutionOverdue fires past overdueMultiple. Tests without enough history are "
+                     "not shown.")
+        .with_target(query(f"topk(20, (time() - {started}) / on (cloud, test) group_left () {p95})", instant=True,
+                           fmt=PromQueryFormat.TABLE)),
+        table.Panel().title("Slowest-growing tests, week over week").unit("percentunit").height(9).span(12)
+        .description("Change of each test's p50 against the same time a week before: 0.5 is half as long again.")
+        .with_target(query(f"topk(10, {p50} / ({p50} offset 1w) - 1)", instant=True, fmt=PromQueryFormat.TABLE)),
     ]
 
 

@@ -112,9 +112,12 @@ def _lab_from_args(args: argparse.Namespace, user_tokens: dict[str, str]):
         raise ConfigError("--licenses", str(err)) from None
     if args.burst_minutes < 0 or not 0 <= args.simulators <= 1:
         raise ConfigError("--burst-minutes" if args.burst_minutes < 0 else "--simulators", "is out of range")
+    if not args.duration_scale > 0 or not 0 <= args.overrun <= 1:
+        raise ConfigError("--duration-scale" if not args.duration_scale > 0 else "--overrun", "is out of range")
     workload = Workload(
         seed=args.seed, executions=args.executions, churn=args.churn, stuck=args.stuck,
-        owners=tuple(user_tokens), simulators=args.simulators,
+        owners=tuple(user_tokens), simulators=args.simulators, test_durations=args.test_durations,
+        duration_scale=args.duration_scale, overrun=args.overrun, run_numbers=args.run_numbers,
     )
     return Lab(workload, args.admin_token, user_tokens, payload=payload, fault_injection=args.fault_injection,
                licenses=licenses, burst_minutes=args.burst_minutes)
@@ -171,6 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "listen_address": args.listen_address or "127.0.0.1:9817", "poll_interval": args.poll_interval,
         "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
         "telemetry_path": getattr(args, "telemetry_path", None), "teams": list(DEMO_TEAMS),
+        # the lab's tests have a history then: show it by test, as the overdue alert needs
+        "execution_name_durations": True if args.test_durations else None,
     })
     logs.configure(settings.log_level, settings.log_format == "json", (args.admin_token,))
     if settings.log_level != "debug":  # the lab's line per request would drown the exporter's own
@@ -237,6 +242,15 @@ def _workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, s
     p.add_argument("--burst-minutes", dest="burst_minutes", type=int, default=240,
                    help="burst minutes per licensed device type, used while platforms exceed the licenses "
                         "(default 240; 0: no burst package)")
+    p.add_argument("--test-durations", dest="test_durations", action="store_true",
+                   help="executions finish after their test's typical duration (0.8 to 1.2 times), some overrun 3 "
+                        "times; --churn then only starts them")
+    p.add_argument("--duration-scale", dest="duration_scale", type=float, default=1.0,
+                   help="multiplies every test duration (default 1; 0.1: ten times faster)")
+    p.add_argument("--overrun", type=float, default=0.02,
+                   help="share of executions that run 3 times their test's typical duration (default 0.02)")
+    p.add_argument("--run-numbers", dest="run_numbers", action="store_true",
+                   help="name executions <test>-<run number>, as CI systems do")
 
 
 LOG_LEVELS, LOG_FORMATS = ("debug", "info", "warning", "error"), ("text", "json")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from .client import ApiError, ExecutionManagerClient, LicenseClient
 from .licenses import LicenseUsage
 from .snapshot import LabelPlan, OwnerLabels, Snapshot, SnapshotBuilder, Totals, advance
+from .testnames import TestNames
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Poller(_Loop):
         self.interval = interval
         self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
         self._owner_labels = OwnerLabels(plan.max_owners)  # kept across polls
+        self._test_names = TestNames(plan.name_patterns, plan.max_tests) if plan.by_test else None  # so are tests
         self._clock = clock
         super().__init__(client.cloud.name, "poller", monotonic)
 
@@ -119,7 +121,7 @@ class Poller(_Loop):
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            builder = SnapshotBuilder(self.plan, now, self._owner_labels, steady=started)
+            builder = SnapshotBuilder(self.plan, now, self._owner_labels, self._test_names, steady=started)
             for entry in entries:
                 builder.add(entry)
             del entries  # the answer's bytes go with it

@@ -46,6 +46,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 DEFAULT_PORT = 9817
 DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 DEFAULT_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
+# What is removed from execution names to give test names (exporter/testnames.py says how)
+DEFAULT_NAME_PATTERNS = (
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",  # UUIDs
+    r"\d{4}-?\d{2}-?\d{2}(?:[T _-]?\d{2}[:.-]?\d{2}(?:[:.-]?\d{2}(?:\.\d+)?)?Z?)?",  # dates, with a time or not
+    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*[0-9])[0-9A-Fa-f]{8,}(?![0-9A-Za-z])",  # hex ids holding a digit
+    r"(?:[\s_#.:/-]*\d+)+$",  # trailing run numbers (and epoch timestamps)
+)
 CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 # What Prometheus users type (--log.level=warn, --log.format=logfmt), as the names used here
 LOG_ALIASES = {"warn": "warning", "logfmt": "text"}
@@ -173,6 +180,14 @@ class Settings(BaseSettings):
     duration_buckets: Annotated[list[float], NoDecode] = Field(
         list(DEFAULT_DURATION_BUCKETS), min_length=1, description="Finished duration buckets."
     )
+    # Issue 15: finished durations by test, for the overdue alert (exporter/testnames.py)
+    execution_name_durations: bool = Field(
+        False, description="Label finished durations by test (execution_name) and start series by test (test).")
+    max_execution_names: int = Field(
+        200, ge=1, description="Test names with a label of their own; later ones share '(other)'.")
+    execution_name_patterns: list[str] = Field(
+        list(DEFAULT_NAME_PATTERNS),
+        description="Regexes whose matches are removed from execution names to give test names, in order.")
     extra_platform_labels: Annotated[list[ExtraLabel], NoDecode] = Field(
         default_factory=list, description="Opt-in platform labels."
     )
@@ -202,6 +217,16 @@ class Settings(BaseSettings):
         if any(b <= 0 for b in buckets) or buckets != sorted(set(buckets)):
             raise ValueError("buckets must be positive and strictly increasing")
         return buckets
+
+    @field_validator("execution_name_patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"entry {index} ({pattern!r}) is not a valid regular expression: {err}") from None
+        return patterns
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

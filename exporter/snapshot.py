@@ -13,6 +13,11 @@ worst error of measuring to either poll and has no bias either way: a duration i
 most half the time between the two polls, which is half a poll interval normally, and half the
 outage when the API failed in between (the end is known no better than that).
 
+With ``execution_name_durations`` on, each execution also has a test name (its execution name
+normalised and capped by :class:`~exporter.testnames.TestNames`): the start series carry it as
+``test`` and finished durations are counted by it, so that a running execution can be joined to
+its test's history by ``(cloud, test)``.
+
 An id is one execution everywhere: when an answer lists an id twice, its first entry counts and
 each repeat is counted with the skipped entries.
 
@@ -54,7 +59,8 @@ import msgspec
 
 from .counting import BucketCounts
 from .executions import execution_reader
-from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS
+from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS, DEFAULT_NAME_PATTERNS
+from .testnames import OTHER_TEST, TestNames
 
 EXECUTION_LABELS = ("owner",)
 PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
@@ -80,6 +86,9 @@ class LabelPlan:
     start_series: bool = True
     max_start_series: int = 2000
     max_owners: int = 500
+    by_test: bool = False  # execution_name_durations: durations by test, start series with test
+    max_tests: int = 200
+    name_patterns: tuple[str, ...] = DEFAULT_NAME_PATTERNS
 
     @classmethod
     def from_settings(cls, settings) -> LabelPlan:
@@ -94,6 +103,10 @@ class LabelPlan:
             start_series=settings.execution_series,
             max_start_series=settings.max_execution_series,
             max_owners=settings.max_owners,
+            # a dropped execution_name is aggregated away everywhere, test names included
+            by_test=settings.execution_name_durations and "execution_name" not in drop,
+            max_tests=settings.max_execution_names,
+            name_patterns=tuple(settings.execution_name_patterns),
         )
 
 
@@ -116,6 +129,8 @@ class Snapshot:
     skipped_entries: int
     followed: dict[str, Followed]  # by execution id
     owners_folded: int = 0  # owners of this poll counted under OTHER_OWNER
+    tests: dict[str, str] | None = None  # id -> test label, with plan.by_test only
+    tests_folded: int = 0  # test names of this poll counted under OTHER_TEST
     steady: float | None = None  # the poll's time on a clock that never jumps (monotonic), for usage
 
 
@@ -145,10 +160,13 @@ class SnapshotBuilder:
     """
 
     def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
-                 steady: float | None = None):
+                 test_names: TestNames | None = None, steady: float | None = None):
         self.plan, self.now, self.steady = plan, now, steady
         self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
         self._folded: set[str] = set()
+        self._test_label = (test_names or TestNames(plan.name_patterns, plan.max_tests)) if plan.by_test else None
+        self._tests: dict[str, str] = {}
+        self._tests_folded: set[str] = set()
         self._by_owner = plan.execution == ("owner",)
         self._owner_first = plan.platform[:1] == ("owner",)  # PLATFORM_LABELS start with owner
         self._read = execution_reader(tuple(label for label in plan.platform if label != "owner"))
@@ -188,8 +206,15 @@ class SnapshotBuilder:
             ages.append(max(0.0, self.now - start))  # a clock ahead of ours gives age 0
         if execution.id is not None:
             self._followed[execution.id] = Followed(key, start, tuple(held))
+            if self._test_label is None:
+                if start is not None and self._start_key is not None:
+                    self._timed.append((start, execution.id, self._start_key(execution)))
+                return
+            test = self._tests[execution.id] = self._test_label(execution.name)
+            if test is OTHER_TEST:
+                self._tests_folded.add(self._test_label.normalise(execution.name))
             if start is not None and self._start_key is not None:
-                self._timed.append((start, execution.id, self._start_key(execution)))
+                self._timed.append((start, execution.id, (*self._start_key(execution), test)))
 
     def build(self) -> Snapshot:
         # The oldest executions are kept: they are the ones the long-running alerts are about.
@@ -206,6 +231,8 @@ class SnapshotBuilder:
             skipped_entries=self.skipped,
             followed=self._followed,
             owners_folded=len(self._folded),
+            tests=self._tests if self._test_label is not None else None,
+            tests_folded=len(self._tests_folded),
             steady=self.steady,
         )
 
@@ -219,8 +246,9 @@ def _key_function(labels: tuple[str, ...]):
 
 @dataclass(frozen=True)
 class Totals:
-    """Counters that only grow: starts and finishes by execution labels, finished durations,
-    and usage: seconds held by platform labels and seconds run by execution labels."""
+    """Counters that only grow: starts and finishes by execution labels, finished durations
+    (by test too, with ``plan.by_test``), and usage: seconds held by platform labels and seconds
+    run by execution labels."""
 
     started: dict[tuple[str, ...], int]
     finished: dict[tuple[str, ...], int]
@@ -229,10 +257,12 @@ class Totals:
     execution_seconds: dict[tuple[str, ...], float]
     carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
     platforms_used: dict[tuple[str, ...], float] = field(default_factory=dict)  # last poll each platform series ran
+    durations_by_test: dict[str, BucketCounts] | None = None
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
-        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {})
+        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {}, ({}, {}), {},
+                   {} if plan.by_test else None)
 
 
 def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
@@ -250,6 +280,8 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
     execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
     durations = []
+    by_test: dict[str, list[float]] = {}
+    tests = previous.tests if previous is not None else None
     for execution_id in new:
         key = current.followed[execution_id].key
         started[key] = started.get(key, 0) + 1
@@ -261,9 +293,12 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
             started.setdefault(key, 0)
             if start_time is not None:
                 durations.append(max(0.0, end - start_time))
+                if tests is not None:
+                    by_test.setdefault(tests[execution_id], []).append(durations[-1])
     used = _drop_idle(platform_seconds, totals.platforms_used, (current.platforms, held, held_later), current.time)
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
-                  platform_seconds, execution_seconds, (held_later, ran_later), used)
+                  platform_seconds, execution_seconds, (held_later, ran_later), used,
+                  _plus_by_test(totals.durations_by_test, by_test, current, plan))
 
 
 def _drop_idle(values: dict, used: dict, now_used, now: float) -> dict:
@@ -335,3 +370,17 @@ def _add(ran: dict, held: dict, key: tuple, platforms: tuple, seconds: float) ->
     ran[key] = ran.get(key, 0.0) + seconds
     for platform in platforms:
         held[platform] = held.get(platform, 0.0) + seconds
+
+
+def _plus_by_test(before: dict[str, BucketCounts] | None, added: dict[str, list[float]], current: Snapshot,
+                  plan: LabelPlan) -> dict[str, BucketCounts] | None:
+    if before is None:
+        return None
+    after = dict(before)
+    zero = BucketCounts.of((), plan.duration_buckets)
+    for test in set(current.tests.values()) - after.keys():  # a test's histogram starts at 0 when it first runs
+        after[test] = zero
+    for test, durations in added.items():
+        counts = BucketCounts.of(durations, plan.duration_buckets)
+        after[test] = after[test].plus(counts) if test in after else counts
+    return after

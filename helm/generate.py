@@ -332,6 +332,10 @@ def rules_template() -> str:
                 f"{indent}{{{{- end }}}}")
 
     body = re.sub(r"^( *)(runbook_url|dashboard_url): __K_(runbookUrl|dashboardUrl)__(\S*)$", link, body, flags=re.MULTILINE)
+    # overdueAction sets a label or, empty, none at all (an empty label is no label to Prometheus)
+    body = re.sub(r"^( *)perfecto_action: __K_overdueAction__$",
+                  lambda m: (f"{m[1]}{{{{- with {value('overdueAction')} }}}}\n{m[1]}perfecto_action: {{{{ . | quote }}}}\n"
+                             f"{m[1]}{{{{- end }}}}"), body, flags=re.MULTILINE)
     for key in mixin.KNOBS:
         body = body.replace(f" __K_{key}__ ", f" {{{{- {value(key)} -}}}} ") if key == "selector" else \
             body.replace(f"__K_{key}__", f"{{{{ {value(key)} }}}}")

@@ -59,8 +59,9 @@ def assert_golden(name: str, text: str) -> None:
         ("document_search_response", {"extra_platform_labels": "os_version,browser_version,manufacturer,model,location",
                                       "drop_labels": "owner,execution_name"}),
         ("quirky_search_response", {"max_execution_series": 2}),
+        ("quirky_search_response", {"execution_name_durations": True, "max_execution_names": 2}),
     ],
-    ids=["document", "quirky", "document-extra-and-dropped-labels", "quirky-capped"],
+    ids=["document", "quirky", "document-extra-and-dropped-labels", "quirky-capped", "quirky-by-test"],
 )
 def test_recorded_payload_gives_exact_exposition(start_lab, name, settings, request):
     lab = start_lab(payload=(FIXTURES / f"{name}.json").read_bytes())

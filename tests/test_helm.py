@@ -375,6 +375,8 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert alerts["PerfectoApiDown"]["annotations"]["dashboard_url"] == (
         "https://grafana.example.com/d/perfecto-exporter-health")
     assert "{{ $labels.execution_id }}" in alerts["PerfectoExecutionStuck"]["annotations"]["description"]
+    assert alerts["PerfectoExecutionOverdue"]["labels"]["perfecto_action"] == "stop"  # overdueAction: stop
+    assert alerts["PerfectoExecutionOverdue"]["for"] == "15m"
     other = render(DEFAULTS, **{"prometheusRule.enabled": "true", "prometheusRule.selector": 'job="perfecto"'})
     exprs = [r["expr"] for g in by_kind(other, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
     assert all('job="perfecto"' in e and "perfecto-exporter" not in e for e in exprs)

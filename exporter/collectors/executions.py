@@ -23,6 +23,19 @@ execution's real owner (its series are bounded by ``max_execution_series`` inste
 a long-running or stuck execution's alert names who runs it. A join by ``(cloud, owner)``
 between a start series and another family therefore matches for every owner with a label of
 its own; an owner beyond the cap has no partner there (``perfecto_owners_folded`` counts them).
+
+Tests (``execution_name_durations``, off by default; nothing above changes while it is off): the
+finished-duration histogram is labelled ``execution_name`` with each execution's *test name*
+(its name normalised by ``execution_name_patterns`` and capped by ``max_execution_names``: later
+names share ``(other)``), and every start series gains ``test``, the same test name, beside its
+raw ``execution_name``. The join rule: a running execution's history is the histogram series
+whose ``execution_name`` equals the start series' ``test``, on the same ``cloud``; the recording
+rules copy ``execution_name`` to ``test`` so that ``on (cloud, test)`` matches. A folded name's
+executions join ``(other)``, a mixture that the rules' minimum of runs rarely lets count::
+
+    perfecto_execution_start_timestamp_seconds{cloud="acme",execution_id="a1",execution_name="Checkout-17",owner="ci",test="Checkout"} 1.7e9
+    perfecto_execution_duration_seconds_bucket{cloud="acme",execution_name="Checkout",le="600.0"} 41.0
+    perfecto_execution_names_folded{cloud="acme"} 0.0
 """
 
 from __future__ import annotations
@@ -52,6 +65,8 @@ class ExecutionsCollector(Collector):
     def _families(self):
         plan, now = self._plan, self._clock()
         execution, platform, start = ["cloud", *plan.execution], ["cloud", *plan.platform], ["cloud", *plan.start]
+        if plan.by_test:
+            start.append("test")
         running = GaugeMetricFamily("perfecto_executions_running", "Running executions" + CACHED + ".", labels=execution)
         platforms = GaugeMetricFamily(
             "perfecto_platforms_running",
@@ -82,7 +97,12 @@ class ExecutionsCollector(Collector):
         durations = HistogramMetricFamily(
             "perfecto_execution_duration_seconds",
             "Durations of executions seen to finish, measured to the midpoint between the last poll that saw each "
-            "running and the first that did not.", labels=["cloud"])
+            "running and the first that did not" + (", by test name" if plan.by_test else "") + ".",
+            labels=["cloud", "execution_name"] if plan.by_test else ["cloud"])
+        tests_folded = GaugeMetricFamily(
+            "perfecto_execution_names_folded",
+            'Test names of the last poll beyond max_execution_names, counted under execution_name="(other)"'
+            + CACHED + ".", labels=["cloud"])
 
         for status in self._statuses():
             cloud, snapshot = [status.cloud], status.snapshot
@@ -99,10 +119,17 @@ class ExecutionsCollector(Collector):
                     omitted.add_metric(cloud, snapshot.starts_omitted)
                 skipped.add_metric(cloud, snapshot.skipped_entries)
                 folded.add_metric(cloud, snapshot.owners_folded)
+                if plan.by_test:
+                    tests_folded.add_metric(cloud, snapshot.tests_folded)
             for key, count in sorted(status.totals.started.items()):
                 started.add_metric(cloud + list(key), count)
             for key, count in sorted(status.totals.finished.items()):
                 finished.add_metric(cloud + list(key), count)
-            totals = status.totals.durations
-            durations.add_metric(cloud, buckets(totals, plan.duration_buckets), totals.total)
-        return running, platforms, ages, starts, omitted, folded, skipped, started, finished, durations
+            if plan.by_test:
+                for test, totals in sorted((status.totals.durations_by_test or {}).items()):
+                    durations.add_metric(cloud + [test], buckets(totals, plan.duration_buckets), totals.total)
+            else:
+                totals = status.totals.durations
+                durations.add_metric(cloud, buckets(totals, plan.duration_buckets), totals.total)
+        families = running, platforms, ages, starts, omitted, folded, skipped, started, finished, durations
+        return (*families, tests_folded) if plan.by_test else families

@@ -65,6 +65,8 @@ class HealthCollector(Collector):
         caps = GaugeMetricFamily("perfecto_exporter_cap", "The exporter's configured cardinality caps.", labels=["cap"])
         caps.add_metric(["max_owners"], self._plan.max_owners)
         caps.add_metric(["max_execution_series"], self._plan.max_start_series)
+        if self._plan.by_test:
+            caps.add_metric(["max_execution_names"], self._plan.max_tests)
         return (
             up, last_success, poll_duration,
             counter("perfecto_api_requests", "Requests made to the Perfecto API.", self._api.requests),

@@ -5,6 +5,15 @@ and mobile devices with full ``mobileInfo`` (fake personal data, so leak tests h
 to find); a few "stuck" executions started hours ago and never finish on their own. Time is
 advanced lazily from the clock on each request, so the lab needs no thread of its own.
 
+Tests and their durations (``test_durations``, off by default so that seeded workloads stay as
+they were): each test of :data:`TEST_DURATIONS` has a typical duration, and an execution then
+finishes when its own duration is up, drawn as the typical one times 0.8 to 1.2, or times
+:data:`OVERRUN_FACTOR` for a share ``overrun`` of them (those are what the overdue alert is
+for). ``churn`` still starts executions; finishes follow from the durations. ``duration_scale``
+shrinks every duration (tests build a history in seconds); ``run_numbers`` names executions
+``<test>-<run>`` like a CI system, so the exporter's normalisation has something to strip.
+The durations come from a generator of their own, so names, owners and platforms stay as seeded.
+
 The lab keeps its own record of usage (:meth:`Workload.usage`): every execution's start and the
 moment it left the lab, with its owner and platforms. That is the ground truth the end-to-end
 test holds the exporter's usage counters to.
@@ -31,11 +40,14 @@ DEMO_TEAMS = (
     {"name": "mobile", "owners": ["mobile-nightly@acme.example", "alice.nguyen@acme.example", "chen.li@acme.example"]},
     {"name": "web", "owner_patterns": ["(bob|dana|emeka|fatima)[.].*@acme[.]example"]},
 )
-TEST_NAMES = (
-    "LoginFlowTest", "CheckoutRegression", "SearchSmoke", "PaymentsE2E", "OnboardingTour",
-    "PushNotificationSuite", "ProfileSettingsTest", "CartPersistence", "DeepLinkRouting",
-    "AccessibilityAudit", "OfflineModeTest", "VideoPlaybackCheck",
-)
+TEST_DURATIONS = {  # typical duration of each test, seconds
+    "LoginFlowTest": 120, "CheckoutRegression": 900, "SearchSmoke": 60, "PaymentsE2E": 600,
+    "OnboardingTour": 240, "PushNotificationSuite": 480, "ProfileSettingsTest": 180, "CartPersistence": 300,
+    "DeepLinkRouting": 90, "AccessibilityAudit": 1200, "OfflineModeTest": 360, "VideoPlaybackCheck": 720,
+}
+TEST_NAMES = tuple(TEST_DURATIONS)
+OVERRUN_FACTOR = 3.0
+NORMAL_FACTORS = (0.8, 1.2)
 DESKTOPS = (
     ("Windows", ("10", "11"), ("CHROME", "FIREFOX", "EDGE")),
     ("Mac", ("Sonoma", "Ventura"), ("SAFARI", "CHROME")),
@@ -64,6 +76,10 @@ class Workload:
         owners: tuple[str, ...] = (),
         clock=time.time,
         simulators: float = 0.0,
+        test_durations: bool = False,
+        duration_scale: float = 1.0,
+        overrun: float = 0.02,
+        run_numbers: bool = False,
     ):
         """``churn``: executions started (and as many finished) per minute; 0 freezes the lab.
         ``simulators``: the share of mobile platforms that are simulators (``SIMULATOR``, no
@@ -71,6 +87,12 @@ class Workload:
         self._rng = random.Random(seed)
         self._simulator_rng = random.Random(seed + 1)
         self._event_rng = random.Random(seed + 2)  # when, between two requests, churn happened
+        self._duration_rng = random.Random(seed + 3)
+        self.test_durations, self.duration_scale, self.overrun, self.run_numbers = (
+            test_durations, duration_scale, overrun, run_numbers)
+        self.factors: dict[str, float] = {}  # running id -> its duration / its test's typical one
+        self._ends: dict[str, float] = {}  # id -> when it finishes, seconds (test_durations)
+        self._runs: dict[str, int] = {}  # test -> runs started (run_numbers)
         self.simulators = simulators
         self._clock = clock
         self.churn = churn
@@ -87,8 +109,15 @@ class Workload:
         for _ in range(stuck):
             execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
             self._stuck.add(execution["id"])
+            self._ends.pop(execution["id"], None)  # stuck: never done, whatever its test's duration
+            self.factors.pop(execution["id"], None)
         for _ in range(max(0, executions - stuck)):
-            self._new_execution(now_ms - min(self._rng.expovariate(1 / 900), 3 * 3600) * 1000)
+            execution = self._new_execution(now_ms - min(self._rng.expovariate(1 / 900), 3 * 3600) * 1000)
+            if test_durations:  # already running: somewhere within its own duration
+                execution_id = execution["id"]
+                duration = self._ends[execution_id] - execution["startTime"] / 1000
+                execution["startTime"] = int(now_ms - self._duration_rng.uniform(0, duration) * 1000)
+                self._ends[execution_id] = execution["startTime"] / 1000 + duration
 
     @property
     def stuck_ids(self) -> frozenset[str]:
@@ -107,14 +136,31 @@ class Workload:
             self._advance()
             return list(self._executions.values())
 
+    def begin(self, test: str, factor: float) -> str:
+        """Starts an execution of ``test`` now that runs ``factor`` times the test's typical
+        duration (tests: an overrun of a known size); returns its id."""
+        with self._lock:
+            self._advance()
+            execution = self._new_execution(self._clock() * 1000, test=test, factor=factor)
+            return execution["id"]
+
     def stop(self, ids: list[str]) -> tuple[list[str], list[str]]:
         with self._lock:
             stopped = [i for i in ids if i not in self._unstoppable]
             now = self._clock()
             for execution_id in stopped:
                 self._remove(execution_id, now)
-                self._stuck.discard(execution_id)
             return stopped, [i for i in ids if i in self._unstoppable]
+
+    def _remove(self, execution_id: str, now: float) -> None:
+        """Every execution leaves the lab here, finished or stopped (an unknown id is no error), so
+        that the usage record sees it end."""
+        execution = self._executions.pop(execution_id, None)
+        if execution is not None:
+            self._ended.append((execution, now))
+        self._stuck.discard(execution_id)
+        self._ends.pop(execution_id, None)
+        self.factors.pop(execution_id, None)
 
     def _advance(self) -> None:
         now = self._clock()
@@ -122,22 +168,19 @@ class Workload:
         self._due += max(0.0, now - last) * self.churn / 60
         events = int(self._due)
         self._due -= events
+        for execution_id, end in [(i, end) for i, end in self._ends.items() if end <= now]:  # their time is up
+            self._remove(execution_id, end)
         # Each start and finish happens at its own time since the last request, not at this
         # one: in a lab where everything starts and ends at the instant it is polled, every end
         # lies exactly at a poll, and measuring ends to the midpoint between polls (the
         # exporter's rule) could not be told from measuring them to the later poll.
         times = sorted(self._event_rng.uniform(min(last, now), now) for _ in range(min(events, 10_000)))
         for at in times:
-            finishable = [i for i in self._executions if i not in self._stuck]
+            finishable = [] if self.test_durations else [
+                i for i in self._executions if i not in self._stuck and i not in self._ends]
             if finishable:
                 self._remove(self._rng.choice(finishable), at)
             self._new_execution(at * 1000)
-
-    def _remove(self, execution_id: str, now: float) -> None:
-        """Every execution leaves the lab here, so that the usage record sees it end."""
-        execution = self._executions.pop(execution_id, None)
-        if execution is not None:
-            self._ended.append((execution, now))
 
     def usage(self, since: float, until: float) -> dict:
         """The lab's own record of what its executions held between ``since`` and ``until``
@@ -169,7 +212,7 @@ class Workload:
                                   for o, (s, n) in sorted(execution_seconds.items())],
         }
 
-    def _new_execution(self, start_ms: float) -> dict:
+    def _new_execution(self, start_ms: float, test: str | None = None, factor: float | None = None) -> dict:
         rng = self._rng
         count = rng.choices((1, 2, 3), weights=(55, 35, 10))[0]
         execution = {
@@ -179,8 +222,23 @@ class Workload:
             "owner": rng.choices(self.owners, weights=self._weights)[0],
             "platforms": [self._platform() for _ in range(count)],
         }
+        if test is not None:
+            execution["name"] = test
         self._executions[execution["id"]] = execution
+        if self.test_durations or factor is not None:
+            self._plan_duration(execution, factor)
         return execution
+
+    def _plan_duration(self, execution: dict, factor: float | None) -> None:
+        test, drng = execution["name"], self._duration_rng
+        if factor is None:
+            factor = OVERRUN_FACTOR if drng.random() < self.overrun else drng.uniform(*NORMAL_FACTORS)
+        self.factors[execution["id"]] = factor
+        duration = TEST_DURATIONS.get(test, 300) * self.duration_scale * factor
+        self._ends[execution["id"]] = execution["startTime"] / 1000 + duration
+        if self.run_numbers:
+            self._runs[test] = self._runs.get(test, 0) + 1
+            execution["name"] = f"{test}-{self._runs[test]}"
 
     def _platform(self) -> dict:
         rng = self._rng
