@@ -1,6 +1,6 @@
 """The one way the exporter counts: :class:`Tally` for counters and histograms kept between
 polls (API requests, webhook requests, stop decisions), :class:`BucketCounts` for every
-histogram's buckets.
+histogram's buckets, and :class:`FirstSeen` for the label values that get series of their own.
 
 A tally is keyed by label values in the order of its ``labels``, so a collector turns it into
 a metric family without knowing what is counted. Keys named up front start at 0, so that
@@ -75,3 +75,21 @@ class Tally:
         """The sum of the counts whose labels have the given values (for tests and logs)."""
         positions = [(self.labels.index(name), value) for name, value in match.items()]
         return sum(count for key, count in self.read().items() if all(key[i] == v for i, v in positions))
+
+
+class FirstSeen:
+    """Which values of a label get series of their own: the first ``cap`` ever seen, for good,
+    so that their counters stay continuous; every later value shares ``other``. This bounds the
+    series of a family whatever values the API invents (owners, test names)."""
+
+    def __init__(self, cap: int, other: str):
+        self.cap, self.other = cap, other
+        self._own: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._own:
+            return value
+        if len(self._own) < self.cap:
+            self._own.add(value)
+            return value
+        return self.other

@@ -123,6 +123,9 @@ def _regular_expression(pattern: str) -> str:
     return pattern
 
 
+RegularExpression = Annotated[str, AfterValidator(_regular_expression)]
+
+
 class TeamSettings(BaseModel):
     """One entry of ``teams:``: a team and the owners it holds."""
 
@@ -130,7 +133,7 @@ class TeamSettings(BaseModel):
 
     name: str = Field(min_length=1, description="Team name; the `team` label value.")
     owners: list[str] = Field(default_factory=list, description="Owners, exactly as Perfecto names them.")
-    owner_patterns: list[Annotated[str, AfterValidator(_regular_expression)]] = Field(
+    owner_patterns: list[RegularExpression] = Field(
         default_factory=list, description="Regular expressions, each matched against a whole owner name.")
 
 
@@ -180,12 +183,12 @@ class Settings(BaseSettings):
     duration_buckets: Annotated[list[float], NoDecode] = Field(
         list(DEFAULT_DURATION_BUCKETS), min_length=1, description="Finished duration buckets."
     )
-    # Issue 15: finished durations by test, for the overdue alert (exporter/testnames.py)
+    # finished durations by test, for the overdue alert (exporter/testnames.py)
     execution_name_durations: bool = Field(
         False, description="Label finished durations by test (execution_name) and start series by test (test).")
     max_execution_names: int = Field(
         200, ge=1, description="Test names with a label of their own; later ones share '(other)'.")
-    execution_name_patterns: list[str] = Field(
+    execution_name_patterns: list[RegularExpression] = Field(
         list(DEFAULT_NAME_PATTERNS),
         description="Regexes whose matches are removed from execution names to give test names, in order.")
     extra_platform_labels: Annotated[list[ExtraLabel], NoDecode] = Field(
@@ -217,16 +220,6 @@ class Settings(BaseSettings):
         if any(b <= 0 for b in buckets) or buckets != sorted(set(buckets)):
             raise ValueError("buckets must be positive and strictly increasing")
         return buckets
-
-    @field_validator("execution_name_patterns")
-    @classmethod
-    def _patterns(cls, patterns: list[str]) -> list[str]:
-        for index, pattern in enumerate(patterns):
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"entry {index} ({pattern!r}) is not a valid regular expression: {err}") from None
-        return patterns
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

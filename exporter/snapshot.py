@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from .counting import BucketCounts
+from .counting import BucketCounts, FirstSeen
 from .executions import execution_reader
 from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS, DEFAULT_NAME_PATTERNS
 from .testnames import OTHER_TEST, TestNames
@@ -134,22 +134,12 @@ class Snapshot:
     steady: float | None = None  # the poll's time on a clock that never jumps (monotonic), for usage
 
 
-class OwnerLabels:
-    """Which owners get an ``owner`` label of their own: the first ``cap`` ever seen, for good, so
-    that their counters stay continuous; every later owner shares :data:`OTHER_OWNER`. This bounds
-    the series of every family labelled by owner, whatever the lab holds."""
+class OwnerLabels(FirstSeen):
+    """Which owners get an ``owner`` label of their own: the first ``cap`` ever seen; every later
+    owner shares :data:`OTHER_OWNER`, in every family labelled by owner."""
 
     def __init__(self, cap: int):
-        self.cap = cap
-        self._own: set[str] = set()
-
-    def __call__(self, owner: str) -> str:
-        if owner in self._own:
-            return owner
-        if len(self._own) < self.cap:
-            self._own.add(owner)
-            return owner
-        return OTHER_OWNER
+        super().__init__(cap, OTHER_OWNER)
 
 
 class SnapshotBuilder:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from .counting import FirstSeen
 from .executions import UNKNOWN
 from .settings import DEFAULT_NAME_PATTERNS
 
@@ -40,7 +41,7 @@ class TestNames:
     def __init__(self, patterns: tuple[str, ...] = DEFAULT_NAME_PATTERNS, cap: int = 200):
         self.cap = cap
         self._patterns = tuple(re.compile(p) for p in patterns)
-        self._own: set[str] = set()
+        self._labels = FirstSeen(cap, OTHER_TEST)
         # CI names repeat from poll to poll; the cache bounds the regex work, not the names
         self.normalise = lru_cache(maxsize=4096)(self._normalise)
 
@@ -51,10 +52,4 @@ class TestNames:
 
     def __call__(self, name: str) -> str:
         """The test label of an execution named ``name``: its test name, or ``(other)``."""
-        test = self.normalise(name)
-        if test in self._own:
-            return test
-        if len(self._own) < self.cap:
-            self._own.add(test)
-            return test
-        return OTHER_TEST
+        return self._labels(self.normalise(name))

@@ -14,10 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -165,3 +167,28 @@ def _no_perfecto_environment(monkeypatch):
     for key in list(os.environ):
         if key.startswith("PERFECTO_"):
             monkeypatch.delenv(key)
+
+
+def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list) -> Callable:
+    """Real Prometheus on loopback, scraping the exporters at ``targets`` and evaluating
+    ``rules`` every second (no Alertmanager: ALERTS shows what fires). Its process joins
+    ``processes``; the answer is ``query(expr, at=None)``, an instant query's result list."""
+    from .local_stack import prometheus_config
+
+    port = free_port()
+    (tmp / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(targets, "127.0.0.1:9", tmp / "rules.yml",
+                                                                         "1s")))
+    processes.append(Process([require_tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
+                              f"--storage.tsdb.path={tmp / 'prom-data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                             tmp / "prometheus.log"))
+    base = f"http://127.0.0.1:{port}"
+
+    def query(expr: str, at: float | None = None) -> list:
+        params = {"query": expr, **({"time": at} if at is not None else {})}
+        answer = requests.get(base + "/api/v1/query", params=params, timeout=10).json()
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, timeout=30, what="prometheus")
+    return query

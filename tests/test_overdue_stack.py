@@ -16,22 +16,12 @@ The alert must fire for the first, never for the second, and for no other execut
 from __future__ import annotations
 
 import pytest
-import requests
-import yaml
 
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.lab.workload import TEST_NAMES
 
-from .conftest import (
-    ADMIN_TOKEN,
-    EXPORTER_BIN,
-    Process,
-    exporter_env,
-    free_port,
-    require_tool,
-    wait_until,
-)
-from .local_stack import prometheus_config, rules
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, Process, exporter_env, free_port, start_prometheus, wait_until
+from .local_stack import rules
 
 TEST = "PushNotificationSuite"  # 480 s typical, 16 s here
 SCALE = 1 / 30
@@ -43,34 +33,19 @@ OVERDUE = 'ALERTS{alertname="PerfectoExecutionOverdue"'
 
 @pytest.fixture(scope="module")
 def overdue_stack(tmp_path_factory):
-    prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("overdue")
     workload = Workload(seed=5, executions=20, churn=240, test_durations=True, duration_scale=SCALE, overrun=0.0,
                         run_numbers=True)
     server, _ = serve_lab(Lab(workload, admin_token=ADMIN_TOKEN), "127.0.0.1", 0)
     lab_url = f"http://127.0.0.1:{server.server_port}"
-    ports = {name: free_port() for name in ("exporter", "prometheus")}
-    processes = [Process([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"],
+    port = free_port()
+    processes = [Process([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"],
                          tmp / "exporter.log", exporter_env(
                              cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                              search_retries=0, licenses="off", execution_name_durations="true",
                              duration_buckets=BUCKETS))]
-    (tmp / "rules.yml").write_text(yaml.safe_dump(rules(interval="1s", knobs=KNOBS)))
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
-        [f"127.0.0.1:{ports['exporter']}"], "127.0.0.1:9", tmp / "rules.yml", "1s")))
-    processes.append(Process([prometheus, f"--config.file={tmp / 'prometheus.yml'}",
-                              f"--storage.tsdb.path={tmp / 'prom-data'}",
-                              f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], tmp / "prometheus.log"))
-    prom = f"http://127.0.0.1:{ports['prometheus']}"
-
-    def query(expr: str) -> list:
-        answer = requests.get(prom + "/api/v1/query", params={"query": expr}, timeout=10).json()
-        assert answer["status"] == "success", (expr, answer)
-        return answer["data"]["result"]
-
     try:
-        wait_until(lambda: requests.get(prom + "/-/ready", timeout=2).status_code == 200, timeout=30,
-                   what="prometheus")
+        query = start_prometheus(tmp, [f"127.0.0.1:{port}"], rules(interval="1s", knobs=KNOBS), processes)
         yield {"query": query, "workload": workload, "processes": processes}
     finally:
         for process in processes:

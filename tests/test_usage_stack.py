@@ -17,12 +17,11 @@ import time
 
 import pytest
 import requests
-import yaml
 
 from exporter.lab.workload import DEMO_TEAMS
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, Process, exporter_env, free_port, require_tool, wait_until
-from .local_stack import prometheus_config, rules
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, Process, exporter_env, free_port, start_prometheus, wait_until
+from .local_stack import rules
 
 POLL_INTERVAL = 1.0
 WINDOW = 20.0  # seconds of churn compared
@@ -31,9 +30,8 @@ CHURN = 120  # executions started, and as many finished, per minute
 
 @pytest.fixture(scope="module")
 def usage_stack(tmp_path_factory):
-    prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("usage-stack")
-    ports = {name: free_port() for name in ("lab", "exporter", "prometheus")}
+    ports = {name: free_port() for name in ("lab", "exporter")}
     lab_url = f"http://127.0.0.1:{ports['lab']}"
     processes = [Process([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}",
                           "--admin-token", ADMIN_TOKEN, "--executions", "20", "--churn", str(CHURN), "--seed", "5"],
@@ -42,20 +40,8 @@ def usage_stack(tmp_path_factory):
                        poll_interval=POLL_INTERVAL, search_retries=0, licenses="off", teams=json.dumps(DEMO_TEAMS))
     processes.append(Process([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"],
                              tmp / "exporter.log", env))
-    (tmp / "rules.yml").write_text(yaml.safe_dump(rules(for_override="0s", interval="1s")))
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
-        [f"127.0.0.1:{ports['exporter']}"], "127.0.0.1:9", tmp / "rules.yml", "1s")))
-    processes.append(Process([prometheus, f"--config.file={tmp / 'prometheus.yml'}",
-                              f"--storage.tsdb.path={tmp / 'data'}",
-                              f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], tmp / "prometheus.log"))
-    base = f"http://127.0.0.1:{ports['prometheus']}"
-
-    def query(expr: str, at: float | None = None) -> list:
-        params = {"query": expr, **({"time": at} if at is not None else {})}
-        answer = requests.get(base + "/api/v1/query", params=params, timeout=10).json()
-        assert answer["status"] == "success", (expr, answer)
-        return answer["data"]["result"]
-
+    query = start_prometheus(tmp, [f"127.0.0.1:{ports['exporter']}"], rules(for_override="0s", interval="1s"),
+                             processes)
     wait_until(lambda: (up := query("count_over_time(perfecto_up[1m])")) and float(up[0]["value"][1]) >= 3,
                timeout=60, what="Prometheus to scrape the exporter")
     yield {"query": query, "lab": lab_url}
