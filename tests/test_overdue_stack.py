@@ -15,13 +15,16 @@ The alert must fire for the first, never for the second, and for no other execut
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.lab.workload import TEST_NAMES
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, Process, exporter_env, free_port, start_prometheus, wait_until
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, Process, exporter_env, free_port, start_prometheus, wait_until
 from .local_stack import rules
+from .test_stack import grafana_to_promql
 
 TEST = "PushNotificationSuite"  # 480 s typical, 16 s here
 SCALE = 1 / 30
@@ -70,6 +73,11 @@ def test_overdue_fires_for_the_run_at_three_times_its_usual_time_and_not_at_one_
     labels = fired[0]["metric"]
     assert labels["test"] == TEST and labels["execution_name"].startswith(f"{TEST}-")  # the raw name, run number
     assert labels["cloud"] == "acme" and labels["severity"] == "warning" and "perfecto_action" not in labels
+    # the dashboard's overdue panel shows the slow run past the multiple the alert fired at
+    panel = next(t["expr"] for p in json.loads((ROOT / "dashboards" / "perfecto-executions.json").read_text())["panels"]
+                 if p["title"] == "Running executions against their test's usual duration" for t in p["targets"])
+    multiples = {r["metric"]["execution_id"]: float(r["value"][1]) for r in query(grafana_to_promql(panel))}
+    assert multiples.get(slow, 0) > KNOBS.get("overdueMultiple", 2) * 0.9, multiples
 
     # the 1.2x run has finished (16 x 1.2 s): gone from the lab, then from the exporter's series
     wait_until(lambda: normal not in {e["id"] for e in workload.running()}, timeout=30, what="the 1.2x run to end")
