@@ -217,6 +217,23 @@ POLLS = st.lists(st.tuples(st.floats(-20, 120, allow_nan=False), st.booleans(), 
                  min_size=1, max_size=12)
 
 
+def snapshot_of(plan: LabelPlan, owners: OwnerLabels, entries: list[dict], wall: float, steady: float | None = None):
+    """The snapshot of a poll at ``wall`` whose answer lists ``entries`` (start times relative to it)."""
+    builder = SnapshotBuilder(plan, wall, owners, steady=steady)
+    for entry in entries:
+        start = entry["startTime"]
+        builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)})))
+    return builder.build()
+
+
+def advance_never_down(totals: Totals, previous, current, plan: LabelPlan) -> Totals:
+    after = advance(totals, previous, current, plan)
+    for before, later in ((totals.platform_seconds, after.platform_seconds),
+                          (totals.execution_seconds, after.execution_seconds)):
+        assert all(later[key] >= value for key, value in before.items())  # a counter never goes down
+    return after
+
+
 @settings(max_examples=300, deadline=None)
 @given(POLLS)
 def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(polls):
@@ -228,15 +245,8 @@ def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(po
         now += step
         if not succeeded:
             continue
-        builder = SnapshotBuilder(plan, now, owners)
-        for entry in entries:
-            start = entry["startTime"]
-            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((now + start) * 1000)})))
-        current = builder.build()
-        after = advance(totals, previous, current, plan)
-        for before, later in ((totals.platform_seconds, after.platform_seconds),
-                              (totals.execution_seconds, after.execution_seconds)):
-            assert all(later[key] >= value for key, value in before.items())  # a counter never goes down
+        current = snapshot_of(plan, owners, entries, now)
+        after = advance_never_down(totals, previous, current, plan)
         if previous is not None and current.time > previous.time:
             interval = current.time - previous.time
             both = previous.followed.keys() & current.followed.keys()
@@ -275,15 +285,8 @@ def test_with_a_steady_clock_wall_clock_steps_change_nothing_and_counters_never_
         steady, wall = steady + step, wall + step + jump
         if not succeeded:
             continue
-        builder = SnapshotBuilder(plan, wall, owners, steady=steady)
-        for entry in entries:
-            start = entry["startTime"]
-            builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)})))
-        current = builder.build()
-        after = advance(totals, previous, current, plan)
-        for before, later in ((totals.platform_seconds, after.platform_seconds),
-                              (totals.execution_seconds, after.execution_seconds)):
-            assert all(later[key] >= value for key, value in before.items())
+        current = snapshot_of(plan, owners, entries, wall, steady)
+        after = advance_never_down(totals, previous, current, plan)
         if previous is not None:
             interval = current.steady - previous.steady
             idless = sum(1 for e in entries if e["id"] is None)
