@@ -266,16 +266,12 @@ def team_of(window: str) -> str:
     return f"topk by (cloud, owner) (1, {dedupe(info)})"
 
 
-def by_team(metric: str, by: str) -> str:
+def by_team(metric: str, by: str, per_owner: str = "") -> str:
     """Hours of a usage counter over the dashboard's range, summed ``by`` labels that may include
-    ``team``: the counter's increase per owner, joined with the owner's team."""
-    hours = f"sum by (cloud, owner{by_extra(by)}) ({dedupe(f'increase({metric}{{{CLOUD}}}[$__range])')}) / 3600"
+    ``team``: the counter's increase per owner (and ``per_owner`` labels), joined with the owner's team."""
+    inner = ", ".join(("cloud", "owner", *([per_owner] if per_owner else [])))
+    hours = f"sum by ({inner}) ({dedupe(f'increase({metric}{{{CLOUD}}}[$__range])')}) / 3600"
     return f"sum by ({by}) ({hours} * on (cloud, owner) group_left (team) {team_of('$__range')})"
-
-
-def by_extra(by: str) -> str:
-    extra = [label for label in by.replace(" ", "").split(",") if label and label not in ("cloud", "owner", "team")]
-    return "".join(f", {label}" for label in extra)
 
 
 HELD = "perfecto_platform_usage_seconds_total"
@@ -325,7 +321,7 @@ def usage() -> dashboard.Dashboard:
         table.Panel().title("Top owners by device-hours").unit("short").height(9).span(12).decimals(1)
         .description("The 20 owners who held the most device-hours over the time range, with their team.")
         .with_target(query(f"topk(20, {by_team(HELD, 'team, owner')})", instant=True, fmt=PromQueryFormat.TABLE)),
-        bars("Device-hours by device type", by_team(HELD, "device_type"), "short", "{{device_type}}",
+        bars("Device-hours by device type", by_team(HELD, "device_type", per_owner="device_type"), "short", "{{device_type}}",
              "Device-hours of the chosen teams by device type over the time range.").span(12),
         recorded("Device-hours per hour by team", "team", "cloud_team_device_type:perfecto_platform_usage_hours:increase1h",
                  "Device-hours of each team in the hour before each point (the 1 h recording rule): the average "
