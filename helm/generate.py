@@ -336,6 +336,9 @@ def rules_template() -> str:
     body = re.sub(r"^( *)perfecto_action: __K_overdueAction__$",
                   lambda m: (f"{m[1]}{{{{- with {value('overdueAction')} }}}}\n{m[1]}perfecto_action: {{{{ . | quote }}}}\n"
                              f"{m[1]}{{{{- end }}}}"), body, flags=re.MULTILINE)
+    # an exclusion is a matcher or, empty, none at all (quote: Go's escaping is PromQL's, as json.dumps is)
+    body = re.sub(r', (\w+)!~"__K_(stuckExclude\w+)__"',
+                  lambda m: f"{{{{ with {value(m[2])} }}}}, {m[1]}!~{{{{ . | quote }}}}{{{{ end }}}}", body)
     for key in mixin.KNOBS:
         body = body.replace(f" __K_{key}__ ", f" {{{{- {value(key)} -}}}} ") if key == "selector" else \
             body.replace(f"__K_{key}__", f"{{{{ {value(key)} }}}}")

@@ -144,7 +144,7 @@ def test_layout_answer_is_used_when_the_server_knows_layout(start_lab, exporters
 
 def test_a_hanging_api_never_slows_a_scrape(start_lab, exporters):
     lab = start_lab(fault_injection=True)
-    exporter = exporters(lab.url, serve=True, request_timeout=30, poll_interval=0.2)
+    exporter = exporters(lab.url, serve=True, request_timeout=30, poll_interval=1)
     base = f"http://127.0.0.1:{exporter.server.server_port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=5).status_code == 200, what="ready")
     lab.lab.inject("hang")
@@ -213,7 +213,7 @@ def test_run_command_end_to_end(spawn):
     lab_url = f"http://127.0.0.1:{lab_port}"
     wait_until(lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2).status_code
                == 401, what="lab")
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=0.5,
+    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                        search_retries=0, log_level="debug")
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     base = f"http://127.0.0.1:{port}"
@@ -257,7 +257,7 @@ def test_run_command_end_to_end(spawn):
 
 def test_demo_shows_moving_numbers(spawn):
     port = free_port()
-    demo = spawn([*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "0.5",
+    demo = spawn([*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "1",
                   "--churn", "240"], "demo", exporter_env())
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="demo ready")
@@ -332,7 +332,7 @@ def test_demo_shows_moving_numbers(spawn):
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses": "sometimes"},
          {}, "licenses (PERFECTO_LICENSES): Input should be 'auto', 'on' or 'off'"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0"},
-         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than 0"),
+         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_url": "ftp://x"},
          {}, "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
@@ -357,6 +357,23 @@ def test_demo_shows_moving_numbers(spawn):
          {}, "clouds (PERFECTO_CLOUDS): is not valid JSON"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
          {}, "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character"),
+        # unsafe values: series vanishing between polls, a load test of Perfecto, a guessable stop secret
+        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "30", "stale_after": "20"},
+         {}, "stale_after (PERFECTO_STALE_AFTER): must be longer than poll_interval (30 s)"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "0.01"},
+         {}, "poll_interval (PERFECTO_POLL_INTERVAL): Input should be greater than or equal to 1"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0.5"},
+         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token": "s3cret-short"},
+         {}, "webhook_token (PERFECTO_WEBHOOK_TOKEN): is shorter than 16 characters"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token_file": "{tmp}/hook"}, {"hook": "s3cret-short\n"},
+         "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE): is shorter than 16 characters"),
+        # the cloud's URL pasted as its name: the name it holds, or where a URL goes
+        ({"cloud_name": "https://mycloud.app.perfectomobile.com", "security_token": "s3cret-x"},
+         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a host or URL; the cloud's name is 'mycloud'"),
+        ({"cloud_name": "https://perfecto-proxy.internal", "security_token": "s3cret-x"},
+         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a URL; give the cloud's name here, and the URL in executions_url "
+             "(PERFECTO_EXECUTIONS_URL)"),
     ],
 )
 def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, expected):
