@@ -179,3 +179,25 @@ def test_exporter_health_shows_the_process():
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
                    "process_start_time_seconds"):
         assert f"{metric}" in exprs, metric
+
+
+def test_stuck_exclusions_spare_owners_and_tests_that_run_long_by_design(tmp_path):
+    """With stuckExcludeOwners and stuckExcludeExecutionNames (regular expressions, escaped for
+    PromQL), a soak runner's and an endurance test's executions are never stuck, others still are."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(load_generator("alerts").render({"stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
+                                                      "stuckExcludeExecutionNames": ".*Endurance.*"}))
+    labels = 'job="perfecto-exporter",instance="a",cloud="acme"'
+    runs = {"e1": ("alice", "Checkout"), "e2": ("soak-runner@acme.example", "Checkout"), "e3": ("nightly-12", "Login"),
+            "e4": ("bob", "Login-Endurance-8h"), "e5": ("soak-runnerXacme.example", "Login")}  # '.' is no wildcard
+    series = [{"series": f'perfecto_execution_start_timestamp_seconds{{{labels},execution_id="{eid}",'
+                         f'execution_name="{name}",owner="{owner}"}}', "values": "-30000x40"}
+              for eid, (owner, name) in runs.items()]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": [{
+            "expr": 'count by (execution_id) (ALERTS{alertname="PerfectoExecutionStuck", alertstate="firing"})',
+            "eval_time": "30m",
+            "exp_samples": [{"labels": f'{{execution_id="{eid}"}}', "value": 1} for eid in ("e1", "e5")]}]}]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
