@@ -201,3 +201,14 @@ def test_stuck_exclusions_spare_owners_and_tests_that_run_long_by_design(tmp_pat
     result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_usage_board_asks_for_single_numbers_once():
+    """A 7-day board of increase(): its single-number panels run instant queries (a range query
+    would evaluate a week's increase at every step), and it does not refresh on its own."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-usage.json").read_text())
+    assert "refresh" not in board or not board["refresh"]
+    single = [p for p in board["panels"] if p["type"] in ("stat", "bargauge", "piechart", "table")]
+    assert len(single) >= 9
+    for panel in single:
+        assert all(target.get("instant") for target in panel["targets"]), panel["title"]
