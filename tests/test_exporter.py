@@ -3,6 +3,7 @@ subprocesses for what a user runs (``run``, ``demo``, ``check-config``)."""
 
 import gzip
 import json
+import shlex
 import signal
 import subprocess
 import time
@@ -286,6 +287,16 @@ def test_demo_shows_moving_numbers(spawn):
     teams = {dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
     assert {"platform", "mobile", "web", "unassigned"} <= teams
     assert sum(v for (n, _), v in found.items() if n == "perfecto_platform_usage_seconds_total") > 0
+
+    # the fault the banner offers, run as printed: perfecto_up drops to 0, and the heal brings it back
+    (line,) = [line for line in demo.output.splitlines() if "a fault:" in line]
+    fault, heal = (shlex.split(part.strip(" ()").removeprefix("heal: ")) for part in
+                   line.split("a fault:", 1)[1].split("(heal:"))
+    up = ("perfecto_up", (("cloud", "demo"),))
+    assert subprocess.run(fault, capture_output=True, timeout=10).returncode == 0
+    wait_until(lambda: samples(requests.get(base + "/metrics", timeout=5).text)[up] == 0, what="perfecto_up 0")
+    assert subprocess.run(heal, capture_output=True, timeout=10).returncode == 0
+    wait_until(lambda: samples(requests.get(base + "/metrics", timeout=5).text)[up] == 1, what="perfecto_up 1")
     assert demo.stop(signal.SIGINT) == 0
 
 

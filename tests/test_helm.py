@@ -581,6 +581,9 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 65534:65534" in dockerfile and "EXPOSE 9817" in dockerfile
     assert 'ENTRYPOINT ["perfecto-exporter"]' in dockerfile and 'CMD ["run"]' in dockerfile
+    # the build argument reaches the variable build_info reads (exporter.assembly.REVISION_VARIABLE)
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "ARG REVISION=unknown" in final and "PERFECTO_EXPORTER_REVISION=${REVISION}" in final
     assert re.search(r"^COPY [^\n]*\bLICENSE\b", dockerfile, re.MULTILINE)  # the image's wheel carries it too
     subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
                     "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
@@ -634,7 +637,8 @@ def test_image_default_is_the_local_build_and_says_so():
     assert chart["appVersion"] == project  # the default tag is the version the Dockerfile builds
     for path in (CHART / "README.md", ROOT / "README.md", ROOT / "Dockerfile"):
         text = path.read_text()
-        assert f"docker build -t {image} ." in text, f"{path.name} must build exactly the chart's default image"
+        assert f'docker build --build-arg REVISION="$(git rev-parse HEAD)" -t {image} .' in text, \
+            f"{path.name} must build exactly the chart's default image, with its revision"
         assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
     assert f"{image} is the name `docker build` gives" in notes
