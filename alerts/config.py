@@ -56,7 +56,7 @@ def add_replicas(expr: str) -> str:
 class Knob:
     """One setting of the mixin: its default, what it means, and its JSON schema in the chart."""
 
-    default: str | int
+    default: str | int | list
     description: str
     schema: dict = field(default_factory=dict)
 
@@ -115,6 +115,13 @@ THRESHOLDS = {
                                            "Soak.*|.*-endurance-.*. Empty: none."),
     # devices held
     "ownerDevices": _count(20, "Devices one owner may hold before PerfectoOwnerDevicesHigh fires."),
+    "ownerDevicesOverrides": Knob(
+        [], "Owners with a threshold of their own (CI accounts that fan out by design): a list of {owners: a "
+            "regular expression (RE2, whole name), devices: their threshold}; the first that matches an owner wins "
+            "over ownerDevices.",
+        {"type": "array", "items": {"type": "object", "required": ["owners", "devices"], "additionalProperties": False,
+                                    "properties": {"owners": {"type": "string", "minLength": 1},
+                                                   "devices": {"type": "integer", "minimum": 1}}}}),
     "cloudDevices": _count(100, "Devices in use on a cloud before PerfectoCloudDevicesHigh fires; also the "
                                 "capacity of the trend alert."),
     "devicesFor": _duration("30m", "The for: of the two device alerts."),

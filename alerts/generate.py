@@ -48,7 +48,7 @@ def rules(t: dict) -> dict:
         dedupe(f'increase(perfecto_api_request_failures_total{{{s}, endpoint="search", reason="auth"}}[10m])')
         + " > 0"
     )
-    devices = f"sum by (cloud, owner) ({by_replica('perfecto_platforms_running')})"
+    devices = owner_devices(t, by_replica)
 
     def links(name: str, board: str) -> dict:
         found = {}
@@ -94,7 +94,7 @@ def rules(t: dict) -> dict:
               "The last successful poll of {{ $labels.cloud }} was {{ $value | humanizeDuration }} ago.", board="health"),
     ]
     started = by_replica("perfecto_execution_start_timestamp_seconds")
-    exclusions = "".join(f", {label}!~{json.dumps(t[knob])}" for label, knob in (
+    exclusions = "".join(f", {label}!~{json.dumps(t[knob], ensure_ascii=False)}" for label, knob in (
         ("owner", "stuckExcludeOwners"), ("execution_name", "stuckExcludeExecutionNames")) if t[knob])
     stuck = by_replica("perfecto_execution_start_timestamp_seconds", exclusions)
     executions = [
@@ -110,11 +110,11 @@ def rules(t: dict) -> dict:
               "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }} and holds its devices. "
               "With the remediation webhook enabled (and not in dry run) it will be stopped.",
               labels={"perfecto_action": "stop"}),
-        alert("PerfectoOwnerDevicesHigh", f"{devices} > {t['ownerDevices']}",
+        alert("PerfectoOwnerDevicesHigh", devices,
               t["devicesFor"], "warning",
               "{{ $labels.owner }} holds many Perfecto devices.",
               "{{ $labels.owner }} holds {{ $value }} devices and browsers on {{ $labels.cloud }} "
-              f"(threshold {t['ownerDevices']})."),
+              f"(threshold {t['ownerDevices']}, or the owner's own in ownerDevicesOverrides)."),
         alert("PerfectoCloudDevicesHigh",
               f"sum by (cloud) ({by_replica('perfecto_platforms_running')}) > {t['cloudDevices']}",
               t["devicesFor"], "warning",
@@ -164,6 +164,20 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
         {"name": "perfecto-execution-overdue", "rules": overdue_rules(t, alert)},
     ]}
+
+
+def owner_devices(t: dict, by_replica) -> str:
+    """Owners over ``ownerDevices``, and owners matched by an entry of ``ownerDevicesOverrides``
+    over that entry's own threshold instead (the first entry that matches wins)."""
+    def held(matchers: str) -> str:
+        return f"sum by (cloud, owner) ({by_replica('perfecto_platforms_running', matchers)})"
+
+    found, matched = [], ""
+    for override in t["ownerDevicesOverrides"]:
+        pattern = json.dumps(override["owners"], ensure_ascii=False)  # as Go quotes it: PromQL and helm
+        found.append(f"({held(f'{matched}, owner=~{pattern}')} > {override['devices']})")
+        matched += f", owner!~{pattern}"
+    return " or ".join([f"{held(matched)} > {t['ownerDevices']}", *found])
 
 
 def usage_rules(t: dict) -> list[dict]:

@@ -212,3 +212,23 @@ def test_the_usage_board_asks_for_single_numbers_once():
     assert len(single) >= 9
     for panel in single:
         assert all(target.get("instant") for target in panel["targets"]), panel["title"]
+
+
+def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
+    """An owner matched by an entry of ownerDevicesOverrides alerts past that entry's threshold, the
+    first matching entry winning; every other owner past ownerDevices."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(load_generator("alerts").render({"ownerDevicesOverrides": [
+        {"owners": "ci-.*", "devices": 60}, {"owners": "ci-nightly|perf", "devices": 100}]}))
+    held = {"alice": 25, "ci-build": 50, "ci-deploy": 70, "ci-nightly": 90, "perf": 120}  # ci-nightly: 60 wins
+    series = [{"series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
+                         'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": [{
+            "expr": 'count by (owner) (ALERTS{alertname="PerfectoOwnerDevicesHigh", alertstate="firing"})',
+            "eval_time": "35m",
+            "exp_samples": [{"labels": f'{{owner="{o}"}}', "value": 1} for o in ("alice", "ci-deploy", "ci-nightly",
+                                                                                 "perf")]}]}]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -331,7 +331,7 @@ def test_demo_shows_moving_numbers(spawn):
         ({"cloud_name": "acme", "security_token": "s3cret-x", "executions_url": "ftp://x"}, {},
          "executions_url (PERFECTO_EXECUTIONS_URL): must be an http:// or https:// URL"),
         ({"cloud_name": "not a host", "security_token": "s3cret-x"}, {},
-         "cloud_name (PERFECTO_CLOUD_NAME): must be a host name label"),
+         "cloud_name (PERFECTO_CLOUD_NAME): must be the cloud's name (letters, digits, '-')"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds: [name: x"}, "config_file (PERFECTO_CONFIG_FILE): "),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "poll_intervall: 5\n"}, "poll_intervall: is not a known setting"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-x\n - name: a\n   token: s3cret-x\n"},

@@ -366,7 +366,7 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alerts["PerfectoExecutionStuck"]["expr"].endswith("> 14400")
-    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40).")
+    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40, or the owner's own in ownerDevicesOverrides).")
     assert alerts["PerfectoApiDown"]["for"] == "15m"
     assert alerts["PerfectoExecutionStuck"]["annotations"]["runbook_url"] == (
         "https://wiki.example.com/perfecto/runbook#perfectoexecutionstuck")
