@@ -139,3 +139,58 @@ def test_the_readme_settings_files_pass_check_config(tmp_path):
             assert [t["name"] for t in shown["teams"]] == [t["name"] for t in loaded["teams"]]
         else:
             assert [c["name"] for c in shown["clouds"]] == [c["name"] for c in loaded["clouds"]]
+
+
+def test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy(tmp_path):
+    """The README's first command, as written, in a copy of the repository's files (what a fresh
+    clone holds) with no virtualenv: it installs the project, and the demo serves on the address the
+    README names; its fault commands, with the lab's URL the banner prints, drop perfecto_up and heal it."""
+    import os
+    import signal
+
+    from .conftest import samples
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        if (ROOT / name).is_file():
+            (tmp_path / "copy" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "copy" / name).write_bytes((ROOT / name).read_bytes())
+    command = next(line for block in blocks("sh") for line in block.splitlines() if line.startswith("python3 -m venv"))
+    metrics = re.search(r"<(http://127\.0\.0\.1:\d+/metrics)>", README.read_text())[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_") and k != "VIRTUAL_ENV"}
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:  # its own process group, as a terminal's: Ctrl-C reaches the whole command
+        shell = subprocess.Popen(["sh", "-c", command], cwd=tmp_path / "copy", env={**env, "PYTHONUNBUFFERED": "1"},
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    output = lambda: log.read_text(errors="replace")  # noqa: E731
+    try:
+        wait_until(lambda: "Press Ctrl-C" in output() or shell.poll() is not None, timeout=300, interval=1,
+                   what="the set-up and the demo's banner")
+        assert "Press Ctrl-C" in output(), output()[-3000:]
+        lab = re.search(r"simulated lab:\s+(http://\S+)", output())[1]
+        up = ("perfecto_up", (("cloud", "demo"),))
+        value = lambda: samples(requests.get(metrics, timeout=5).text)[up]  # noqa: E731
+        wait_until(lambda: value() == 1, what="perfecto_up 1")
+        faults = [f for line in README.read_text().splitlines() for f in re.findall(r"`(curl -X[^`]+)`", line)]
+        assert [f.split()[1] for f in faults] == ["-XPOST", "-XDELETE"]
+        for fault, expected in zip(faults, (0, 1)):
+            assert subprocess.run(shlex.split(fault.replace("<lab-url>", lab)), capture_output=True,
+                                  timeout=10).returncode == 0
+            wait_until(lambda: value() == expected, timeout=20, what=f"perfecto_up {expected} after {fault}")
+    finally:
+        os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C: sh ends with it, the demo ends cleanly
+
+        def group_gone() -> bool:
+            try:
+                os.killpg(shell.pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        shell.wait(20)
+        try:
+            wait_until(group_gone, timeout=20, what="every process of the command to end")
+        finally:
+            if not group_gone():
+                os.killpg(shell.pid, signal.SIGKILL)
+    assert "Traceback" not in output()
