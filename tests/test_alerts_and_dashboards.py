@@ -55,6 +55,18 @@ def test_committed_rules_are_what_the_generator_writes():
     assert RULES.read_text() == load_generator("alerts").render(), "run: python alerts/generate.py"
 
 
+def test_the_runbooks_table_states_the_thresholds_the_rules_use():
+    """docs/runbook.md's table of alerts is written from alerts/config.py with the rules: every alert
+    once, in the rules' order, with its default condition and severity."""
+    generator = load_generator("alerts")
+    assert RUNBOOK.read_text() == generator.runbook(RUNBOOK.read_text()), "run: python alerts/generate.py"
+    table = [line.split(" | ")[0].strip("| ") for line in generator.runbook_table()[2:]]
+    assert table == [rule["alert"] for rule in alert_rules()]
+    stuck = next(line for line in generator.runbook_table({**mixin.defaults(), "stuckSeconds": 3 * 3600})
+                 if line.startswith("| PerfectoExecutionStuck"))
+    assert "longer than 3 h" in stuck
+
+
 def test_committed_dashboards_are_what_the_generator_writes():
     generator = load_generator("dashboards")
     for name, build in generator.DASHBOARDS.items():

@@ -194,3 +194,82 @@ def test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy(tmp_path):
             if not group_gone():
                 os.killpg(shell.pid, signal.SIGKILL)
     assert "Traceback" not in output()
+
+
+def readme_table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``heading`` of the README, cells stripped."""
+    section = README.read_text().split(heading, 1)[1]
+    rows = [line for line in section.split("\n\n|", 1)[1].split("\n\n", 1)[0].splitlines()]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", "|" + row if not row.startswith("|") else row)[1:-1]]
+             for row in rows]
+    return [row for row in cells if not set(row[0]) <= {"-"}][1:]  # no header, no rule
+
+
+def shown(value) -> str:
+    """A default as the README writes it: `30`, `true`, lists comma-separated."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join(shown(v) for v in value)
+    return str(value)
+
+
+def test_the_configuration_table_is_every_setting_with_its_variable_flag_and_default():
+    """The README's configuration table cannot drift from exporter/settings.py: every setting once,
+    its environment variable, the flags that set it, and a default written as a value is the value."""
+    from exporter.cli import _parser
+    from exporter.settings import Settings
+
+    table = readme_table("## Configuration")
+    rows = {row[0].strip("`"): row for row in table}
+    assert len(rows) == len(table) and set(rows) == set(Settings.model_fields), "every setting of Settings, once"
+    flags = {}
+    for action in _parser()._actions + [a for sub in _parser()._subparsers._group_actions
+                                        for p in sub.choices.values() for a in p._actions]:
+        for option in action.option_strings:
+            flags.setdefault(action.dest, set()).add(option)
+    for name, (_, env, flag, default, meaning) in rows.items():
+        assert env.startswith(f"`PERFECTO_{name.upper()}`") or (name == "clouds" and env == "(YAML only)"), name
+        for written in re.findall(r"--[\w.-]+", flag):  # its own dest, or the stop command's (dry_run -> stop_dry_run)
+            assert written in flags.get(name, set()) | flags.get(name.removeprefix("stop_"), set()), (name, written)
+        value = Settings.model_fields[name].get_default(call_default_factory=True)
+        if value is None:  # derived at run time: the README says from what
+            pass
+        elif default.startswith("`"):
+            assert default.split("`")[1] == shown(value), (name, default, value)
+        else:  # prose for an empty list, or one too long for a cell
+            assert value == [] or name == "execution_name_patterns", (name, default)
+        assert meaning, name
+
+
+def test_the_metrics_tables_are_what_the_exporter_exports(start_lab):
+    """The README's metrics tables cannot drift from the collectors: every perfecto_* family the
+    exporter exports with every option on (License API, webhook, durations by test), with its type
+    and its labels besides cloud, and nothing else."""
+    from .conftest import build_exporter
+
+    exporter = build_exporter(start_lab().url, licenses="on", webhook_token="hook-secret-for-tables",
+                              execution_name_durations="true")
+    exporter.pollers[0].poll_once()
+    exporter.license_pollers[0].poll_once()
+    exported = {}
+    for family in exporter.registry.collect():
+        if family.name.startswith("perfecto_"):
+            # as the text format names and types them: counters end in _total, an info is a gauge of _info
+            name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+            labels = {k for sample in family.samples for k in sample.labels} - {"cloud", "le"}
+            exported[name] = ("gauge" if family.type == "info" else family.type, labels)
+    documented = {}
+    for heading in ("## Metrics", "With the webhook enabled"):
+        for row in readme_table(heading):
+            kind = "gaugehistogram" if row[1].startswith("gauge histogram") else row[1]
+            documented[row[0].strip("`")] = (kind, set(re.findall(r"`(\w+)`", row[2])) - {"cloud"})
+    for name, (kind, labels) in documented.items():  # "as perfecto_platforms_running": that family's labels
+        for other in [label for label in labels if label.startswith("perfecto_")]:
+            documented[name] = (kind, labels - {other} | documented[other][1])
+    assert set(documented) == set(exported)
+    for name, (kind, labels) in exported.items():
+        assert documented[name][0] == kind, name
+        assert labels <= documented[name][1], (name, labels - documented[name][1])
