@@ -43,8 +43,8 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
     assert first.ages[("alice",)].counts == (0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0)
     assert [key for key, _ in first.starts] == [("a", "test-a", "alice"), ("b", "test-b", "alice")]
     assert first.skipped_entries == 1  # the repeat
-    second = snapshot_of(plan, 1030.0, [])
-    totals = advance(advance(Totals.empty(plan), None, first, plan), first, second, plan)
+    second, third = snapshot_of(plan, 1030.0, []), snapshot_of(plan, 1060.0, [])
+    totals = advance(advance(advance(Totals.empty(plan), None, first, plan), first, second, plan), second, third, plan)
     assert totals.finished == {("alice",): 2}
     assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
 
@@ -52,13 +52,17 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
 def test_a_duration_across_an_outage_is_measured_to_the_midpoint():
     plan = LabelPlan()
     before = snapshot_of(plan, 1000.0, [entry("a", "alice", 400)])
+    seen = advance(Totals.empty(plan), None, before, plan)
+
+    def ended(after: float) -> Totals:
+        """"a" missing from the answer at ``after`` and from the next, 30 s later: it has ended."""
+        missing, confirmed = snapshot_of(plan, after, []), snapshot_of(plan, after + 30, [])
+        return advance(advance(seen, before, missing, plan), missing, confirmed, plan)
+
     # The API failed for an hour; "a" ended somewhere in between.
-    after = snapshot_of(plan, 4600.0, [])
-    totals = advance(Totals.empty(plan), before, after, plan)
-    assert totals.durations.total == (1000 + 4600) / 2 - 400  # off by at most half the outage
+    assert ended(4600.0).durations.total == (1000 + 4600) / 2 - 400  # off by at most half the outage
     # Normally the two polls are one interval apart: off by at most half an interval.
-    normal = advance(Totals.empty(plan), before, snapshot_of(plan, 1030.0, []), plan)
-    assert normal.durations.total == 1015 - 400
+    assert ended(1030.0).durations.total == 1015 - 400
 
 
 def _scrape(registry) -> dict[str, list]:
