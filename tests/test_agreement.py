@@ -107,3 +107,23 @@ def test_the_readme_names_every_family_without_cloud(start_lab):
     assert statement, "the README's statement about the cloud label"
     assert without - runtime == set(re.findall(r"`(perfecto_\w+)`", statement[1]))
     assert runtime and "`process_*`" in statement[1] and "`python_*`" in statement[1]
+
+
+def test_the_readme_names_every_gauge_whose_help_does_not_say_cached(start_lab):
+    """The README's sentence on cached data holds for every family the exporter can serve."""
+    lab = start_lab()
+    exporter = build_exporter(lab.url, licenses="on", execution_name_durations=True,
+                              webhook_token="hook-secret-1234567890")
+    for poller in [*exporter.pollers, *exporter.license_pollers]:
+        poller.poll_once()
+    families = {f.name + ("_info" if f.type == "info" else ""): f  # as exposed: an info family is a gauge
+                for f in exporter.registry.collect()}  # with their types: the text format has no gauge histograms
+    cached = {name for name, f in families.items()
+              if "(cached: from the last successful poll, not fetched at scrape time)" in f.documentation}
+    gauges = {name for name, f in families.items()
+              if name.startswith("perfecto_") and f.type in ("gauge", "gaugehistogram", "info")}
+    statement = re.search(r"the HELP text of every gauge that describes the lab says so .*? — every `perfecto_\*` "
+                          r"gauge but (.*?) —", " ".join(README.read_text().split()))
+    assert statement, "the README's statement about cached data"
+    assert gauges - cached == set(re.findall(r"`(perfecto_\w+)`", statement[1]))
+    assert cached <= gauges  # counters say what they count, not "cached"
