@@ -121,6 +121,31 @@ def test_info_covers_the_real_owners_of_start_series(start_lab):
                      "(other)": "(other)"}
 
 
+def test_the_owners_beyond_the_cap_are_decided_per_process(start_lab):
+    """As the README documents: the first max_owners owners seen since start keep their label.
+    A restart that meets them in another order gives the label to another owner; the totals stay
+    exact either way."""
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    workload.add(execution("A", "alice@acme.example", -60, CHROME))
+    workload.add(execution("B", "bob@acme.example", -60, CHROME))
+    lab = start_lab(workload)
+
+    def owners_after_two_polls() -> dict[str, float]:
+        exporter = build_exporter(lab.url, clock=lambda: now[0], monotonic=lambda: now[0], max_owners=1)
+        for _ in range(2):
+            now[0] += 30
+            exporter.pollers[0].poll_once()
+        found = samples(generate_latest(exporter.registry).decode())
+        return {dict(key)["owner"]: v for (name, key), v in found.items()
+                if name == "perfecto_execution_usage_seconds_total"}
+
+    assert owners_after_two_polls() == {"alice@acme.example": 30, "(other)": 30}
+    workload.stop(["A"])
+    workload.add(execution("A", "alice@acme.example", -60, CHROME))  # the answer now lists bob first
+    assert owners_after_two_polls() == {"bob@acme.example": 30, "(other)": 30}  # restarted: bob keeps his label
+
+
 def test_no_owner_label_no_info(start_lab):
     exporter = build_exporter(start_lab().url, drop_labels="owner")
     exporter.pollers[0].poll_once()
