@@ -18,6 +18,7 @@ replicas (``config.add_replicas``), since each replica handles its own notificat
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def rules(t: dict) -> dict:
         dedupe(f'increase(perfecto_api_request_failures_total{{{s}, endpoint="search", reason="auth"}}[10m])')
         + " > 0"
     )
-    devices = f"sum by (cloud, owner) ({by_replica('perfecto_platforms_running')})"
+    devices = owner_devices(t, by_replica)
 
     def links(name: str, board: str) -> dict:
         found = {}
@@ -93,24 +94,27 @@ def rules(t: dict) -> dict:
               "The last successful poll of {{ $labels.cloud }} was {{ $value | humanizeDuration }} ago.", board="health"),
     ]
     started = by_replica("perfecto_execution_start_timestamp_seconds")
+    exclusions = "".join(f", {label}!~{json.dumps(t[knob], ensure_ascii=False)}" for label, knob in (
+        ("owner", "stuckExcludeOwners"), ("execution_name", "stuckExcludeExecutionNames")) if t[knob])
+    stuck = by_replica("perfecto_execution_start_timestamp_seconds", exclusions)
     executions = [
         alert("PerfectoExecutionLongRunning", f"time() - {started} > {t['longRunningSeconds']}",
               t["longRunningFor"], "warning",
               "Perfecto execution {{ $labels.execution_name }} has run for long.",
               "Execution {{ $labels.execution_id }} ({{ $labels.execution_name }}) of {{ $labels.owner }} on "
               "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }}."),
-        alert("PerfectoExecutionStuck", f"time() - {started} > {t['stuckSeconds']}",
+        alert("PerfectoExecutionStuck", f"time() - {stuck} > {t['stuckSeconds']}",
               t["stuckFor"], "critical",
               "Perfecto execution {{ $labels.execution_name }} looks stuck.",
               "Execution {{ $labels.execution_id }} ({{ $labels.execution_name }}) of {{ $labels.owner }} on "
               "{{ $labels.cloud }} has been running for {{ $value | humanizeDuration }} and holds its devices. "
-              "With the remediation webhook enabled it will be stopped.",
+              "With the remediation webhook enabled (and not in dry run) it will be stopped.",
               labels={"perfecto_action": "stop"}),
-        alert("PerfectoOwnerDevicesHigh", f"{devices} > {t['ownerDevices']}",
+        alert("PerfectoOwnerDevicesHigh", devices,
               t["devicesFor"], "warning",
               "{{ $labels.owner }} holds many Perfecto devices.",
               "{{ $labels.owner }} holds {{ $value }} devices and browsers on {{ $labels.cloud }} "
-              f"(threshold {t['ownerDevices']})."),
+              f"(threshold {t['ownerDevices']}, or the owner's own in ownerDevicesOverrides)."),
         alert("PerfectoCloudDevicesHigh",
               f"sum by (cloud) ({by_replica('perfecto_platforms_running')}) > {t['cloudDevices']}",
               t["devicesFor"], "warning",
@@ -133,13 +137,23 @@ def rules(t: dict) -> dict:
               "Stopping Perfecto executions fails.",
               "{{ $value | humanize }} stop decisions failed in 15 minutes: the Perfecto API refused or did not "
               "answer the stop call. Stuck executions keep their devices."),
+        alert("PerfectoStopActionsRefused",
+              add_replicas(f'increase(perfecto_stop_actions_total{{{s}, result="refused"}}[15m])') + " > 0",
+              t["stopRefusalsFor"], "warning",
+              "The remediation webhook refuses to stop Perfecto executions.",
+              "{{ $value | humanize }} stop decisions were refused in 15 minutes: a cap was reached, the alert "
+              "named an unknown cloud, or it had no execution_id. The executions keep their devices; the exporter's "
+              "\"stop decision\" log lines say which and why."),
+        # A GET (method_not_allowed) is a browser, never Alertmanager, which always POSTs: not alerted.
         alert("PerfectoWebhookRequestsRefused",
               add_replicas(f"increase(perfecto_webhook_request_failures_total{{{s}, "
-                           f'reason=~"unauthorized|bad_payload|too_large|method_not_allowed"}}[15m])') + " > 0",
+                           f'reason=~"unauthorized|bad_payload|too_large"}}[15m])') + " > 0",
               t["webhookRefusalsFor"], "warning",
               "The remediation webhook refuses requests ({{ $labels.reason }}).",
-              "{{ $value | humanize }} webhook requests were refused in 15 minutes for {{ $labels.reason }}: "
-              "Alertmanager's webhook configuration (URL, bearer secret) does not match the exporter's."),
+              "{{ $value | humanize }} POSTs to the remediation webhook were refused in 15 minutes for "
+              "{{ $labels.reason }}: Alertmanager's webhook configuration (URL, bearer secret) does not match the "
+              "exporter's, or another client posts to it; the exporter's \"webhook request refused\" log lines "
+              "name the caller."),
     ]
     return {"groups": [
         {"name": "perfecto-exporter", "rules": exporter},
@@ -150,6 +164,20 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
         {"name": "perfecto-execution-overdue", "rules": overdue_rules(t, alert)},
     ]}
+
+
+def owner_devices(t: dict, by_replica) -> str:
+    """Owners over ``ownerDevices``, and owners matched by an entry of ``ownerDevicesOverrides``
+    over that entry's own threshold instead (the first entry that matches wins)."""
+    def held(matchers: str) -> str:
+        return f"sum by (cloud, owner) ({by_replica('perfecto_platforms_running', matchers)})"
+
+    found, matched = [], ""
+    for override in t["ownerDevicesOverrides"]:
+        pattern = json.dumps(override["owners"], ensure_ascii=False)  # as Go quotes it: PromQL and helm
+        found.append(f"({held(f'{matched}, owner=~{pattern}')} > {override['devices']})")
+        matched += f", owner!~{pattern}"
+    return " or ".join([f"{held(matched)} > {t['ownerDevices']}", *found])
 
 
 def usage_rules(t: dict) -> list[dict]:
@@ -273,12 +301,13 @@ def license_rules(t: dict, alert) -> list[dict]:
               "{{ $value | humanizePercentage }} of the {{ $labels.device_type }} licenses of {{ $labels.cloud }} "
               f"have been in use for {t['licensesNearlyFor']} (threshold {t['licensesNearlyPercent']}%)."),
         alert("PerfectoLicenseBurstMinutesLow",
-              f"{burst_used} / ({burst_allowed} > 0) >= {t['burstUsedPercent']} / 100",
+              f"{burst_used} / ({burst_allowed} > 0) >= {t['burstUsedPercent']} / 100 and on (cloud, device_type) "
+              + dedupe(f"delta(perfecto_license_burst_used_seconds{{{s}}}[{t['burstSpendingWindow']}])") + " > 0",
               t["burstFor"], "warning",
               "Burst minutes for {{ $labels.device_type }} on cloud {{ $labels.cloud }} are nearly spent.",
               "{{ $value | humanizePercentage }} of the {{ $labels.device_type }} burst minutes of "
-              f"{{{{ $labels.cloud }}}} are used (threshold {t['burstUsedPercent']}%): once they are gone, sessions "
-              "beyond the licenses wait."),
+              f"{{{{ $labels.cloud }}}} are used (threshold {t['burstUsedPercent']}%), and they are still being "
+              f"spent (within {t['burstSpendingWindow']}): once they are gone, sessions beyond the licenses wait."),
         alert("PerfectoLicenseApiDown", f"{dedupe(f'perfecto_licenses_up{{{s}}}')} == 0",
               t["licenseApiDownFor"], "warning",
               "The License API of cloud {{ $labels.cloud }} cannot be polled.",
