@@ -17,9 +17,10 @@ worst error of measuring to either poll and has no bias either way: a duration i
 most half the time between the two polls, which is half a poll interval normally, and half the
 outage when the API failed in between (the end is known no better than that). Its start is the
 ``startTime``, kept within the interval in which the execution first appeared, as usage has it;
-both ends are on the steady clock, like usage, so a duration is exactly the execution-seconds it
-was counted and a wall clock off the API's, or stepped, never lengthens it (an execution already
-running at the first poll is timed from its age on the wall clock: nothing else is known).
+both ends are on the steady clock, like usage, so the duration of one that started while the
+exporter ran is exactly the execution-seconds it was counted, and a wall clock off the API's, or
+stepped, never lengthens it (one already running at the first poll is timed from its age on the
+wall clock: nothing else is known of it).
 
 With ``execution_name_durations`` on, each execution also has a test name (its execution name
 normalised and capped by :class:`~exporter.testnames.TestNames`): the start series carry it as
