@@ -185,6 +185,10 @@ class LicensePoller(_Loop):
             if status.polls == 0 or not status.up:
                 log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses),
                                                           "skipped": usage.skipped_entries})
+            if usage.skipped_entries and (status.usage is None or status.usage.skipped_entries != usage.skipped_entries):
+                # once, not every poll: an answer that keeps its odd entries keeps them for months
+                log.warning("license answer had entries not counted (incomplete, invalid, or not license entries)",
+                            extra={**extra, "skipped": usage.skipped_entries})
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
         self.status = status

@@ -3,15 +3,24 @@
 A :class:`Snapshot` holds exactly what the collector exports about running executions, keyed
 by label values in the order the :class:`LabelPlan` names them, so a scrape only formats.
 
-Starts and finishes are the difference between two successful polls, matched by execution id:
-an id seen now but not before has started, one seen before but not now has finished. The first
-poll after start-up counts nothing as started (those executions were already running).
+Starts and finishes are the difference between successful polls, matched by execution id: an
+id seen now but in neither of the two answers before has started; one missing from two answers
+in a row has finished. One answer without it is not enough: APIs behind load balancers and
+caches drop an entry now and then, and counting that as a finish would also count a false
+duration and a second start when the entry is back. The price is that a finish is counted one
+poll late. The first poll after start-up counts nothing as started (those executions were
+already running).
 
 A finished execution ended somewhere between the last successful poll that saw it running and
 the first that did not; its duration is measured to the midpoint of the two. That halves the
 worst error of measuring to either poll and has no bias either way: a duration is off by at
 most half the time between the two polls, which is half a poll interval normally, and half the
-outage when the API failed in between (the end is known no better than that).
+outage when the API failed in between (the end is known no better than that). Its start is the
+``startTime``, kept within the interval in which the execution first appeared, as usage has it;
+both ends are on the steady clock, like usage, so the duration of one that started while the
+exporter ran is exactly the execution-seconds it was counted, and a wall clock off the API's, or
+stepped, never lengthens it (one already running at the first poll is timed from its age on the
+wall clock: nothing else is known of it).
 
 With ``execution_name_durations`` on, each execution also has a test name (its execution name
 normalised and capped by :class:`~exporter.testnames.TestNames`): the start series carry it as
@@ -27,7 +36,8 @@ polls, over the interval between them, by the same evidence:
 - an execution in both answers ran the whole interval;
 - one only in the later answer ran from its start (kept within the interval), or from the
   midpoint when it has no start time;
-- one only in the earlier answer ran to the midpoint, as its duration says;
+- one only in the earlier answer ran to the midpoint, as its duration says; if the next
+  answer lists it again, it was running all along and is counted the other half too;
 - each platform of an execution counts for its whole time (a test on three devices holds three);
 - one without an id cannot be followed, and counts for the whole of every interval that ends
   with it listed.
@@ -234,11 +244,22 @@ def _key_function(labels: tuple[str, ...]):
     return lambda execution: tuple([execution[i] for i in fields])
 
 
+class Vanished(NamedTuple):
+    """An execution the last answer lacked and the one before listed. It has ended only if the
+    next successful answer lacks it too: APIs behind load balancers and caches drop an entry now
+    and then, and such a gap is neither a finish nor a new start."""
+
+    followed: Followed  # as the last answer that listed it had it
+    test: str | None  # its test label, with plan.by_test
+    end: float  # its end, if it has ended: the midpoint of the two polls, on the steady clock
+    credit: float  # the usage counted to it in that interval (to the midpoint); the other half is its due if it returns
+
+
 @dataclass(frozen=True)
 class Totals:
     """Counters that only grow: starts and finishes by execution labels, finished durations
     (by test too, with ``plan.by_test``), and usage: seconds held by platform labels and seconds
-    run by execution labels."""
+    run by execution labels; and what following executions from poll to poll needs."""
 
     started: dict[tuple[str, ...], int]
     finished: dict[tuple[str, ...], int]
@@ -248,6 +269,8 @@ class Totals:
     carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
     platforms_used: dict[tuple[str, ...], float] = field(default_factory=dict)  # last poll each platform series ran
     durations_by_test: dict[str, BucketCounts] | None = None
+    since: dict[str, float] = field(default_factory=dict)  # by id: the start, on the steady clock, of each followed
+    vanished: dict[str, Vanished] = field(default_factory=dict)  # by id: missing from the last answer only
 
     @classmethod
     def empty(cls, plan: LabelPlan) -> Totals:
@@ -261,34 +284,63 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
     for key in current.running:  # every owner seen gets its counters, starting at 0
         started.setdefault(key, 0)
         finished.setdefault(key, 0)
-    if previous is None:
+    since, vanished = dict(totals.since), {}
+    now = _steady(current)
+    if previous is None:  # already running: their age on the wall clock is all there is to go by
+        for execution_id, (_, start, _) in current.followed.items():
+            if start is not None:
+                since[execution_id] = now - max(0.0, current.time - start)
         new, ended, held, ran = (), (), {}, {}
     else:  # set differences, in C: the loops below see only what changed (sorted: float sums repeat exactly)
-        new = sorted(current.followed.keys() - previous.followed.keys())
-        ended = sorted(previous.followed.keys() - current.followed.keys())
-        held, ran = _usage(previous, current, new, ended)
+        interval = _interval(previous, current)
+        before = totals.vanished
+        ended = sorted(before.keys() - current.followed.keys())  # missing from two answers in a row
+        returned = [before[i] for i in sorted(before.keys() & current.followed.keys())]
+        new = sorted(current.followed.keys() - previous.followed.keys() - before.keys())
+        gone = sorted(previous.followed.keys() - current.followed.keys())
+        held, ran = _usage(previous, current, interval, new, gone, returned)
+        end, credit = (_steady(previous) + now) / 2, max(0.0, interval) / 2
+        for execution_id in gone:
+            test = previous.tests[execution_id] if previous.tests is not None else None
+            vanished[execution_id] = Vanished(previous.followed[execution_id], test, end, credit)
+        for execution_id in new:  # its start kept within the interval, as usage has it
+            start = current.followed[execution_id].start
+            if start is not None:
+                since[execution_id] = now - min(max(0.0, current.time - start), max(0.0, interval))
     platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
     execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
     durations = []
     by_test: dict[str, list[float]] = {}
-    tests = previous.tests if previous is not None else None
     for execution_id in new:
         key = current.followed[execution_id].key
         started[key] = started.get(key, 0) + 1
-    if ended:
-        end = (previous.time + current.time) / 2  # the end lies between the two polls
-        for execution_id in ended:
-            key, start_time, _ = previous.followed[execution_id]
-            finished[key] = finished.get(key, 0) + 1
-            started.setdefault(key, 0)
-            if start_time is not None:
-                durations.append(max(0.0, end - start_time))
-                if tests is not None:
-                    by_test.setdefault(tests[execution_id], []).append(durations[-1])
+    for execution_id in ended:
+        (key, _, _), test, end, _ = totals.vanished[execution_id]
+        finished[key] = finished.get(key, 0) + 1
+        started.setdefault(key, 0)
+        start = since.pop(execution_id, None)
+        if start is not None:
+            durations.append(max(0.0, end - start))
+            if test is not None:
+                by_test.setdefault(test, []).append(durations[-1])
     used = _drop_idle(platform_seconds, totals.platforms_used, (current.platforms, held, held_later), current.time)
     return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
                   platform_seconds, execution_seconds, (held_later, ran_later), used,
-                  _plus_by_test(totals.durations_by_test, by_test, current, plan))
+                  _plus_by_test(totals.durations_by_test, by_test, current, plan), since, vanished)
+
+
+def _steady(snapshot: Snapshot) -> float:
+    """The poll's time on the steady clock (the wall clock for snapshots built without one)."""
+    return snapshot.time if snapshot.steady is None else snapshot.steady
+
+
+def _interval(previous: Snapshot, current: Snapshot) -> float:
+    """The time between two polls. On the steady clock: a wall clock stepped ahead between two
+    polls (NTP, a VM moved) would charge every running execution the step, and one stepped back
+    would lose the interval."""
+    if current.steady is not None and previous.steady is not None:
+        return current.steady - previous.steady
+    return current.time - previous.time
 
 
 def _drop_idle(values: dict, used: dict, now_used, now: float) -> dict:
@@ -324,35 +376,32 @@ def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict
     return values, later
 
 
-def _usage(previous: Snapshot, current: Snapshot, new, ended) -> tuple[dict, dict]:
-    """Platform-seconds and execution-seconds of the interval between two snapshots, by labels
-    (the accounting rule is in this module's docstring); only positive amounts. ``new`` and
-    ``ended`` are the ids only in ``current`` and only in ``previous``.
+def _usage(previous: Snapshot, current: Snapshot, interval: float, new, gone, returned) -> tuple[dict, dict]:
+    """Platform-seconds and execution-seconds of the ``interval`` between two snapshots, by
+    labels (the accounting rule is in this module's docstring); only positive amounts. ``new``
+    and ``gone`` are the ids only in ``current`` and only in ``previous``; ``returned``, those
+    back after one answer without them, are due the rest of the interval they vanished in.
 
     Every execution of ``current`` is first counted for the whole interval, from the aggregates,
     and then corrected for those that are new; so the cost grows with what changed, not with
     the size of the lab."""
-    if current.steady is not None and previous.steady is not None:
-        # The time that passed, on the steady clock: a wall clock stepped ahead between two polls
-        # (NTP, a VM moved) would charge every running execution the step, and one stepped back
-        # would lose the interval. Start times are on the wall clock, so the interval is placed
-        # to end at this poll's wall time.
-        interval = current.steady - previous.steady
-    else:
-        interval = current.time - previous.time
-    if interval <= 0:  # the clock went back: nothing is known about this interval
-        return {}, {}
-    held = {key: count * interval for key, count in current.platforms.items()}
-    ran = {key: count * interval for key, count in current.running.items()}
-    begin = current.time - interval  # the previous poll, on this poll's wall clock
-    midpoint = begin + interval / 2
-    for execution_id in new:  # not held before it started
-        key, start, platforms = current.followed[execution_id]
-        since = midpoint if start is None else min(max(start, begin), current.time)
-        _add(ran, held, key, platforms, begin - since)
-    for execution_id in ended:  # held to the midpoint
-        key, _, platforms = previous.followed[execution_id]
-        _add(ran, held, key, platforms, interval / 2)
+    held: dict = {}
+    ran: dict = {}
+    if interval > 0:  # else the clock went back: nothing is known about this interval
+        held = {key: count * interval for key, count in current.platforms.items()}
+        ran = {key: count * interval for key, count in current.running.items()}
+        # Start times are on the wall clock, so the interval is placed to end at this poll's wall time.
+        begin = current.time - interval  # the previous poll, on this poll's wall clock
+        midpoint = begin + interval / 2
+        for execution_id in new:  # not held before it started
+            key, start, platforms = current.followed[execution_id]
+            since = midpoint if start is None else min(max(start, begin), current.time)
+            _add(ran, held, key, platforms, begin - since)
+        for execution_id in gone:  # held to the midpoint
+            key, _, platforms = previous.followed[execution_id]
+            _add(ran, held, key, platforms, interval / 2)
+    for (key, _, platforms), _, _, credit in returned:  # it ran on through the answer that missed it
+        _add(ran, held, key, platforms, credit)
     return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
 
 
