@@ -24,7 +24,9 @@ from dataclasses import dataclass, replace
 
 from .client import ApiError, ExecutionManagerClient, LicenseClient
 from .licenses import LicenseUsage
-from .snapshot import LabelPlan, OwnerLabels, Snapshot, SnapshotBuilder, Totals, advance
+from .changes import Totals, advance
+from .labels import LabelPlan, OwnerLabels
+from .snapshot import Snapshot, SnapshotBuilder
 from .testnames import TestNames
 
 log = logging.getLogger(__name__)

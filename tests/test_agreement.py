@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.collectors import ExecutionsCollector, executions as executions_collector
 from exporter.lab import Workload
 from exporter.poller import CloudStatus
-from exporter.snapshot import OTHER_OWNER, LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
+from exporter.changes import Totals, advance
+from exporter.labels import OTHER_OWNER, LabelPlan, OwnerLabels
+from exporter.snapshot import SnapshotBuilder
 
 from .conftest import USER, build_exporter
 

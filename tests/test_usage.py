@@ -1,6 +1,6 @@
 """Usage counters and owners to teams, polled over HTTP from a scripted lab with time fixed.
 
-The scenario walks the accounting rule of exporter/snapshot.py one poll at a time: executions
+The scenario walks the accounting rule of exporter/changes.py one poll at a time: executions
 that continue, start, end, lack a start time, run through a failed poll, or are seen once; an
 owner beyond ``max_owners``; owners mapped to teams exactly, by pattern, first match first, and
 by default. The exposition after each poll is a golden file (tests/golden/usage-timeline.prom);
@@ -19,7 +19,9 @@ from hypothesis import given, settings, strategies as st
 from prometheus_client import generate_latest
 
 from exporter.lab import Workload
-from exporter.snapshot import LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
+from exporter.changes import Totals, advance
+from exporter.labels import LabelPlan, OwnerLabels
+from exporter.snapshot import SnapshotBuilder
 
 from .conftest import ADMIN_TOKEN, build_exporter, samples
 from .test_golden import assert_golden

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..poller import CloudStatus
-from ..snapshot import LabelPlan
+from ..labels import LabelPlan
 from .families import CACHED, Collector, buckets
 
 

@@ -49,7 +49,9 @@ from exporter.executions import split_answer
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.poller import CloudStatus
 from exporter.settings import Settings, load_settings
-from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, _usage, advance
+from exporter.changes import Totals, _usage, advance
+from exporter.labels import LabelPlan
+from exporter.snapshot import SnapshotBuilder
 from exporter.teams import Teams
 from ..conftest import free_port
 
