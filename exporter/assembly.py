@@ -99,11 +99,12 @@ class Exporter:
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
-        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
+        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
+                                     clock=clock)
         routes: dict[str, Route] = {}
         if webhook_secret:
             webhook_stats = WebhookStats()
-            collectors.append(RemediationCollector(webhook_stats, self.remediator.stats))
+            collectors.append(RemediationCollector(webhook_stats, self.remediator.stats, clock=clock))
             routes[WEBHOOK_PATH] = _then(create_webhook_app(
                 webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes),
                 self.exposition.nudge)
@@ -165,6 +166,7 @@ class Exporter:
         for poller in [*self.pollers, *self.license_pollers]:
             poller.stop(timeout=2)
             poller.client.close()
+        self.remediator.close()
 
 
 def _then(app: Route, after) -> Route:

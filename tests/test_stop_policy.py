@@ -69,12 +69,33 @@ def test_capacity_in_flight_counts_against_the_window():
     assert len(client.calls) == 10
 
 
-def test_a_failed_call_releases_the_id_and_its_capacity():
+def test_a_failed_call_counts_its_id_and_its_capacity():
+    """Fail safe: a 5xx after the API may have stopped e1 spends the window and the memory."""
     client = HeldClient(fail=True)
     remediator = Remediator({"acme": client}, StopPolicy(max_per_window=1))
     first = in_background(remediator, ask("e1"))
     assert [d.reason for d in remediator.execute(ask("e1"))] == ["in_flight"]
-    assert first() == [("failed", "server_error")]
+    assert first() == [("unknown", "server_error")]
     client.fail = False
-    assert [d.result for d in remediator.execute(ask("e1"))] == ["stopped"]  # the retry, within the cap of 1
-    assert client.calls == [("e1",), ("e1",)]
+    assert [(d.result, d.reason) for d in remediator.execute(ask("e1"))] == [("already_stopped", "stopped_before")]
+    assert [d.reason[:10] for d in remediator.execute(ask("e2"))] == ["window_cap"]
+    assert client.calls == [("e1",)]
+    assert remediator.stats.unknown.read()[("acme",)] == 1
+
+
+def test_only_an_id_listed_as_not_stopped_gives_its_capacity_back():
+    class Listing(HeldClient):
+        def stop(self, stop_filter):
+            ids = tuple(stop_filter["fields"]["id"])
+            self.calls.append(ids)
+            return StopResult(("a",), ("b",))  # c: not named at all
+
+    client = Listing()
+    remediator = Remediator({"acme": client}, StopPolicy(max_per_window=3))
+    decision, = remediator.execute([StopRequest("acme", ("a", "b", "c"))])
+    assert (decision.result, decision.stopped, decision.not_stopped, decision.unknown) == (
+        "unknown", ("a",), ("b",), ("c",))
+    assert [d.result for d in remediator.execute(ask("b"))] == ["not_stopped"]  # b was released: sent again
+    assert [d.result for d in remediator.execute(ask("d"))] == ["unknown"]  # a, c and d spend the 3
+    assert [d.reason[:10] for d in remediator.execute(ask("e"))] == ["window_cap"]
+    assert client.calls == [("a", "b", "c"), ("b",), ("d",)]
