@@ -140,6 +140,19 @@ def rules(t: dict) -> dict:
               "The remediation webhook refuses requests ({{ $labels.reason }}).",
               "{{ $value | humanize }} webhook requests were refused in 15 minutes for {{ $labels.reason }}: "
               "Alertmanager's webhook configuration (URL, bearer secret) does not match the exporter's."),
+        alert("PerfectoStopOutcomeUnknown",
+              add_replicas(f'increase(perfecto_executions_stop_unknown_total{{{s}}}[15m])') + " > 0",
+              t["stopUnknownFor"], "warning",
+              "Stops on {{ $labels.cloud }} had an outcome the exporter could not read.",
+              "{{ $value | humanize }} executions on {{ $labels.cloud }} were sent to stop in 15 minutes whose "
+              "outcome is unknown (an error, a timeout or an unreadable answer): each counts as stopped against "
+              "the caps and is not sent again within stop_remember. Check whether they still run.", board="health"),
+        alert("PerfectoStopLedgerUnavailable",
+              f"min without ({', '.join(config.REPLICA_LABELS)}) (perfecto_stop_ledger_up{{{s}}}) == 0",
+              t["stopLedgerDownFor"], "critical",
+              "A stop ledger of job {{ $labels.job }} cannot be used: the webhook stops nothing.",
+              "The stop ledger (stop_ledger) of a {{ $labels.job }} replica is corrupt, unreadable, read-only, full or locked by another process; the webhook answers 503 and stops nothing until it can be read and "
+              "written. See perfecto_stop_ledger_errors_total and the exporter's log.", board="health"),
     ]
     return {"groups": [
         {"name": "perfecto-exporter", "rules": exporter},
