@@ -149,6 +149,7 @@ def test_a_ledger_that_cannot_be_used_stops_nothing_and_metrics_keep_serving(sta
         assert len([e for e, _ in lab.lab.requests if e == "stop"]) == stopped_before  # nothing sent
         metrics = exporter.metrics()
         assert metrics[("perfecto_stop_ledger_up", ())] == 0
+        assert metrics[("perfecto_webhook_request_failures_total", (("reason", "ledger_unavailable"),))] == 3
         assert sum(v for (name, _), v in metrics.items() if name == "perfecto_stop_ledger_errors_total") >= 1
         assert metrics[("perfecto_up", (("cloud", "acme"),))] == 1  # the exporter itself is fine
         lines = [line for line in exporter.process.output.splitlines() if "stop ledger unavailable" in line]
