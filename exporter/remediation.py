@@ -171,8 +171,8 @@ class Remediator:
         with self._lock:
             try:
                 self._open_ledger()
-            except LedgerUnavailable:
-                pass  # logged and counted; the webhook fails closed until the ledger opens
+            except LedgerUnavailable as err:  # the webhook fails closed until the ledger opens
+                self._ledger_failed(err)
 
     def close(self) -> None:
         with self._lock:
@@ -249,7 +249,8 @@ class Remediator:
         with self._lock:
             try:
                 return self._reserve_locked(planned)
-            except LedgerUnavailable:  # nothing was sent: Alertmanager's retry may find it readable
+            except LedgerUnavailable as err:  # nothing was sent: Alertmanager's retry may find it readable
+                self._ledger_failed(err)
                 for decision in planned:
                     decision.result, decision.reason, decision.retryable = "failed", "ledger_unavailable", True
                 return [], {}
@@ -336,37 +337,31 @@ class Remediator:
                 self._open_ledger()
                 self.ledger.settle(decision.cloud, outcomes, now)
                 self._read_usage(now)
-            except LedgerUnavailable:
+            except LedgerUnavailable as err:
                 # The reservation stays in flight in the file (or was lost with it); reopened, it
                 # counts as unknown. Nothing is stopped until the ledger works again.
-                pass
+                self._ledger_failed(err)
 
     def _open_ledger(self) -> None:
-        """Opens the ledger if it is closed; logs one line when it fails and one when it recovers."""
+        """Opens the ledger if it is closed (after a failure: afresh); logs when it works again."""
         if self.stats.ledger_up and self.ledger.is_open:
             return
-        try:
-            self.ledger.open(self._clock())
-        except LedgerUnavailable as err:
-            self._ledger_failed(err)
-            raise
+        self.ledger.open(self._clock())
         if not self.stats.ledger_up:
             log.warning("stop ledger available again", extra={"ledger": self.policy.ledger})
         self.stats.ledger_up = True
         self._read_usage(self._clock())
 
     def _read_usage(self, now: float) -> tuple[list[float], int]:
-        try:
-            counted_at, in_flight = self.ledger.usage(now)
-        except LedgerUnavailable as err:
-            self._ledger_failed(err)
-            raise
+        counted_at, in_flight = self.ledger.usage(now)
         self.stats.counted_at, self.stats.in_flight = tuple(counted_at), in_flight
         return counted_at, in_flight
 
     def _ledger_failed(self, err: LedgerUnavailable) -> None:
+        """Counts a failure (the caller holds the lock); one log line when the ledger breaks, not one
+        per notification while it stays broken."""
         self.stats.ledger_errors.add((err.reason if err.reason in LEDGER_REASONS else "error",))
-        if self.stats.ledger_up:  # one line when it breaks, not one per notification
+        if self.stats.ledger_up:
             log.error("stop ledger unavailable: the webhook stops nothing until it can be read and written",
                       extra={"ledger": self.policy.ledger, "reason": err.reason, "detail": err.detail[:200]})
         self.stats.ledger_up = False

@@ -157,3 +157,38 @@ def test_a_ledger_that_cannot_be_used_stops_nothing_and_metrics_keep_serving(sta
     finally:
         if undo:
             undo()
+
+
+def test_a_full_ledger_fails_closed_and_keeps_what_it_had(tmp_path, monkeypatch):
+    """A ledger at its size bound (max_page_count, here 12 pages) refuses the reservation that
+    would grow it: nothing of that request is sent, and what was recorded before still counts."""
+    from exporter import ledger as ledger_module
+    from exporter.client import StopResult
+    from exporter.remediation import Remediator, StopPolicy, StopRequest
+
+    class Api:
+        def __init__(self):
+            self.sent: list[str] = []
+
+        def stop(self, stop_filter):
+            self.sent += stop_filter["fields"]["id"]
+            return StopResult(tuple(stop_filter["fields"]["id"]), ())
+
+    monkeypatch.setattr(ledger_module, "MAX_PAGES", 12)
+    api = Api()
+    policy = StopPolicy(max_per_request=50, max_per_window=10_000, ledger=str(tmp_path / "ledger.sqlite"))
+    remediator = Remediator({"acme": api}, policy)
+    results = []
+    for batch in range(40):
+        ids = tuple(f"execution-{batch:03d}-{i:02d}-{'x' * 40}" for i in range(50))
+        results += [d.result for d in remediator.execute([StopRequest("acme", ids)])]
+        if results[-1] == "failed":
+            break
+    assert results[-1] == "failed" and set(results[:-1]) == {"stopped"}, results
+    assert remediator.stats.ledger_errors.read()[("full",)] == 1 and not remediator.stats.ledger_up, remediator.stats.ledger_errors.read()
+    sent_before = len(api.sent)
+    assert [d.reason for d in remediator.execute([StopRequest("acme", ("another",))])] == ["ledger_unavailable"]
+    assert len(api.sent) == sent_before == 50 * (len(results) - 1)
+    remediator.close()
+    reopened = Remediator({"acme": api}, StopPolicy(max_per_window=10_000, ledger=policy.ledger))
+    assert [d.reason for d in reopened.execute([StopRequest("acme", (api.sent[0],))])] == ["stopped_before"]
