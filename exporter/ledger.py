@@ -17,7 +17,7 @@ One table, one row per id sent (an id stopped again after ``remember_seconds`` g
 
 Rows older than both the window and the memory are deleted at every reservation, so the file
 holds at most about ``max_per_window * (remember / window + 1)`` rows; ``max_page_count``
-caps it besides.
+caps it besides (:data:`MAX_PAGES`).
 
 Every failure is a :class:`LedgerUnavailable` with a short reason; the caller fails closed.
 The caller holds its own lock around every call (one connection, used from many threads).
@@ -29,7 +29,10 @@ import sqlite3
 from collections.abc import Iterable
 
 SCHEMA_VERSION = 1
-MAX_PAGES = 16384  # 64 MiB at 4 KiB pages: far above any policy's rows, a bound on a runaway
+# 32 MiB at 4 KiB pages (far above any policy's rows: a bound on a runaway), and a write-ahead log
+# cut back to 8 MiB after each checkpoint: together well inside the chart's 64 MiB volume
+MAX_PAGES = 8192
+WAL_BYTES = 8 * 2**20
 BUSY_MILLISECONDS = 1000
 COUNTED = ("stopped", "unknown")
 
@@ -82,6 +85,7 @@ class StopLedger:
                 if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
                     raise sqlite3.OperationalError("cannot switch to a write-ahead log (locked or read-only)")
                 db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA journal_size_limit={WAL_BYTES}")
             db.execute(f"PRAGMA max_page_count={MAX_PAGES}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
