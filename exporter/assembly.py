@@ -167,7 +167,8 @@ class Exporter:
             webhook: dict[str, object] = {"webhook": "off"}
         else:
             webhook = {"webhook": "dry_run" if s.stop_dry_run else "on", "stop_max_per_request": s.stop_max_per_request,
-                       "stop_max_per_window": s.stop_max_per_window, "stop_window": s.stop_window}
+                       "stop_max_per_window": s.stop_max_per_window, "stop_window": s.stop_window,
+                       "stop_ledger": str(s.stop_ledger) if s.stop_ledger else "memory"}
         return {"tls": "on" if self.web.tls else "off", "basic_auth_users": len(self.web.users), **webhook}
 
     def stop(self) -> None:
