@@ -25,7 +25,11 @@ MISBEHAVING = ["stop_then_bad_gateway", "stop_then_hang", "stop_then_drip", "sto
 
 
 def sent_ids(hook) -> list[str]:
-    return [i for body in hook.stop_calls() for i in body["fields"]["id"]]
+    return ids_in(hook.stop_calls())
+
+
+def ids_in(stop_calls: list[dict]) -> list[str]:
+    return [i for body in stop_calls for i in body["fields"]["id"]]
 
 
 def misbehaving_hook(make_hook, kind: str, running: int = 100):
@@ -132,3 +136,51 @@ def test_unrequested_ids_do_not_grow_the_exporters_memory(start_lab, spawn):
         assert post(payload(alert(f"run{i:03d}"))).json()["decisions"][0]["unrequestedExecutions"] == 100_000
     grown = rss_kib(process.proc.pid) - before
     assert grown < 2 * 1024, f"RSS grew {grown} KiB over 20 answers of 100,000 unrequested ids"
+
+
+def test_alertmanagers_fan_out_against_a_stop_api_that_stops_then_hangs(start_lab, spawn, tmp_path):
+    """Real Alertmanager with the README's route (one group per execution_id, each notification
+    retried while answered 5xx), 40 stuck executions, a stop API that stops and then never
+    answers within stop_timeout, a window cap of 10: at most 10 stopped, none sent twice."""
+    from datetime import datetime, timezone
+
+    import yaml
+
+    from .conftest import require_tool
+    from .readme import alertmanager_config
+
+    alertmanager = require_tool("prometheus-alertmanager")
+    lab = start_lab(many_running(40), fault_injection=True, hang_seconds=3)
+    lab.lab.inject("stop_then_hang", endpoint="stop")
+    port, am_port = free_port(), free_port()
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET)
+    env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN, webhook_token=SECRET,
+                       listen_address=f"127.0.0.1:{port}", poll_interval=3600, licenses="off",
+                       stop_max_per_window=10, stop_timeout=0.5, stop_ledger=tmp_path / "ledger.sqlite")
+    exporter = spawn([*EXPORTER_BIN, "run"], "exporter", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(base + "/-/healthy", timeout=2).ok, what="the exporter")
+    config = alertmanager_config(base + "/webhook/alertmanager", secret_file, None, "1s")
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    spawn([alertmanager, f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'am'}",
+           f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="], "alertmanager")
+    am = f"http://127.0.0.1:{am_port}"
+    wait_until(lambda: requests.get(am + "/-/ready", timeout=2).ok, what="alertmanager")
+    now = datetime.now(timezone.utc).isoformat()
+    alerts = [{"labels": {"alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "acme",
+                          "severity": "critical", "execution_id": i}, "startsAt": now}
+              for i in sorted(x["id"] for x in lab.lab.workload.running())]
+    assert requests.post(am + "/api/v2/alerts", json=alerts, timeout=10).ok
+
+    def decided() -> float:
+        text = requests.get(base + "/metrics", timeout=5).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("perfecto_stop_actions_total{"))
+
+    wait_until(lambda: decided() >= 40, timeout=90, interval=0.5, what="a decision for each of the 40 alerts")
+    time.sleep(5)  # Alertmanager's retries of any notification answered 503 meanwhile
+    sent = ids_in([body for endpoint, body in lab.lab.requests if endpoint == "stop"])
+    assert len(sent) == len(set(sent)), f"an id was sent twice: {sorted(sent)}"
+    assert len(sent) <= 10 and 40 - len(lab.lab.workload.running()) <= 10
+    assert "Traceback" not in exporter.output
