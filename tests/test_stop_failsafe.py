@@ -20,8 +20,9 @@ from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_u
 from .test_webhook import SECRET, alert, make_hook, many_running, payload, post_at_once  # noqa: F401 (fixture)
 
 WINDOW_CAP, REQUEST_CAP = 20, 10
-MISBEHAVING = ["stop_then_bad_gateway", "stop_then_hang", "stop_then_drip", "stop_then_objects",
-               "stop_then_unrequested", "server_error", "garbage", "wrong_shape", "reset"]
+MISBEHAVING = ["stop_then_bad_gateway", pytest.param("stop_then_hang", marks=pytest.mark.slow),
+               pytest.param("stop_then_drip", marks=pytest.mark.slow), "stop_then_objects", "stop_then_unrequested",
+               "server_error", "garbage", "wrong_shape", "reset"]  # slow: ten seconds each, waiting on the API
 
 
 def sent_ids(hook) -> list[str]:
