@@ -146,6 +146,8 @@ THRESHOLDS = {
     "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
     "stopRefusalsFor": _duration("1m", "The for: of PerfectoStopActionsRefused."),
     "webhookRefusalsFor": _duration("1m", "The for: of PerfectoWebhookRequestsRefused."),
+    "stopUnknownFor": _duration("1m", "The for: of PerfectoStopOutcomeUnknown."),
+    "stopLedgerDownFor": _duration("1m", "The for: of PerfectoStopLedgerUnavailable."),
     # overdue executions, judged by their test's history (needs execution_name_durations: true)
     "overdueHistoryWindow": _duration("7d", "How much history a test's usual duration (p50, p95) is taken from."),
     "overdueHistoryInterval": _duration("2m", "How often the history rules run; under Prometheus' 5m lookback, so "

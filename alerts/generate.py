@@ -156,6 +156,20 @@ def rules(t: dict) -> dict:
               "{{ $labels.reason }}: Alertmanager's webhook configuration (URL, bearer secret) does not match the "
               "exporter's, or another client posts to it; the exporter's \"webhook request refused\" log lines "
               "name the caller."),
+        alert("PerfectoStopOutcomeUnknown",
+              add_replicas(f'increase(perfecto_executions_stop_unknown_total{{{s}}}[15m])') + " > 0",
+              t["stopUnknownFor"], "warning",
+              "Stops on {{ $labels.cloud }} had an outcome the exporter could not read.",
+              "{{ $value | humanize }} executions on {{ $labels.cloud }} were sent to stop in 15 minutes whose "
+              "outcome is unknown (an error, a timeout or an unreadable answer): each counts as stopped against "
+              "the caps and is not sent again within stop_remember. Check whether they still run.", board="health"),
+        alert("PerfectoStopLedgerUnavailable",
+              f"min without ({', '.join(config.REPLICA_LABELS)}) (perfecto_stop_ledger_up{{{s}}}) == 0",
+              t["stopLedgerDownFor"], "critical",
+              "A stop ledger of job {{ $labels.job }} cannot be used: the webhook stops nothing.",
+              "The stop ledger (stop_ledger) of a {{ $labels.job }} replica is corrupt, unreadable, read-only, full or "
+              "locked by another process; the webhook answers 503 and stops nothing until it can be read and "
+              "written. See perfecto_stop_ledger_errors_total and the exporter's log.", board="health"),
     ]
     return {"groups": [
         {"name": "perfecto-exporter", "rules": exporter},
@@ -348,11 +362,16 @@ def conditions(t: dict) -> dict[str, str]:
         "PerfectoLicenseBurstMinutesLow": f"{t['burstUsedPercent']} % or more of a device type's burst minutes used, "
                                           f"and some spent within {t['burstSpendingWindow']} (for {t['burstFor']})",
         "PerfectoLicenseApiDown": f"`perfecto_licenses_up` is 0 on every replica for {t['licenseApiDownFor']}",
-        "PerfectoStopActionsFailing": f"a stop decision failed in the last 15m (for {t['stopFailuresFor']})",
+        "PerfectoStopActionsFailing": f"a stop decision failed before its stop call in the last 15m "
+                                      f"(for {t['stopFailuresFor']})",
         "PerfectoStopActionsRefused": "a stop decision was refused (a cap, an unknown cloud, no `execution_id`) in the "
                                       f"last 15m (for {t['stopRefusalsFor']})",
         "PerfectoWebhookRequestsRefused": "the webhook refused POSTs (auth, payload, size) in the last 15m "
                                           f"(for {t['webhookRefusalsFor']}); a GET is not alerted",
+        "PerfectoStopOutcomeUnknown": "executions sent to stop with an unreadable outcome in the last 15m "
+                                      f"(for {t['stopUnknownFor']})",
+        "PerfectoStopLedgerUnavailable": "the stop ledger cannot be read or written, so the webhook stops nothing "
+                                         f"(for {t['stopLedgerDownFor']})",
         "PerfectoExecutionOverdue": f"an execution runs longer than {t['overdueMultiple']} × its test's p95 of the last "
                                     f"{t['overdueHistoryWindow']} (and {t['overdueFloorSeconds']} s), or than "
                                     f"{_hours(t['longRunningSeconds'])} for a test with fewer than {t['overdueMinRuns']} "

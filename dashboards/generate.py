@@ -221,6 +221,29 @@ def runtime_panels() -> list:
     ]
 
 
+def remediation_panels() -> list:
+    """The webhook's stop budget and its ledger (empty unless the webhook is enabled). Not deduped:
+    each series is one webhook's own, and only one pod serves it."""
+    return [
+        stat.Panel().title("Stop budget left in the window").unit("short").height(4).span(6)
+        .description("Executions the webhook may still stop now: stop_max_per_window less those counted in the "
+                     "window (stopped or of unknown outcome) and those in flight.")
+        .with_target(query("perfecto_stop_window_remaining", "{{instance}}")),
+        stat.Panel().title("Stop ledger").height(4).span(6)
+        .description("1: the ledger can be read and written. 0: it cannot, and the webhook stops nothing.")
+        .with_target(query("perfecto_stop_ledger_up", "{{instance}}")),
+        timeseries.Panel().title("Executions stopped and of unknown outcome").unit("short").height(8).span(12)
+        .description("Unknown: sent to stop, the answer unreadable or missing; counted as stopped.")
+        .with_target(query(f"sum by (cloud) (increase(perfecto_executions_stopped_total{{{CLOUD}}}[$__rate_interval]))",
+                           "stopped {{cloud}}"))
+        .with_target(query(f"sum by (cloud) (increase(perfecto_executions_stop_unknown_total{{{CLOUD}}}"
+                           "[$__rate_interval]))", "unknown {{cloud}}", ref="B")),
+        timeseries.Panel().title("Stop ledger errors by reason").unit("short").height(8).span(12)
+        .with_target(query("sum by (reason) (increase(perfecto_stop_ledger_errors_total[$__rate_interval])) > 0",
+                           "{{reason}}")),
+    ]
+
+
 def exporter_health() -> dashboard.Dashboard:
     panels = [
         stat.Panel().title("API up").height(4).span(6)
@@ -256,7 +279,8 @@ def exporter_health() -> dashboard.Dashboard:
     ]
     return new_board(DASHBOARD_UIDS["health"], "Perfecto / Exporter health",
                      "Whether perfecto-exporter can poll the Perfecto API, how fast, and why it fails; and the "
-                     "exporter's own process.", False, panels, rows=(("Exporter process", runtime_panels()),))
+                     "exporter's own process.", False, panels,
+                     rows=(("Remediation webhook", remediation_panels()), ("Exporter process", runtime_panels())))
 
 
 CLOUD_TEAM = 'cloud=~"$cloud", team=~"$team"'

@@ -99,11 +99,12 @@ class Exporter:
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
-        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings))
+        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
+                                     clock=clock)
         routes: dict[str, Route] = {}
         if webhook_secret:
             webhook_stats = WebhookStats()
-            collectors.append(RemediationCollector(webhook_stats, self.remediator.stats))
+            collectors.append(RemediationCollector(webhook_stats, self.remediator.stats, clock=clock))
             routes[WEBHOOK_PATH] = _then(create_webhook_app(
                 webhook_secret, self.remediator, webhook_stats, settings.webhook_max_body_bytes),
                 self.exposition.nudge)
@@ -166,7 +167,8 @@ class Exporter:
             webhook: dict[str, object] = {"webhook": "off"}
         else:
             webhook = {"webhook": "dry_run" if s.stop_dry_run else "on", "stop_max_per_request": s.stop_max_per_request,
-                       "stop_max_per_window": s.stop_max_per_window, "stop_window": s.stop_window}
+                       "stop_max_per_window": s.stop_max_per_window, "stop_window": s.stop_window,
+                       "stop_ledger": str(s.stop_ledger) if s.stop_ledger else "memory"}
         return {"tls": "on" if self.web.tls else "off", "basic_auth_users": len(self.web.users), **webhook}
 
     def stop(self) -> None:
@@ -176,6 +178,7 @@ class Exporter:
         for poller in [*self.pollers, *self.license_pollers]:
             poller.stop(timeout=2)
             poller.client.close()
+        self.remediator.close()
 
 
 def _then(app: Route, after) -> Route:

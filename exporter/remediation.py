@@ -3,24 +3,33 @@
 A stop with an empty filter stops everything a token can see, so the filter sent to ``stop``
 is always ``{"fields": {"id": [...]}}`` with at least one non-empty id: there is no other
 code path to ``client.stop``. Stopping by owner or execution name (only when the operator
-enables it) first searches for the matching ids, so the same caps apply and the stop itself is
-still by id.
+enables it) first searches for the matching ids, keeps only the executions whose owner and name
+are what the alert asked (a search may ignore its filter), so the same caps apply and the stop
+itself is still by id.
 
 The order of checks. For each :class:`StopRequest` (one alert, or one command line): cloud
 known -> target present (id, or owner/name when allowed; never the exporter's ``unknown``
 placeholder). Then for the batch (all alerts of one webhook request), in one critical section:
 ids stopped within ``remember_seconds`` or in flight (sent by another request whose stop call
 has not returned) are left out -> the ids left fit the per-request cap and the per-window cap,
-or the whole batch is refused (never truncated) -> dry run (reserves nothing), or the ids and
-their window capacity are reserved. Then one stop call per alert, outside the lock, and after
-each, under the lock: ids the API stopped are remembered and counted in the window, the rest of
-the reservation is released (a failed or unstopped id can be stopped by a later retry).
+or the whole batch is refused (never truncated) -> dry run (reserves nothing), or the ids are
+reserved in the ledger (:mod:`exporter.ledger`), durably, before any stop call leaves. Then one
+stop call per alert, outside the lock, and after each, under the lock, its outcome is recorded.
 
-What this guarantees, whatever the interleaving of concurrent webhook requests:
+**Fail safe.** An id counts as stopped, against the window and the memory, unless the stop
+API's answer explicitly lists it in ``unStoppedExecutions``: an error, a timeout, an answer
+that cannot be read or does not name the id is ``unknown``, which counts exactly as
+``stopped``. Only ids that were asked for are looked at in the answer; whatever else the API
+lists is counted in the audit line and otherwise ignored. When the ledger cannot be read or
+written, nothing is stopped (the decision is ``failed``, reason ``ledger_unavailable``, and the
+webhook answers 503).
+
+What this guarantees, whatever the interleaving of concurrent webhook requests, API answers
+and crashes of the process (with a durable ledger):
 
 - at most ``max_per_window`` executions stopped within any ``window_seconds``: capacity in
-  flight counts as used, and a stop is counted from the moment its call returned, which is no
-  earlier than the stop itself;
+  flight counts as used, and a stop is counted from the moment its call returned (or, for one
+  left in flight by a crash, from when the next process found it), no earlier than the stop;
 - an id is sent to ``stop`` at most once within ``remember_seconds`` of being stopped: while
   its call is out, another request gets ``already_stopped`` with reason ``in_flight``.
 
@@ -34,16 +43,20 @@ import json
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .client import ApiError, ExecutionManagerClient
 from .counting import Tally
 from .executions import UNKNOWN
+from .ledger import LedgerUnavailable, StopLedger
 
 log = logging.getLogger("exporter.remediation")
 
-RESULTS = ("stopped", "not_stopped", "already_stopped", "dry_run", "ignored", "refused", "failed")
+RESULTS = ("stopped", "not_stopped", "unknown", "already_stopped", "dry_run", "ignored", "refused", "failed")
+LEDGER_REASONS = ("corrupt", "locked", "read_only", "full", "unreadable", "io_error", "unknown_version", "closed",
+                  "error")
+SUMMARY_IDS = 20  # ids named in a log line or answer for what was listed but not asked for
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class StopPolicy:
     window_seconds: float = 3600.0
     remember_seconds: float = 6 * 3600.0
     dry_run: bool = False
+    ledger: str | None = None  # a file; None keeps the ledger in memory
 
     @classmethod
     def from_settings(cls, settings) -> StopPolicy:
@@ -64,6 +78,7 @@ class StopPolicy:
             window_seconds=settings.stop_window,
             remember_seconds=settings.stop_remember,
             dry_run=settings.stop_dry_run,
+            ledger=str(settings.stop_ledger) if settings.stop_ledger else None,
         )
 
 
@@ -88,6 +103,8 @@ class Decision:
     execution_ids: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     not_stopped: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # sent, outcome not read: counted as stopped
+    unrequested: tuple[int, tuple[str, ...]] = (0, ())  # ids the answer listed but nobody asked for: count, sample
     retryable: bool = False
     stop_filter: dict | None = field(default=None, repr=False)
 
@@ -95,8 +112,11 @@ class Decision:
         answer = {"alertname": self.request.alertname, "fingerprint": self.request.fingerprint,
                   "cloud": self.cloud, "result": self.result, "reason": self.reason,
                   "execution_ids": list(self.execution_ids)}
-        if self.result in ("stopped", "not_stopped"):
-            answer |= {"stoppedExecutions": list(self.stopped), "unStoppedExecutions": list(self.not_stopped)}
+        if self.result in ("stopped", "not_stopped", "unknown"):
+            answer |= {"stoppedExecutions": list(self.stopped), "unStoppedExecutions": list(self.not_stopped),
+                       "unknownExecutions": list(self.unknown)}
+        if self.unrequested[0]:
+            answer["unrequestedExecutions"] = self.unrequested[0]
         return answer
 
 
@@ -109,29 +129,54 @@ def id_filter(execution_ids: tuple[str, ...]) -> dict:
 
 
 class RemediationStats:
-    def __init__(self, clouds: list[str]):
+    def __init__(self, clouds: list[str], policy: StopPolicy):
+        self.policy = policy
         self.results = Tally(("result",), [(result,) for result in RESULTS])
         self.stopped = Tally(("cloud",), [(cloud,) for cloud in clouds])
+        self.unknown = Tally(("cloud",), [(cloud,) for cloud in clouds])
+        self.ledger_errors = Tally(("reason",), [(reason,) for reason in LEDGER_REASONS])
+        self.ledger_up = True
+        # what the window holds, as last read from the ledger: the budget left is computed at
+        # scrape time from these, as stops leave the window with time alone
+        self.counted_at: tuple[float, ...] = ()
+        self.in_flight = 0
 
     def count(self, decision: Decision) -> None:
-        if decision.stopped and decision.cloud:
-            self.stopped.add((decision.cloud,), len(decision.stopped))
+        if decision.cloud:
+            if decision.stopped:
+                self.stopped.add((decision.cloud,), len(decision.stopped))
+            if decision.unknown:
+                self.unknown.add((decision.cloud,), len(decision.unknown))
         self.results.add((decision.result,))  # last: its generation says both changed
+
+    def window_remaining(self, now: float) -> int:
+        """Executions that may still be stopped now: the window cap less what it holds."""
+        horizon = now - self.policy.window_seconds
+        used = sum(t > horizon for t in self.counted_at) + self.in_flight
+        return max(0, self.policy.max_per_window - used)
 
 
 class Remediator:
-    """Decides and runs stops. One lock guards the remembered ids, the ids in flight and the
-    window; it is held only to decide and to record, never during an API call."""
+    """Decides and runs stops. One lock guards the ledger; it is held only to decide and to
+    record, never during an API call."""
 
-    def __init__(self, clients: dict[str, ExecutionManagerClient], policy: StopPolicy, clock=time.monotonic):
+    def __init__(self, clients: dict[str, ExecutionManagerClient], policy: StopPolicy, clock=time.time):
+        """``clock``: wall-clock seconds, as a durable ledger outlives the process (and the boot)."""
         self.clients = clients
         self.policy = policy
-        self.stats = RemediationStats(list(clients))
+        self.stats = RemediationStats(list(clients), policy)
         self._clock = clock
         self._lock = threading.Lock()
-        self._remembered: dict[tuple[str, str], float] = {}  # (cloud, id) stopped -> forget at
-        self._in_flight: set[tuple[str, str]] = set()  # (cloud, id) reserved, its stop call not returned
-        self._window: deque[tuple[float, int]] = deque()  # (when a stop call returned, how many it stopped)
+        self.ledger = StopLedger(policy.ledger, policy.window_seconds, policy.remember_seconds)
+        with self._lock:
+            try:
+                self._open_ledger()
+            except LedgerUnavailable as err:  # the webhook fails closed until the ledger opens
+                self._ledger_failed(err)
+
+    def close(self) -> None:
+        with self._lock:
+            self.ledger.close()
 
     def skip(self, skipped: list[tuple[StopRequest, str]]) -> list[Decision]:
         """Alerts not meant to act (not firing, no stop label): each counted, all logged in one line."""
@@ -171,7 +216,7 @@ class Remediator:
             if any(not v.strip() or v.strip() == UNKNOWN for v in targets.values()):
                 return Decision(request, "refused", "placeholder_target", cloud)
             try:
-                ids = self._matching_ids(cloud, targets)
+                ids = self._matching_ids(cloud, {k: v.strip() for k, v in targets.items()})
             except ApiError as err:
                 return Decision(request, "failed", f"search {err.reason}", cloud, retryable=err.retryable)
             if not ids:
@@ -184,9 +229,10 @@ class Remediator:
             for decision in senders:
                 self._stop(decision)
                 self._settle(decision)
-        finally:  # whatever happens, no reservation outlives this request
+        finally:  # an unexpected error: what was reserved and not settled counts, as its fate is unknown
             for decision in senders:
                 if decision.result == "planned":
+                    decision.result, decision.reason, decision.unknown = "unknown", "internal_error", decision.execution_ids
                     self._settle(decision)
         for decision in planned:
             if decision.result == "planned":  # its ids went out with earlier alerts of this batch
@@ -200,76 +246,125 @@ class Remediator:
         the decision sending it. A decision whose ids all went out with earlier alerts of the
         batch stays ``planned`` and takes their outcome afterwards.
         """
+        with self._lock:
+            try:
+                return self._reserve_locked(planned)
+            except LedgerUnavailable as err:  # nothing was sent: Alertmanager's retry may find it readable
+                self._ledger_failed(err)
+                for decision in planned:
+                    decision.result, decision.reason, decision.retryable = "failed", "ledger_unavailable", True
+                return [], {}
+
+    def _reserve_locked(self, planned: list[Decision]):
         senders: list[Decision] = []
         sender_of: dict[tuple[str, str], Decision] = {}
-        with self._lock:
-            self._forget(self._clock())
-            for decision in planned:
-                own, follows, taken = [], [], set()
-                for execution_id in decision.execution_ids:
-                    key = (decision.cloud, execution_id)
-                    if key in sender_of:
-                        follows.append(execution_id)
-                    elif key in self._remembered or key in self._in_flight:
-                        taken.add("stopped_before" if key in self._remembered else "in_flight")
-                    else:
-                        sender_of[key] = decision
-                        own.append(execution_id)
-                if own:
-                    senders.append(decision)
-                if own or follows:
-                    decision.execution_ids = tuple(own or follows)
+        now = self._clock()
+        self._open_ledger()
+        taken = self.ledger.taken({(d.cloud, i) for d in planned for i in d.execution_ids}, now)
+        for decision in planned:
+            own, follows, reasons = [], [], set()
+            for execution_id in decision.execution_ids:
+                key = (decision.cloud, execution_id)
+                if key in sender_of:
+                    follows.append(execution_id)
+                elif key in taken:
+                    reasons.add(taken[key])
                 else:
-                    decision.result = "already_stopped"
-                    decision.reason = "in_flight" if "in_flight" in taken else "stopped_before"
-            acting = [d for d in planned if d.result == "planned"]
-            in_window, in_flight = sum(count for _, count in self._window), len(self._in_flight)
-            refusal = None
-            if len(sender_of) > self.policy.max_per_request:
-                refusal = f"request_cap: {len(sender_of)} executions > {self.policy.max_per_request} per request"
-            elif in_window + in_flight + len(sender_of) > self.policy.max_per_window:
-                refusal = (f"window_cap: {in_window} stopped + {in_flight} in flight + {len(sender_of)} > "
-                           f"{self.policy.max_per_window} per {self.policy.window_seconds:g}s")
-            if refusal:
-                for decision in acting:
-                    decision.result, decision.reason = "refused", refusal
-                return [], {}
-            if self.policy.dry_run:
-                for decision in senders:
-                    decision.result, decision.reason = "dry_run", "dry_run"
-                    decision.stop_filter = id_filter(decision.execution_ids)
-                return [], sender_of
-            self._in_flight.update(sender_of)
+                    sender_of[key] = decision
+                    own.append(execution_id)
+            if own:
+                senders.append(decision)
+            if own or follows:
+                decision.execution_ids = tuple(own or follows)
+            else:
+                decision.result = "already_stopped"
+                decision.reason = "in_flight" if "in_flight" in reasons else "stopped_before"
+        acting = [d for d in planned if d.result == "planned"]
+        counted_at, in_flight = self._read_usage(now)
+        in_window = len(counted_at)
+        refusal = None
+        if len(sender_of) > self.policy.max_per_request:
+            refusal = f"request_cap: {len(sender_of)} executions > {self.policy.max_per_request} per request"
+        elif in_window + in_flight + len(sender_of) > self.policy.max_per_window:
+            refusal = (f"window_cap: {in_window} stopped + {in_flight} in flight + {len(sender_of)} > "
+                       f"{self.policy.max_per_window} per {self.policy.window_seconds:g}s")
+        if refusal:
+            for decision in acting:
+                decision.result, decision.reason = "refused", refusal
+            return [], {}
+        if self.policy.dry_run:
+            for decision in senders:
+                decision.result, decision.reason = "dry_run", "dry_run"
+                decision.stop_filter = id_filter(decision.execution_ids)
+            return [], sender_of
+        if sender_of:
+            self.ledger.reserve(list(sender_of), now)  # on disk before any call leaves
+            self.stats.in_flight = in_flight + len(sender_of)
         return senders, sender_of
 
     def _stop(self, decision: Decision) -> None:
+        """One stop call, and what its answer says of each id asked for (and only of those)."""
         decision.stop_filter = id_filter(decision.execution_ids)
         try:
             result = self.clients[decision.cloud].stop(decision.stop_filter)
         except ApiError as err:
-            decision.result, decision.reason, decision.retryable = "failed", err.reason, err.retryable
+            decision.result, decision.reason, decision.unknown = "unknown", err.reason, decision.execution_ids
             return
-        decision.stopped, decision.not_stopped = result.stopped, result.not_stopped
-        decision.result = "stopped" if result.stopped else "not_stopped"
-        if not result.stopped:  # listed as unstopped, or matched by nothing: no longer running
-            decision.reason = "api_did_not_stop" if result.not_stopped else "not_running"
+        asked = set(decision.execution_ids)
+        said_stopped, said_not = set(result.stopped) & asked, set(result.not_stopped) & asked
+        decision.stopped = tuple(i for i in decision.execution_ids if i in said_stopped)
+        # an id listed both ways is taken as stopped: the safe reading of a contradiction
+        decision.not_stopped = tuple(i for i in decision.execution_ids if i in said_not - said_stopped)
+        decision.unknown = tuple(i for i in decision.execution_ids if i not in said_stopped | said_not)
+        extra = [i for i in (*result.stopped, *result.not_stopped) if i not in asked]
+        if extra:
+            decision.unrequested = (len(extra), tuple(extra[:SUMMARY_IDS]))
+        if decision.unknown:
+            decision.result, decision.reason = "unknown", "not_in_answer"
+        elif decision.stopped:
+            decision.result = "stopped"
+        else:
+            decision.result, decision.reason = "not_stopped", "api_did_not_stop"
 
     def _settle(self, decision: Decision) -> None:
-        """After a stop call: stopped ids are remembered and counted, the reservation is released."""
+        """After a stop call: every id asked for counts and is remembered, but those the API said
+        it did not stop, whose reservation is released."""
+        outcomes = {i: "stopped" for i in decision.stopped} | {i: "not_stopped" for i in decision.not_stopped}
+        outcomes |= {i: "unknown" for i in decision.execution_ids if i not in outcomes}
         with self._lock:
             now = self._clock()
-            self._in_flight.difference_update((decision.cloud, i) for i in decision.execution_ids)
-            for execution_id in decision.stopped:
-                self._remembered[(decision.cloud, execution_id)] = now + self.policy.remember_seconds
-            if decision.stopped:
-                self._window.append((now, len(decision.stopped)))
+            try:
+                self._open_ledger()
+                self.ledger.settle(decision.cloud, outcomes, now)
+                self._read_usage(now)
+            except LedgerUnavailable as err:
+                # The reservation stays in flight in the file (or was lost with it); reopened, it
+                # counts as unknown. Nothing is stopped until the ledger works again.
+                self._ledger_failed(err)
 
-    def _forget(self, now: float) -> None:
-        """Drops what is older than the memory and the window (the caller holds the lock)."""
-        for key in [k for k, until in self._remembered.items() if until <= now]:
-            del self._remembered[key]
-        while self._window and self._window[0][0] <= now - self.policy.window_seconds:
-            self._window.popleft()
+    def _open_ledger(self) -> None:
+        """Opens the ledger if it is closed (after a failure: afresh); logs when it works again."""
+        if self.stats.ledger_up and self.ledger.is_open:
+            return
+        self.ledger.open(self._clock())
+        if not self.stats.ledger_up:
+            log.warning("stop ledger available again", extra={"ledger": self.policy.ledger})
+        self.stats.ledger_up = True
+        self._read_usage(self._clock())
+
+    def _read_usage(self, now: float) -> tuple[list[float], int]:
+        counted_at, in_flight = self.ledger.usage(now)
+        self.stats.counted_at, self.stats.in_flight = tuple(counted_at), in_flight
+        return counted_at, in_flight
+
+    def _ledger_failed(self, err: LedgerUnavailable) -> None:
+        """Counts a failure (the caller holds the lock); one log line when the ledger breaks, not one
+        per notification while it stays broken."""
+        self.stats.ledger_errors.add((err.reason if err.reason in LEDGER_REASONS else "error",))
+        if self.stats.ledger_up:
+            log.error("stop ledger unavailable: the webhook stops nothing until it can be read and written",
+                      extra={"ledger": self.policy.ledger, "reason": err.reason, "detail": err.detail[:200]})
+        self.stats.ledger_up = False
 
     @staticmethod
     def _follow(decision: Decision, sender_of: dict[tuple[str, str], Decision]) -> None:
@@ -280,14 +375,22 @@ class Remediator:
             decision.result, decision.reason = "already_stopped", "stopped_in_this_request"
             return
         first = senders[decision.execution_ids.index(missed[0])]
-        if first.result in ("failed", "dry_run"):
+        if first.result in ("failed", "dry_run", "unknown"):
             decision.result, decision.reason, decision.retryable = first.result, first.reason, first.retryable
         else:
             decision.result, decision.not_stopped = "not_stopped", tuple(missed)
 
-    def _matching_ids(self, cloud: str, fields: dict[str, str]) -> tuple[str, ...]:
-        found = self.clients[cloud].search_matching({k: [v.strip()] for k, v in fields.items()})
-        return tuple(dict.fromkeys(str(e["id"]) for e in found if isinstance(e, dict) and e.get("id")))
+    def _matching_ids(self, cloud: str, targets: dict[str, str]) -> tuple[str, ...]:
+        """The ids of the executions whose owner and name are what was asked, whatever else the
+        search returned."""
+        found = self.clients[cloud].search_matching({k: [v] for k, v in targets.items()})
+        matching = [e for e in found if isinstance(e, dict) and isinstance(e.get("id"), (str, int))
+                    and not isinstance(e.get("id"), bool) and str(e["id"]).strip()
+                    and all(e.get(k) == v for k, v in targets.items())]
+        if len(matching) != len(found):
+            log.warning("search answered executions its filter excludes; they are not stopped",
+                        extra={"cloud": cloud, "answered": len(found), "matching": len(matching)})
+        return tuple(dict.fromkeys(str(e["id"]).strip() for e in matching))
 
     def _cloud(self, request: StopRequest) -> str | None:
         if request.cloud is None:
@@ -298,11 +401,15 @@ class Remediator:
         """Counts a decision and writes its audit line."""
         self.stats.count(decision)
         request = decision.request
-        level = logging.WARNING if decision.result in ("failed", "refused") else logging.INFO
+        level = logging.WARNING if decision.result in ("failed", "refused", "unknown") else logging.INFO
+        count, sample = decision.unrequested
         log.log(level, "stop decision", extra={
             "result": decision.result, "reason": decision.reason, "alertname": request.alertname,
             "fingerprint": request.fingerprint, "cloud": decision.cloud or request.cloud,
+            "owner": (request.owner or "")[:200], "execution_name": (request.execution_name or "")[:200],
             "filter": json.dumps(decision.stop_filter) if decision.stop_filter else "",
             "stoppedExecutions": ",".join(decision.stopped), "unStoppedExecutions": ",".join(decision.not_stopped),
+            "unknownExecutions": ",".join(decision.unknown),
+            **({"unrequested": count, "unrequestedSample": ",".join(s[:64] for s in sample)} if count else {}),
         })
         return decision

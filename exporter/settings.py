@@ -224,6 +224,8 @@ class Settings(BaseSettings):
     stop_window: float = Field(3600.0, gt=0, description="The window of stop_max_per_window, seconds.")
     stop_remember: float = Field(21600.0, gt=0, description="Seconds a stopped id is not stopped again.")
     stop_timeout: float = Field(5.0, gt=0, description="Read timeout of one stop call, seconds.")
+    stop_ledger: Path | None = Field(
+        None, description="SQLite file of the stops counted and in flight; without it they live in memory.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
 

@@ -15,7 +15,9 @@ count every decision either way.
 
 Answers follow Alertmanager's retry rules: 200 with a short JSON body when processed (also when
 skipped or refused by policy), 401 for a missing or wrong bearer secret, 405/400/413 for a bad
-request, 503 only when the Perfecto API failed in a way a retry can fix. The secret is compared
+request, 503 only when nothing was sent and a retry can help (a search for an owner/name target
+failed, or the stop ledger cannot be used). A stop call that fails is not retried: its outcome
+is unknown and counted as done (:mod:`exporter.remediation`). The secret is compared
 in constant time and only read from the ``Authorization`` header, never from the URL.
 """
 
@@ -31,7 +33,7 @@ from .remediation import Remediator, StopRequest
 log = logging.getLogger("exporter.webhook")
 
 PATH = "/webhook/alertmanager"
-FAILURE_REASONS = ("method_not_allowed", "unauthorized", "too_large", "bad_payload", "api_failed")
+FAILURE_REASONS = ("method_not_allowed", "unauthorized", "too_large", "bad_payload", "api_failed", "ledger_unavailable")
 
 
 class BadPayload(Exception):
@@ -142,7 +144,8 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
                 requests.append(stop_request(alert))
         decisions = remediator.skip(skipped) + remediator.execute(requests)
         retry = any(d.retryable for d in decisions)
-        stats.count("api_failed" if retry else None)
+        ledger = any(d.reason == "ledger_unavailable" for d in decisions)
+        stats.count(("ledger_unavailable" if ledger else "api_failed") if retry else None)
         status = "503 Service Unavailable" if retry else "200 OK"
         return _json(start_response, status, {"status": "retry" if retry else "processed",
                                               "decisions": [d.summary() for d in decisions]})

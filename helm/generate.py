@@ -65,6 +65,7 @@ CHART_MANAGED = {
     "web_config_file": "webConfig.existingSecret (a Secret, mounted)",
     "webhook_token": "never in clear: webhook.existingSecret or webhook.token, mounted as a file",
     "webhook_token_file": "webhook.enabled with webhook.existingSecret or webhook.token (a Secret, mounted)",
+    "stop_ledger": "webhook.enabled: on the ledger volume (webhook.persistence)",
 }
 CLOUD_CHART_MANAGED = {
     "token": "never in clear: existingSecret or securityToken",

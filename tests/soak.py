@@ -60,7 +60,8 @@ def soak(minutes: float, seed: int = 7) -> dict:
     exporter = spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", {
         "PERFECTO_CLOUD_NAME": "soak", "PERFECTO_EXECUTIONS_URL": lab_url, "PERFECTO_SECURITY_TOKEN": TOKEN,
         "PERFECTO_POLL_INTERVAL": "2", "PERFECTO_REQUEST_TIMEOUT": "3", "PERFECTO_WEBHOOK_TOKEN": HOOK,
-        "PERFECTO_STOP_MAX_PER_WINDOW": "1000000", "PERFECTO_STOP_REMEMBER": "60", "PERFECTO_LOG_LEVEL": "warning"})
+        "PERFECTO_STOP_MAX_PER_WINDOW": "1000000", "PERFECTO_STOP_REMEMBER": "60", "PERFECTO_STOP_WINDOW": "60",
+        "PERFECTO_STOP_LEDGER": str(Path(logs.name) / "ledger.sqlite"), "PERFECTO_LOG_LEVEL": "warning"})
     samples, scrape_failures, scrapes, stops = [], 0, 0, 0
     try:
         deadline = time.monotonic() + 30

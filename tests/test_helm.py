@@ -34,6 +34,7 @@ CHART = ROOT / "helm" / "perfecto-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 # The smallest values that render: a cloud and the Secret with its token (the chart refuses less).
 DEFAULTS = CHART / "ci" / "default-values.yaml"
+LEDGER_MOUNT = "/var/lib/perfecto-exporter"
 MOUNTS = "/etc/perfecto-exporter"
 KUBERNETES_VERSION = "1.33.0"
 CRDS = {
@@ -94,7 +95,9 @@ def check_config(docs, root: Path, secret_files: dict | None = None) -> dict:
     config_maps = {c["metadata"]["name"]: c for c in by_kind(docs, "ConfigMap")}
 
     def local(text: str) -> str:
-        return text.replace(MOUNTS, f"{root}{MOUNTS}")
+        for prefix in (MOUNTS, LEDGER_MOUNT):
+            text = text.replace(prefix, f"{root}{prefix}")
+        return text
 
     for mount in container["volumeMounts"]:
         folder = Path(local(mount["mountPath"]))
@@ -103,6 +106,8 @@ def check_config(docs, root: Path, secret_files: dict | None = None) -> dict:
         if "configMap" in volume:
             for key, text in config_maps[volume["configMap"]["name"]]["data"].items():
                 (folder / key).write_text(local(text))
+        elif "secret" not in volume:  # the ledger's emptyDir or claim: an empty folder
+            continue
         elif volume["secret"].get("items"):
             for item in volume["secret"]["items"]:
                 (folder / item["path"]).write_text(f"{volume['secret']['secretName']}/{item['key']}\n")
@@ -294,6 +299,7 @@ def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
                     "licenses_url": "https://perfecto-proxy.internal:8444", "token": "********"}],
         "web_config_file": f"{tmp_path}{MOUNTS}/web/web.yml",
         "webhook": "enabled",
+        "stop_ledger": f"{tmp_path}{LEDGER_MOUNT}/ledger/stops.sqlite",
     }
     assert shown == {**values["config"], **chart_written}
     (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
@@ -444,9 +450,34 @@ def test_webhook_wiring():
     assert webhook["url"] == "http://perfecto-perfecto-exporter.monitoring.svc:9817/webhook/alertmanager"
     assert webhook["httpConfig"]["authorization"] == {"type": "Bearer",
                                                        "credentials": {"name": "perfecto-webhook", "key": "token"}}
-    assert deployment(docs)["spec"]["replicas"] == 2
+    assert deployment(docs)["spec"]["replicas"] == 1 and deployment(docs)["spec"]["strategy"] == {"type": "Recreate"}
+    assert settings["stop_ledger"] == "/var/lib/perfecto-exporter/ledger/stops.sqlite"
+    assert volumes["ledger"] == {"name": "ledger", "persistentVolumeClaim": {"claimName": "perfecto-perfecto-exporter-ledger"}}
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "perfecto-perfecto-exporter-ledger" and claim["spec"]["storageClassName"] == "standard"
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")).stdout
-    assert "DRY RUN" in notes and "each keeps its own stop memory" in notes
+    assert "DRY RUN" in notes and "on a PersistentVolumeClaim" in notes
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_with_the_webhook_one_pod_serves_it_or_the_chart_refuses(replicas):
+    sets = ["--set", "webhook.enabled=true", "--set", "webhook.token=hook-secret", "--set", f"replicaCount={replicas}"]
+    done = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), *sets, check=False)
+    if replicas == 2:
+        (message,) = [line for line in done.stderr.splitlines() if "replicaCount" in line]  # one line
+        assert done.returncode != 0 and "webhook.enabled needs replicaCount: 1 (it is 2)" in message
+        return
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    spec = deployment(docs)["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["ledger"] == {"name": "ledger", "emptyDir": {"sizeLimit": "64Mi"}}
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert config_file(docs)["stop_ledger"] == mounts["ledger"] + "/stops.sqlite"
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    without = render(DEFAULTS, replicaCount="2")  # without the webhook: as many as asked, no ledger
+    assert deployment(without)["spec"]["replicas"] == 2 and "strategy" not in deployment(without)["spec"]
+    assert "stop_ledger" not in config_file(without)
 
 
 def test_webhook_off_by_default_and_chart_created_webhook_secret():

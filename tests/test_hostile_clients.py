@@ -268,8 +268,8 @@ def test_a_flood_of_notifications_never_takes_the_scrapes_threads(exporter):
             t.join()
     handle.lab.lab.clear_faults()
     assert_scrapes_held(probe)
-    assert set(answers) <= {503}, answers  # hung stop calls, and a full queue, both say "retry"
-    assert 503 in answers
+    # a full queue says "retry"; a hung stop call is of unknown outcome, counted as done: 200
+    assert set(answers) == {200, 503}, answers
 
 
 def raw(handle: Handle, request: bytes) -> tuple[int, dict[str, str], bytes]:

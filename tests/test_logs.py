@@ -181,9 +181,9 @@ def test_the_start_line_says_what_is_exposed_and_a_refused_webhook_call_names_it
     lines = [json.loads(line) for line in exporter.output.splitlines() if line.startswith("{")]
     (start,) = [line for line in lines if line["msg"] == "listening"]
     assert {k: start[k] for k in ("tls", "basic_auth_users", "webhook", "stop_max_per_request", "stop_max_per_window",
-                                  "stop_window")} == {"tls": "off", "basic_auth_users": 0, "webhook": "dry_run",
-                                                      "stop_max_per_request": 10, "stop_max_per_window": 7,
-                                                      "stop_window": 3600.0}
+                                  "stop_window", "stop_ledger")} == {
+        "tls": "off", "basic_auth_users": 0, "webhook": "dry_run", "stop_max_per_request": 10,
+        "stop_max_per_window": 7, "stop_window": 3600.0, "stop_ledger": "memory"}
     (refused,) = [line for line in lines if line["msg"] == "webhook request refused"]
     assert (refused["client"], refused["user_agent"], refused["status"]) == ("127.0.0.1", "probe/1.0?", "401")
     assert "guessed" not in exporter.output and "hook-secret-for-log-tests" not in exporter.output

@@ -134,7 +134,7 @@ def test_no_piece_of_a_token_echoed_by_the_upstream_escapes(spawn, tmp_path, ech
     alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": "tNWpYIDfNq"}}
     answer = requests.post(base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
                            headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=10)
-    assert (answer.json()["decisions"][0]["result"], answer.json()["decisions"][0]["reason"]) == ("failed", "auth")
+    assert (answer.json()["decisions"][0]["result"], answer.json()["decisions"][0]["reason"]) == ("unknown", "auth")  # fail safe
     seen.append(answer.text)
     check = subprocess.run([*EXPORTER_BIN, "check-config"], env=env, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0

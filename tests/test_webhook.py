@@ -104,18 +104,20 @@ def make_hook(start_lab):
 def test_a_firing_gated_alert_stops_exactly_that_execution(make_hook, caplog):
     hook = make_hook()
     with caplog.at_level(logging.INFO, logger="exporter.remediation"):
-        answer = hook.post(payload(alert("stuck1")))
+        answer = hook.post(payload(alert("stuck1", owner="alice@acme.example", execution_name="Test0")))
     assert answer.status_code == 200
     assert answer.json() == {"status": "processed", "decisions": [{
         "alertname": "PerfectoExecutionStuck", "fingerprint": "fp-stuck1", "cloud": "acme", "result": "stopped",
-        "reason": "", "execution_ids": ["stuck1"], "stoppedExecutions": ["stuck1"], "unStoppedExecutions": []}]}
+        "reason": "", "execution_ids": ["stuck1"], "stoppedExecutions": ["stuck1"], "unStoppedExecutions": [],
+        "unknownExecutions": []}]}
     assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}]
     assert "stuck1" not in hook.running() and len(hook.running()) == len(RUNNING)  # the rest (and frozen) remain
     audit = [r for r in caplog.records if r.name == "exporter.remediation"]
     assert len(audit) == 1
     assert (audit[0].result, audit[0].alertname, audit[0].fingerprint, audit[0].cloud, audit[0].filter,
-            audit[0].stoppedExecutions) == ("stopped", "PerfectoExecutionStuck", "fp-stuck1", "acme",
-                                             '{"fields": {"id": ["stuck1"]}}', "stuck1")
+            audit[0].stoppedExecutions, audit[0].owner, audit[0].execution_name) == (
+        "stopped", "PerfectoExecutionStuck", "fp-stuck1", "acme", '{"fields": {"id": ["stuck1"]}}', "stuck1",
+        "alice@acme.example", "Test0")
     assert hook.metric("perfecto_stop_actions_total", result="stopped") == 1
     assert hook.metric("perfecto_executions_stopped_total", cloud="acme") == 1
     assert hook.metric("perfecto_webhook_requests_total") == 1
@@ -235,26 +237,29 @@ def test_caps_refuse_whole_batches_and_never_truncate(make_hook):
     assert hook.metric("perfecto_stop_actions_total", result="refused") == 4
 
 
-def test_api_failure_is_503_and_a_retry_stops_once(make_hook):
-    hook = make_hook()
+def test_an_api_failure_counts_as_stopped_and_a_retry_sends_nothing(make_hook):
+    """Fail safe: a 5xx may come after the work was done, so the id is spent, not retried."""
+    hook = make_hook(stop_max_per_window=1)
     hook.lab.lab.inject("server_error", count=1, endpoint="stop")
     failed = hook.post(payload(alert("stuck1")))
-    assert failed.status_code == 503
-    assert [(d["result"], d["reason"]) for d in failed.json()["decisions"]] == [("failed", "server_error")]
-    assert "stuck1" in hook.running()
-    retried = hook.post(payload(alert("stuck1")))  # Alertmanager retries the whole notification
-    assert retried.status_code == 200 and retried.json()["decisions"][0]["result"] == "stopped"
-    assert hook.post(payload(alert("stuck1"))).json()["decisions"][0]["result"] == "already_stopped"
-    assert len(hook.stop_calls()) == 2 and "stuck1" not in hook.running()
-    assert hook.metric("perfecto_webhook_request_failures_total", reason="api_failed") == 1
+    assert failed.status_code == 200
+    assert [(d["result"], d["reason"], d["unknownExecutions"]) for d in failed.json()["decisions"]] == [
+        ("unknown", "server_error", ["stuck1"])]
+    retried = hook.post(payload(alert("stuck1")))  # Alertmanager's repeat of the notification
+    assert [(d["result"], d["reason"]) for d in retried.json()["decisions"]] == [("already_stopped", "stopped_before")]
+    assert hook.post(payload(alert("stuck2"))).json()["decisions"][0]["reason"].startswith("window_cap: 1 stopped")
+    assert len(hook.stop_calls()) == 1 and "stuck1" in hook.running()  # this lab failed before stopping: a stop lost
+    assert hook.metric("perfecto_stop_actions_total", result="unknown") == 1
+    assert hook.metric("perfecto_executions_stop_unknown_total", cloud="acme") == 1
+    assert hook.metric("perfecto_stop_window_remaining") == 0
 
 
-def test_a_failure_no_retry_can_fix_is_200(make_hook):
+def test_a_refusal_by_the_api_counts_too(make_hook):
     hook = make_hook()
     hook.lab.lab.inject("unauthorized", endpoint="stop")
     answer = hook.post(payload(alert("stuck1")))
     assert answer.status_code == 200
-    assert [(d["result"], d["reason"]) for d in answer.json()["decisions"]] == [("failed", "auth")]
+    assert [(d["result"], d["reason"]) for d in answer.json()["decisions"]] == [("unknown", "auth")]
 
 
 def test_execution_the_api_cannot_stop(make_hook):
@@ -467,9 +472,16 @@ def test_stop_command(start_lab, tmp_path):
     assert real.returncode == 0, real.stderr
     assert json.loads(real.stdout)["stoppedExecutions"] == ["stuck1"] and "stuck1" not in lab.post("search").text
     again = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True,
-                           text=True, timeout=30)  # a new process: it has not stopped stuck1 itself
+                           text=True, timeout=30)  # a new process, its ledger in memory: it sends stuck1 again
     answer = json.loads(again.stdout)
-    assert again.returncode == 1 and (answer["result"], answer["reason"]) == ("not_stopped", "not_running")
+    assert again.returncode == 1 and (answer["result"], answer["reason"]) == ("unknown", "not_in_answer")
+    env["PERFECTO_STOP_LEDGER"] = str(tmp_path / "ledger.sqlite")
+    for expected in (("unknown", "not_in_answer"), ("already_stopped", "stopped_before")):
+        remembered = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env,
+                                    capture_output=True, text=True, timeout=30)
+        answer = json.loads(remembered.stdout)
+        assert (answer["result"], answer["reason"]) == expected, remembered.stderr
+    assert [b for e, b in lab.lab.requests if e == "stop"] == [{"fields": {"id": ["stuck1"]}}] * 3
     broad = subprocess.run([*EXPORTER_BIN, "stop", "--owner", "bob@acme.example"], env=env, capture_output=True,
                            text=True, timeout=30)
     assert broad.returncode == 1 and json.loads(broad.stdout)["reason"] == "owner_and_name_targets_disabled"

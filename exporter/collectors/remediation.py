@@ -12,11 +12,26 @@ Sample output::
     # HELP perfecto_executions_stopped_total Executions the stop API reported stopped.
     # TYPE perfecto_executions_stopped_total counter
     perfecto_executions_stopped_total{cloud="acme"} 1.0
+    # HELP perfecto_executions_stop_unknown_total Executions sent to stop whose outcome could not be read (counted as stopped).
+    # TYPE perfecto_executions_stop_unknown_total counter
+    perfecto_executions_stop_unknown_total{cloud="acme"} 0.0
+    # HELP perfecto_stop_window_remaining Executions the webhook may still stop now: stop_max_per_window less those counted in the window and in flight.
+    # TYPE perfecto_stop_window_remaining gauge
+    perfecto_stop_window_remaining 49.0
+    # HELP perfecto_stop_ledger_up Whether the stop ledger can be read and written (0: the webhook stops nothing).
+    # TYPE perfecto_stop_ledger_up gauge
+    perfecto_stop_ledger_up 1.0
+    # HELP perfecto_stop_ledger_errors_total Failures to open, read or write the stop ledger, by reason.
+    # TYPE perfecto_stop_ledger_errors_total counter
+    perfecto_stop_ledger_errors_total{reason="corrupt"} 0.0
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
+
+from prometheus_client.core import GaugeMetricFamily
 
 from .families import Collector, counter
 
@@ -26,14 +41,23 @@ if TYPE_CHECKING:
 
 
 class RemediationCollector(Collector):
-    def __init__(self, webhook: WebhookStats, remediation: RemediationStats):
-        self._webhook, self._remediation = webhook, remediation
+    def __init__(self, webhook: WebhookStats, remediation: RemediationStats, clock=time.time):
+        self._webhook, self._remediation, self._clock = webhook, remediation, clock
 
     def version(self) -> tuple:
-        return self._webhook.requests.generation, self._remediation.results.generation
+        remediation = self._remediation
+        return (self._webhook.requests.generation, remediation.results.generation,
+                remediation.ledger_errors.generation, remediation.ledger_up,
+                remediation.window_remaining(self._clock()))
 
     def _families(self):
         webhook, remediation = self._webhook, self._remediation
+        remaining = GaugeMetricFamily(
+            "perfecto_stop_window_remaining", "Executions the webhook may still stop now: stop_max_per_window less "
+            "those counted in the window and in flight.", value=remediation.window_remaining(self._clock()))
+        ledger_up = GaugeMetricFamily(
+            "perfecto_stop_ledger_up", "Whether the stop ledger can be read and written (0: the webhook stops "
+            "nothing).", value=int(remediation.ledger_up))
         return (
             counter("perfecto_webhook_requests", "Alertmanager webhook requests received.", webhook.requests),
             counter("perfecto_webhook_request_failures", "Webhook requests refused or answered 5xx, by reason.",
@@ -41,4 +65,10 @@ class RemediationCollector(Collector):
             counter("perfecto_stop_actions", "Stop decisions, one per alert (or command), by result.",
                     remediation.results),
             counter("perfecto_executions_stopped", "Executions the stop API reported stopped.", remediation.stopped),
+            counter("perfecto_executions_stop_unknown", "Executions sent to stop whose outcome could not be read "
+                    "(counted as stopped).", remediation.unknown),
+            remaining,
+            ledger_up,
+            counter("perfecto_stop_ledger_errors", "Failures to open, read or write the stop ledger, by reason.",
+                    remediation.ledger_errors),
         )

@@ -61,8 +61,18 @@ FAULT_KINDS = (
     "reject_layout",  # 400 for a search that names a layout (a server that does not know it)
     "ignore_layout",  # answers a layout search with every field, as if no layout were given
     "strict_layout",  # honours only the layout fields the document lists (no startTime)
+    "ignore_filter",  # search answers every visible execution, whatever its filter asks
+    # stop really stops what it matches, then answers badly (a gateway or network failing after the work):
+    "stop_then_bad_gateway",  # 502 with an HTML page
+    "stop_then_hang",  # no answer until the fault is cleared or hang_seconds pass
+    "stop_then_drip",  # the right answer, one byte every drip_seconds
+    "stop_then_objects",  # the ids as [{"id": ...}] objects instead of strings
+    "stop_then_unrequested",  # the right answer plus unrequested_ids ids nobody asked for
 )
 LAYOUT_QUIRKS = ("reject_layout", "ignore_layout", "strict_layout")
+STOP_QUIRKS = ("stop_then_bad_gateway", "stop_then_hang", "stop_then_drip", "stop_then_objects",
+               "stop_then_unrequested")
+ANSWER_QUIRKS = (*LAYOUT_QUIRKS, "ignore_filter", *STOP_QUIRKS)  # change the real answer, not replace it
 DOCUMENTED_LAYOUT = ("id", "name", "owner", "platforms", "devices")
 MAX_REQUEST_BYTES = 1 << 20
 
@@ -88,6 +98,8 @@ class Lab:
         licenses: dict[str, int] | None = DEFAULT_LICENSES,
         burst_minutes: int = DEFAULT_BURST_MINUTES,
         license_payload: bytes | None = None,
+        drip_seconds: float = 1.0,
+        unrequested_ids: int = 100_000,
     ):
         """``user_tokens`` maps owner -> token. ``licenses``: per device type; None answers the
         License API as a Free Trial cloud does (it has none)."""
@@ -100,6 +112,7 @@ class Lab:
         self.fault_injection = fault_injection
         self.hang_seconds = hang_seconds
         self.oversized_bytes = oversized_bytes
+        self.drip_seconds, self.unrequested_ids = drip_seconds, unrequested_ids
         self.requests: deque[tuple[str, object]] = deque(maxlen=1000)  # (endpoint, body) as received
         self._faults: list[Fault] = []
         self._faults_lock = threading.Lock()
@@ -129,6 +142,9 @@ class Lab:
                     endpoint == "search" and isinstance(body, dict) and "layout" in body
                 ):
                     continue
+                if (fault.kind in STOP_QUIRKS and endpoint != "stop") or (
+                        fault.kind == "ignore_filter" and endpoint != "search"):
+                    continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
@@ -144,14 +160,14 @@ class Lab:
         visible = [e for e in self.workload.running() if owner is None or e.get("owner") == owner]
         return json.dumps(query.run(visible)).encode()
 
-    def stop(self, owner: str | None, body: object) -> bytes:
+    def stop(self, owner: str | None, body: object) -> tuple[list[str], list[str]]:
+        """Stops what the filter matches: the ids stopped and those that could not be."""
         stop_filter = parse_stop(body)
         matched = [
             e["id"] for e in self.workload.running()
             if (owner is None or e.get("owner") == owner) and stop_filter.matches(e)
         ]
-        stopped, unstopped = self.workload.stop(matched)
-        return json.dumps({"stoppedExecutions": stopped, "unStoppedExecutions": unstopped}).encode()
+        return self.workload.stop(matched)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -197,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = read_body()
             lab.requests.append((endpoint, body))
             fault = lab._take_fault(endpoint, body)
-            if fault and fault not in LAYOUT_QUIRKS:
+            if fault and fault not in ANSWER_QUIRKS:
                 status = self._fault(fault)
                 return
             if token is None or token not in lab.tokens:
@@ -230,7 +246,40 @@ class _Handler(BaseHTTPRequestHandler):
             body = {k: v for k, v in body.items() if k != "layout"}
         if fault == "strict_layout" and isinstance(body["layout"], list):
             body = {**body, "layout": [f for f in body["layout"] if f in DOCUMENTED_LAYOUT]}
-        self._send(200, lab.search(owner, body) if endpoint == "search" else lab.stop(owner, body))
+        if fault == "ignore_filter" and isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k not in ("filter", "freeTextFilter")}
+        if endpoint == "search":
+            self._send(200, lab.search(owner, body))
+            return 200
+        stopped, unstopped = lab.stop(owner, body)
+        if fault == "stop_then_objects":
+            stopped, unstopped = [{"id": i} for i in stopped], [{"id": i} for i in unstopped]
+        elif fault == "stop_then_unrequested":
+            stopped = [*stopped, *(f"unrequested{n:07d}" for n in range(lab.unrequested_ids))]
+        answer = json.dumps({"stoppedExecutions": stopped, "unStoppedExecutions": unstopped}).encode()
+        if fault in ("stop_then_bad_gateway", "stop_then_hang"):
+            return self._fault(fault.removeprefix("stop_then_"))
+        if fault == "stop_then_drip":
+            return self._drip(answer)
+        self._send(200, answer)
+        return 200
+
+    def _drip(self, body: bytes) -> int:
+        """``body`` one byte every ``drip_seconds`` (all at once when the faults are cleared)."""
+        lab = self.server.lab
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)):
+                if lab._faults_cleared.wait(lab.drip_seconds):
+                    self.wfile.write(body[i:])
+                    break
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up, as it should
+            self.close_connection = True
         return 200
 
     def _licenses(self, device_type: str | None) -> int:

@@ -119,7 +119,8 @@ class Stack:
                "PERFECTO_REQUEST_TIMEOUT": "120", "PERFECTO_LOG_LEVEL": "warning",
                "PERFECTO_STALE_AFTER": str(stale_after)}  # the scrape test hangs the API for a while
         if webhook:
-            env |= {"PERFECTO_WEBHOOK_TOKEN": BENCH_HOOK, "PERFECTO_STOP_MAX_PER_WINDOW": "100000"}
+            env |= {"PERFECTO_WEBHOOK_TOKEN": BENCH_HOOK, "PERFECTO_STOP_MAX_PER_WINDOW": "100000",
+                    "PERFECTO_STOP_LEDGER": str(Path(self._logs.name) / "ledger.sqlite")}  # as deployed: synced
         self.exporter = self._spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{self.port}"],
                                     "exporter", env)
 

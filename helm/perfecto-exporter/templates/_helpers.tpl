@@ -101,6 +101,7 @@ The exporter's YAML settings file: .Values.config as it is, and the settings the
 {{- end }}
 {{- if .Values.webhook.enabled }}
 {{- $_ := set $config "webhook_token_file" (printf "%s/webhook/token" $dir) }}
+{{- $_ := set $config "stop_ledger" (printf "%s/stops.sqlite" (include "perfecto-exporter.ledgerDir" .)) }}
 {{- if not (hasKey $config "stop_dry_run") }}
 {{- /* a first deployment shows what it would stop; real stops are a second, explicit step */}}
 {{- $_ := set $config "stop_dry_run" true }}
@@ -110,6 +111,21 @@ The exporter's YAML settings file: .Values.config as it is, and the settings the
 {{- $_ := set $config "web_config_file" (printf "%s/web/web.yml" $dir) }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* Where the stop ledger's volume is mounted (the webhook's caps and memory, see webhook.persistence). */}}
+{{- define "perfecto-exporter.ledgerDir" -}}
+/var/lib/perfecto-exporter/ledger
+{{- end }}
+
+{{/*
+With the webhook on, one pod acts: two would each have their own caps and ledger. The chart
+refuses rather than render a second pod that doubles every cap.
+*/}}
+{{- define "perfecto-exporter.requireOneWebhookPod" -}}
+{{- if and .Values.webhook.enabled (ne (int .Values.replicaCount) 1) }}
+{{- fail (printf "webhook.enabled needs replicaCount: 1 (it is %d): one pod holds the stop caps and their ledger, and a second would double every cap; for more replicas, install a second release without the webhook" (int .Values.replicaCount)) }}
+{{- end }}
 {{- end }}
 
 {{/* The container port: the port of config.listen_address, else the exporter's default. */}}
