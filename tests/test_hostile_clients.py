@@ -20,6 +20,7 @@ import bcrypt
 import pytest
 import requests
 
+from exporter.exposition import OPENMETRICS, TEXT
 from exporter.lab import Workload
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env, free_port, wait_until
@@ -430,12 +431,15 @@ def test_the_accept_header_picks_one_of_two_formats(start_lab):
     for accept in ["text/plain; version=1.a", "application/openmetrics-text; version=1.a", "text/plain;;;",
                    *(f"application/openmetrics-text; version=2.{i}" for i in range(50)),
                    *(f"text/plain; version=1.0.{i}; escaping=values" for i in range(50))]:
-        status = {}
-        environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": "", "HTTP_ACCEPT": accept}
-        body = b"".join(exporter.app(environ, lambda s, headers: status.update(status=s, headers=dict(headers))))
-        assert status["status"] == "200 OK" and body, accept
-        om = accept.startswith("application/openmetrics-text")
-        assert status["headers"]["Content-Type"].startswith("application/openmetrics-text" if om else "text/plain")
+        for query in ("", "name[]=perfecto_up"):  # the cached page, and a selection rendered for it
+            status = {}
+            environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": query,
+                       "HTTP_ACCEPT": accept}
+            body = b"".join(exporter.app(environ, lambda s, headers: status.update(status=s, headers=dict(headers))))
+            assert status["status"] == "200 OK" and body, (accept, query)
+            om = accept.startswith("application/openmetrics-text")
+            content_type = status["headers"]["Content-Type"]
+            assert content_type == (OPENMETRICS if om else TEXT)[0], (accept, query)
     assert len(exporter.exposition._formats) == 2  # no header adds a body to render at every change
 
 
