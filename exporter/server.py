@@ -188,8 +188,12 @@ class _LingeringClose:
     def close(self) -> None:
         still_sending = self._protocol.conn.their_state in (h11.SEND_BODY, h11.ERROR)
         if still_sending and self._transport.can_write_eof() and not self._transport.is_closing():
+            try:
+                self._transport.write_eof()
+            except OSError:  # the client reset the connection first: nothing left to linger for
+                self._transport.abort()
+                return
             self._protocol._lingering = True
-            self._transport.write_eof()
             self._protocol._arm()
         else:
             self._transport.close()

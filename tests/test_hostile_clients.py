@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import socket
+import struct
 import threading
 import time
 
@@ -548,3 +549,17 @@ def test_malformed_basic_credentials_are_401_never_500(exporter, tmp_path):
             request += b"Authorization: " + authorization + b"\r\n"
         assert raw(handle, request + b"\r\n")[0] == expected, authorization
     assert not any("Traceback" in line for line in handle.log_lines())
+
+
+def test_a_reset_while_the_close_lingers_writes_no_traceback(exporter):
+    """A client that declares a body it never sends, reads the start of the answer and resets
+    (SO_LINGER 0): the lingering close meets a socket already gone, and says nothing."""
+    handle = exporter()
+    for _ in range(60):
+        with socket.create_connection(("127.0.0.1", handle.port), timeout=5) as s:
+            s.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+            s.recv(10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.5)
+    assert get("127.0.0.1", handle.port, "/metrics", 1.0)[0] == 200
+    assert not any("Traceback" in line or "Exception in ASGI" in line for line in handle.log_lines())
