@@ -315,11 +315,13 @@ class _Listener:
 @dataclass(frozen=True)
 class Lane:
     """Threads for one kind of request, and how many may be in hand at once before a 503
-    (None: as many as there are connections)."""
+    (None: as many as there are connections); ``per_client``: how many of those one client
+    address may hold."""
 
     threads: int
     capacity: int | None = None
     reads_body: bool = False
+    per_client: int | None = None
 
 
 DEFAULT_LANES = {"pages": Lane(8)}
@@ -383,6 +385,7 @@ class WsgiBridge:
                  lane: Callable[[dict], str], max_body_bytes: int):
         self._app, self._lanes, self._pools, self._lane, self._max_body = app, lanes, pools, lane, max_body_bytes
         self._in_hand = dict.fromkeys(lanes, 0)
+        self._in_hand_by_client: dict[tuple[str, str], int] = {}  # (lane, address) -> places held
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -404,9 +407,13 @@ class WsgiBridge:
         environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
         if not lane.reads_body:
             environ["CONTENT_LENGTH"] = "0"
-        if lane.capacity is not None and self._in_hand[name] >= lane.capacity:
+        client = (name, environ["REMOTE_ADDR"])
+        held = self._in_hand_by_client.get(client, 0)
+        if ((lane.capacity is not None and self._in_hand[name] >= lane.capacity)
+                or (lane.per_client is not None and held >= lane.per_client)):
             return await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", b"5")])
         self._in_hand[name] += 1
+        self._in_hand_by_client[client] = held + 1
         try:
             status, headers, body = await asyncio.get_running_loop().run_in_executor(
                 self._pools[name], _call_wsgi, self._app, environ)
@@ -414,6 +421,8 @@ class WsgiBridge:
             return await _answer(send, 503, b"shutting down\n")
         finally:
             self._in_hand[name] -= 1
+            if (left := self._in_hand_by_client.pop(client) - 1) > 0:
+                self._in_hand_by_client[client] = left
         if body_left:  # a body left unread is not worth reading to keep the connection
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -19,9 +19,9 @@ remembered (by their SHA-256, never in clear), so a scrape does not pay bcrypt's
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -40,6 +40,7 @@ CLIENT_AUTH = {
     "RequireAnyClientCert": ssl.CERT_REQUIRED,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
@@ -67,7 +68,7 @@ def load_web_config(path: Path) -> WebConfig:
     if not isinstance(users, dict):
         raise ConfigError(SETTING, "basic_auth_users must map user names to bcrypt hashes")
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed):
             raise ConfigError(SETTING, f"basic_auth_users.{user} must be a bcrypt hash")
         config.users[str(user)] = hashed.encode()
     return config
@@ -104,6 +105,10 @@ class BasicAuth:
 
     def __init__(self, app, users: dict[str, bytes], exempt: tuple[str, ...] = ()):
         self._app, self._users, self._exempt = app, users, exempt
+        # An unknown user is checked against a hash as costly as the costliest configured one,
+        # so that no answer's time tells which user names exist (a cost-10 dummy answered an
+        # unknown name in 61 ms and a cost-12 user's wrong password in 228 ms).
+        self._dummy_hash = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=max(map(_cost, users.values()), default=10)))
         self._verified: set[bytes] = set()  # sha256(user \0 password) of checked credentials
         self._lock = threading.Lock()
 
@@ -126,7 +131,7 @@ class BasicAuth:
         credentials = _credentials(header)
         hashed = self._users.get(credentials[0]) if credentials else None
         if hashed is None or len(credentials[1].encode()) > 72:  # bcrypt refuses longer ones
-            bcrypt.checkpw(b"timing", _dummy_hash())  # unknown users cost as much as known ones
+            bcrypt.checkpw(b"timing", self._dummy_hash)
             return False
         key = _key(*credentials)
         if self._known(key):
@@ -160,6 +165,6 @@ def _key(user: str, password: str) -> bytes:
     return hashlib.sha256(f"{user}\0{password}".encode()).digest()
 
 
-@functools.cache
-def _dummy_hash() -> bytes:
-    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=10))
+def _cost(hashed: bytes) -> int:
+    """A bcrypt hash's cost: ``$2y$12$...`` -> 12."""
+    return int(hashed.split(b"$")[2])

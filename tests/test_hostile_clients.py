@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import errno
 import gzip
+import http.client
 import json
 import logging
 import socket
@@ -563,3 +564,55 @@ def test_a_reset_while_the_close_lingers_writes_no_traceback(exporter):
     time.sleep(0.5)
     assert get("127.0.0.1", handle.port, "/metrics", 1.0)[0] == 200
     assert not any("Traceback" in line or "Exception in ASGI" in line for line in handle.log_lines())
+
+
+def test_a_password_flood_leaves_a_fresh_scraper_in(exporter, tmp_path):
+    """Just started, nothing remembered: 32 clients guess passwords (from another address, as
+    an attacker is another host) while Prometheus scrapes every 100 ms with credentials never
+    checked before. Its first check must not queue behind the guesses."""
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: {bcrypt.hashpw(b'pw', bcrypt.gensalt(10)).decode()}\n")
+    handle = exporter(web_config_file=web)
+    stop = threading.Event()
+    guessed: list[int] = []
+    source = "127.0.0.2"
+
+    def guesser(n: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=10,
+                                                source_address=(source, 0))
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            credentials = base64.b64encode(f"prometheus:guess-{n}-{attempt}".encode()).decode()
+            try:
+                connection.request("GET", "/metrics", headers={"Authorization": f"Basic {credentials}"})
+                answer = connection.getresponse()
+                answer.read()
+                guessed.append(answer.status)
+            except (OSError, http.client.HTTPException):
+                connection.close()
+        connection.close()
+
+    good = {"Authorization": "Basic " + base64.b64encode(b"prometheus:pw").decode()}
+    guessers = [threading.Thread(target=guesser, args=(n,)) for n in range(32)]
+    for t in guessers:
+        t.start()
+    scrapes: list[int | str] = []
+    try:
+        time.sleep(0.5)  # the flood is on before the first scrape
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            try:
+                scrapes.append(requests.get(handle.base + "/metrics", headers=good, timeout=1).status_code)
+            except requests.RequestException as err:
+                scrapes.append(type(err).__name__)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in guessers:
+            t.join()
+    answered = scrapes.count(200) / len(scrapes)
+    print(f"scrapes answered 200: {scrapes.count(200)} of {len(scrapes)}; guesses: {len(guessed)}, "
+          f"401: {guessed.count(401)}, 503: {guessed.count(503)}")
+    assert answered >= 0.8, scrapes
+    assert 401 in guessed and 200 not in guessed

@@ -3,6 +3,7 @@ scraping through them with its own tls_config and basic_auth."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import ssl
@@ -165,3 +166,19 @@ def test_web_config_errors_are_one_line_exit_2(start_lab, web_files, content, pr
         (line,) = result.stderr.splitlines()
         assert line.startswith("perfecto-exporter: configuration error: web_config_file (PERFECTO_WEB_CONFIG_FILE): ")
         assert problem in line
+
+
+def test_an_unknown_user_costs_what_the_costliest_configured_one_does(monkeypatch):
+    """A cost-10 dummy answered an unknown user in 61 ms, a cost-12 user's wrong password in 228 ms."""
+    from exporter.web_config import BasicAuth
+
+    users = {"cheap": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)), "dear": bcrypt.hashpw(b"pw", bcrypt.gensalt(12))}
+    auth = BasicAuth(lambda environ, start_response: [b"ok"], users)
+    costs: list[int] = []
+    checkpw = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda password, hashed: costs.append(int(hashed[4:6])) or checkpw(
+        password, hashed))
+    for user in ("dear", "nobody", "someone-else"):
+        header = "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()
+        auth({"PATH_INFO": "/metrics", "HTTP_AUTHORIZATION": header}, lambda status, headers: None)
+    assert costs == [12, 12, 12]
