@@ -32,7 +32,7 @@ from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
 from .snapshot import LabelPlan
 from .teams import Teams
-from .web_config import BasicAuth, WebConfig
+from .web_config import BasicAuth, Headers, RateLimit, WebConfig
 from .webhook import PATH as WEBHOOK_PATH
 from .webhook import WebhookStats, bearer_matches, create_webhook_app
 
@@ -124,6 +124,10 @@ class Exporter:
         self._basic_auth = None
         if self.web.users:
             self.app = self._basic_auth = BasicAuth(self.app, self.web.users, exempt=(WEBHOOK_PATH,))
+        if self.web.headers:
+            self.app = Headers(self.app, self.web.headers)
+        if self.web.rate_limit:  # as the toolkit: before anything else, for every route
+            self.app = RateLimit(self.app, *self.web.rate_limit)
         self._webhook_secret = webhook_secret.encode() if webhook_secret else None
         self.server: HttpServer | None = None
 
@@ -157,7 +161,8 @@ class Exporter:
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
         raise_descriptor_limit()
-        self.server = HttpServer(self.app, host, port, tls=self.web.tls, max_connections=self.settings.max_connections,
+        self.server = HttpServer(self.app, host, port, tls=self.web.tls, client_allowed_sans=self.web.client_allowed_sans,
+                                 max_connections=self.settings.max_connections,
                                  request_timeout=self.settings.http_timeout,
                                  max_body_bytes=self.settings.webhook_max_body_bytes, lanes=LANES, lane=self._lane)
         self.exposition.start()

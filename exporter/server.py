@@ -61,6 +61,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .web_config import client_certificate_allowed
+
 log = logging.getLogger("exporter.server")
 
 DESCRIPTOR_RESERVE = 64  # for the pollers' connections, the log, and files opened at run time
@@ -92,6 +94,7 @@ class _DeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline per request and room made at the limit."""
 
     request_timeout: float = 10.0
+    client_allowed_sans: frozenset[str] | None = None
 
     _deadline: asyncio.TimerHandle | None = None
     _lingering = False
@@ -101,9 +104,14 @@ class _DeadlineProtocol(H11Protocol):
         super().connection_made(transport)
         self.transport = _LingeringClose(transport, self)
         self._arm()
+        if self.client_allowed_sans is not None and not client_certificate_allowed(
+                transport.get_extra_info("peercert"), self.client_allowed_sans):
+            # Checked as the handshake ends, before a byte of a request is read: the toolkit
+            # fails the handshake itself (Go's VerifyPeerCertificate), which Python's ssl cannot.
+            self._expire()
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._expired:
             return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             self._arm()  # the first byte of a request: its deadline starts now, not at each byte
@@ -336,7 +344,7 @@ class HttpServer:
     """
 
     def __init__(self, app, host: str, port: int, *, tls: ssl.SSLContext | None = None,
-                 request_timeout: float = 10.0, max_connections: int = 0, max_body_bytes: int = 256 * 1024,
+                 client_allowed_sans: frozenset[str] | None = None, request_timeout: float = 10.0, max_connections: int = 0, max_body_bytes: int = 256 * 1024,
                  lanes: dict[str, Lane] = DEFAULT_LANES, lane: Callable[[dict], str] = lambda environ: "pages"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -356,7 +364,8 @@ class HttpServer:
         self._pools = {name: ThreadPoolExecutor(spec.threads, thread_name_prefix=f"http-{name}")
                        for name, spec in lanes.items()}
         bridge = WsgiBridge(app, lanes, self._pools, lane, max_body_bytes)
-        protocol = type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout})
+        protocol = type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout,
+                                                                   "client_allowed_sans": client_allowed_sans})
         config = uvicorn.Config(
             bridge, http=protocol, ws="none", lifespan="off", interface="asgi3", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=2 * request_timeout,
