@@ -33,6 +33,7 @@ MATRIX = [  # (lab fault, reason counted; None: not a failure)
     ("wrong_shape", "invalid_response"),
     ("reset", "connection"),
     ("hang", "timeout"),
+    ("drip", "deadline"),  # a byte every 0.1 s: each read within its timeout, the whole past request_timeout
     ("oversized", "invalid_response"),  # 100 MB, over the 64 MiB cap
     ("empty", None),  # an empty lab is not a failure
 ]
@@ -68,7 +69,7 @@ def failures(text: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("fault, reason", MATRIX, ids=[m[0] for m in MATRIX])
 def test_fault(start_lab, fault, reason):
-    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5)
+    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5, drip_seconds=0.1)
     clock = [T0]
     scraper = Scraper(lab.url, clock)
     assert scraper.poller.poll_once().up

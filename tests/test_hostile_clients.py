@@ -25,7 +25,7 @@ import requests
 from exporter.exposition import OPENMETRICS, TEXT
 from exporter.lab import Workload
 
-from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env, free_port, wait_until
+from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env, free_port, samples, wait_until
 from .hostile import Connections, Probe, closed_by_peer, cpu_seconds, get, rss_bytes
 
 DEADLINE = 2.0  # the exporter's http_timeout in these tests
@@ -42,9 +42,9 @@ def exporter(start_lab, spawn, tmp_path):
         port = free_port()
         hook_file = tmp_path / "hook"
         hook_file.write_text(HOOK_SECRET)
-        settings = {"http_timeout": DEADLINE, **settings}
+        settings = {"http_timeout": DEADLINE, "poll_interval": 3600, **settings}
         env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN,
-                           poll_interval=3600, webhook_token_file=hook_file, **settings)
+                           webhook_token_file=hook_file, **settings)
         command = [*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"]
         if shell_prefix:
             command = ["bash", "-c", f"{shell_prefix}; exec \"$@\"", "bash", *command]
@@ -616,3 +616,43 @@ def test_a_password_flood_leaves_a_fresh_scraper_in(exporter, tmp_path):
           f"401: {guessed.count(401)}, 503: {guessed.count(503)}")
     assert answered >= 0.8, scrapes
     assert 401 in guessed and 200 not in guessed
+
+
+def _failures(handle: Handle, endpoint: str) -> dict[str, float]:
+    text = requests.get(handle.base + "/metrics", timeout=5).text
+    return {dict(labels)["reason"]: value for (name, labels), value in samples(text).items()
+            if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == endpoint and value}
+
+
+def test_a_dripping_search_answer_fails_at_its_deadline(exporter):
+    """Each byte within the read timeout, the whole answer far past it: perfecto_up stayed 1 and
+    nothing was counted for as long as it dripped."""
+    handle = exporter(poll_interval=2, request_timeout=1, search_retries=0)
+    wait_until(lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
+               what="a first good poll")
+    handle.lab.lab.drip_seconds = 0.2
+    handle.lab.lab.inject("drip", endpoint="search")
+    started = time.monotonic()
+    wait_until(lambda: _failures(handle, "search").get("deadline") == 1, timeout=10, what="the deadline counted")
+    assert time.monotonic() - started < 1 + 2 + 1  # request_timeout, one poll interval, and the scrapes' own time
+    assert 'perfecto_up{cloud="acme"} 0.0' in requests.get(handle.base + "/metrics", timeout=5).text
+    handle.lab.lab.clear_faults()
+    wait_until(lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
+               what="recovery")
+
+
+def test_a_dripping_stop_answer_ends_at_stop_timeout(exporter):
+    """stop_timeout is the whole stop call's deadline: connect, send and read."""
+    handle = exporter(stop_timeout=1)
+    handle.lab.lab.drip_seconds = 0.2
+    handle.lab.lab.inject("drip", endpoint="stop")
+    execution_id = handle.lab.post("search").json()[0]["id"]
+    alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id}}
+    started = time.monotonic()
+    answer = requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
+                           headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+    took = time.monotonic() - started
+    handle.lab.lab.clear_faults()
+    assert answer.status_code == 503  # a failed stop: Alertmanager retries
+    assert took < 1 + 1, took  # the stop's deadline, and the notification's own work
+    assert _failures(handle, "stop") == {"deadline": 1}
