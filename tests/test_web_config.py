@@ -200,10 +200,13 @@ def _certificate(directory, name: str, san: str) -> tuple[str, str]:
 SERVER = {"cert_file": "server.crt", "key_file": "server.key"}
 
 
-def _load(web_files, content: dict):
+def _load(web_files, content: dict | str | None):
+    """Loads a web-config of ``content`` (None: a file that does not exist)."""
     from exporter.web_config import load_web_config
 
-    (web_files / "web.yml").write_text(yaml.safe_dump(content))
+    if content is None:
+        return load_web_config(web_files / "somefile")
+    (web_files / "web.yml").write_text(content if isinstance(content, str) else yaml.safe_dump(content))
     return load_web_config(web_files / "web.yml")
 
 
@@ -346,6 +349,8 @@ def test_headers_are_sent_and_the_rate_limit_answers_429(serve, web_files):
 
 
 @pytest.mark.parametrize("content, problem", [
+    (None, "cannot read"),
+    ("hWkNKCp3fvIx3jKnsaBI\nTuEjdwNS8A2vYdFbiKqr\n", "the file must be a mapping"),
     ({"tls_server_config": {"cert_filse": "server.crt"}}, "unknown field 'cert_filse'"),
     ({"tls_server_config": {"cert_file": "", "key_file": "server.key"}}, "missing one of cert or cert_file"),
     ({"tls_server_config": {"cert": "", "key_file": "server.key"}}, "missing one of cert or cert_file"),
@@ -354,6 +359,7 @@ def test_headers_are_sent_and_the_rate_limit_answers_429(serve, web_files):
     ({"tls_server_config": {"cert_file": "", "key_file": "", "client_auth_type": "x"}}, "missing one of cert"),
     ({"tls_server_config": {"cert_file": "somefile", "key_file": "server.key"}}, "No such file"),
     ({"tls_server_config": {"cert_file": "server.crt", "key_file": "somefile"}}, "No such file"),
+    ({"tls_server_config": {"cert_file": "somefile", "key_file": "somefile"}}, "No such file"),
     ({"tls_server_config": {**SERVER, "client_ca_file": "/dev/null"}}, "client CAs have been configured without"),
     ({"tls_server_config": {**SERVER, "client_auth_type": "VerifyClientCertIfGiven", "client_ca_file": "somefile"}},
      "cannot load client_ca_file"),
