@@ -161,7 +161,8 @@ class Exporter:
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
         raise_descriptor_limit()
-        self.server = HttpServer(self.app, host, port, tls=self.web.tls, client_allowed_sans=self.web.client_allowed_sans,
+        self.server = HttpServer(self.app, host, port, tls=self.web.tls,
+                                 client_allowed_sans=self.web.client_allowed_sans,
                                  max_connections=self.settings.max_connections,
                                  request_timeout=self.settings.http_timeout,
                                  max_body_bytes=self.settings.webhook_max_body_bytes, lanes=LANES, lane=self._lane)

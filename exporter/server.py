@@ -25,9 +25,11 @@ module adds to uvicorn, each because uvicorn leaves it open:
   threads, and how many requests it takes at once before a 503) from its path, query and
   headers: scrapes, the authenticated webhook, and costly work (a password not checked before,
   a ``?name[]=`` selection) never share threads, so no stream of one takes the threads of
-  another. Only a lane that reads bodies gets one, read whole (capped at ``max_body_bytes``;
-  a larger declared length is not read at all) before a thread is taken; every other body is
-  left unread, and a stranger's body is never buffered. We bridge ourselves rather than with
+  another; a lane may also cap the places one client address holds (``per_client``), so that
+  one host's flood of costly requests leaves room for another's. Only a lane that reads bodies
+  gets one, read whole (capped at ``max_body_bytes``; a larger declared length is not read at
+  all) before a thread is taken; every other body is left unread, and a stranger's body is
+  never buffered. We bridge ourselves rather than with
   a2wsgi because a2wsgi streams the body into a thread that then waits on the client, which is
   exactly what must not happen.
 
@@ -344,7 +346,8 @@ class HttpServer:
     """
 
     def __init__(self, app, host: str, port: int, *, tls: ssl.SSLContext | None = None,
-                 client_allowed_sans: frozenset[str] | None = None, request_timeout: float = 10.0, max_connections: int = 0, max_body_bytes: int = 256 * 1024,
+                 client_allowed_sans: frozenset[str] | None = None, request_timeout: float = 10.0,
+                 max_connections: int = 0, max_body_bytes: int = 256 * 1024,
                  lanes: dict[str, Lane] = DEFAULT_LANES, lane: Callable[[dict], str] = lambda environ: "pages"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)

@@ -338,12 +338,12 @@ class Headers:
 
     def __init__(self, app, headers: dict[str, str]):
         self._app, self._headers = app, list(headers.items())
+        self._names = {name.lower() for name in headers}
 
     def __call__(self, environ, start_response):
         def with_headers(status, headers, exc_info=None):
-            names = {name.lower() for name, _ in self._headers}
-            return start_response(status, [*(h for h in headers if h[0].lower() not in names), *self._headers],
-                                  exc_info)
+            kept = [header for header in headers if header[0].lower() not in self._names]
+            return start_response(status, [*kept, *self._headers], exc_info)
 
         return self._app(environ, with_headers)
 
