@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import ssl
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -410,3 +412,18 @@ def test_the_toolkits_valid_files_load(web_files):
         {"tls_server_config": SERVER, "basic_auth_users": users}, {"basic_auth_users": users},
     ]:
         _load(web_files, content)
+
+
+def test_the_readmes_web_config_loads_as_written_and_with_every_line_uncommented(web_files):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("`--web.config.file` takes the web-config file"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n", section.index("```yaml"))]
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    example = example.replace("$2y$10$...", hashed)
+    _certificate(web_files, "clients", "DNS:prometheus.example.net")
+    as_written = _load(web_files, example)
+    assert as_written.tls is not None and set(as_written.users) == {"prometheus"}
+    uncommented = "\n".join(re.sub(r"^(\s*)# ", r"\1", line) for line in example.splitlines())
+    everything = _load(web_files, uncommented)
+    assert everything.client_allowed_sans == {"prometheus.example.net"} and everything.rate_limit == (1.0, 10)
+    assert everything.headers["X-Frame-Options"] == "deny"
