@@ -56,13 +56,18 @@ def add_replicas(expr: str) -> str:
 class Knob:
     """One setting of the mixin: its default, what it means, and its JSON schema in the chart."""
 
-    default: str | int
+    default: str | int | list
     description: str
     schema: dict = field(default_factory=dict)
 
 
 def _duration(default: str, description: str) -> Knob:
     return Knob(default, description, {"type": "string", "pattern": DURATION_PATTERN})
+
+
+def _matcher(description: str) -> Knob:
+    """A regular expression for a label matcher; empty: no matcher at all."""
+    return Knob("", description, {"type": "string"})
 
 
 def _count(default: int, description: str) -> Knob:
@@ -102,8 +107,21 @@ THRESHOLDS = {
     "stuckSeconds": _count(21600, "Run time in seconds after which an execution counts as stuck (and may be "
                                   "stopped)."),
     "stuckFor": _duration("10m", "The for: of PerfectoExecutionStuck."),
+    "stuckExcludeOwners": _matcher("Owners whose executions are never stuck (and never stopped for it): a regular "
+                                   "expression (RE2, whole name), such as soak-runner@acme[.]example|nightly-.*. "
+                                   "Empty: none."),
+    "stuckExcludeExecutionNames": _matcher("Execution names that are never stuck (long by design: soak and "
+                                           "endurance tests), a regular expression (RE2, whole name) such as "
+                                           "Soak.*|.*-endurance-.*. Empty: none."),
     # devices held
     "ownerDevices": _count(20, "Devices one owner may hold before PerfectoOwnerDevicesHigh fires."),
+    "ownerDevicesOverrides": Knob(
+        [], "Owners with a threshold of their own (CI accounts that fan out by design): a list of {owners: a "
+            "regular expression (RE2, whole name), devices: their threshold}; the first that matches an owner wins "
+            "over ownerDevices.",
+        {"type": "array", "items": {"type": "object", "required": ["owners", "devices"], "additionalProperties": False,
+                                    "properties": {"owners": {"type": "string", "minLength": 1},
+                                                   "devices": {"type": "integer", "minimum": 1}}}}),
     "cloudDevices": _count(100, "Devices in use on a cloud before PerfectoCloudDevicesHigh fires; also the "
                                 "capacity of the trend alert."),
     "devicesFor": _duration("30m", "The for: of the two device alerts."),
@@ -119,10 +137,14 @@ THRESHOLDS = {
     "burstUsedPercent": _percent(80, "Share of a device type's burst minutes used, in percent, before "
                                      "PerfectoLicenseBurstMinutesLow fires."),
     "burstFor": _duration("5m", "The for: of PerfectoLicenseBurstMinutesLow."),
+    "burstSpendingWindow": _duration("1h", "PerfectoLicenseBurstMinutesLow fires only while burst minutes were "
+                                           "spent within this window, so it ends when the spending stops rather than "
+                                           "at the billing period's reset."),
     "licenseApiDownFor": _duration("30m", "How long the License API must fail (licenses: on, or auto where it "
                                           "answered before) before PerfectoLicenseApiDown fires."),
     # the remediation webhook
     "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
+    "stopRefusalsFor": _duration("1m", "The for: of PerfectoStopActionsRefused."),
     "webhookRefusalsFor": _duration("1m", "The for: of PerfectoWebhookRequestsRefused."),
     # overdue executions, judged by their test's history (needs execution_name_durations: true)
     "overdueHistoryWindow": _duration("7d", "How much history a test's usual duration (p50, p95) is taken from."),

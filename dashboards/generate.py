@@ -75,12 +75,15 @@ def variables(board: dashboard.Dashboard, with_owner: bool, extra: tuple = ()) -
 
 def new_board(uid: str, title: str, description: str, with_owner: bool, panels: list,
               annotations: tuple = (), rows: tuple = (), extra_variables: tuple = (),
-              since: str = "now-6h") -> dashboard.Dashboard:
-    """``rows``: (title, panels) each, after ``panels``, under a row of that title."""
+              since: str = "now-6h", refresh: str | None = "30s") -> dashboard.Dashboard:
+    """``rows``: (title, panels) each, after ``panels``, under a row of that title. ``refresh``:
+    None for no auto-refresh."""
     board = (
-        dashboard.Dashboard(title).uid(uid).tags(["perfecto", "perfecto-exporter"]).refresh("30s")
+        dashboard.Dashboard(title).uid(uid).tags(["perfecto", "perfecto-exporter"])
         .time(since, "now").timezone("browser").description(description)
     )
+    if refresh:
+        board = board.refresh(refresh)
     board = variables(board, with_owner, extra_variables)
     for annotation in annotations:
         board = board.annotation(annotation)
@@ -302,15 +305,15 @@ def usage() -> dashboard.Dashboard:
     panels = [
         stat.Panel().title("Device-hours").unit("short").height(4).span(6).decimals(1)
         .description("Devices and desktop browsers held by the chosen teams over the time range, in hours.")
-        .with_target(query(lab_hours)),
+        .with_target(query(lab_hours, instant=True)),
         stat.Panel().title("Cost").unit("short").height(4).span(6).decimals(2)
         .description("Device-hours of the chosen teams over the time range times the price per device-hour.")
-        .with_target(query(f"{lab_hours} * $price")),
+        .with_target(query(f"{lab_hours} * $price", instant=True)),
         stat.Panel().title("Execution-hours").unit("short").height(4).span(6).decimals(1)
         .description("Time the chosen teams' executions ran over the time range, in hours.")
-        .with_target(query(f"sum({by_team(RAN, 'cloud')})")),
+        .with_target(query(f"sum({by_team(RAN, 'cloud')})", instant=True)),
         stat.Panel().title("Devices in use now").unit("short").height(4).span(6)
-        .with_target(query(f"sum(cloud_team:perfecto_platforms_running:sum{{{CLOUD_TEAM}}})")),
+        .with_target(query(f"sum(cloud_team:perfecto_platforms_running:sum{{{CLOUD_TEAM}}})", instant=True)),
         bars("Device-hours by team", by_team(HELD, "team"), "short", "{{team}}",
              "Device-hours of each team over the time range."),
         piechart.Panel().title("Share of the lab by team").unit("short").height(9).span(8)
@@ -336,7 +339,9 @@ def usage() -> dashboard.Dashboard:
                      "Who used how much of the Perfecto lab: device-hours and execution-hours by team, owner and "
                      "device type over the time range, and their cost at a price you type in. Teams come from the "
                      "exporter's teams setting (perfecto_owner_info).", False, panels,
-                     extra_variables=(team, price), since="now-7d")
+                     # single numbers over 7 days: instant queries, and no auto-refresh (each would
+                     # evaluate a week of increase() again every 30 s)
+                     extra_variables=(team, price), since="now-7d", refresh=None)
 
 
 DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health,

@@ -170,7 +170,18 @@ class Exporter:
         for poller in [*self.pollers, *self.license_pollers]:
             poller.start()
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
-                                     "clouds": ",".join(p.cloud for p in self.pollers)})
+                                     "clouds": ",".join(p.cloud for p in self.pollers), **self._surface()})
+
+    def _surface(self) -> dict[str, object]:
+        """What the start-up line says an operator exposes: TLS, basic auth, and the webhook with its
+        caps, so that a first look at the logs tells whether stops are real."""
+        s = self.settings
+        if not self._webhook_secret:
+            webhook: dict[str, object] = {"webhook": "off"}
+        else:
+            webhook = {"webhook": "dry_run" if s.stop_dry_run else "on", "stop_max_per_request": s.stop_max_per_request,
+                       "stop_max_per_window": s.stop_max_per_window, "stop_window": s.stop_window}
+        return {"tls": "on" if self.web.tls else "off", "basic_auth_users": len(self.web.users), **webhook}
 
     def stop(self) -> None:
         if self.server is not None:

@@ -1,4 +1,4 @@
-"""Prometheus exporter for running Perfecto executions: run, demo, simulate, check-config.
+"""Prometheus exporter for running Perfecto executions: run, check-config, stop, simulate, demo.
 
 Without a command the exporter runs, and the flags exporters share (``--web.listen-address``,
 ``--web.config.file``, ``--web.telemetry-path``, ``--log.level``, ``--log.format``,
@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 
 from . import __version__, logs
-from .assembly import Exporter
+from .assembly import Exporter, build_labels
 from .remediation import StopRequest
 from .settings import LOG_ALIASES, Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
 from .web_config import load_web_config
@@ -208,7 +208,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
         "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
         f"  landing page:   {base}/\n"
-        f"  simulated lab:  {lab_url} (faults: POST {lab_url}/-/lab/faults {{\"kind\": \"server_error\"}})\n"
+        f"  simulated lab:  {lab_url}\n"
+        f"  a fault:        curl -XPOST {lab_url}/-/lab/faults -d '{{\"kind\": \"server_error\"}}'"
+        f"   (heal: curl -XDELETE {lab_url}/-/lab/faults)\n"
         "Press Ctrl-C to stop.\n",
         flush=True,
     )
@@ -284,12 +286,26 @@ def _common_flags(p: argparse.ArgumentParser, top: bool = False, only: tuple[str
         if only is None or key in only:
             p.add_argument(flag, dest=dest, help=helptext, **default)
     _log_flags(p, default)
-    p.add_argument("--version", action="version", version=f"perfecto-exporter {__version__}")
+    p.add_argument("--version", action="version", version=_version())
+
+
+def _version() -> str:
+    """As Go exporters print it: version, revision, and the runtime's version."""
+    build = build_labels()
+    return f"perfecto-exporter, version {build['version']} (revision: {build['revision']}), python {build['pythonversion']}"
+
+
+SETTINGS_EPILOG = """Without a command, the exporter runs (as with run).
+
+Every setting (cloud, token, intervals, caps, webhook, ...) is an environment variable PERFECTO_<NAME>
+or a key of the --config.file YAML; the few flags above override both. The settings, their defaults
+and meaning: the Configuration section of the README; `perfecto-exporter check-config` validates them
+and prints the effective values, secrets masked."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfecto-exporter", description=__doc__.splitlines()[0],
-                                     epilog="Without a command, the exporter runs (as with run).")
+                                     epilog=SETTINGS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_flags(parser, top=True)
     parser.set_defaults(handler=cmd_run)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -8,7 +8,8 @@ and the request counts: a failing License API never touches ``perfecto_up``.
 
 The License API in ``auto`` mode: an answer of 401, 403 or 404 means the cloud has no License
 API for this token (Perfecto's Free Trial cloud lacks it, and the vendor does not say with which
-status). The poller then logs that once, marks the cloud ``absent`` and asks again only every
+status), as long as it has never answered: after one success the same statuses are an outage.
+The poller then logs that once, marks the cloud ``absent`` and asks again only every
 :data:`ABSENT_RETRY` seconds; the search token still works, or ``perfecto_up`` says otherwise.
 Every other failure, and every failure in ``on`` mode, is an outage like any other.
 """
@@ -171,7 +172,9 @@ class LicensePoller(_Loop):
         try:
             usage = self.client.licenses()
         except ApiError as err:
-            absent = self.mode == "auto" and err.status in ABSENT_STATUSES
+            # Absent only until the API has answered once: a refusal after that is a change (a token
+            # that lost its role, say), and an outage like any other, alerted on.
+            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
             if absent and not status.absent:
                 log.warning("license API absent or refused; asked again hourly, no alert",
                             extra={**extra, "status": err.status, "error": str(err)})

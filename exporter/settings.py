@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError, YamlConfigSettingsSource
 
 DEFAULT_PORT = 9817
@@ -53,6 +54,9 @@ DEFAULT_NAME_PATTERNS = (
     r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*[0-9])[0-9A-Fa-f]{8,}(?![0-9A-Za-z])",  # hex ids holding a digit
     r"(?:[\s_#.:/-]*\d+)+$",  # trailing run numbers (and epoch timestamps)
 )
+MIN_POLL_INTERVAL = 1.0
+# The webhook's secret authorises stops; the log masking also needs 16 characters to catch pieces of it
+MIN_WEBHOOK_SECRET = 16
 CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 # What Prometheus users type (--log.level=warn, --log.format=logfmt), as the names used here
 LOG_ALIASES = {"warn": "warning", "logfmt": "text"}
@@ -160,14 +164,16 @@ class Settings(BaseSettings):
     http_timeout: float = Field(
         10.0, gt=0, description="Seconds a client has to send a request and read the answer; also keep-alive."
     )
-    poll_interval: float = Field(30.0, gt=0, description="Seconds between polls of search.")
+    # A floor of 1 s: below it the exporter becomes a load test of Perfecto's API (0.01 s: ~90 calls a second).
+    poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of search.")
     request_timeout: float = Field(10.0, gt=0, description="Read timeout of one API call, seconds.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
     search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
     max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")
     licenses: Literal["auto", "on", "off"] = Field(
         "auto", description="Poll the License API: auto (quietly, hourly, if absent or refused), on, off.")
-    licenses_interval: float = Field(60.0, gt=0, description="Seconds between polls of the License API.")
+    licenses_interval: float = Field(
+        60.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of the License API.")
     stale_after: float | None = Field(
         None, gt=0, description="Seconds execution series outlive the last good poll (3 polls)."
     )
@@ -239,14 +245,28 @@ class Settings(BaseSettings):
         split_listen_address(value)
         return value
 
+    @model_validator(mode="after")
+    def _stale_after_a_poll(self) -> Settings:
+        # Shorter, the series vanish between two good polls while perfecto_up is 1: no for: can pass.
+        if self.stale_after is not None and self.stale_after <= self.poll_interval:
+            raise ConfigError("stale_after (PERFECTO_STALE_AFTER)",
+                              f"must be longer than poll_interval ({self.poll_interval:g} s), or the series vanish "
+                              "between polls")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
     def resolve_webhook_token(self) -> str | None:
         """The webhook's bearer secret, or None when the webhook is off."""
-        return read_secret(self.webhook_token, self.webhook_token_file,
-                           "webhook_token (PERFECTO_WEBHOOK_TOKEN)", "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE)")
+        setting, file_setting = "webhook_token (PERFECTO_WEBHOOK_TOKEN)", "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE)"
+        secret = read_secret(self.webhook_token, self.webhook_token_file, setting, file_setting)
+        if secret is not None and len(secret) < MIN_WEBHOOK_SECRET:
+            raise ConfigError(file_setting if self.webhook_token_file else setting,
+                              f"is shorter than {MIN_WEBHOOK_SECRET} characters; it authorises stops "
+                              "(openssl rand -hex 32 makes one)")
+        return secret
 
     @property
     def effective_stale_after(self) -> float:
@@ -285,7 +305,7 @@ def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | N
     if url is None:
         if not CLOUD_NAME_PATTERN.match(name):
             raise ConfigError(f"{prefix}name" if prefix else "cloud_name (PERFECTO_CLOUD_NAME)",
-                              "must be a host name label (letters, digits, '-') unless a URL is given")
+                              _not_a_cloud_name(name, f"{prefix}url" if prefix else "executions_url (PERFECTO_EXECUTIONS_URL)"))
         url = default_executions_url(name)
         licenses_url = licenses_url or default_licenses_url(name)
     _check_url(url, url_setting)
@@ -296,6 +316,17 @@ def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | N
         raise ConfigError(token_setting, f"is required (or {file_setting.split(' ')[0]})")
     return Cloud(name=name, url=url.rstrip("/"), token=secret,
                  licenses_url=None if licenses == "off" else licenses_url.rstrip("/"))
+
+
+def _not_a_cloud_name(name: str, url_setting: str) -> str:
+    """Why ``name`` is no cloud name, and what to set instead: users paste the cloud's URL here."""
+    host = re.match(r"^(?:[a-z]+://)?([A-Za-z0-9-]+)[.][^/\s]*perfectomobile[.]com", name)
+    if host:
+        return f"is a host or URL; the cloud's name is {host[1]!r}"
+    if re.match(r"^[a-z]+://", name):
+        return f"is a URL; give the cloud's name here, and the URL in {url_setting}"
+    return f"must be the cloud's name (letters, digits, '-'), as in https://<name>.perfectomobile.com; " \
+           f"a proxy's URL goes in {url_setting}"
 
 
 def _check_url(url: str, setting: str) -> None:

@@ -106,28 +106,32 @@ def bearer_matches(header: str, secret: bytes) -> bool:
 def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats, max_body_bytes: int = 256 * 1024):
     expected = secret.encode()
 
-    def fail(start_response, status: str, reason: str, message: str):
+    def fail(environ, start_response, status: str, reason: str, message: str):
         stats.count(reason)
-        log.warning("webhook request refused", extra={"status": status[:3], "reason": reason, "detail": message})
+        # who called: a 401 is either Alertmanager with the wrong secret or something else entirely
+        caller = {"client": environ.get("REMOTE_ADDR", ""),
+                  "user_agent": _printable(environ.get("HTTP_USER_AGENT", ""))[:80]}
+        log.warning("webhook request refused", extra={"status": status[:3], "reason": reason, "detail": message,
+                                                      **caller})
         return _json(start_response, status, {"status": "error", "error": message})
 
     def app(environ, start_response):
         if environ.get("REQUEST_METHOD") != "POST":
-            return fail(start_response, "405 Method Not Allowed", "method_not_allowed", "use POST")
+            return fail(environ, start_response, "405 Method Not Allowed", "method_not_allowed", "use POST")
         if not bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), expected):
-            return fail(start_response, "401 Unauthorized", "unauthorized", "missing or wrong bearer secret")
+            return fail(environ, start_response, "401 Unauthorized", "unauthorized", "missing or wrong bearer secret")
         try:
             body = _read_body(environ, max_body_bytes)
         except TooLarge:
-            return fail(start_response, "413 Content Too Large", "too_large", f"body over {max_body_bytes} bytes")
+            return fail(environ, start_response, "413 Content Too Large", "too_large", f"body over {max_body_bytes} bytes")
         except BadPayload as err:
-            return fail(start_response, "400 Bad Request", "bad_payload", str(err))
+            return fail(environ, start_response, "400 Bad Request", "bad_payload", str(err))
         try:
             alerts = parse_alerts(json.loads(body))
         except (ValueError, RecursionError):
-            return fail(start_response, "400 Bad Request", "bad_payload", "body is not JSON")
+            return fail(environ, start_response, "400 Bad Request", "bad_payload", "body is not JSON")
         except BadPayload as err:
-            return fail(start_response, "400 Bad Request", "bad_payload", str(err))
+            return fail(environ, start_response, "400 Bad Request", "bad_payload", str(err))
 
         skipped, requests = [], []
         for alert in alerts:
@@ -144,6 +148,11 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
                                               "decisions": [d.summary() for d in decisions]})
 
     return app
+
+
+def _printable(text: str) -> str:
+    """A header a stranger wrote, fit for one log line."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _read_body(environ, limit: int) -> bytes:

@@ -320,6 +320,8 @@ def rules_template() -> str:
     # Sentinels stand for knobs while the YAML is written; the selector's is padded so that it can
     # sit inside `metric{...}` and be trimmed back to `metric{job="..."}` by Helm.
     sentinels = {k: f" __K_{k}__ " if k == "selector" else f"__K_{k}__" for k in mixin.KNOBS}
+    # a list knob: one entry of sentinels, turned into a range over the chart's list below
+    sentinels["ownerDevicesOverrides"] = [{"owners": "__K_OVR_owners__", "devices": "__K_OVR_devices__"}]
     body = yaml.safe_dump(alerts_generate.rules(sentinels)["groups"], sort_keys=False, width=1000,
                           allow_unicode=True)
     body = re.sub(r"\{\{.*?\}\}", lambda m: "{{`" + m.group(0) + "`}}", body)  # Prometheus templates, verbatim
@@ -336,9 +338,25 @@ def rules_template() -> str:
     body = re.sub(r"^( *)perfecto_action: __K_overdueAction__$",
                   lambda m: (f"{m[1]}{{{{- with {value('overdueAction')} }}}}\n{m[1]}perfecto_action: {{{{ . | quote }}}}\n"
                              f"{m[1]}{{{{- end }}}}"), body, flags=re.MULTILINE)
+    # an exclusion is a matcher or, empty, none at all (quote: Go's escaping is PromQL's, as json.dumps is)
+    body = re.sub(r', (\w+)!~"__K_(stuckExclude\w+)__"',
+                  lambda m: f"{{{{ with {value(m[2])} }}}}, {m[1]}!~{{{{ . | quote }}}}{{{{ end }}}}", body)
     for key in mixin.KNOBS:
         body = body.replace(f" __K_{key}__ ", f" {{{{- {value(key)} -}}}} ") if key == "selector" else \
             body.replace(f"__K_{key}__", f"{{{{ {value(key)} }}}}")
+    overrides = value("ownerDevicesOverrides")
+    body = body.replace(', owner!~"__K_OVR_owners__"', f"{{{{ range {overrides} }}}}, owner!~{{{{ .owners | quote }}}}{{{{ end }}}}")
+
+    def each_override(match: re.Match) -> str:
+        # inside the range, . is the entry: the chart's values are $.Values; earlier entries' owners are
+        # left out of later ones (the first that matches wins), as alerts/generate.py writes them
+        held = match[1].replace(" .Values.", " $.Values.")
+        return (f"{{{{ $seen := list }}}}{{{{ range {overrides} }}}} or ({held} {{{{ range $seen }}}}, owner!~{{{{ . | quote }}}}"
+                f"{{{{ end }}}}, owner=~{{{{ .owners | quote }}}}{match[2]} > {{{{ .devices }}}}){{{{ $seen = append $seen .owners }}}}"
+                "{{ end }}")
+
+    body = re.sub(r' or \((sum by \(cloud, owner\) .*?-\}\}) , owner=~"__K_OVR_owners__"(\}\)\)) > __K_OVR_devices__\)',
+                  each_override, body)
     if "__K_" in body:
         raise ValueError("a knob was left unreplaced in the chart's rules")
     groups = "\n".join("    " + line if line else line for line in body.splitlines())

@@ -173,7 +173,7 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
     """Real Prometheus on loopback, scraping the exporters at ``targets`` and evaluating
     ``rules`` every second (no Alertmanager: ALERTS shows what fires). Its process joins
     ``processes``; the answer is ``query(expr, at=None)``, an instant query's result list."""
-    from .local_stack import prometheus_config
+    from .readme import prometheus_config
 
     port = free_port()
     (tmp / "rules.yml").write_text(yaml.safe_dump(rules))

@@ -10,8 +10,9 @@ the lab alert within a minute. ``--overdue`` runs the lab's tests for their typi
 a 15-minute history of 5 runs, overdue past 1.5 × p95: PerfectoExecutionOverdue fires for the
 stuck executions within minutes and for overrunning runs of the longer tests within about ten
 (the short ones end before a 30 s ``for:`` is over). Without ``--stop`` the webhook runs dry (it
-logs what it would stop). Ctrl-C stops everything. The end-to-end test (tests/test_stack.py) builds its stack from the same
-configuration functions. A second run while the first still holds its ports refuses to start.
+logs what it would stop). Ctrl-C stops everything. Prometheus and Alertmanager run the README's
+scrape job and Alertmanager route as a user copies them (tests/readme.py); the end-to-end test
+(tests/test_stack.py) builds its stack from the same functions. A second run while the first still holds its ports refuses to start.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import requests
 import yaml
+
+from tests.readme import alertmanager_config, prometheus_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
@@ -60,34 +63,6 @@ def rules(for_override: str | None = None, interval: str | None = None, knobs: d
             if for_override is not None and "alert" in rule:  # a recording rule with for: is refused
                 rule["for"] = for_override
     return loaded
-
-
-def prometheus_config(targets: list[str], alertmanager: str, rules_file: Path, interval: str) -> dict:
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [str(rules_file)],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [{"job_name": "perfecto-exporter", "static_configs": [{"targets": targets}]}],
-    }
-
-
-def alertmanager_config(webhook_url: str, secret_file: Path, others_url: str | None, wait: str) -> dict:
-    """perfecto_action="stop" alerts to the exporter's webhook (bearer secret from a file);
-    every alert, those included, to ``others_url`` if given."""
-    receivers = [{"name": "perfecto-exporter", "webhook_configs": [{
-        "url": webhook_url, "send_resolved": False,
-        "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(secret_file)}}}]}]
-    routes = [{"receiver": "perfecto-exporter", "matchers": ['perfecto_action="stop"'], "continue": True}]
-    if others_url:
-        receivers.append({"name": "others", "webhook_configs": [{"url": others_url, "send_resolved": True}]})
-        routes.append({"receiver": "others"})
-    else:
-        receivers.append({"name": "others"})
-    return {
-        "route": {"receiver": "others", "group_by": ["alertname", "cloud", "execution_id"], "group_wait": wait,
-                  "group_interval": wait, "repeat_interval": "1h", "routes": routes},
-        "receivers": receivers,
-    }
 
 
 PORTS = {"lab": 19818, "exporter": 19817, "prometheus": 19090, "alertmanager": 19093}
@@ -144,11 +119,11 @@ def wait_ready(url: str, stopping: threading.Event, timeout: float = 30) -> None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--fast-alerts", action="store_true", help="every for: 30s")
     parser.add_argument("--stop", action="store_true", help="let the webhook really stop executions")
     parser.add_argument("--overdue", action="store_true",
-                        help="the lab's tests 20 times faster, durations by test, a 10-minute history")
+                        help="the lab's tests 10 times faster, durations by test, a 15-minute history")
     args = parser.parse_args()
     taken = ports_in_use(PORTS)
     if taken:  # never scrape what another run left behind

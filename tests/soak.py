@@ -31,7 +31,7 @@ from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
-TOKEN, HOOK = "soak-token", "soak-hook"
+TOKEN, HOOK = "soak-token", "soak-hook-secret-0123"
 FAULTS = ("unauthorized", "forbidden", "bad_request", "server_error", "bad_gateway", "garbage", "truncated",
           "wrong_shape", "empty", "reset", "hang", "reject_layout")
 

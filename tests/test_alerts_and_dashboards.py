@@ -55,6 +55,18 @@ def test_committed_rules_are_what_the_generator_writes():
     assert RULES.read_text() == load_generator("alerts").render(), "run: python alerts/generate.py"
 
 
+def test_the_runbooks_table_states_the_thresholds_the_rules_use():
+    """docs/runbook.md's table of alerts is written from alerts/config.py with the rules: every alert
+    once, in the rules' order, with its default condition and severity."""
+    generator = load_generator("alerts")
+    assert RUNBOOK.read_text() == generator.runbook(RUNBOOK.read_text()), "run: python alerts/generate.py"
+    table = [line.split(" | ")[0].strip("| ") for line in generator.runbook_table()[2:]]
+    assert table == [rule["alert"] for rule in alert_rules()]
+    stuck = next(line for line in generator.runbook_table({**mixin.defaults(), "stuckSeconds": 3 * 3600})
+                 if line.startswith("| PerfectoExecutionStuck"))
+    assert "longer than 3 h" in stuck
+
+
 def test_committed_dashboards_are_what_the_generator_writes():
     generator = load_generator("dashboards")
     for name, build in generator.DASHBOARDS.items():
@@ -179,3 +191,56 @@ def test_exporter_health_shows_the_process():
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
                    "process_start_time_seconds"):
         assert f"{metric}" in exprs, metric
+
+
+def test_stuck_exclusions_spare_owners_and_tests_that_run_long_by_design(tmp_path):
+    """With stuckExcludeOwners and stuckExcludeExecutionNames (regular expressions, escaped for
+    PromQL), a soak runner's and an endurance test's executions are never stuck, others still are."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(load_generator("alerts").render({"stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
+                                                      "stuckExcludeExecutionNames": ".*Endurance.*"}))
+    labels = 'job="perfecto-exporter",instance="a",cloud="acme"'
+    runs = {"e1": ("alice", "Checkout"), "e2": ("soak-runner@acme.example", "Checkout"), "e3": ("nightly-12", "Login"),
+            "e4": ("bob", "Login-Endurance-8h"), "e5": ("soak-runnerXacme.example", "Login")}  # '.' is no wildcard
+    series = [{"series": f'perfecto_execution_start_timestamp_seconds{{{labels},execution_id="{eid}",'
+                         f'execution_name="{name}",owner="{owner}"}}', "values": "-30000x40"}
+              for eid, (owner, name) in runs.items()]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": [{
+            "expr": 'count by (execution_id) (ALERTS{alertname="PerfectoExecutionStuck", alertstate="firing"})',
+            "eval_time": "30m",
+            "exp_samples": [{"labels": f'{{execution_id="{eid}"}}', "value": 1} for eid in ("e1", "e5")]}]}]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_usage_board_asks_for_single_numbers_once():
+    """A 7-day board of increase(): its single-number panels run instant queries (a range query
+    would evaluate a week's increase at every step), and it does not refresh on its own."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-usage.json").read_text())
+    assert "refresh" not in board or not board["refresh"]
+    single = [p for p in board["panels"] if p["type"] in ("stat", "bargauge", "piechart", "table")]
+    assert len(single) >= 9
+    for panel in single:
+        assert all(target.get("instant") for target in panel["targets"]), panel["title"]
+
+
+def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
+    """An owner matched by an entry of ownerDevicesOverrides alerts past that entry's threshold, the
+    first matching entry winning; every other owner past ownerDevices."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(load_generator("alerts").render({"ownerDevicesOverrides": [
+        {"owners": "ci-.*", "devices": 60}, {"owners": "ci-nightly|perf", "devices": 100}]}))
+    held = {"alice": 25, "ci-build": 50, "ci-deploy": 70, "ci-nightly": 90, "perf": 120}  # ci-nightly: 60 wins
+    series = [{"series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
+                         'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": [{
+            "expr": 'count by (owner) (ALERTS{alertname="PerfectoOwnerDevicesHigh", alertstate="firing"})',
+            "eval_time": "35m",
+            "exp_samples": [{"labels": f'{{owner="{o}"}}', "value": 1} for o in ("alice", "ci-deploy", "ci-nightly",
+                                                                                 "perf")]}]}]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -3,6 +3,7 @@ subprocesses for what a user runs (``run``, ``demo``, ``check-config``)."""
 
 import gzip
 import json
+import shlex
 import signal
 import subprocess
 import time
@@ -144,7 +145,7 @@ def test_layout_answer_is_used_when_the_server_knows_layout(start_lab, exporters
 
 def test_a_hanging_api_never_slows_a_scrape(start_lab, exporters):
     lab = start_lab(fault_injection=True)
-    exporter = exporters(lab.url, serve=True, request_timeout=30, poll_interval=0.2)
+    exporter = exporters(lab.url, serve=True, request_timeout=30, poll_interval=1)
     base = f"http://127.0.0.1:{exporter.server.server_port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=5).status_code == 200, what="ready")
     lab.lab.inject("hang")
@@ -213,7 +214,7 @@ def test_run_command_end_to_end(spawn):
     lab_url = f"http://127.0.0.1:{lab_port}"
     wait_until(lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2).status_code
                == 401, what="lab")
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=0.5,
+    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                        search_retries=0, log_level="debug")
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     base = f"http://127.0.0.1:{port}"
@@ -257,7 +258,7 @@ def test_run_command_end_to_end(spawn):
 
 def test_demo_shows_moving_numbers(spawn):
     port = free_port()
-    demo = spawn([*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "0.5",
+    demo = spawn([*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "1",
                   "--churn", "240"], "demo", exporter_env())
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="demo ready")
@@ -286,6 +287,16 @@ def test_demo_shows_moving_numbers(spawn):
     teams = {dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
     assert {"platform", "mobile", "web", "unassigned"} <= teams
     assert sum(v for (n, _), v in found.items() if n == "perfecto_platform_usage_seconds_total") > 0
+
+    # the fault the banner offers, run as printed: perfecto_up drops to 0, and the heal brings it back
+    (line,) = [line for line in demo.output.splitlines() if "a fault:" in line]
+    fault, heal = (shlex.split(part.strip(" ()").removeprefix("heal: ")) for part in
+                   line.split("a fault:", 1)[1].split("(heal:"))
+    up = ("perfecto_up", (("cloud", "demo"),))
+    assert subprocess.run(fault, capture_output=True, timeout=10).returncode == 0
+    wait_until(lambda: samples(requests.get(base + "/metrics", timeout=5).text)[up] == 0, what="perfecto_up 0")
+    assert subprocess.run(heal, capture_output=True, timeout=10).returncode == 0
+    wait_until(lambda: samples(requests.get(base + "/metrics", timeout=5).text)[up] == 1, what="perfecto_up 1")
     assert demo.stop(signal.SIGINT) == 0
 
 
@@ -320,7 +331,7 @@ def test_demo_shows_moving_numbers(spawn):
         ({"cloud_name": "acme", "security_token": "s3cret-x", "executions_url": "ftp://x"}, {},
          "executions_url (PERFECTO_EXECUTIONS_URL): must be an http:// or https:// URL"),
         ({"cloud_name": "not a host", "security_token": "s3cret-x"}, {},
-         "cloud_name (PERFECTO_CLOUD_NAME): must be a host name label"),
+         "cloud_name (PERFECTO_CLOUD_NAME): must be the cloud's name (letters, digits, '-')"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds: [name: x"}, "config_file (PERFECTO_CONFIG_FILE): "),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "poll_intervall: 5\n"}, "poll_intervall: is not a known setting"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-x\n - name: a\n   token: s3cret-x\n"},
@@ -332,7 +343,7 @@ def test_demo_shows_moving_numbers(spawn):
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses": "sometimes"},
          {}, "licenses (PERFECTO_LICENSES): Input should be 'auto', 'on' or 'off'"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0"},
-         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than 0"),
+         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_url": "ftp://x"},
          {}, "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL"),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
@@ -357,6 +368,23 @@ def test_demo_shows_moving_numbers(spawn):
          {}, "clouds (PERFECTO_CLOUDS): is not valid JSON"),
         ({"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
          {}, "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character"),
+        # unsafe values: series vanishing between polls, a load test of Perfecto, a guessable stop secret
+        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "30", "stale_after": "20"},
+         {}, "stale_after (PERFECTO_STALE_AFTER): must be longer than poll_interval (30 s)"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "0.01"},
+         {}, "poll_interval (PERFECTO_POLL_INTERVAL): Input should be greater than or equal to 1"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0.5"},
+         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token": "s3cret-short"},
+         {}, "webhook_token (PERFECTO_WEBHOOK_TOKEN): is shorter than 16 characters"),
+        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token_file": "{tmp}/hook"}, {"hook": "s3cret-short\n"},
+         "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE): is shorter than 16 characters"),
+        # the cloud's URL pasted as its name: the name it holds, or where a URL goes
+        ({"cloud_name": "https://mycloud.app.perfectomobile.com", "security_token": "s3cret-x"},
+         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a host or URL; the cloud's name is 'mycloud'"),
+        ({"cloud_name": "https://perfecto-proxy.internal", "security_token": "s3cret-x"},
+         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a URL; give the cloud's name here, and the URL in executions_url "
+             "(PERFECTO_EXECUTIONS_URL)"),
     ],
 )
 def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, expected):

@@ -93,7 +93,7 @@ def test_any_bytes_answer_is_survived(exporter_for):
 
 def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
     lab = start_lab(fault_injection=True)
-    exporter = build_exporter(lab.url, cloud="fuzz", webhook_token="fuzz-hook", stop_allow_owner_and_name=True)
+    exporter = build_exporter(lab.url, cloud="fuzz", webhook_token="fuzz-hook-secret-0123", stop_allow_owner_and_name=True)
     import io
 
     @SETTINGS
@@ -104,7 +104,7 @@ def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
         status = {}
         environ = {"PATH_INFO": "/webhook/alertmanager", "REQUEST_METHOD": "POST", "QUERY_STRING": "",
                    "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
-                   "HTTP_AUTHORIZATION": "Bearer fuzz-hook"}
+                   "HTTP_AUTHORIZATION": "Bearer fuzz-hook-secret-0123"}
         answer = b"".join(exporter.app(environ, lambda s, headers: status.setdefault("status", s)))
         assert status["status"][:3] in ("200", "400")
         json.loads(answer)

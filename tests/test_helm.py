@@ -366,7 +366,7 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alerts["PerfectoExecutionStuck"]["expr"].endswith("> 14400")
-    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40).")
+    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40, or the owner's own in ownerDevicesOverrides).")
     assert alerts["PerfectoApiDown"]["for"] == "15m"
     assert alerts["PerfectoExecutionStuck"]["annotations"]["runbook_url"] == (
         "https://wiki.example.com/perfecto/runbook#perfectoexecutionstuck")
@@ -458,6 +458,83 @@ def test_webhook_off_by_default_and_chart_created_webhook_secret():
     assert failed.returncode != 0 and "webhook.enabled needs webhook.existingSecret or webhook.token" in failed.stderr
 
 
+def test_the_webhook_starts_in_dry_run_and_real_stops_are_a_second_step():
+    """Enabling the webhook shows what it would stop; config.stop_dry_run=false, said in the notes,
+    makes the stops real."""
+    enabled = ["-f", str(DEFAULTS), "--set", "webhook.enabled=true", "--set", "webhook.existingSecret=hook"]
+    docs = render(DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook"})
+    assert config_file(docs)["stop_dry_run"] is True
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", *enabled).stdout
+    assert "(DRY RUN: nothing is stopped)" in notes and "--set config.stop_dry_run=false" in notes
+    live = render(DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook", "config.stop_dry_run": "false"})
+    assert config_file(live)["stop_dry_run"] is False
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", *enabled, "--set", "config.stop_dry_run=false").stdout
+    assert "DRY RUN" not in notes
+    assert "stop_dry_run" not in config_file(render(DEFAULTS))  # without the webhook, nothing to say
+
+
+def test_the_webhook_behind_tls_is_called_over_https_with_the_ca_or_refused():
+    docs = render(CHART / "ci" / "tls-values.yaml")
+    validate(docs)
+    (config,) = by_kind(docs, "AlertmanagerConfig")
+    (webhook,) = config["spec"]["receivers"][0]["webhookConfigs"]
+    assert webhook["url"] == "https://perfecto-perfecto-exporter.monitoring.svc:9817/webhook/alertmanager"
+    assert webhook["httpConfig"]["tlsConfig"] == ci_values("tls-values.yaml")["webhook"]["alertmanagerConfig"]["tlsConfig"]
+    refused = helm("template", "perfecto", str(CHART), "-f", str(CHART / "ci" / "tls-values.yaml"),
+                   "--set", "webhook.alertmanagerConfig.tlsConfig=null", check=False)
+    assert refused.returncode != 0
+    (line,) = [line for line in refused.stderr.splitlines() if line.startswith("Error")]
+    assert "the exporter answers only TLS; set webhook.alertmanagerConfig.tlsConfig" in line
+
+
+def test_a_listen_address_bound_to_one_host_is_refused():
+    refused = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), "--set", "config.listen_address=127.0.0.1:9817",
+                   check=False)
+    assert refused.returncode != 0 and "config.listen_address 127.0.0.1:9817 binds one host" in refused.stderr
+    for address in (":9900", "0.0.0.0:9900", "[::]:9900"):
+        docs = render(DEFAULTS, **{"config.listen_address": address})
+        assert deployment(docs)["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9900
+
+
+def test_notes_name_every_dashboard_and_warn_of_an_open_network_policy():
+    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
+                 "--set", "dashboards.enabled=true", "--set", "networkPolicy.enabled=true").stdout
+    for title in ("Perfecto / Executions overview", "Perfecto / Exporter health", "Perfecto / Usage"):
+        assert f'"{title}"' in notes
+    assert len(list((ROOT / "dashboards").glob("*.json"))) == 3
+    assert "WARNING: networkPolicy.enabled with an empty networkPolicy.ingressFrom allows every peer" in notes
+    closed = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")).stdout
+    assert "networkPolicy.ingressFrom allows every peer" not in closed
+
+
+def documented_sets() -> list[tuple[str, str]]:
+    """Every ``--set key=value`` the READMEs, the docs and the chart's notes hand a user, placeholders
+    (``<that name>``) left out."""
+    texts = [ROOT / "README.md", CHART / "README.md", *(ROOT / "docs").glob("*.md"), CHART / "templates" / "NOTES.txt"]
+    found = {tuple(m.split("=", 1)) for path in texts
+             for m in re.findall(r"--set ([\w.\[\]]+=[^\s`<{)]+)", path.read_text())}
+    return sorted(found)
+
+
+@pytest.mark.parametrize("key, value", documented_sets(), ids=lambda v: v)
+def test_every_documented_set_renders_valid_manifests_and_changes_them(key, value):
+    """A documented --set that the schema refuses, that renders an invalid manifest, or that changes
+    nothing (a key the templates never read) is a copy that silently does nothing."""
+    section = key.split(".")[0]
+    enable = {f"{section}.enabled": "true"} if section in ("prometheusRule", "serviceMonitor", "dashboards") else {}
+    if key.startswith("config.stop_"):
+        enable = {"webhook.enabled": "true", "webhook.existingSecret": "hook"}
+    enable.pop(key, None)
+    base = render(DEFAULTS, **enable)
+    docs = render(DEFAULTS, **enable, **{key: value})
+    validate(docs)
+    current = yaml.safe_load(DEFAULTS.read_text())
+    for part in key.split("."):
+        current = current.get(part) if isinstance(current, dict) else None
+    if str(current) != value:  # a value the base already has changes nothing, rightly
+        assert docs != base, f"--set {key}={value} changes no manifest"
+
+
 @pytest.mark.parametrize("key, value, complaint", [
     ("replicaCount", "-1", "/replicaCount"),
     ("webhook.enabled", "maybe", "/webhook/enabled"),
@@ -504,6 +581,9 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 65534:65534" in dockerfile and "EXPOSE 9817" in dockerfile
     assert 'ENTRYPOINT ["perfecto-exporter"]' in dockerfile and 'CMD ["run"]' in dockerfile
+    # the build argument reaches the variable build_info reads (exporter.assembly.REVISION_VARIABLE)
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "ARG REVISION=unknown" in final and "PERFECTO_EXPORTER_REVISION=${REVISION}" in final
     assert re.search(r"^COPY [^\n]*\bLICENSE\b", dockerfile, re.MULTILINE)  # the image's wheel carries it too
     subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
                     "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
@@ -557,7 +637,8 @@ def test_image_default_is_the_local_build_and_says_so():
     assert chart["appVersion"] == project  # the default tag is the version the Dockerfile builds
     for path in (CHART / "README.md", ROOT / "README.md", ROOT / "Dockerfile"):
         text = path.read_text()
-        assert f"docker build -t {image} ." in text, f"{path.name} must build exactly the chart's default image"
+        assert f'docker build --build-arg REVISION="$(git rev-parse HEAD)" -t {image} .' in text, \
+            f"{path.name} must build exactly the chart's default image, with its revision"
         assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
     assert f"{image} is the name `docker build` gives" in notes

@@ -208,6 +208,20 @@ def test_auto_mode_takes_401_and_403_as_absent_and_comes_back(start_lab, fault):
     assert clocked.licenses._wait() == 10
 
 
+@pytest.mark.parametrize("fault", ["unauthorized", "forbidden"])
+def test_auto_mode_takes_a_refusal_after_a_success_as_an_outage(start_lab, fault):
+    """A token that loses its License API role after the API answered: capacity monitoring must
+    not switch itself off quietly for an hour; it is an outage, alerted on like any other."""
+    lab = start_lab(payload=DOCUMENT, fault_injection=True)
+    clocked = Clocked(lab.url, "auto")
+    assert clocked.poll()[LICENSES_UP] == 1
+    lab.lab.inject(fault, endpoint="licenses")
+    failing = clocked.poll()
+    assert (failing[ABSENT], failing[LICENSES_UP]) == (0, 0)
+    assert license_failures(failing) == {"auth": 1}
+    assert clocked.licenses._wait() == 10  # retried at the interval, not hourly
+
+
 def test_auto_mode_takes_404_as_absent(start_lab):
     lab = start_lab(payload=DOCUMENT)
     clocked = Clocked(lab.url + "/no-such-prefix", "auto", executions_url=lab.url,
@@ -232,12 +246,12 @@ def test_on_mode_on_a_cloud_without_the_api_is_an_outage(start_lab):
 
 def test_the_license_poll_runs_on_its_own_thread_and_interval(start_lab):
     lab = start_lab(payload=DOCUMENT)
-    exporter = build_exporter(lab.url, licenses="auto", poll_interval=60, licenses_interval=0.05)
+    exporter = build_exporter(lab.url, licenses="auto", poll_interval=60, licenses_interval=1)
     exporter.start()
     try:
         from .conftest import wait_until
 
-        wait_until(lambda: exporter.license_pollers[0].status.polls >= 3, what="three license polls")
+        wait_until(lambda: exporter.license_pollers[0].status.polls >= 3, timeout=10, what="three license polls")
         assert exporter.pollers[0].status.polls <= 1
     finally:
         exporter.stop()

@@ -158,3 +158,32 @@ def test_a_failed_poll_writes_one_line(capsys):
     assert len(lines) == 1, lines
     assert 'msg="poll failed"' in lines[0] and "reason=connection" in lines[0]
     assert "urllib3" not in lines[0]
+
+
+def test_the_start_line_says_what_is_exposed_and_a_refused_webhook_call_names_its_caller(start_lab, spawn):
+    """A first look at the logs tells whether stops are real, with which caps, and whether TLS and
+    basic auth are on; a 401 on the webhook names who called."""
+    import requests
+
+    from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_until
+
+    port = free_port()
+    env = exporter_env(cloud_name="acme", executions_url=start_lab().url, security_token=ADMIN_TOKEN,
+                       webhook_token="hook-secret-for-log-tests", stop_dry_run="true", stop_max_per_window=7,
+                       log_format="json")
+    exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(base + "/-/healthy", timeout=2).ok, what="the exporter")
+    answer = requests.post(base + "/webhook/alertmanager", json={"alerts": []}, timeout=5,
+                           headers={"Authorization": "Bearer guessed", "User-Agent": "probe/1.0\x7f"})
+    assert answer.status_code == 401
+    wait_until(lambda: "webhook request refused" in exporter.output, what="the refusal's log line")
+    lines = [json.loads(line) for line in exporter.output.splitlines() if line.startswith("{")]
+    (start,) = [line for line in lines if line["msg"] == "listening"]
+    assert {k: start[k] for k in ("tls", "basic_auth_users", "webhook", "stop_max_per_request", "stop_max_per_window",
+                                  "stop_window")} == {"tls": "off", "basic_auth_users": 0, "webhook": "dry_run",
+                                                      "stop_max_per_request": 10, "stop_max_per_window": 7,
+                                                      "stop_window": 3600.0}
+    (refused,) = [line for line in lines if line["msg"] == "webhook request refused"]
+    assert (refused["client"], refused["user_agent"], refused["status"]) == ("127.0.0.1", "probe/1.0?", "401")
+    assert "guessed" not in exporter.output and "hook-secret-for-log-tests" not in exporter.output

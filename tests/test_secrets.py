@@ -32,7 +32,7 @@ def test_no_secret_or_personal_datum_escapes(spawn, tmp_path, level, fmt):
                .status_code == 401, what="lab")
     hook_file = tmp_path / "hook"
     hook_file.write_text(HOOK_SECRET)
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=0.3,
+    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                        webhook_token_file=hook_file, search_retries=0, log_level=level, log_format=fmt)
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="ready")
@@ -124,7 +124,7 @@ def test_no_piece_of_a_token_echoed_by_the_upstream_escapes(spawn, tmp_path, ech
     base = f"http://127.0.0.1:{port}"
     hook_file = tmp_path / "hook"
     hook_file.write_text(HOOK_SECRET)
-    env = exporter_env(cloud_name="acme", executions_url=upstream, security_token=LONG_TOKEN, poll_interval=0.2,
+    env = exporter_env(cloud_name="acme", executions_url=upstream, security_token=LONG_TOKEN, poll_interval=1,
                        webhook_token_file=hook_file, search_retries=0, log_level="debug", log_format=fmt)
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="ready")

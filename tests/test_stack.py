@@ -25,7 +25,8 @@ from exporter.lab.workload import DEMO_TEAMS
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
 from .test_alerts_and_dashboards import load_generator
-from .local_stack import alertmanager_config, prometheus_config, rules
+from .local_stack import rules
+from .readme import alertmanager_config, prometheus_config
 
 DASHBOARDS = tuple(load_generator("dashboards").DASHBOARDS)
 

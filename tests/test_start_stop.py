@@ -4,6 +4,7 @@ the command (or no command at all), an address that cannot be served, Ctrl-C and
 
 from __future__ import annotations
 
+import platform
 import signal
 import socket
 import subprocess
@@ -52,8 +53,19 @@ def test_common_flags_before_or_after_run(spawn, start_lab, before, after):
 
 @pytest.mark.parametrize("argv", [["--version"], ["run", "--version"], ["check-config", "--version"]])
 def test_version_before_or_after_the_command(argv):
-    done = subprocess.run([*EXPORTER_BIN, *argv], capture_output=True, text=True, timeout=30)
-    assert (done.returncode, done.stdout.strip()) == (0, f"perfecto-exporter {__version__}")
+    """As a Go exporter's --version: the version, the revision it was built from, the runtime's."""
+    env = {**exporter_env(), "PERFECTO_EXPORTER_REVISION": "0123abc"}
+    done = subprocess.run([*EXPORTER_BIN, *argv], capture_output=True, text=True, timeout=30, env=env)
+    assert (done.returncode, done.stdout.strip()) == (
+        0, f"perfecto-exporter, version {__version__} (revision: 0123abc), python {platform.python_version()}")
+
+
+def test_help_names_every_command_and_where_the_settings_are():
+    done = subprocess.run([*EXPORTER_BIN, "--help"], capture_output=True, text=True, timeout=30)
+    first = done.stdout.split("\n\n")[1]
+    for command in ("run", "check-config", "stop", "simulate", "demo"):
+        assert command in first
+    assert "PERFECTO_<NAME>" in done.stdout and "Configuration section of the README" in done.stdout
 
 
 @pytest.mark.parametrize("argv", [

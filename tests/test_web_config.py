@@ -42,7 +42,7 @@ def test_prometheus_scrapes_through_tls_and_basic_auth(start_lab, spawn, web_fil
     lab = start_lab()
     port, prom_port = free_port(), free_port()
     env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       webhook_token="hook-secret")
+                       webhook_token="hook-secret-for-tls-tests")
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}",
                       "--web.config.file", str(web_files / "web.yml")], "exporter", env)
     base, ca = f"https://127.0.0.1:{port}", str(web_files / "server.crt")
@@ -56,7 +56,7 @@ def test_prometheus_scrapes_through_tls_and_basic_auth(start_lab, spawn, web_fil
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)  # no plain HTTP
     hook = requests.post(base + "/webhook/alertmanager", json={"version": "4", "alerts": []}, verify=ca,
-                         headers={"Authorization": "Bearer hook-secret"}, timeout=5)
+                         headers={"Authorization": "Bearer hook-secret-for-tls-tests"}, timeout=5)
     assert hook.status_code == 200  # the webhook keeps its own bearer secret
 
     config = web_files / "prometheus.yml"

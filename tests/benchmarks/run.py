@@ -56,6 +56,7 @@ from ..conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
 TOKEN = "benchmark-token"
+BENCH_HOOK = "benchmark-hook-secret"
 
 
 def best_of(function, repeats: int, timer=time.perf_counter) -> float:
@@ -116,7 +117,7 @@ class Stack:
                "PERFECTO_REQUEST_TIMEOUT": "120", "PERFECTO_LOG_LEVEL": "warning",
                "PERFECTO_STALE_AFTER": str(stale_after)}  # the scrape test hangs the API for a while
         if webhook:
-            env |= {"PERFECTO_WEBHOOK_TOKEN": "hook", "PERFECTO_STOP_MAX_PER_WINDOW": "100000"}
+            env |= {"PERFECTO_WEBHOOK_TOKEN": BENCH_HOOK, "PERFECTO_STOP_MAX_PER_WINDOW": "100000"}
         self.exporter = self._spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{self.port}"],
                                     "exporter", env)
 
@@ -258,7 +259,7 @@ def webhook(requests_made: int = 30) -> dict:
                 "alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "bench", "execution_id": ids[i]}}
             started = time.perf_counter()
             answer = session.post(stack.url + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                                  headers={"Authorization": "Bearer hook"}, timeout=30)
+                                  headers={"Authorization": f"Bearer {BENCH_HOOK}"}, timeout=30)
             hook.append(time.perf_counter() - started)
             assert answer.json()["decisions"][0]["result"] == "stopped", answer.text
             started = time.perf_counter()

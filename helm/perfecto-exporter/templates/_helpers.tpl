@@ -101,6 +101,10 @@ The exporter's YAML settings file: .Values.config as it is, and the settings the
 {{- end }}
 {{- if .Values.webhook.enabled }}
 {{- $_ := set $config "webhook_token_file" (printf "%s/webhook/token" $dir) }}
+{{- if not (hasKey $config "stop_dry_run") }}
+{{- /* a first deployment shows what it would stop; real stops are a second, explicit step */}}
+{{- $_ := set $config "stop_dry_run" true }}
+{{- end }}
 {{- end }}
 {{- if .Values.webConfig.existingSecret }}
 {{- $_ := set $config "web_config_file" (printf "%s/web/web.yml" $dir) }}
@@ -140,6 +144,22 @@ either an existing Secret or a token the chart puts into its own Secret.
 {{- else if not (or $p.existingSecret $p.securityToken) }}
 {{- fail (printf "no token for cloud %s: set %s" $p.cloudName $secret) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails the render on values that would deploy a silently broken exporter: a listen address bound
+to one host (the probes and the Service reach the pod's IP), or an AlertmanagerConfig that would
+call a TLS-only exporter over plain HTTP, or without the CA to trust it.
+*/}}
+{{- define "perfecto-exporter.requireWorkingValues" -}}
+{{- with .Values.config.listen_address }}
+{{- if not (regexMatch "^(|0\\.0\\.0\\.0|\\[::\\]):[0-9]+$" .) }}
+{{- fail (printf "config.listen_address %s binds one host: the probes and the Service reach the pod's own IP; keep the host empty (:%s)" . (regexFind "[0-9]+$" .)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.webhook.enabled .Values.webhook.alertmanagerConfig.enabled .Values.webConfig.existingSecret (not .Values.webhook.alertmanagerConfig.tlsConfig) }}
+{{- fail "webhook.alertmanagerConfig with webConfig: the exporter answers only TLS; set webhook.alertmanagerConfig.tlsConfig with the CA that signed its certificate (ca.secret.name and ca.secret.key)" }}
 {{- end }}
 {{- end }}
 
