@@ -72,6 +72,10 @@ DESCRIPTOR_RESERVE = 64  # for the pollers' connections, the log, and files open
 MAX_HEADER_BYTES = 16 * 1024
 WRITE_SLICE = 64 * 1024  # what one slow reader can hold of an answer, beside the kernel's buffers
 MAX_HEADERS = 100  # as the standard library's http.server
+# How long a closing TLS connection waits for the client's close_notify (asyncio: 30 s). Clients
+# that close their socket without one (Python's, Go's on a reset) left every such connection
+# open until its deadline, and a SIGTERM waited the 10 s for them.
+TLS_SHUTDOWN_TIMEOUT = 1.0
 
 
 def max_connections_for_descriptors() -> int:
@@ -309,7 +313,8 @@ class _Listener:
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(
-                self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None)
+                self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if self._tls else None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
             conn.close()  # a failed, unfinished or evicted TLS handshake: the client is gone or hostile
 
