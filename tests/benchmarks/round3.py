@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import re
 import socket
 import statistics
@@ -20,7 +19,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,9 +28,7 @@ import requests
 from exporter.lab import Lab, Workload, serve_lab
 
 from ..conftest import ADMIN_TOKEN, ROOT, exporter_env, free_port, wait_until
-
-GUESSER_ADDRESS = "127.0.0.2"  # another host, as far as the exporter can tell
-
+from ..hostile import PasswordGuessers
 
 class Exporter:
     def __init__(self, source: Path, lab_url: str, **settings):
@@ -67,27 +63,8 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 def password_flood(exporter: Exporter, guessers: int = 32, seconds: float = 8.0) -> str:
-    stop, guessed = threading.Event(), []
-
-    def guess(n: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10,
-                                                source_address=(GUESSER_ADDRESS, 0))
-        attempt = 0
-        while not stop.is_set():
-            attempt += 1
-            try:
-                connection.request("GET", "/metrics", headers=basic("prometheus", f"guess-{n}-{attempt}"))
-                answer = connection.getresponse()
-                answer.read()
-                guessed.append(answer.status)
-            except (OSError, http.client.HTTPException):
-                connection.close()
-
-    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guessers)]
-    for thread in threads:
-        thread.start()
     scrapes = []
-    try:
+    with PasswordGuessers("127.0.0.1", exporter.port, guessers) as guessing:
         time.sleep(0.5)
         started = time.monotonic()
         while time.monotonic() - started < seconds:
@@ -97,11 +74,8 @@ def password_flood(exporter: Exporter, guessers: int = 32, seconds: float = 8.0)
             except requests.RequestException:
                 scrapes.append("no answer")
             time.sleep(0.1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    return (f"password flood ({guessers} guessers from {GUESSER_ADDRESS}, {seconds:g} s): the fresh scraper's "
+    guessed = guessing.statuses
+    return (f"password flood ({guessers} guessers from another address, {seconds:g} s): the fresh scraper's "
             f"scrapes answered 200: {scrapes.count(200)} of {len(scrapes)}, 503: {scrapes.count(503)}; "
             f"guesses {len(guessed)} (401: {guessed.count(401)}, 503: {guessed.count(503)})")
 
