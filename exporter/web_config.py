@@ -118,7 +118,7 @@ def load_web_config(path: Path) -> WebConfig:
     config = WebConfig()
     tls = _section(data.get("tls_server_config"), "tls_server_config", TLS_FIELDS)
     http = _section(data.get("http_server_config"), "http_server_config", {"http2", "headers"})
-    if "http2" in http and http["http2"] is not False:
+    if _flag(http, "http_server_config.http2", False):
         raise ConfigError(SETTING, f"http_server_config.http2: true {NOT_SUPPORTED}: HTTP/1.1 is served")
     if any(tls.get(name) for name in ("cert", "key", "cert_file", "key_file", "client_ca", "client_ca_file",
                                       "client_auth_type")):  # the toolkit's TLSConfig.IsEnabled
@@ -180,17 +180,32 @@ def _tls_context(tls: dict, base: Path, http: dict) -> tuple[ssl.SSLContext, fro
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(SETTING, f"cannot load client_ca_file/client_ca: {_why(err)}") from None
     _ciphers(context, tls, http)
-    _curves(context, tls.get("curve_preferences"))
-    if tls.get("prefer_server_cipher_suites", True) is False:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
+    _curves(context, _names(tls, "curve_preferences"))
+    if _flag(tls, "prefer_server_cipher_suites", True):
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    sans = tls.get("client_allowed_sans")
-    if sans is not None:
-        if context.verify_mode == ssl.CERT_NONE:
-            raise ConfigError(SETTING, "client_allowed_sans needs a client_auth_type that verifies certificates")
-        sans = frozenset(_normal_san(str(san)) for san in sans)
-    return context, sans
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.get("client_allowed_sans") is None:
+        return context, None
+    if context.verify_mode == ssl.CERT_NONE:
+        # the toolkit would not look at SANs here (or at those of a certificate it never verified)
+        raise ConfigError(SETTING, "client_allowed_sans needs a client_auth_type that verifies certificates")
+    return context, frozenset(_normal_san(san) for san in _names(tls, "client_allowed_sans"))
+
+
+def _names(section: dict, name: str) -> list[str]:
+    """A list of strings, or nothing."""
+    value = section.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(SETTING, f"{name} must be a list of names")
+    return value
+
+
+def _flag(section: dict, name: str, default: bool) -> bool:
+    value = section.get(name.rpartition(".")[2], default)
+    if not isinstance(value, bool):
+        raise ConfigError(SETTING, f"{name} must be true or false")
+    return value
 
 
 def _version(tls: dict, name: str, default: str) -> ssl.TLSVersion:
@@ -202,7 +217,7 @@ def _version(tls: dict, name: str, default: str) -> ssl.TLSVersion:
 
 
 def _ciphers(context: ssl.SSLContext, tls: dict, http: dict) -> None:
-    names = tls.get("cipher_suites") or []
+    names = _names(tls, "cipher_suites")
     for name in names:
         if name not in CIPHERS:
             raise ConfigError(SETTING, f"tls_server_config.cipher_suites: unknown cipher {name!r}")
@@ -219,7 +234,7 @@ def _ciphers(context: ssl.SSLContext, tls: dict, http: dict) -> None:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
 
 
-def _curves(context: ssl.SSLContext, names) -> None:
+def _curves(context: ssl.SSLContext, names: list[str]) -> None:
     if not names:
         return
     for name in names:

@@ -375,6 +375,10 @@ def test_headers_are_sent_and_the_rate_limit_answers_429(serve, web_files):
     ({"http_server_config": {"headers": {"X-Frame-Options": "foo"}}}, "invalid value for X-Frame-Options"),
     ({"http_server_config": {"headers": {"Content-Type": "foo"}}}, "'Content-Type' can not be configured"),
     ({"rate_limit": {"interval": "soon"}}, "rate_limit.interval must be a duration"),
+    ({"tls_server_config": {**SERVER, "client_auth_type": "RequireAndVerifyClientCert", "client_allowed_sans": "a"}},
+     "client_allowed_sans must be a list"),
+    ({"tls_server_config": {**SERVER, "client_allowed_sans": ["a"]}}, "client_allowed_sans needs a client_auth_type"),
+    ({"tls_server_config": {**SERVER, "prefer_server_cipher_suites": "no"}}, "must be true or false"),
     # valid for the toolkit, beyond what Python's TLS can do: refused as such, in one line
     ({"tls_server_config": {**SERVER, "client_auth_type": "RequireAnyClientCert"}}, "is not supported here"),
     ({"http_server_config": {"http2": True}}, "is not supported here"),
