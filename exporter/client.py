@@ -124,7 +124,7 @@ class _PerfectoSession:
 
     def _mount(self, path: str, retries: int) -> None:
         """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
-        retry = Retry(
+        retry = _DeadlineRetry(
             total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
             backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
             raise_on_status=False, respect_retry_after_header=True,
@@ -209,6 +209,7 @@ class _Deadline:
 
     def __init__(self, seconds: float):
         self.passed = False
+        self._ends = time.monotonic() + seconds
         self._connection = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._pass)
@@ -222,6 +223,9 @@ class _Deadline:
     def __exit__(self, *exc) -> None:
         self._timer.cancel()
         _in_flight.deadline = None
+
+    def left(self) -> float:
+        return self._ends - time.monotonic()
 
     def watch(self, connection) -> None:
         """The connection the call uses now (a retry may take another)."""
@@ -237,6 +241,21 @@ class _Deadline:
             connection = self._connection
         if connection is not None:
             _shut_down(connection)
+
+
+class _DeadlineRetry(Retry):
+    """urllib3's Retry that gives up when its wait before the next try (backoff, or the
+    server's Retry-After, which may say an hour) would end past the call's deadline: no socket
+    is open to shut down while it sleeps."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = getattr(_in_flight, "deadline", None)
+        asked = retry.get_retry_after(response) if response is not None and retry.respect_retry_after_header else None
+        if deadline is not None and deadline.left() <= (asked or retry.get_backoff_time()):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error or urllib3.exceptions.ResponseError(
+                "the next try would begin past the call's deadline"))
+        return retry
 
 
 def _shut_down(connection) -> None:
