@@ -2,7 +2,7 @@
 the webhook and the HTTP server, each built from injected parts.
 
 One poll: :class:`~exporter.poller.Poller` → :mod:`exporter.client` → :mod:`exporter.snapshot`
-→ published status → :class:`~exporter.exposition.Exposition` renders the collectors. One
+→ :mod:`exporter.changes` → published status → :class:`~exporter.exposition.Exposition` renders the collectors. One
 alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.remediation` →
 :mod:`exporter.client`.
 """
@@ -30,7 +30,7 @@ from .poller import LicensePoller, Poller
 from .remediation import Remediator, StopPolicy
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
-from .snapshot import LabelPlan
+from .labels import LabelPlan
 from .teams import Teams
 from .web_config import BasicAuth, Headers, RateLimit, WebConfig
 from .webhook import PATH as WEBHOOK_PATH

@@ -401,10 +401,12 @@ class LicenseClient(_PerfectoSession):
         """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.licenses`)."""
 
         def read(response: requests.Response) -> LicenseUsage:
+            body = self._read_capped(response)
             try:
-                return read_licenses(self._read_capped(response))
-            except InvalidAnswer as err:
-                raise ApiError("invalid_response", f"licenses answer is {err}") from None
+                return read_licenses(body)
+            except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
+                raise ApiError("invalid_response", f"licenses answer is {err}",
+                               messages=_user_messages(bytes(body), self._redact)) from None
 
         return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
 

@@ -7,14 +7,19 @@ The answer (``GET /enforcement/api/v1/usageInfo/licenses``) is documented as
 
 - a bare list is read like ``licenseList``; an object holding ``deviceType`` like a list of one
   (what ``/licenses/{type}`` may answer); any other object, or anything not JSON, is invalid;
-- several entries for one device type are added up (two license packages, say);
-- numbers may come as strings; a value that is missing, not a number, negative, NaN or
-  infinite is left out (never exported as a negative or NaN sample); a missing ``inUse`` is
-  ``licenses - available`` and a missing ``licenses`` is ``inUse + available`` when both others
-  are there;
+- a list of error objects (``[{"userMessage": ...}]``, what Perfecto's REST endpoints answer on
+  an error) is invalid even with status 200: it is no answer about licenses;
 - an entry is a license entry if it has ``licenses``, ``inUse`` or ``available``, a burst entry
   if it has ``allowedMinutes`` or ``usedMinutes`` (both, if it has both); an entry that is
   neither, or not an object, is skipped and counted;
+- numbers may come as strings; a missing ``inUse`` is ``licenses - available`` and a missing
+  ``licenses`` is ``inUse + available`` when both others are there;
+- only a complete entry counts: both numbers of its pair (purchased and in use, or allowed and
+  used) there and valid (finite, not negative), else the whole pair is skipped and counted.
+  Adding what an incomplete entry has would pair one package's licenses with another's use
+  (16 in use of 10 purchased, a false "exhausted");
+- the complete entries of one device type are added up (two license packages, say); a sum past
+  float's range is left out (None), never exported as +Inf or as one of its terms;
 - ``deviceType`` is upper-cased; a name of letters, digits and ``_`` (at most 32) is kept as it
   is, so a device type Perfecto adds later shows under its own name; at most
   :data:`MAX_DEVICE_TYPES` names per answer, the rest count as :data:`OTHER`; a missing or
@@ -37,12 +42,15 @@ MAX_DEVICE_TYPES = 8
 DEVICE_TYPE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 LICENSE_FIELDS = ("licenses", "inUse", "available")
 BURST_FIELDS = ("allowedMinutes", "usedMinutes")
+USAGE_FIELDS = {"deviceType", *LICENSE_FIELDS, *BURST_FIELDS}
+ERROR_FIELDS = {"userMessage", "developerMessage", "errorMessage"}
 
 
 @dataclass(frozen=True)
 class LicenseUsage:
     """One answer: per device type, ``(purchased, in_use)`` licenses and ``(allowed, used)``
-    burst seconds; a value the answer did not give is None."""
+    burst seconds, the sums of its complete entries; a sum past float's range is None.
+    ``skipped_entries``: entries (or their license or burst half) not counted."""
 
     licenses: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     burst: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
@@ -57,24 +65,25 @@ def read_licenses(body: bytes | bytearray) -> LicenseUsage:
         raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
     entries = _entries(answer)
     names = _DeviceTypes()
-    licenses: dict[str, list] = {}
-    burst: dict[str, list] = {}
+    licenses: dict[str, tuple[float, float]] = {}
+    burst: dict[str, tuple[float, float]] = {}
     skipped = 0
     for entry in entries:
         if not isinstance(entry, dict):
             skipped += 1
             continue
-        kinds = [(fields, totals, reader) for fields, totals, reader in (
+        pairs = [(totals, reader(entry)) for fields, totals, reader in (
             (LICENSE_FIELDS, licenses, _license_pair), (BURST_FIELDS, burst, _burst_pair))
             if any(name in entry for name in fields)]
-        if not kinds:
+        complete = [(totals, pair) for totals, pair in pairs if None not in pair]
+        if len(complete) < len(pairs) or not pairs:
             skipped += 1
-            continue
-        device_type = names.of(entry.get("deviceType"))
-        for _, totals, reader in kinds:
-            _add(totals.setdefault(device_type, [None, None]), reader(entry))
-    return LicenseUsage({k: tuple(v) for k, v in sorted(licenses.items())},
-                        {k: tuple(v) for k, v in sorted(burst.items())}, skipped)
+        if complete:
+            device_type = names.of(entry.get("deviceType"))
+            for totals, (first, second) in complete:
+                before = totals.get(device_type, (0.0, 0.0))
+                totals[device_type] = (before[0] + first, before[1] + second)  # past float's range: inf
+    return LicenseUsage(_finite(licenses), _finite(burst), skipped)
 
 
 def _entries(answer: object) -> list:
@@ -85,15 +94,25 @@ def _entries(answer: object) -> list:
             return [answer]
         raise InvalidAnswer("an object without licenseList")
     if isinstance(answer, list):
+        if answer and all(isinstance(e, dict) and ERROR_FIELDS & e.keys() and not USAGE_FIELDS & e.keys()
+                          for e in answer):
+            raise InvalidAnswer("an error list")
         return answer
     raise InvalidAnswer("neither a list nor an object")
 
 
+def _finite(totals: dict[str, tuple[float, float]]) -> dict[str, tuple[float | None, float | None]]:
+    return {device_type: tuple(v if math.isfinite(v) else None for v in pair)
+            for device_type, pair in sorted(totals.items())}
+
+
 def _license_pair(entry: dict) -> tuple[float | None, float | None]:
+    """``(purchased, in_use)``; None for a number that is neither given validly nor derivable.
+    A field given but invalid is not derived from the others: the entry is broken."""
     purchased, in_use, available = (_number(entry.get(name)) for name in LICENSE_FIELDS)
-    if in_use is None and purchased is not None and available is not None:
-        in_use = max(0.0, purchased - available)
-    if purchased is None and in_use is not None and available is not None:
+    if entry.get("inUse") is None and purchased is not None and available is not None and available <= purchased:
+        in_use = purchased - available
+    if entry.get("licenses") is None and in_use is not None and available is not None:
         purchased = in_use + available
     return purchased, in_use
 
@@ -101,14 +120,6 @@ def _license_pair(entry: dict) -> tuple[float | None, float | None]:
 def _burst_pair(entry: dict) -> tuple[float | None, float | None]:
     allowed, used = (_number(entry.get(name)) for name in BURST_FIELDS)
     return (None if allowed is None else allowed * 60), (None if used is None else used * 60)
-
-
-def _add(total: list, pair: tuple[float | None, float | None]) -> None:
-    for i, value in enumerate(pair):
-        if value is not None:
-            value = value if total[i] is None else total[i] + value
-            if math.isfinite(value):  # a sum past float's range is left out, never +Inf
-                total[i] = value
 
 
 def _number(value: object) -> float | None:

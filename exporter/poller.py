@@ -24,7 +24,9 @@ from dataclasses import dataclass, replace
 
 from .client import ApiError, ExecutionManagerClient, LicenseClient
 from .licenses import LicenseUsage
-from .snapshot import LabelPlan, OwnerLabels, Snapshot, SnapshotBuilder, Totals, advance
+from .changes import Totals, advance
+from .labels import LabelPlan, OwnerLabels
+from .snapshot import Snapshot, SnapshotBuilder
 from .testnames import TestNames
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,10 @@ class LicensePoller(_Loop):
             if status.polls == 0 or not status.up:
                 log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses),
                                                           "skipped": usage.skipped_entries})
+            if usage.skipped_entries and (status.usage is None or status.usage.skipped_entries != usage.skipped_entries):
+                # once, not every poll: an answer that keeps its odd entries keeps them for months
+                log.warning("license answer had entries not counted (incomplete, invalid, or not license entries)",
+                            extra={**extra, "skipped": usage.skipped_entries})
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
         self.status = status

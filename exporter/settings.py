@@ -47,12 +47,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 DEFAULT_PORT = 9817
 DEFAULT_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 DEFAULT_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
-# What is removed from execution names to give test names (exporter/testnames.py says how)
+# Each match is removed from an execution name to give its test name, in this order. Every
+# pattern but the last takes only whole words: not preceded or followed by an ASCII letter or
+# digit (a name's non-ASCII words are no boundary), so no pattern eats digits out of a longer
+# number or id. Quantifiers over digits are possessive (++): no backtracking on long numbers.
 DEFAULT_NAME_PATTERNS = (
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",  # UUIDs
-    r"\d{4}-?\d{2}-?\d{2}(?:[T _-]?\d{2}[:.-]?\d{2}(?:[:.-]?\d{2}(?:\.\d+)?)?Z?)?",  # dates, with a time or not
-    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*[0-9])[0-9A-Fa-f]{8,}(?![0-9A-Za-z])",  # hex ids holding a digit
-    r"(?:[\s_#.:/-]*\d+)+$",  # trailing run numbers (and epoch timestamps)
+    # dates, with a time (seconds, a fraction, an offset: Z, +01, +0100, +01:00) or not
+    r"(?<![0-9A-Za-z])[0-9]{4}-?[0-9]{2}-?[0-9]{2}"
+    r"(?:[T _-]?[0-9]{2}[:.-]?[0-9]{2}(?:[:.-]?[0-9]{2}(?:[.,][0-9]++)?)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
+    r"(?![0-9A-Za-z])",
+    # hex ids of 7 digits or more that hold a digit (git hashes, build ids), and so numbers of 7
+    # digits or more (epoch seconds and milliseconds)
+    r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f]*[0-9])[0-9A-Fa-f]{7,}+(?![0-9A-Za-z])",
+    # run and build numbers anywhere: a number that stands alone, with a "build" or "run" before
+    # it, or Jenkins' b1234; not inside [...], where parameterised tests keep their parameters
+    r"(?<![0-9A-Za-z])(?:(?i:build|run)[\s_#.:-]*+|b(?=[0-9]{3}))?[0-9]++(?![0-9A-Za-z])(?![^\[\]]*\])",
+    r"(?:[\s_#.:/-]*+[0-9]++)+$",  # trailing numbers (Suite1 and Suite2 are one test)
 )
 MIN_POLL_INTERVAL = 1.0
 # The webhook's secret authorises stops; the log masking also needs 16 characters to catch pieces of it

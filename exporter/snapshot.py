@@ -1,17 +1,7 @@
-"""Immutable aggregates of one poll, and the running totals derived from poll-to-poll changes.
+"""Immutable aggregates of one poll: what the collectors export about running executions.
 
 A :class:`Snapshot` holds exactly what the collector exports about running executions, keyed
 by label values in the order the :class:`LabelPlan` names them, so a scrape only formats.
-
-Starts and finishes are the difference between two successful polls, matched by execution id:
-an id seen now but not before has started, one seen before but not now has finished. The first
-poll after start-up counts nothing as started (those executions were already running).
-
-A finished execution ended somewhere between the last successful poll that saw it running and
-the first that did not; its duration is measured to the midpoint of the two. That halves the
-worst error of measuring to either poll and has no bias either way: a duration is off by at
-most half the time between the two polls, which is half a poll interval normally, and half the
-outage when the API failed in between (the end is known no better than that).
 
 With ``execution_name_durations`` on, each execution also has a test name (its execution name
 normalised and capped by :class:`~exporter.testnames.TestNames`): the start series carry it as
@@ -21,93 +11,24 @@ its test's history by ``(cloud, test)``.
 An id is one execution everywhere: when an answer lists an id twice, its first entry counts and
 each repeat is counted with the skipped entries.
 
-Usage (platform-seconds and execution-seconds) is accounted between two successive successful
-polls, over the interval between them, by the same evidence:
-
-- an execution in both answers ran the whole interval;
-- one only in the later answer ran from its start (kept within the interval), or from the
-  midpoint when it has no start time;
-- one only in the earlier answer ran to the midpoint, as its duration says;
-- each platform of an execution counts for its whole time (a test on three devices holds three);
-- one without an id cannot be followed, and counts for the whole of every interval that ends
-  with it listed.
-
-The interval is measured on the poller's steady (monotonic) clock, so a wall clock stepped either
-way between two polls neither charges nor loses the step; start times, on the wall clock, are
-placed within the interval ending at the later poll's wall time. (The steady clock stops while
-the host is suspended: a suspension counts as no time passing.)
-
-So an execution is counted to within half a poll interval at each end (half the outage, when
-polls failed between), one that started and ended between two polls is not counted at all,
-the first poll after start-up counts nothing (the time before it is unknown), and a restart
-loses the time between the last poll before it and the first after. A series (a combination of
-labels) first appears at 0, and what it used in that interval is added at the next successful
-poll, because Prometheus' ``increase()`` never counts a new series' first value. Owners beyond
-``max_owners`` are counted under :data:`OTHER_OWNER`, as everywhere. A platform series unused
-for :data:`IDLE_USAGE_SERIES` is dropped. The usage of one interval
-is added per series only when it is positive, so that rounding never makes a counter go down
-(which Prometheus would read as a reset).
+What changes from one poll to the next (starts, finishes, durations, usage) is
+:mod:`exporter.changes`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
 
-from .counting import BucketCounts, FirstSeen
+from .counting import BucketCounts
 from .executions import execution_reader
-from .settings import DEFAULT_AGE_BUCKETS, DEFAULT_DURATION_BUCKETS, DEFAULT_NAME_PATTERNS
+from .labels import OTHER_OWNER, LabelPlan, OwnerLabels
 from .testnames import OTHER_TEST, TestNames
 
-EXECUTION_LABELS = ("owner",)
-PLATFORM_LABELS = ("owner", "device_type", "os", "browser")
-START_LABELS = ("execution_id", "execution_name", "owner")
-OTHER_OWNER = "(other)"  # the shared owner label beyond max_owners
-# A platform usage series unused this long is dropped. Its labels (with opt-in ones such as
-# browser_version or model) change over months, and every labelling ever seen would otherwise
-# stay a series for as long as the exporter runs; Prometheus keeps the samples of a dropped
-# one, so increase() over any window still counts it, and one used again starts at 0.
-IDLE_USAGE_SERIES = 86400.0
 _EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
-
-
-@dataclass(frozen=True)
-class LabelPlan:
-    """Which labels each family carries (besides ``cloud``), and the bucket layouts."""
-
-    execution: tuple[str, ...] = EXECUTION_LABELS
-    platform: tuple[str, ...] = PLATFORM_LABELS
-    start: tuple[str, ...] = START_LABELS
-    age_buckets: tuple[float, ...] = DEFAULT_AGE_BUCKETS
-    duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
-    start_series: bool = True
-    max_start_series: int = 2000
-    max_owners: int = 500
-    by_test: bool = False  # execution_name_durations: durations by test, start series with test
-    max_tests: int = 200
-    name_patterns: tuple[str, ...] = DEFAULT_NAME_PATTERNS
-
-    @classmethod
-    def from_settings(cls, settings) -> LabelPlan:
-        drop = set(settings.drop_labels)
-        keep = lambda labels: tuple(label for label in labels if label not in drop)  # noqa: E731
-        return cls(
-            execution=keep(EXECUTION_LABELS),
-            platform=keep(PLATFORM_LABELS + tuple(settings.extra_platform_labels)),
-            start=keep(START_LABELS),
-            age_buckets=tuple(settings.age_buckets),
-            duration_buckets=tuple(settings.duration_buckets),
-            start_series=settings.execution_series,
-            max_start_series=settings.max_execution_series,
-            max_owners=settings.max_owners,
-            # a dropped execution_name is aggregated away everywhere, test names included
-            by_test=settings.execution_name_durations and "execution_name" not in drop,
-            max_tests=settings.max_execution_names,
-            name_patterns=tuple(settings.execution_name_patterns),
-        )
 
 
 class Followed(NamedTuple):
@@ -132,14 +53,6 @@ class Snapshot:
     tests: dict[str, str] | None = None  # id -> test label, with plan.by_test only
     tests_folded: int = 0  # test names of this poll counted under OTHER_TEST
     steady: float | None = None  # the poll's time on a clock that never jumps (monotonic), for usage
-
-
-class OwnerLabels(FirstSeen):
-    """Which owners get an ``owner`` label of their own: the first ``cap`` ever seen; every later
-    owner shares :data:`OTHER_OWNER`, in every family labelled by owner."""
-
-    def __init__(self, cap: int):
-        super().__init__(cap, OTHER_OWNER)
 
 
 class SnapshotBuilder:
@@ -232,145 +145,3 @@ def _key_function(labels: tuple[str, ...]):
     if len(fields) > 1:
         return itemgetter(*fields)  # a tuple, built in C
     return lambda execution: tuple([execution[i] for i in fields])
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Counters that only grow: starts and finishes by execution labels, finished durations
-    (by test too, with ``plan.by_test``), and usage: seconds held by platform labels and seconds
-    run by execution labels."""
-
-    started: dict[tuple[str, ...], int]
-    finished: dict[tuple[str, ...], int]
-    durations: BucketCounts
-    platform_seconds: dict[tuple[str, ...], float]
-    execution_seconds: dict[tuple[str, ...], float]
-    carried: tuple[dict, dict] = ({}, {})  # usage of series first exported at 0, added at the next poll
-    platforms_used: dict[tuple[str, ...], float] = field(default_factory=dict)  # last poll each platform series ran
-    durations_by_test: dict[str, BucketCounts] | None = None
-
-    @classmethod
-    def empty(cls, plan: LabelPlan) -> Totals:
-        return cls({}, {}, BucketCounts.of([], plan.duration_buckets), {}, {}, ({}, {}), {},
-                   {} if plan.by_test else None)
-
-
-def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: LabelPlan) -> Totals:
-    """The totals after ``current``, given the last successful snapshot before it."""
-    started, finished = dict(totals.started), dict(totals.finished)
-    for key in current.running:  # every owner seen gets its counters, starting at 0
-        started.setdefault(key, 0)
-        finished.setdefault(key, 0)
-    if previous is None:
-        new, ended, held, ran = (), (), {}, {}
-    else:  # set differences, in C: the loops below see only what changed (sorted: float sums repeat exactly)
-        new = sorted(current.followed.keys() - previous.followed.keys())
-        ended = sorted(previous.followed.keys() - current.followed.keys())
-        held, ran = _usage(previous, current, new, ended)
-    platform_seconds, held_later = _count(totals.platform_seconds, held, totals.carried[0], current.platforms)
-    execution_seconds, ran_later = _count(totals.execution_seconds, ran, totals.carried[1], current.running)
-    durations = []
-    by_test: dict[str, list[float]] = {}
-    tests = previous.tests if previous is not None else None
-    for execution_id in new:
-        key = current.followed[execution_id].key
-        started[key] = started.get(key, 0) + 1
-    if ended:
-        end = (previous.time + current.time) / 2  # the end lies between the two polls
-        for execution_id in ended:
-            key, start_time, _ = previous.followed[execution_id]
-            finished[key] = finished.get(key, 0) + 1
-            started.setdefault(key, 0)
-            if start_time is not None:
-                durations.append(max(0.0, end - start_time))
-                if tests is not None:
-                    by_test.setdefault(tests[execution_id], []).append(durations[-1])
-    used = _drop_idle(platform_seconds, totals.platforms_used, (current.platforms, held, held_later), current.time)
-    return Totals(started, finished, totals.durations.plus(BucketCounts.of(durations, plan.duration_buckets)),
-                  platform_seconds, execution_seconds, (held_later, ran_later), used,
-                  _plus_by_test(totals.durations_by_test, by_test, current, plan))
-
-
-def _drop_idle(values: dict, used: dict, now_used, now: float) -> dict:
-    """Drops from ``values`` (in place: a copy of this poll) the platform series unused for
-    :data:`IDLE_USAGE_SERIES`; returns when each series left was last used."""
-    used = dict(used)
-    for keys in now_used:
-        for key in keys:
-            used[key] = now
-    for key in [key for key, at in used.items() if now - at > IDLE_USAGE_SERIES]:
-        del used[key]
-        values.pop(key, None)
-    return used
-
-
-def _count(values: dict, amounts: dict, carried: dict, seen) -> tuple[dict, dict]:
-    """Usage counters after one poll, and what they carry to the next.
-
-    A series seen for the first time is exported at 0 and gets its first amount at the next
-    successful poll: ``increase()`` and ``rate()`` take a new series' first value as their
-    starting point, so an amount in it would never be counted."""
-    values = dict(values)
-    for key, seconds in carried.items():
-        values[key] += seconds
-    later = {}
-    for key, seconds in amounts.items():
-        if key in values:
-            values[key] += seconds
-        else:
-            later[key] = seconds
-    for key in (*seen, *later):
-        values.setdefault(key, 0.0)
-    return values, later
-
-
-def _usage(previous: Snapshot, current: Snapshot, new, ended) -> tuple[dict, dict]:
-    """Platform-seconds and execution-seconds of the interval between two snapshots, by labels
-    (the accounting rule is in this module's docstring); only positive amounts. ``new`` and
-    ``ended`` are the ids only in ``current`` and only in ``previous``.
-
-    Every execution of ``current`` is first counted for the whole interval, from the aggregates,
-    and then corrected for those that are new; so the cost grows with what changed, not with
-    the size of the lab."""
-    if current.steady is not None and previous.steady is not None:
-        # The time that passed, on the steady clock: a wall clock stepped ahead between two polls
-        # (NTP, a VM moved) would charge every running execution the step, and one stepped back
-        # would lose the interval. Start times are on the wall clock, so the interval is placed
-        # to end at this poll's wall time.
-        interval = current.steady - previous.steady
-    else:
-        interval = current.time - previous.time
-    if interval <= 0:  # the clock went back: nothing is known about this interval
-        return {}, {}
-    held = {key: count * interval for key, count in current.platforms.items()}
-    ran = {key: count * interval for key, count in current.running.items()}
-    begin = current.time - interval  # the previous poll, on this poll's wall clock
-    midpoint = begin + interval / 2
-    for execution_id in new:  # not held before it started
-        key, start, platforms = current.followed[execution_id]
-        since = midpoint if start is None else min(max(start, begin), current.time)
-        _add(ran, held, key, platforms, begin - since)
-    for execution_id in ended:  # held to the midpoint
-        key, _, platforms = previous.followed[execution_id]
-        _add(ran, held, key, platforms, interval / 2)
-    return ({k: v for k, v in held.items() if v > 0}, {k: v for k, v in ran.items() if v > 0})
-
-
-def _add(ran: dict, held: dict, key: tuple, platforms: tuple, seconds: float) -> None:
-    ran[key] = ran.get(key, 0.0) + seconds
-    for platform in platforms:
-        held[platform] = held.get(platform, 0.0) + seconds
-
-
-def _plus_by_test(before: dict[str, BucketCounts] | None, added: dict[str, list[float]], current: Snapshot,
-                  plan: LabelPlan) -> dict[str, BucketCounts] | None:
-    if before is None:
-        return None
-    after = dict(before)
-    zero = BucketCounts.of((), plan.duration_buckets)
-    for test in set(current.tests.values()) - after.keys():  # a test's histogram starts at 0 when it first runs
-        after[test] = zero
-    for test, durations in added.items():
-        counts = BucketCounts.of(durations, plan.duration_buckets)
-        after[test] = after[test].plus(counts) if test in after else counts
-    return after

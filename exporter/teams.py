@@ -18,7 +18,7 @@ import functools
 import re
 from collections.abc import Iterable
 
-from .snapshot import OTHER_OWNER
+from .labels import OTHER_OWNER
 
 # Owners already looked up; the owners that reach the info metric are bounded by max_owners
 # and max_execution_series, so this holds them all.

@@ -6,9 +6,10 @@ history. :class:`TestNames` maps a raw name to a test name and caps how many the
 
 1. every match of each pattern of ``execution_name_patterns`` is removed, pattern by pattern, in
    the order listed (the default, :data:`DEFAULT_NAME_PATTERNS`, removes UUIDs, dates with an
-   optional time, hexadecimal ids of 8 digits or more that hold a digit, and trailing numbers);
-2. what the removals leave behind is tidied: a run of separators (space, ``_ - # . : /``)
-   becomes its first character, and separators at either end go;
+   optional time and offset, hexadecimal ids of 7 digits or more that hold a digit, run and
+   build numbers anywhere but inside ``[...]``, and trailing numbers, each only as whole words);
+2. what the removals leave behind is tidied: brackets left empty go, a run of separators (space,
+   ``_ - # . : /``) becomes its first character, and separators at either end go;
 3. a name left empty is ``unknown``, like any name Perfecto leaves out.
 
 The first ``max_execution_names`` test names seen get a label of their own, for good (their
@@ -31,6 +32,7 @@ from .settings import DEFAULT_NAME_PATTERNS
 OTHER_TEST = "(other)"  # the shared test label beyond max_execution_names
 _SEPARATORS = re.compile(r"([\s_#.:/-])[\s_#.:/-]+")
 _EDGES = " \t\r\n_#.:/-"
+_EMPTY_BRACKETS = re.compile(r"\([\s_#.:/-]*\)|\[[\s_#.:/-]*\]|\{[\s_#.:/-]*\}")  # "(build 12)" gone: "()"
 
 
 class TestNames:
@@ -48,6 +50,7 @@ class TestNames:
     def _normalise(self, name: str) -> str:
         for pattern in self._patterns:
             name = pattern.sub("", name)
+        name = _EMPTY_BRACKETS.sub("", name)
         return _SEPARATORS.sub(r"\1", name).strip(_EDGES) or UNKNOWN
 
     def __call__(self, name: str) -> str:

@@ -192,3 +192,27 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
 
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, timeout=30, what="prometheus")
     return query
+
+
+# Test tiers (markers registered in pyproject.toml). `.ci/run` runs every tier; before a commit,
+# `.venv/bin/pytest -m "not slow and not e2e"` runs the unit tier in under a minute.
+# slow: minutes of wall clock on their own (the soak, attack floods, benchmarks' self-test, whole
+# stacks of Prometheus and Alertmanager, the README's set-up from nothing).
+SLOW_MODULES = {"test_soak", "test_hostile_clients", "test_benchmarks_run", "test_stack", "test_overdue_stack",
+                "test_usage_stack"}
+SLOW_TESTS = {"test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy"}
+# e2e: real processes and tools (the exporter's CLI, promtool, amtool, helm, Prometheus, openssl).
+E2E_MODULES = {"test_helm", "test_web_config", "test_start_stop", "test_readme", "test_alerts_and_dashboards",
+               "test_secrets", *SLOW_MODULES}
+E2E_FIXTURES = {"spawn"}
+E2E_TESTS = {"test_configuration_errors_are_one_line_exit_2", "test_run_command_end_to_end", "test_stop_command"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        name = item.originalname
+        if module in SLOW_MODULES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        if module in E2E_MODULES or name in E2E_TESTS or E2E_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)

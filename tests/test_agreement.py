@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.collectors import ExecutionsCollector, executions as executions_collector
 from exporter.lab import Workload
 from exporter.poller import CloudStatus
-from exporter.snapshot import OTHER_OWNER, LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
+from exporter.changes import Totals, advance
+from exporter.labels import OTHER_OWNER, LabelPlan, OwnerLabels
+from exporter.snapshot import SnapshotBuilder
 
 from .conftest import USER, build_exporter
 
@@ -43,8 +45,8 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
     assert first.ages[("alice",)].counts == (0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0)
     assert [key for key, _ in first.starts] == [("a", "test-a", "alice"), ("b", "test-b", "alice")]
     assert first.skipped_entries == 1  # the repeat
-    second = snapshot_of(plan, 1030.0, [])
-    totals = advance(advance(Totals.empty(plan), None, first, plan), first, second, plan)
+    second, third = snapshot_of(plan, 1030.0, []), snapshot_of(plan, 1060.0, [])
+    totals = advance(advance(advance(Totals.empty(plan), None, first, plan), first, second, plan), second, third, plan)
     assert totals.finished == {("alice",): 2}
     assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
 
@@ -52,13 +54,17 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
 def test_a_duration_across_an_outage_is_measured_to_the_midpoint():
     plan = LabelPlan()
     before = snapshot_of(plan, 1000.0, [entry("a", "alice", 400)])
+    seen = advance(Totals.empty(plan), None, before, plan)
+
+    def ended(after: float) -> Totals:
+        """"a" missing from the answer at ``after`` and from the next, 30 s later: it has ended."""
+        missing, confirmed = snapshot_of(plan, after, []), snapshot_of(plan, after + 30, [])
+        return advance(advance(seen, before, missing, plan), missing, confirmed, plan)
+
     # The API failed for an hour; "a" ended somewhere in between.
-    after = snapshot_of(plan, 4600.0, [])
-    totals = advance(Totals.empty(plan), before, after, plan)
-    assert totals.durations.total == (1000 + 4600) / 2 - 400  # off by at most half the outage
+    assert ended(4600.0).durations.total == (1000 + 4600) / 2 - 400  # off by at most half the outage
     # Normally the two polls are one interval apart: off by at most half an interval.
-    normal = advance(Totals.empty(plan), before, snapshot_of(plan, 1030.0, []), plan)
-    assert normal.durations.total == 1015 - 400
+    assert ended(1030.0).durations.total == 1015 - 400
 
 
 def _scrape(registry) -> dict[str, list]:
@@ -103,3 +109,23 @@ def test_the_readme_names_every_family_without_cloud(start_lab):
     assert statement, "the README's statement about the cloud label"
     assert without - runtime == set(re.findall(r"`(perfecto_\w+)`", statement[1]))
     assert runtime and "`process_*`" in statement[1] and "`python_*`" in statement[1]
+
+
+def test_the_readme_names_every_gauge_whose_help_does_not_say_cached(start_lab):
+    """The README's sentence on cached data holds for every family the exporter can serve."""
+    lab = start_lab()
+    exporter = build_exporter(lab.url, licenses="on", execution_name_durations=True,
+                              webhook_token="hook-secret-1234567890")
+    for poller in [*exporter.pollers, *exporter.license_pollers]:
+        poller.poll_once()
+    families = {f.name + ("_info" if f.type == "info" else ""): f  # as exposed: an info family is a gauge
+                for f in exporter.registry.collect()}  # with their types: the text format has no gauge histograms
+    cached = {name for name, f in families.items()
+              if "(cached: from the last successful poll, not fetched at scrape time)" in f.documentation}
+    gauges = {name for name, f in families.items()
+              if name.startswith("perfecto_") and f.type in ("gauge", "gaugehistogram", "info")}
+    statement = re.search(r"the HELP text of every gauge that describes the lab says so .*? — every `perfecto_\*` "
+                          r"gauge but (.*?) —", " ".join(README.read_text().split()))
+    assert statement, "the README's statement about cached data"
+    assert gauges - cached == set(re.findall(r"`(perfecto_\w+)`", statement[1]))
+    assert cached <= gauges  # counters say what they count, not "cached"

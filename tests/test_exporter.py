@@ -64,10 +64,13 @@ def test_starts_finishes_and_durations_from_poll_differences(start_lab, exporter
     workload.add({"id": "c", "owner": "bob@acme.example", "startTime": int(now[0] * 1000)})
     poller.poll_once()
     text = scrape(exporter)
-    assert value(text, "perfecto_executions_finished_total", cloud="acme", owner=USER) == 1
+    assert value(text, "perfecto_executions_finished_total", cloud="acme", owner=USER) == 0  # missing once: not yet
     assert value(text, "perfecto_executions_started_total", cloud="acme", owner="bob@acme.example") == 1
     assert value(text, "perfecto_executions_running", cloud="acme", owner="bob@acme.example") == 2
     assert value(text, "perfecto_executions_running", cloud="acme", owner=USER) is None
+    poller.poll_once()
+    text = scrape(exporter)
+    assert value(text, "perfecto_executions_finished_total", cloud="acme", owner=USER) == 1  # missing twice: ended
     assert value(text, "perfecto_execution_duration_seconds_count", cloud="acme") == 1
     assert 600 <= value(text, "perfecto_execution_duration_seconds_sum", cloud="acme") < 700
     assert value(text, "perfecto_execution_duration_seconds_bucket", cloud="acme", le="600.0") == 0

@@ -49,12 +49,45 @@ def test_odd_answer_is_read_without_negative_or_nan_values():
         "DESKTOP": (15, 8),  # 10 + 5 purchased; 4 + (5 - 1) in use, from strings and from `available`
         "EMULATOR_ANDROID": (2, 3),  # a device type the document does not name keeps its name
         "SIMULATOR": (10, 2),  # purchased = inUse + available
-        "unknown": (8, 1),  # a malformed or missing deviceType; 1e400 left out
+        "unknown": (1, 1),  # a malformed deviceType; the entry with inUse 1e400 is left out whole
     }
-    assert usage.burst == {"DESKTOP": (180 * 60, 30.5 * 60), "SIMULATOR": (None, None)}
-    assert usage.skipped_entries == 4  # "no numbers at all", a string, a number, null
+    assert usage.burst == {"DESKTOP": (120 * 60, 30.5 * 60)}  # the package without usedMinutes is left out
+    # the incomplete burst package, -5/NaN minutes, 1e400, true/[1]/{}, "no numbers at all", a string, 42, null
+    assert usage.skipped_entries == 8
     for pairs in (usage.licenses, usage.burst):
         assert all(v is None or (math.isfinite(v) and v >= 0) for pair in pairs.values() for v in pair)
+
+
+def desktop(*entries: str) -> dict:
+    answer = read_licenses(("[" + ",".join('{"deviceType": "DESKTOP", %s}' % e for e in entries) + "]").encode())
+    return {"licenses": answer.licenses.get("DESKTOP"), "burst": answer.burst.get("DESKTOP"),
+            "skipped": answer.skipped_entries}
+
+
+@pytest.mark.parametrize("entries, expected", [
+    # an entry without licenses: its 7 in use would be 16 of 10, a false "exhausted"
+    (['"licenses": 10, "inUse": 9', '"inUse": 7'], (10, 9)),
+    # an entry without inUse: 4 of 15 would understate saturation
+    (['"licenses": 10, "inUse": 4', '"licenses": 5'], (10, 4)),
+    # a negative count is no count: not 9 of 20
+    (['"licenses": 10, "inUse": 9', '"licenses": 10, "inUse": -3'], (10, 9)),
+    (['"licenses": 10, "inUse": 9', '"licenses": 10, "inUse": -3, "available": 13'], (10, 9)),  # not derived
+    (['"licenses": 10, "inUse": 9', '"licenses": 5, "available": 6'], (10, 9)),  # more available than bought
+    (['"licenses": 10, "inUse": 9', '"licenses": "NaN", "inUse": 1'], (10, 9)),
+    (['"licenses": 10, "inUse": 9', '"licenses": 5, "inUse": null, "available": 1'], (15, 13)),  # null: missing
+], ids=["no-licenses", "no-inUse", "negative", "negative-with-available", "available-too-large", "nan", "null"])
+def test_only_complete_license_entries_add_into_a_total(entries, expected):
+    found = desktop(*entries)
+    assert found["licenses"] == expected
+    assert found["skipped"] == (0 if expected == (15, 13) else 1)
+
+
+def test_only_complete_burst_entries_add_into_a_total():
+    assert desktop('"allowedMinutes": 240, "usedMinutes": 30', '"allowedMinutes": 60') == {
+        "licenses": None, "burst": (240 * 60, 30 * 60), "skipped": 1}
+    # an entry with both halves: the complete one counts, the entry is counted as skipped for the other
+    assert desktop('"licenses": 10, "inUse": 2, "allowedMinutes": 60') == {
+        "licenses": (10, 2), "burst": None, "skipped": 1}
 
 
 def test_one_object_of_the_by_type_call():
@@ -62,21 +95,25 @@ def test_one_object_of_the_by_type_call():
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"\xff\xfe", b'"licenses"', b"3", b'{"executions": []}',
-                                  b'{"licenseList": {"deviceType": "DESKTOP"}}', b"[" * 100_000])
+                                  b'{"licenseList": {"deviceType": "DESKTOP"}}', b"[" * 100_000,
+                                  b'[{"userMessage": "Internal error"}]',
+                                  b'[{"userMessage": "a", "developerMessage": "b"}, {"errorMessage": "c"}]'])
 def test_what_is_not_an_answer_is_invalid(body):
     with pytest.raises(InvalidAnswer):
         read_licenses(body)
 
 
 def test_device_types_are_bounded():
-    entries = ",".join(f'{{"deviceType": "TYPE_{i}", "licenses": 1}}' for i in range(MAX_DEVICE_TYPES + 5))
+    entries = ",".join(f'{{"deviceType": "TYPE_{i}", "licenses": 1, "inUse": 0}}' for i in range(MAX_DEVICE_TYPES + 5))
     usage = read_licenses(f"[{entries}]".encode())
-    assert len(usage.licenses) == MAX_DEVICE_TYPES + 1 and usage.licenses[OTHER] == (5, None)
+    assert len(usage.licenses) == MAX_DEVICE_TYPES + 1 and usage.licenses[OTHER] == (5, 0)
 
 
 def test_sums_past_the_float_range_are_left_out():
-    usage = read_licenses(b'[{"deviceType": "DESKTOP", "licenses": 1e308}, {"deviceType": "DESKTOP", "licenses": 1e308}]')
-    assert usage.licenses == {"DESKTOP": (1e308, None)}
+    assert desktop('"licenses": 1e308, "inUse": 1', '"licenses": 1e308, "inUse": 1') == {
+        "licenses": (None, 2), "burst": None, "skipped": 0}
+    assert desktop('"allowedMinutes": 2e306, "usedMinutes": 1', '"allowedMinutes": 2e306, "usedMinutes": 1',
+                   '"allowedMinutes": 1, "usedMinutes": 1')["burst"] == (None, 180)
 
 
 # -- the exposition: golden files --------------------------------------------------------------
@@ -169,6 +206,34 @@ def test_license_fault_in_on_mode_is_an_outage_that_never_touches_perfecto_up(st
     lab.lab.clear_faults()
     recovered = clocked.poll()
     assert recovered[LICENSES_UP] == 1 and usage_names(recovered) == set(USAGE_SERIES)
+
+
+def test_an_error_list_with_status_200_is_a_failed_poll(start_lab, caplog):
+    """Perfecto's error body, sent with 200 (a gateway, a bug): no licenses is not what it says."""
+    lab = start_lab(payload=DOCUMENT, license_payload=b'[{"userMessage": "Internal error"}]')
+    clocked = Clocked(lab.url, "on")
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert (values[UP], values[LICENSES_UP], values[ABSENT]) == (1, 0, 0)
+    assert license_failures(values) == {"invalid_response": 1}
+    (line,) = [r for r in caplog.records if r.getMessage() == "license poll failed"]
+    assert line.reason == "invalid_response" and "Internal error" in line.error
+
+
+def test_entries_not_counted_are_logged_once_per_change(start_lab, caplog):
+    lab = start_lab(payload=DOCUMENT, license_payload=b'[{"deviceType": "DESKTOP", "licenses": 10, "inUse": 9}, '
+                                                      b'{"deviceType": "DESKTOP", "inUse": 7}]')
+    clocked = Clocked(lab.url, "on")
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = [clocked.poll() for _ in range(3)]
+        lab.lab.license_payload = (LICENSES / "odd.json").read_bytes()
+        clocked.poll()
+        clocked.poll()
+    desktop = (("cloud", "acme"), ("device_type", "DESKTOP"))
+    assert values[-1][("perfecto_licenses_in_use", desktop)] == 9  # not 16 of 10
+    assert values[-1][("perfecto_licenses_purchased", desktop)] == 10
+    skipped = [r.skipped for r in caplog.records if r.getMessage().startswith("license answer had entries not counted")]
+    assert skipped == [1, 8]
 
 
 @pytest.mark.parametrize("fault", ["unauthorized", "forbidden", "bad_request", "server_error"])

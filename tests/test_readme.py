@@ -273,3 +273,29 @@ def test_the_metrics_tables_are_what_the_exporter_exports(start_lab):
     for name, (kind, labels) in exported.items():
         assert documented[name][0] == kind, name
         assert labels <= documented[name][1], (name, labels - documented[name][1])
+
+
+def test_the_layout_lists_every_module_and_every_import_points_down_the_list():
+    """The README's layout of the code is the package as it is: every module of exporter/ (a folder
+    counts as one), each importing only modules listed below it."""
+    section = README.read_text().split("## Layout of the code", 1)[1].split("\nOne poll:", 1)[0]
+    listed = []
+    for line in section.splitlines():
+        for path in re.findall(r"`(exporter/[\w/]+(?:\.py)?)`", line.split(" — ")[0]):
+            listed.append(path.removesuffix(".py").rstrip("/"))
+    package = ROOT / "exporter"
+    actual = {f"exporter/{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    actual |= {f"exporter/{p.name}" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert set(listed) == actual and len(listed) == len(actual)
+
+    for path in package.rglob("*.py"):
+        inner = path.parent != package  # a module of a folder: its own imports stay inside it
+        here = f"exporter/{path.parent.name}" if inner else f"exporter/{path.stem}"
+        if here == "exporter/lab":  # the simulated lab: nothing of the exporter imports it
+            continue
+        for dots, name, names in re.findall(r"^from (\.+)(\w*) import ([\w, ]+)", path.read_text(), re.MULTILINE):
+            if len(dots) == 1 + inner:  # from the package itself: .x at the top, ..x in a folder
+                for target in [name] if name else [n.strip() for n in names.split(",")]:
+                    imported = f"exporter/{target}"
+                    if imported in listed and imported != here:
+                        assert listed.index(imported) > listed.index(here), f"{here} imports {imported}, listed above"

@@ -1,6 +1,6 @@
 """Usage counters and owners to teams, polled over HTTP from a scripted lab with time fixed.
 
-The scenario walks the accounting rule of exporter/snapshot.py one poll at a time: executions
+The scenario walks the accounting rule of exporter/changes.py one poll at a time: executions
 that continue, start, end, lack a start time, run through a failed poll, or are seen once; an
 owner beyond ``max_owners``; owners mapped to teams exactly, by pattern, first match first, and
 by default. The exposition after each poll is a golden file (tests/golden/usage-timeline.prom);
@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 from prometheus_client import generate_latest
 
 from exporter.lab import Workload
-from exporter.snapshot import LabelPlan, OwnerLabels, SnapshotBuilder, Totals, advance
+from exporter.changes import Totals, advance
+from exporter.labels import LabelPlan, OwnerLabels
+from exporter.snapshot import SnapshotBuilder
 
 from .conftest import ADMIN_TOKEN, build_exporter, samples
 from .test_golden import assert_golden
@@ -120,6 +123,31 @@ def test_info_covers_the_real_owners_of_start_series(start_lab):
                      "(other)": "(other)"}
 
 
+def test_the_owners_beyond_the_cap_are_decided_per_process(start_lab):
+    """As the README documents: the first max_owners owners seen since start keep their label.
+    A restart that meets them in another order gives the label to another owner; the totals stay
+    exact either way."""
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    workload.add(execution("A", "alice@acme.example", -60, CHROME))
+    workload.add(execution("B", "bob@acme.example", -60, CHROME))
+    lab = start_lab(workload)
+
+    def owners_after_two_polls() -> dict[str, float]:
+        exporter = build_exporter(lab.url, clock=lambda: now[0], monotonic=lambda: now[0], max_owners=1)
+        for _ in range(2):
+            now[0] += 30
+            exporter.pollers[0].poll_once()
+        found = samples(generate_latest(exporter.registry).decode())
+        return {dict(key)["owner"]: v for (name, key), v in found.items()
+                if name == "perfecto_execution_usage_seconds_total"}
+
+    assert owners_after_two_polls() == {"alice@acme.example": 30, "(other)": 30}
+    workload.stop(["A"])
+    workload.add(execution("A", "alice@acme.example", -60, CHROME))  # the answer now lists bob first
+    assert owners_after_two_polls() == {"bob@acme.example": 30, "(other)": 30}  # restarted: bob keeps his label
+
+
 def test_no_owner_label_no_info(start_lab):
     exporter = build_exporter(start_lab().url, drop_labels="owner")
     exporter.pollers[0].poll_once()
@@ -148,6 +176,79 @@ def test_a_wall_clock_that_jumps_counts_the_time_that_passed(start_lab):
         held.append(sum(v for (name, _), v in found.items() if name == "perfecto_platform_usage_seconds_total"))
     assert ran == [0, 30, 60, 90, 120]
     assert held == [0, 2 * 30, 2 * 60, 2 * 90, 2 * 120 + 10 + 30]  # B: 10 s before its first poll, carried to the next
+
+
+def test_an_execution_missing_from_one_answer_neither_finishes_nor_starts_again(start_lab):
+    """APIs behind load balancers and caches drop an entry now and then. A gap of one answer is
+    no end: nothing finishes, nothing starts, no duration is observed, and the usage runs on
+    without a gap. Missing from two answers in a row, it ended, at the midpoint after the last
+    answer that listed it (a finish is seen one poll later)."""
+    now = [T0]
+    workload = Workload(executions=0, clock=lambda: now[0])
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0] - T0)
+    flapping, steady = execution("A", "alice@acme.example", -100, CHROME), execution("B", "bob@acme.example", -50, PIXEL)
+    workload.add(flapping)
+    workload.add(steady)
+    found = []
+
+    def poll_at(seconds: float) -> dict:
+        now[0] = T0 + seconds
+        exporter.pollers[0].poll_once()
+        found.append(samples(generate_latest(exporter.registry).decode()))
+        return found[-1]
+
+    def value(values: dict, name: str, **labels: str) -> float:
+        return values[(name, tuple(sorted({"cloud": "acme", **labels}.items())))]
+
+    poll_at(0)
+    workload.stop(["A"])
+    poll_at(30)  # A missing from this answer only
+    workload.add(flapping)
+    back = poll_at(60)
+    alice = {"owner": "alice@acme.example"}
+    for values in found:
+        assert value(values, "perfecto_executions_finished_total", **alice) == 0
+        assert value(values, "perfecto_executions_started_total", **alice) == 0
+        assert value(values, "perfecto_execution_duration_seconds_count") == 0
+    assert value(back, "perfecto_execution_usage_seconds_total", **alice) == 60  # no gap
+    assert value(back, "perfecto_platform_usage_seconds_total", owner="alice@acme.example", device_type="DESKTOP",
+                 os="Windows", browser="CHROME") == 60
+
+    now[0] = T0 + 80
+    workload.stop(["B"])
+    missing = poll_at(90)
+    bob = {"owner": "bob@acme.example"}
+    assert value(missing, "perfecto_executions_finished_total", **bob) == 0  # not yet
+    ended = poll_at(120)
+    assert value(ended, "perfecto_executions_finished_total", **bob) == 1
+    assert value(ended, "perfecto_execution_duration_seconds_sum") == 75 - -50  # to the midpoint of 60 and 90
+    assert value(ended, "perfecto_execution_usage_seconds_total", **bob) == 75  # as much as its duration
+    assert value(ended, "perfecto_execution_usage_seconds_total", **alice) == 120
+
+
+@pytest.mark.parametrize("offset, duration", [(3600, 25), (-3600, 15)], ids=["an-hour-ahead", "an-hour-behind"])
+def test_durations_are_measured_on_the_steady_clock(start_lab, offset, duration):
+    """The exporter's wall clock an hour off the API's: a run of 26 s, from 12 s to 38 s, polled
+    every 10 s, is timed on the steady clock from its start kept within the interval it appeared
+    in (as usage is), to the midpoint after the last poll that saw it; never 3623 s. Ahead, the
+    start is the previous poll (10 s); behind, it is the poll that first saw it (20 s, the start
+    time being "in the future"); the end is 35 s either way."""
+    server, steady = [T0], [0.0]
+    workload = Workload(executions=0, clock=lambda: server[0])
+    exporter = build_exporter(start_lab(workload).url, clock=lambda: server[0] + offset, monotonic=lambda: steady[0])
+    for seconds in range(0, 60, 10):
+        if seconds == 20:
+            workload.add(execution("R", "alice@acme.example", 12, CHROME))
+        if seconds == 40:
+            server[0] = T0 + 38
+            workload.stop(["R"])
+        server[0], steady[0] = T0 + seconds, seconds
+        exporter.pollers[0].poll_once()
+    found = samples(generate_latest(exporter.registry).decode())
+    cloud = (("cloud", "acme"),)
+    assert found[("perfecto_execution_duration_seconds_count", cloud)] == 1
+    assert found[("perfecto_execution_duration_seconds_sum", cloud)] == duration
+    assert found[("perfecto_execution_usage_seconds_total", (*cloud, ("owner", "alice@acme.example")))] == duration
 
 
 def test_the_lab_keeps_its_own_record_of_usage(start_lab):

@@ -42,11 +42,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ..changes import Totals
+from ..labels import LabelPlan
 from ..poller import CloudStatus
-from ..snapshot import LabelPlan
+from ..snapshot import Snapshot
 from .families import CACHED, Collector, buckets
 
 
@@ -64,72 +67,113 @@ class ExecutionsCollector(Collector):
 
     def _families(self):
         plan, now = self._plan, self._clock()
+        running = _RunningFamilies.of(plan)
+        changed = _ChangeFamilies.of(plan)
+        for status in self._statuses():
+            cloud = [status.cloud]
+            if self._fresh(status, now):
+                running.add(cloud, status.snapshot, plan)
+            changed.add(cloud, status.totals, plan)
+        families = (*running[:7], *changed)
+        return (*families, running.tests_folded) if plan.by_test else families
+
+
+class _RunningFamilies(NamedTuple):
+    """What runs now, from the last successful poll: exported while it is fresh."""
+
+    running: GaugeMetricFamily
+    platforms: GaugeMetricFamily
+    ages: GaugeHistogramMetricFamily
+    starts: GaugeMetricFamily
+    omitted: GaugeMetricFamily
+    folded: GaugeMetricFamily
+    skipped: GaugeMetricFamily
+    tests_folded: GaugeMetricFamily
+
+    @classmethod
+    def of(cls, plan: LabelPlan) -> _RunningFamilies:
         execution, platform, start = ["cloud", *plan.execution], ["cloud", *plan.platform], ["cloud", *plan.start]
         if plan.by_test:
             start.append("test")
-        running = GaugeMetricFamily("perfecto_executions_running", "Running executions" + CACHED + ".", labels=execution)
-        platforms = GaugeMetricFamily(
-            "perfecto_platforms_running",
-            "Devices and desktop browsers held by running executions, one per platform" + CACHED + ".", labels=platform)
-        ages = GaugeHistogramMetricFamily(
-            "perfecto_execution_age_seconds", "Ages of running executions as of the last successful poll" + CACHED + ".",
-            labels=execution)
-        starts = GaugeMetricFamily(
-            "perfecto_execution_start_timestamp_seconds",
-            "Start time of each running execution, oldest first, capped" + CACHED + ".", labels=start)
-        omitted = GaugeMetricFamily(
-            "perfecto_execution_start_series_omitted",
-            "Running executions left out of perfecto_execution_start_timestamp_seconds by the cap" + CACHED + ".",
-            labels=["cloud"])
-        folded = GaugeMetricFamily(
-            "perfecto_owners_folded",
-            'Owners of the last poll beyond max_owners, counted under owner="(other)"' + CACHED + ".", labels=["cloud"])
-        skipped = GaugeMetricFamily(
-            "perfecto_search_skipped_entries",
-            "Entries of the last search answer not counted: not execution objects, or an id listed before"
-            + CACHED + ".", labels=["cloud"])
-        started = CounterMetricFamily(
-            "perfecto_executions_started",
-            "Executions seen to start, from poll-to-poll differences (the first poll counts none).", labels=execution)
-        finished = CounterMetricFamily(
-            "perfecto_executions_finished",
-            "Executions seen to finish (or be stopped), from poll-to-poll differences.", labels=execution)
-        durations = HistogramMetricFamily(
-            "perfecto_execution_duration_seconds",
-            "Durations of executions seen to finish, measured to the midpoint between the last poll that saw each "
-            "running and the first that did not" + (", by test name" if plan.by_test else "") + ".",
-            labels=["cloud", "execution_name"] if plan.by_test else ["cloud"])
-        tests_folded = GaugeMetricFamily(
-            "perfecto_execution_names_folded",
-            'Test names of the last poll beyond max_execution_names, counted under execution_name="(other)"'
-            + CACHED + ".", labels=["cloud"])
+        return cls(
+            GaugeMetricFamily("perfecto_executions_running", "Running executions" + CACHED + ".", labels=execution),
+            GaugeMetricFamily(
+                "perfecto_platforms_running",
+                "Devices and desktop browsers held by running executions, one per platform" + CACHED + ".",
+                labels=platform),
+            GaugeHistogramMetricFamily(
+                "perfecto_execution_age_seconds",
+                "Ages of running executions as of the last successful poll" + CACHED + ".", labels=execution),
+            GaugeMetricFamily(
+                "perfecto_execution_start_timestamp_seconds",
+                "Start time of each running execution, oldest first, capped" + CACHED + ".", labels=start),
+            GaugeMetricFamily(
+                "perfecto_execution_start_series_omitted",
+                "Running executions left out of perfecto_execution_start_timestamp_seconds by the cap" + CACHED + ".",
+                labels=["cloud"]),
+            GaugeMetricFamily(
+                "perfecto_owners_folded",
+                'Owners of the last poll beyond max_owners, counted under owner="(other)"' + CACHED + ".",
+                labels=["cloud"]),
+            GaugeMetricFamily(
+                "perfecto_search_skipped_entries",
+                "Entries of the last search answer not counted: not execution objects, or an id listed before"
+                + CACHED + ".", labels=["cloud"]),
+            GaugeMetricFamily(
+                "perfecto_execution_names_folded",
+                'Test names of the last poll beyond max_execution_names, counted under execution_name="(other)"'
+                + CACHED + ".", labels=["cloud"]),
+        )
 
-        for status in self._statuses():
-            cloud, snapshot = [status.cloud], status.snapshot
-            if self._fresh(status, now):
-                for key, count in sorted(snapshot.running.items()):
-                    running.add_metric(cloud + list(key), count)
-                for key, count in sorted(snapshot.platforms.items()):
-                    platforms.add_metric(cloud + list(key), count)
-                for key, counts in sorted(snapshot.ages.items()):
-                    ages.add_metric(cloud + list(key), buckets(counts, plan.age_buckets), counts.total)
-                for key, start_time in snapshot.starts:
-                    starts.add_metric(cloud + list(key), start_time)
-                if plan.start_series:
-                    omitted.add_metric(cloud, snapshot.starts_omitted)
-                skipped.add_metric(cloud, snapshot.skipped_entries)
-                folded.add_metric(cloud, snapshot.owners_folded)
-                if plan.by_test:
-                    tests_folded.add_metric(cloud, snapshot.tests_folded)
-            for key, count in sorted(status.totals.started.items()):
-                started.add_metric(cloud + list(key), count)
-            for key, count in sorted(status.totals.finished.items()):
-                finished.add_metric(cloud + list(key), count)
-            if plan.by_test:
-                for test, totals in sorted((status.totals.durations_by_test or {}).items()):
-                    durations.add_metric(cloud + [test], buckets(totals, plan.duration_buckets), totals.total)
-            else:
-                totals = status.totals.durations
-                durations.add_metric(cloud, buckets(totals, plan.duration_buckets), totals.total)
-        families = running, platforms, ages, starts, omitted, folded, skipped, started, finished, durations
-        return (*families, tests_folded) if plan.by_test else families
+    def add(self, cloud: list[str], snapshot: Snapshot, plan: LabelPlan) -> None:
+        for key, count in sorted(snapshot.running.items()):
+            self.running.add_metric(cloud + list(key), count)
+        for key, count in sorted(snapshot.platforms.items()):
+            self.platforms.add_metric(cloud + list(key), count)
+        for key, counts in sorted(snapshot.ages.items()):
+            self.ages.add_metric(cloud + list(key), buckets(counts, plan.age_buckets), counts.total)
+        for key, start_time in snapshot.starts:
+            self.starts.add_metric(cloud + list(key), start_time)
+        if plan.start_series:
+            self.omitted.add_metric(cloud, snapshot.starts_omitted)
+        self.skipped.add_metric(cloud, snapshot.skipped_entries)
+        self.folded.add_metric(cloud, snapshot.owners_folded)
+        if plan.by_test:
+            self.tests_folded.add_metric(cloud, snapshot.tests_folded)
+
+
+class _ChangeFamilies(NamedTuple):
+    """What changed between polls: always exported."""
+
+    started: CounterMetricFamily
+    finished: CounterMetricFamily
+    durations: HistogramMetricFamily
+
+    @classmethod
+    def of(cls, plan: LabelPlan) -> _ChangeFamilies:
+        execution = ["cloud", *plan.execution]
+        return cls(
+            CounterMetricFamily(
+                "perfecto_executions_started",
+                "Executions seen to start, from poll-to-poll differences (the first poll counts none).",
+                labels=execution),
+            CounterMetricFamily(
+                "perfecto_executions_finished",
+                "Executions seen to finish (or be stopped), from poll-to-poll differences.", labels=execution),
+            HistogramMetricFamily(
+                "perfecto_execution_duration_seconds",
+                "Durations of executions seen to finish, measured to the midpoint between the last poll that saw "
+                "each running and the first that did not" + (", by test name" if plan.by_test else "") + ".",
+                labels=["cloud", "execution_name"] if plan.by_test else ["cloud"]),
+        )
+
+    def add(self, cloud: list[str], totals: Totals, plan: LabelPlan) -> None:
+        for key, count in sorted(totals.started.items()):
+            self.started.add_metric(cloud + list(key), count)
+        for key, count in sorted(totals.finished.items()):
+            self.finished.add_metric(cloud + list(key), count)
+        if plan.by_test:
+            for test, counts in sorted((totals.durations_by_test or {}).items()):
+                self.durations.add_metric(cloud + [test], buckets(counts, plan.duration_buckets), counts.total)
+        else:
+            self.durations.add_metric(cloud, buckets(totals.durations, plan.duration_buckets), totals.durations.total)

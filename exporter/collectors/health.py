@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import GaugeMetricFamily
 
 from ..poller import CloudStatus
-from ..snapshot import LabelPlan
+from ..labels import LabelPlan
 from .families import Collector, counter, histogram
 
 if TYPE_CHECKING:

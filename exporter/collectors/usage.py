@@ -15,7 +15,7 @@ Sample output (one cloud, one owner on one desktop browser)::
 ``increase(perfecto_platform_usage_seconds_total[7d]) / 3600`` is device-hours: a counter
 keeps what happened between scrapes, survives a missed scrape, reads a restart as a reset, and
 two replicas are deduplicated with ``max without (instance, pod)`` after ``increase``. How the
-seconds are counted is in :mod:`exporter.snapshot`. The counters carry the labels of
+seconds are counted is in :mod:`exporter.changes`. The counters carry the labels of
 ``perfecto_platforms_running`` and ``perfecto_executions_running``, so one joins the other.
 
 ``perfecto_owner_info`` names the team (:mod:`exporter.teams`) of every owner with a label of
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
 
 from ..poller import CloudStatus
-from ..snapshot import LabelPlan
+from ..labels import LabelPlan
 from ..teams import Teams
 from .families import Collector
 

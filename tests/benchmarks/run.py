@@ -49,7 +49,9 @@ from exporter.executions import split_answer
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.poller import CloudStatus
 from exporter.settings import Settings, load_settings
-from exporter.snapshot import LabelPlan, SnapshotBuilder, Totals, _usage, advance
+from exporter.changes import Totals, _usage, advance
+from exporter.labels import LabelPlan
+from exporter.snapshot import SnapshotBuilder
 from exporter.teams import Teams
 from ..conftest import free_port
 
@@ -325,7 +327,7 @@ def usage(size: int = 10_000) -> dict:
     build = best_of(lambda: snapshot(second_body, now[0]), 7)
     accounting = best_of(lambda: advance(totals, first, second, plan), 25)
     new, ended = second.followed.keys() - first.followed.keys(), first.followed.keys() - second.followed.keys()
-    usage_only = best_of(lambda: _usage(first, second, new, ended), 25)
+    usage_only = best_of(lambda: _usage(first, second, second.time - first.time, new, ended, ()), 25)
     status = CloudStatus("bench", "http://lab", advance(totals, first, second, plan), second, 2, True, now[0], 0.1)
     registry = CollectorRegistry()
     registry.register(UsageCollector(lambda: [status], plan, Teams([], "unassigned")))
