@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from .exposition import Exposition
+from .exposition import Exposition, negotiate
 from .poller import CloudStatus, LicenseStatus
 
 Route = Callable[[dict, Callable], Iterable[bytes]]
@@ -31,7 +31,11 @@ def metrics_route(exposition: Exposition, registry: CollectorRegistry) -> Route:
 
     def metrics(environ, start_response):
         if "name[]" in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")):
-            return filtered(environ, start_response)  # any other query is the same page, cached
+            # client_python would read the client's Accept itself (and raise on a version it
+            # cannot compare): it is handed one of the two formats we serve, by media type alone.
+            media_type = negotiate(environ.get("HTTP_ACCEPT"))[0].split(";")[0]
+            return filtered({**environ, "HTTP_ACCEPT": media_type}, start_response)
+        # any other query is the same page, cached
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         content_type, body = exposition.body(environ.get("HTTP_ACCEPT"), gzipped)
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]

@@ -8,9 +8,17 @@ Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 ``bad_request``     400 and any other 4xx but 429
 ``server_error``    5xx and 429
 ``timeout``         no connection or no answer within the timeouts
+``deadline``        an answer that began but did not end within the call's deadline
 ``connection``      refused, reset, DNS failure, TLS failure
 ``invalid_response`` not JSON, cut off, too large, wrong shape, a redirect
 =================== ==========================================================
+
+Every call has a deadline for the whole of it (connect, send, retries, read): ``timeout`` for
+``search`` and ``licenses`` (``request_timeout``), ``stop_timeout`` for ``stop``. requests bounds
+each socket operation alone, so an answer that drips a byte within each read timeout would
+hold a poll (and keep ``perfecto_up`` at 1) for as long as it drips; at the deadline the call's
+socket is shut down under it (:class:`_Deadline`), and a retry whose wait would end past it
+(a ``Retry-After`` of an hour) is not made (:class:`_DeadlineRetry`).
 
 ``search`` is retried with backoff on connection errors and 5xx by urllib3's ``Retry``; a read
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
@@ -26,7 +34,10 @@ masking of the whole token could recognise.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +45,7 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 import msgspec
+import urllib3
 from urllib3.util.retry import Retry
 
 from .counting import Tally
@@ -48,7 +60,7 @@ LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
 ENDPOINTS = ("search", "stop")
 LICENSES_ENDPOINT = "licenses"
 LICENSES_MAX_BYTES = 1 << 20  # a few entries per device type; anything this large is not the answer
-REASONS = ("auth", "bad_request", "server_error", "timeout", "connection", "invalid_response")
+REASONS = ("auth", "bad_request", "server_error", "timeout", "deadline", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
 SEARCH_LAYOUT = ("id", "name", "owner", "startTime", "platforms")
@@ -67,7 +79,7 @@ class ApiError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.reason in ("server_error", "timeout", "connection")
+        return self.reason in ("server_error", "timeout", "deadline", "connection")
 
 
 @dataclass(frozen=True)
@@ -113,12 +125,12 @@ class _PerfectoSession:
 
     def _mount(self, path: str, retries: int) -> None:
         """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
-        retry = Retry(
+        retry = _DeadlineRetry(
             total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
             backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
             raise_on_status=False, respect_retry_after_header=True,
         ) if retries else Retry(0, read=False, redirect=0)
-        self._session.mount(self.base_url + path, HTTPAdapter(max_retries=retry))
+        self._session.mount(self.base_url + path, _DeadlineAdapter(max_retries=retry))
 
     def close(self) -> None:
         self._session.close()
@@ -128,24 +140,37 @@ class _PerfectoSession:
         """Sends ``body`` (POST) or nothing (GET), checks the status, and reads the answer with
         ``read``; counts it all under ``endpoint``."""
         started, reason = self._clock(), None
-        timeout = self._timeouts[endpoint]
+        connect_timeout, deadline = self._timeouts[endpoint]
+        answered = False
         try:
             try:
-                with self._session.send(self._prepare(method, path, body), timeout=timeout, allow_redirects=False,
-                                        stream=True) as response:
-                    if response.status_code != 200:
-                        raise _status_error(response.status_code, _error_body(response), self._redact)
-                    return read(response)
-            except requests.exceptions.Timeout:
-                raise ApiError("timeout", f"no answer within {timeout[1]:g}s") from None
-            except requests.exceptions.RetryError:
-                raise ApiError("server_error", "server errors persisted through retries") from None
-            except requests.exceptions.ChunkedEncodingError:
-                raise ApiError("invalid_response", "response body was cut off") from None
-            except requests.exceptions.ConnectionError as err:
-                raise ApiError("connection", _connection_detail(err)) from None
-            except requests.exceptions.RequestException as err:
-                raise ApiError("connection", type(err).__name__) from None
+                with _Deadline(deadline) as call:
+                    try:
+                        with self._session.send(self._prepare(method, path, body), allow_redirects=False,
+                                                timeout=(min(connect_timeout, deadline), deadline),
+                                                stream=True) as response:
+                            answered = True
+                            if response.status_code != 200:
+                                raise _status_error(response.status_code, _error_body(response), self._redact)
+                            return read(response)
+                    except requests.exceptions.Timeout:
+                        raise ApiError("timeout", f"no answer within {deadline:g}s") from None
+                    except requests.exceptions.RetryError:
+                        raise ApiError("server_error", "server errors persisted through retries") from None
+                    except requests.exceptions.ChunkedEncodingError:
+                        raise ApiError("invalid_response", "response body was cut off") from None
+                    except requests.exceptions.ConnectionError as err:
+                        raise ApiError("connection", _connection_detail(err)) from None
+                    except requests.exceptions.RequestException as err:
+                        raise ApiError("connection", type(err).__name__) from None
+            except ApiError as err:
+                if not call.passed:
+                    raise
+                # Shut down at the deadline: what broke is the deadline. Nothing answered at all
+                # is a timeout, as a hang always was; an answer begun and not ended is its own case.
+                if answered:
+                    raise ApiError("deadline", f"answer not complete within {deadline:g}s") from None
+                raise ApiError("timeout", f"no answer within {deadline:g}s") from None
         except ApiError as err:
             reason = err.reason
             raise
@@ -172,6 +197,126 @@ class _PerfectoSession:
             if len(body) > self._max_bytes:
                 raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
         return body
+
+
+_in_flight = threading.local()  # the _Deadline of the call this thread is making
+
+
+class _Deadline:
+    """The deadline of one whole call, made in this thread: when it passes, the socket of the
+    call's connection is shut down (the blocking read, connect or send returns at once), and
+    ``passed`` says why the call failed. A timer rather than shorter socket timeouts: a byte
+    that arrives within each read timeout restarts it, so no socket timeout bounds a drip."""
+
+    def __init__(self, seconds: float):
+        self.passed = False
+        self._ends = time.monotonic() + seconds
+        self._connection = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._pass)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _in_flight.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _in_flight.deadline = None
+
+    def left(self) -> float:
+        return self._ends - time.monotonic()
+
+    def watch(self, connection) -> None:
+        """The connection the call uses now (a retry may take another)."""
+        with self._lock:
+            self._connection = connection
+            passed = self.passed
+        if passed:
+            _shut_down(connection)
+
+    def _pass(self) -> None:
+        with self._lock:
+            self.passed = True
+            connection = self._connection
+        if connection is not None:
+            _shut_down(connection)
+
+
+class _DeadlineRetry(Retry):
+    """urllib3's Retry that gives up when its wait before the next try (backoff, or the
+    server's Retry-After, which may say an hour) would end past the call's deadline: no socket
+    is open to shut down while it sleeps."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline = getattr(_in_flight, "deadline", None)
+        asked = retry.get_retry_after(response) if response is not None and retry.respect_retry_after_header else None
+        if deadline is not None and deadline.left() <= (asked or retry.get_backoff_time()):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error or urllib3.exceptions.ResponseError(
+                "the next try would begin past the call's deadline"))
+        return retry
+
+
+def _shut_down(connection) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # socket.socket's own shutdown, not SSLSocket's, which would drop the TLS state
+            # that the reading thread is still inside: the read simply sees the end.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watched:
+    """Mixed into urllib3's connection classes: each tells the current call's deadline which
+    connection it is, when a request begins on it and once it is connected."""
+
+    def connect(self):
+        super().connect()
+        self._watch()
+
+    def request(self, *args, **kwargs):
+        self._watch()
+        return super().request(*args, **kwargs)
+
+    def _watch(self) -> None:
+        deadline = getattr(_in_flight, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self)
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, on connections that a call's :class:`_Deadline` can shut down."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _watch_pools(manager)
+        return manager
+
+
+def _watch_pools(manager) -> None:
+    manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 class ExecutionManagerClient(_PerfectoSession):

@@ -25,9 +25,11 @@ module adds to uvicorn, each because uvicorn leaves it open:
   threads, and how many requests it takes at once before a 503) from its path, query and
   headers: scrapes, the authenticated webhook, and costly work (a password not checked before,
   a ``?name[]=`` selection) never share threads, so no stream of one takes the threads of
-  another. Only a lane that reads bodies gets one, read whole (capped at ``max_body_bytes``;
-  a larger declared length is not read at all) before a thread is taken; every other body is
-  left unread, and a stranger's body is never buffered. We bridge ourselves rather than with
+  another; a lane may also cap the places one client address holds (``per_client``), so that
+  one host's flood of costly requests leaves room for another's. Only a lane that reads bodies
+  gets one, read whole (capped at ``max_body_bytes``; a larger declared length is not read at
+  all) before a thread is taken; every other body is left unread, and a stranger's body is
+  never buffered. We bridge ourselves rather than with
   a2wsgi because a2wsgi streams the body into a thread that then waits on the client, which is
   exactly what must not happen.
 
@@ -61,6 +63,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .web_config import client_certificate_allowed
+
 log = logging.getLogger("exporter.server")
 
 DESCRIPTOR_RESERVE = 64  # for the pollers' connections, the log, and files opened at run time
@@ -68,6 +72,10 @@ DESCRIPTOR_RESERVE = 64  # for the pollers' connections, the log, and files open
 MAX_HEADER_BYTES = 16 * 1024
 WRITE_SLICE = 64 * 1024  # what one slow reader can hold of an answer, beside the kernel's buffers
 MAX_HEADERS = 100  # as the standard library's http.server
+# How long a closing TLS connection waits for the client's close_notify (asyncio: 30 s). Clients
+# that close their socket without one (Python's, Go's on a reset) left every such connection
+# open until its deadline, and a SIGTERM waited the 10 s for them.
+TLS_SHUTDOWN_TIMEOUT = 1.0
 
 
 def max_connections_for_descriptors() -> int:
@@ -92,6 +100,7 @@ class _DeadlineProtocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline per request and room made at the limit."""
 
     request_timeout: float = 10.0
+    client_allowed_sans: frozenset[str] | None = None
 
     _deadline: asyncio.TimerHandle | None = None
     _lingering = False
@@ -101,9 +110,14 @@ class _DeadlineProtocol(H11Protocol):
         super().connection_made(transport)
         self.transport = _LingeringClose(transport, self)
         self._arm()
+        if self.client_allowed_sans is not None and not client_certificate_allowed(
+                transport.get_extra_info("peercert"), self.client_allowed_sans):
+            # Checked as the handshake ends, before a byte of a request is read: the toolkit
+            # fails the handshake itself (Go's VerifyPeerCertificate), which Python's ssl cannot.
+            self._expire()
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._expired:
             return
         if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
             self._arm()  # the first byte of a request: its deadline starts now, not at each byte
@@ -188,8 +202,12 @@ class _LingeringClose:
     def close(self) -> None:
         still_sending = self._protocol.conn.their_state in (h11.SEND_BODY, h11.ERROR)
         if still_sending and self._transport.can_write_eof() and not self._transport.is_closing():
+            try:
+                self._transport.write_eof()
+            except OSError:  # the client reset the connection first: nothing left to linger for
+                self._transport.abort()
+                return
             self._protocol._lingering = True
-            self._transport.write_eof()
             self._protocol._arm()
         else:
             self._transport.close()
@@ -295,7 +313,8 @@ class _Listener:
     async def _connect(self, conn: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(
-                self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None)
+                self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if self._tls else None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
             conn.close()  # a failed, unfinished or evicted TLS handshake: the client is gone or hostile
 
@@ -311,11 +330,13 @@ class _Listener:
 @dataclass(frozen=True)
 class Lane:
     """Threads for one kind of request, and how many may be in hand at once before a 503
-    (None: as many as there are connections)."""
+    (None: as many as there are connections); ``per_client``: how many of those one client
+    address may hold."""
 
     threads: int
     capacity: int | None = None
     reads_body: bool = False
+    per_client: int | None = None
 
 
 DEFAULT_LANES = {"pages": Lane(8)}
@@ -330,7 +351,8 @@ class HttpServer:
     """
 
     def __init__(self, app, host: str, port: int, *, tls: ssl.SSLContext | None = None,
-                 request_timeout: float = 10.0, max_connections: int = 0, max_body_bytes: int = 256 * 1024,
+                 client_allowed_sans: frozenset[str] | None = None, request_timeout: float = 10.0,
+                 max_connections: int = 0, max_body_bytes: int = 256 * 1024,
                  lanes: dict[str, Lane] = DEFAULT_LANES, lane: Callable[[dict], str] = lambda environ: "pages"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -350,7 +372,8 @@ class HttpServer:
         self._pools = {name: ThreadPoolExecutor(spec.threads, thread_name_prefix=f"http-{name}")
                        for name, spec in lanes.items()}
         bridge = WsgiBridge(app, lanes, self._pools, lane, max_body_bytes)
-        protocol = type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout})
+        protocol = type("DeadlineProtocol", (_DeadlineProtocol,), {"request_timeout": request_timeout,
+                                                                   "client_allowed_sans": client_allowed_sans})
         config = uvicorn.Config(
             bridge, http=protocol, ws="none", lifespan="off", interface="asgi3", log_config=None,
             access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=2 * request_timeout,
@@ -379,6 +402,7 @@ class WsgiBridge:
                  lane: Callable[[dict], str], max_body_bytes: int):
         self._app, self._lanes, self._pools, self._lane, self._max_body = app, lanes, pools, lane, max_body_bytes
         self._in_hand = dict.fromkeys(lanes, 0)
+        self._in_hand_by_client: dict[tuple[str, str], int] = {}  # (lane, address) -> places held
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -400,9 +424,13 @@ class WsgiBridge:
         environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
         if not lane.reads_body:
             environ["CONTENT_LENGTH"] = "0"
-        if lane.capacity is not None and self._in_hand[name] >= lane.capacity:
+        client = (name, environ["REMOTE_ADDR"])
+        held = self._in_hand_by_client.get(client, 0)
+        if ((lane.capacity is not None and self._in_hand[name] >= lane.capacity)
+                or (lane.per_client is not None and held >= lane.per_client)):
             return await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", b"5")])
         self._in_hand[name] += 1
+        self._in_hand_by_client[client] = held + 1
         try:
             status, headers, body = await asyncio.get_running_loop().run_in_executor(
                 self._pools[name], _call_wsgi, self._app, environ)
@@ -410,6 +438,8 @@ class WsgiBridge:
             return await _answer(send, 503, b"shutting down\n")
         finally:
             self._in_hand[name] -= 1
+            if (left := self._in_hand_by_client.pop(client) - 1) > 0:
+                self._in_hand_by_client[client] = left
         if body_left:  # a body left unread is not worth reading to keep the connection
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -7,7 +7,9 @@ number of connections, and ends by itself.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
 import os
 import socket
 import threading
@@ -150,3 +152,40 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PasswordGuessers:
+    """``count`` clients guessing ``user``'s password with basic auth, each over one kept-alive
+    connection from ``source`` (another loopback address: another host, to the server), a new
+    password each time, until the block ends; ``statuses`` holds the answers."""
+
+    def __init__(self, host: str, port: int, count: int = 32, user: str = "prometheus", source: str = "127.0.0.2"):
+        self.host, self.port, self.user, self.source = host, port, user, source
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._guess, args=(n,), daemon=True) for n in range(count)]
+
+    def __enter__(self) -> PasswordGuessers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _guess(self, n: int) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10, source_address=(self.source, 0))
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            credentials = base64.b64encode(f"{self.user}:guess-{n}-{attempt}".encode()).decode()
+            try:
+                connection.request("GET", "/metrics", headers={"Authorization": f"Basic {credentials}"})
+                answer = connection.getresponse()
+                answer.read()
+                self.statuses.append(answer.status)
+            except (OSError, http.client.HTTPException):
+                connection.close()
+        connection.close()

@@ -33,6 +33,7 @@ MATRIX = [  # (lab fault, reason counted; None: not a failure)
     ("wrong_shape", "invalid_response"),
     ("reset", "connection"),
     ("hang", "timeout"),
+    ("drip", "deadline"),  # a byte every 0.1 s: each read within its timeout, the whole past request_timeout
     ("oversized", "invalid_response"),  # 100 MB, over the 64 MiB cap
     ("empty", None),  # an empty lab is not a failure
 ]
@@ -68,7 +69,7 @@ def failures(text: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("fault, reason", MATRIX, ids=[m[0] for m in MATRIX])
 def test_fault(start_lab, fault, reason):
-    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5)
+    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5, drip_seconds=0.1)
     clock = [T0]
     scraper = Scraper(lab.url, clock)
     assert scraper.poller.poll_once().up
@@ -126,3 +127,42 @@ def test_dns_failure():
     text = scraper.scrape()
     assert_golden("fault-matrix/dns-failure", text)
     assert failures(text) == {"connection": 1}
+
+
+def test_a_retry_after_of_an_hour_ends_at_the_calls_deadline():
+    """urllib3 sleeps as long as a 503's Retry-After says, and no socket is open meanwhile for
+    the deadline to shut down: the retry gives up instead, as a server error."""
+    import http.server
+    import threading
+
+    from exporter.client import ApiError, ExecutionManagerClient
+    from exporter.settings import Cloud
+
+    class LaterPlease(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(503)
+            self.send_header("Retry-After", "3600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LaterPlease)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ExecutionManagerClient(Cloud("acme", f"http://127.0.0.1:{server.server_port}", "a-token"),
+                                    timeout=2, retries=2)
+    outcome: list = []
+
+    def call():
+        try:
+            client.search()
+        except ApiError as err:
+            outcome.append(err.reason)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(10)
+    server.shutdown()
+    assert outcome == ["server_error"], "the search still waits for the server's hour"

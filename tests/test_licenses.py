@@ -185,12 +185,12 @@ def usage_names(values: dict) -> set[str]:
 LICENSE_FAULTS = [("unauthorized", "auth"), ("forbidden", "auth"), ("bad_request", "bad_request"),
                   ("server_error", "server_error"), ("bad_gateway", "server_error"), ("garbage", "invalid_response"),
                   ("truncated", "invalid_response"), ("wrong_shape", "invalid_response"), ("reset", "connection"),
-                  ("hang", "timeout"), ("oversized", "invalid_response")]
+                  ("hang", "timeout"), ("drip", "deadline"), ("oversized", "invalid_response")]
 
 
 @pytest.mark.parametrize("fault, reason", LICENSE_FAULTS, ids=[f for f, _ in LICENSE_FAULTS])
 def test_license_fault_in_on_mode_is_an_outage_that_never_touches_perfecto_up(start_lab, fault, reason):
-    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5)
+    lab = start_lab(payload=DOCUMENT, fault_injection=True, hang_seconds=5, drip_seconds=0.1)
     clocked = Clocked(lab.url, "on")
     healthy = clocked.poll()
     assert healthy[LICENSES_UP] == 1 and usage_names(healthy) == set(USAGE_SERIES)
