@@ -39,6 +39,11 @@ CLOUD_OWNER = 'cloud=~"$cloud", owner=~"$owner"'
 WITH_BROWSER = CLOUD_OWNER + ', browser!="none"'
 
 
+def per_minute(counter: str) -> str:
+    """A counter's rate per minute over the lab, replicas collapsed."""
+    return f"60 * sum({dedupe(f'rate({counter}{{{CLOUD_OWNER}}}[$__rate_interval])')})"
+
+
 def once(metric: str, selector: str = CLOUD_OWNER) -> str:
     """A gauge with replicas collapsed: every replica reports the same lab."""
     return dedupe(f"{metric}{{{selector}}}")
@@ -132,11 +137,12 @@ def executions_overview() -> dashboard.Dashboard:
             f"topk(20, time() - {once('perfecto_execution_start_timestamp_seconds')})", instant=True,
             fmt=PromQueryFormat.TABLE)),
         timeseries.Panel().title("Executions started and finished per minute").unit("short").height(8).span(12)
-        .with_target(query(f"60 * sum({dedupe(f'rate(perfecto_executions_started_total{{{CLOUD_OWNER}}}[$__rate_interval])')})", "started"))
-        .with_target(query(f"60 * sum({dedupe(f'rate(perfecto_executions_finished_total{{{CLOUD_OWNER}}}[$__rate_interval])')})", "finished", ref="B")),
+        .with_target(query(per_minute("perfecto_executions_started_total"), "started"))
+        .with_target(query(per_minute("perfecto_executions_finished_total"), "finished", ref="B")),
         timeseries.Panel().title("Stop decisions of the remediation webhook").unit("short").height(8).span(12)
         .description("Empty unless the webhook is enabled.")
-        .with_target(query("sum by (result) (increase(perfecto_stop_actions_total[$__rate_interval])) > 0", "{{result}}")),
+        .with_target(query("sum by (result) (increase(perfecto_stop_actions_total[$__rate_interval])) > 0",
+                           "{{result}}")),
         timeseries.Panel().title("Duration of finished executions").unit("s").height(8).span(12)
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.5), "p50"))
         .with_target(query(_quantile("perfecto_execution_duration_seconds_bucket", 0.9), "p90", ref="B"))
@@ -245,6 +251,8 @@ def remediation_panels() -> list:
 
 
 def exporter_health() -> dashboard.Dashboard:
+    request_buckets = ("sum by (le, endpoint) "
+                       f"(rate(perfecto_api_request_duration_seconds_bucket{{{CLOUD}}}[$__rate_interval]))")
     panels = [
         stat.Panel().title("API up").height(4).span(6)
         .with_target(query(f"perfecto_up{{{CLOUD}}}", "{{cloud}} {{instance}}")),
@@ -254,20 +262,22 @@ def exporter_health() -> dashboard.Dashboard:
         .with_target(query("count by (version) (perfecto_exporter_build_info)", "{{version}}")),
         stat.Panel().title("Entries skipped, series capped").height(4).span(6)
         .with_target(query(f"sum({once('perfecto_search_skipped_entries', CLOUD)})", "skipped entries"))
-        .with_target(query(f"sum({once('perfecto_execution_start_series_omitted', CLOUD)})", "start series omitted", ref="B")),
+        .with_target(query(f"sum({once('perfecto_execution_start_series_omitted', CLOUD)})", "start series omitted",
+                           ref="B")),
         timeseries.Panel().title("API requests per second").unit("reqps").height(8).span(12)
         .with_target(query(f"sum by (cloud, endpoint) (rate(perfecto_api_requests_total{{{CLOUD}}}[$__rate_interval]))",
                            "{{cloud}} {{endpoint}}")),
         timeseries.Panel().title("API failures per second by reason").unit("reqps").height(8).span(12)
         .with_target(query(
-            f"sum by (cloud, endpoint, reason) (rate(perfecto_api_request_failures_total{{{CLOUD}}}[$__rate_interval])) > 0",
+            f"sum by (cloud, endpoint, reason) "
+            f"(rate(perfecto_api_request_failures_total{{{CLOUD}}}[$__rate_interval])) > 0",
             "{{cloud}} {{endpoint}} {{reason}}")),
         timeseries.Panel().title("API request duration").unit("s").height(8).span(12)
         .with_target(query(
-            f"histogram_quantile(0.5, sum by (le, endpoint) (rate(perfecto_api_request_duration_seconds_bucket{{{CLOUD}}}[$__rate_interval])))",
+            f"histogram_quantile(0.5, {request_buckets})",
             "p50 {{endpoint}}"))
         .with_target(query(
-            f"histogram_quantile(0.99, sum by (le, endpoint) (rate(perfecto_api_request_duration_seconds_bucket{{{CLOUD}}}[$__rate_interval])))",
+            f"histogram_quantile(0.99, {request_buckets})",
             "p99 {{endpoint}}", ref="B")),
         timeseries.Panel().title("Poll duration").unit("s").height(8).span(12)
         .with_target(query(f"perfecto_poll_duration_seconds{{{CLOUD}}}", "{{cloud}} {{instance}}")),
@@ -348,9 +358,11 @@ def usage() -> dashboard.Dashboard:
         table.Panel().title("Top owners by device-hours").unit("short").height(9).span(12).decimals(1)
         .description("The 20 owners who held the most device-hours over the time range, with their team.")
         .with_target(query(f"topk(20, {by_team(HELD, 'team, owner')})", instant=True, fmt=PromQueryFormat.TABLE)),
-        bars("Device-hours by device type", by_team(HELD, "device_type", per_owner="device_type"), "short", "{{device_type}}",
+        bars("Device-hours by device type", by_team(HELD, "device_type", per_owner="device_type"), "short",
+             "{{device_type}}",
              "Device-hours of the chosen teams by device type over the time range.").span(12),
-        recorded("Device-hours per hour by team", "team", "cloud_team_device_type:perfecto_platform_usage_hours:increase1h",
+        recorded("Device-hours per hour by team", "team",
+                 "cloud_team_device_type:perfecto_platform_usage_hours:increase1h",
                  "Device-hours of each team in the hour before each point (the 1 h recording rule): the average "
                  "number of devices the team held in that hour."),
         recorded("Devices in use by team", "team", "cloud_team:perfecto_platforms_running:sum"),

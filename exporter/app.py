@@ -85,7 +85,7 @@ def create_app(
         if route is None:
             return _text(start_response, "404 Not Found", "not found\n")
         if path not in extra_routes and environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _text(start_response, "405 Method Not Allowed", "use GET or HEAD\n", [("Allow", "GET, HEAD")])
+            return _text(start_response, "405 Method Not Allowed", "use GET or HEAD\n", (("Allow", "GET, HEAD"),))
         return route(environ, start_response)
 
     return app
@@ -104,7 +104,7 @@ def gzip_accepted(accept_encoding: str) -> bool:
     return False
 
 
-def _text(start_response, status: str, body: str, headers: list[tuple[str, str]] = ()) -> list[bytes]:
+def _text(start_response, status: str, body: str, headers: tuple[tuple[str, str], ...] = ()) -> list[bytes]:
     data = body.encode()
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
                             *headers])
@@ -140,7 +140,8 @@ def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str,
 <li><a href="-/ready">readiness</a></li>
 </ul>
 <table border="1" cellpadding="4">
-<tr><th>cloud</th><th>API</th><th>last poll</th><th>last success</th><th>running executions</th><th>License API</th></tr>
+<tr><th>cloud</th><th>API</th><th>last poll</th><th>last success</th><th>running executions</th>
+<th>License API</th></tr>
 {''.join(rows)}
 </table>
 </body></html>

@@ -23,14 +23,21 @@ from prometheus_client import CollectorRegistry
 from . import __version__
 from .app import Route, create_app
 from .client import ApiStats, ExecutionManagerClient, LicenseClient
-from .collectors import (ExecutionsCollector, HealthCollector, LicensesCollector, RemediationCollector,
-                         RuntimeCollector, UsageCollector)
+from .collectors import (
+    ExecutionsCollector,
+    HealthCollector,
+    LicensesCollector,
+    RemediationCollector,
+    RuntimeCollector,
+    UsageCollector,
+)
+from .collectors.families import Collector
 from .exposition import Exposition
+from .labels import LabelPlan
 from .poller import LicensePoller, Poller
 from .remediation import Remediator, StopPolicy
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
-from .labels import LabelPlan
 from .teams import Teams
 from .web_config import BasicAuth, Headers, RateLimit, WebConfig
 from .webhook import PATH as WEBHOOK_PATH
@@ -85,7 +92,7 @@ class Exporter:
         self.settings = settings
         plan = LabelPlan.from_settings(settings)
         self.registry = CollectorRegistry(auto_describe=True)
-        collectors = []
+        collectors: list[Collector | RuntimeCollector] = []
         self.exposition = Exposition(lambda: collectors)
         licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
         self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed))
@@ -168,10 +175,20 @@ class Exporter:
                                  request_timeout=self.settings.http_timeout,
                                  max_body_bytes=self.settings.webhook_max_body_bytes, lanes=LANES, lane=self._lane)
         self.exposition.start()
-        for poller in [*self.pollers, *self.license_pollers]:
+        for poller in self._loops():
             poller.start()
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
                                      "clouds": ",".join(p.cloud for p in self.pollers), **self._surface()})
+
+    def _loops(self) -> list[Poller | LicensePoller]:
+        return [*self.pollers, *self.license_pollers]
+
+    @property
+    def port(self) -> int:
+        """The port the HTTP server listens on (the real one when 0 was asked for)."""
+        if self.server is None:
+            raise RuntimeError("the exporter has not started")
+        return self.server.server_port
 
     def _surface(self) -> dict[str, object]:
         """What the start-up line says an operator exposes: TLS, basic auth, and the webhook with its
@@ -189,9 +206,10 @@ class Exporter:
         if self.server is not None:
             self.server.close()
         self.exposition.close()
-        for poller in [*self.pollers, *self.license_pollers]:
-            poller.stop(timeout=2)
-            poller.client.close()
+        for loop in self._loops():
+            loop.stop(timeout=2)
+        for client in [*(p.client for p in self.pollers), *(p.client for p in self.license_pollers)]:
+            client.close()
         self.remediator.close()
 
 

@@ -111,7 +111,10 @@ def advance(totals: Totals, previous: Snapshot | None, current: Snapshot, plan: 
         for execution_id, (_, start, _) in current.followed.items():
             if start is not None:
                 since[execution_id] = now - max(0.0, current.time - start)
-        new, ended, held, ran = (), (), {}, {}
+        new: list[str] = []
+        ended: list[str] = []
+        held: dict[tuple[str, ...], float] = {}
+        ran: dict[tuple[str, ...], float] = {}
     else:  # set differences, in C: the loops below see only what changed (sorted: float sums repeat exactly)
         interval = _interval(previous, current)
         before = totals.vanished
@@ -238,7 +241,7 @@ def _plus_by_test(before: dict[str, BucketCounts] | None, added: dict[str, list[
         return None
     after = dict(before)
     zero = BucketCounts.of((), plan.duration_buckets)
-    for test in set(current.tests.values()) - after.keys():  # a test's histogram starts at 0 when it first runs
+    for test in set((current.tests or {}).values()) - after.keys():  # a test's histogram starts at 0 when it first runs
         after[test] = zero
     for test, durations in added.items():
         counts = BucketCounts.of(durations, plan.duration_buckets)

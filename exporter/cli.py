@@ -20,8 +20,9 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from . import __version__, logs
+from . import logs
 from .assembly import Exporter, build_labels
 from .remediation import StopRequest
 from .settings import LOG_ALIASES, Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
@@ -42,7 +43,8 @@ def _configured(args: argparse.Namespace, **flags) -> tuple[Settings, list[Cloud
         **flags,
     })
     clouds, webhook_secret = settings.resolve_clouds(), settings.resolve_webhook_token()
-    logs.configure(settings.log_level, settings.log_format == "json", (*(c.token for c in clouds), webhook_secret or ""))
+    secrets_to_mask = (*(c.token for c in clouds), webhook_secret or "")
+    logs.configure(settings.log_level, settings.log_format == "json", secrets_to_mask)
     return settings, clouds, webhook_secret
 
 
@@ -196,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     host, _ = split_listen_address(settings.listen_address)
     shown = "localhost" if host in ("0.0.0.0", "::") else host
-    base = f"http://{shown}:{exporter.server.server_port}"
+    base = f"http://{shown}:{exporter.port}"
     print(
         f"\nperfecto-exporter demo: {args.executions} executions ({args.stuck} stuck), "
         f"{args.churn:g} start per minute, polled every {settings.poll_interval:g}s; "
@@ -204,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  metrics:        {base}{settings.telemetry_path}\n"
         f"  usage:          {base}{settings.telemetry_path}?name[]=perfecto_platform_usage_seconds_total"
         "&name[]=perfecto_owner_info (teams: "
-        f"{', '.join(team['name'] for team in DEMO_TEAMS)}, {settings.default_team})\n"
+        f"{', '.join(str(team['name']) for team in DEMO_TEAMS)}, {settings.default_team})\n"
         f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
         "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
         f"  landing page:   {base}/\n"
@@ -262,7 +264,7 @@ def _alias(value: str) -> str:
     return LOG_ALIASES.get(value, value)
 
 
-def _log_flags(p: argparse.ArgumentParser, default: dict) -> None:
+def _log_flags(p: argparse.ArgumentParser, default: dict[str, Any]) -> None:
     p.add_argument("--log.level", dest="log_level", type=_alias, choices=LOG_LEVELS, metavar="LEVEL",
                    help="debug, info, warn(ing), error (PERFECTO_LOG_LEVEL)", **default)
     p.add_argument("--log.format", dest="log_format", type=_alias, choices=LOG_FORMATS, metavar="FORMAT",
@@ -272,7 +274,7 @@ def _log_flags(p: argparse.ArgumentParser, default: dict) -> None:
 def _common_flags(p: argparse.ArgumentParser, top: bool = False, only: tuple[str, ...] | None = None) -> None:
     """The flags exporters share, on the top level and again on each command, so that they work
     before or after it; a command's copy has no default, so that it never hides the top level's."""
-    default = {} if top else {"default": argparse.SUPPRESS}
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     flags = {
         "listen": ("--web.listen-address", "listen_address",
                    "host:port to serve on (PERFECTO_LISTEN_ADDRESS, default :9817)"),
@@ -292,7 +294,8 @@ def _common_flags(p: argparse.ArgumentParser, top: bool = False, only: tuple[str
 def _version() -> str:
     """As Go exporters print it: version, revision, and the runtime's version."""
     build = build_labels()
-    return f"perfecto-exporter, version {build['version']} (revision: {build['revision']}), python {build['pythonversion']}"
+    return (f"perfecto-exporter, version {build['version']} (revision: {build['revision']}), "
+            f"python {build['pythonversion']}")
 
 
 SETTINGS_EPILOG = """Without a command, the exporter runs (as with run).

@@ -42,13 +42,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import requests
-from requests.adapters import HTTPAdapter
 import msgspec
+import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .counting import Tally
+from .counting import Observations, Tally
 from .executions import InvalidAnswer, split_answer
 from .licenses import LicenseUsage, read_licenses
 from .redact import Redactor
@@ -97,7 +97,7 @@ class ApiStats:
         known += [(cloud, LICENSES_ENDPOINT) for cloud in license_clouds]
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
-        self.durations = Tally(("cloud", "endpoint"), known, buckets=REQUEST_DURATION_BUCKETS)
+        self.durations = Observations(("cloud", "endpoint"), known, REQUEST_DURATION_BUCKETS)
 
     def record(self, cloud: str, endpoint: str, seconds: float, reason: str | None) -> None:
         self.durations.observe((cloud, endpoint), seconds)
@@ -163,7 +163,7 @@ class _PerfectoSession:
                         raise ApiError("connection", _connection_detail(err)) from None
                     except requests.exceptions.RequestException as err:
                         raise ApiError("connection", type(err).__name__) from None
-            except ApiError as err:
+            except ApiError:
                 if not call.passed:
                     raise
                 # Shut down at the deadline: what broke is the deadline. Nothing answered at all
@@ -268,17 +268,17 @@ def _shut_down(connection) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Watched:
+class _Watched(urllib3.connection.HTTPConnection):
     """Mixed into urllib3's connection classes: each tells the current call's deadline which
     connection it is, when a request begins on it and once it is connected."""
 
-    def connect(self):
+    def connect(self) -> None:
         super().connect()
         self._watch()
 
-    def request(self, *args, **kwargs):
+    def request(self, *args, **kwargs) -> None:
         self._watch()
-        return super().request(*args, **kwargs)
+        super().request(*args, **kwargs)
 
     def _watch(self) -> None:
         deadline = getattr(_in_flight, "deadline", None)

@@ -38,35 +38,25 @@ class BucketCounts:
         return cls(tuple(counts), total)
 
     def plus(self, other: BucketCounts) -> BucketCounts:
-        return BucketCounts(tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)), self.total + other.total)
+        counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
+        return BucketCounts(counts, self.total + other.total)
 
 
 class Tally:
-    """Counts (or, with ``buckets``, observations) by label values; thread-safe."""
+    """Counts by label values; thread-safe."""
 
-    def __init__(self, labels: tuple[str, ...], known: Iterable[Key] = (), buckets: tuple[float, ...] | None = None):
-        self.labels, self.buckets = labels, buckets
+    def __init__(self, labels: tuple[str, ...], known: Iterable[Key] = ()):
+        self.labels = labels
         self.generation = 0
         self._lock = threading.Lock()
-        self._values: dict[Key, int | BucketCounts] = {}
-        for key in known:
-            self._values[key] = self._zero()
-
-    def _zero(self) -> int | BucketCounts:
-        return 0 if self.buckets is None else BucketCounts.of((), self.buckets)
+        self._values: dict[Key, int] = dict.fromkeys(known, 0)
 
     def add(self, key: Key, amount: int = 1) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
             self.generation += 1
 
-    def observe(self, key: Key, value: float) -> None:
-        observed = BucketCounts.of((value,), self.buckets)
-        with self._lock:
-            self._values[key] = self._values[key].plus(observed) if key in self._values else observed
-            self.generation += 1
-
-    def read(self) -> dict[Key, int | BucketCounts]:
+    def read(self) -> dict[Key, int]:
         """A consistent copy, known keys first in the order given, then others as they came."""
         with self._lock:
             return dict(self._values)
@@ -75,6 +65,27 @@ class Tally:
         """The sum of the counts whose labels have the given values (for tests and logs)."""
         positions = [(self.labels.index(name), value) for name, value in match.items()]
         return sum(count for key, count in self.read().items() if all(key[i] == v for i, v in positions))
+
+
+class Observations:
+    """Observations in ``buckets``, by label values; thread-safe."""
+
+    def __init__(self, labels: tuple[str, ...], known: Iterable[Key], buckets: tuple[float, ...]):
+        self.labels, self.buckets = labels, buckets
+        self.generation = 0
+        self._lock = threading.Lock()
+        self._values: dict[Key, BucketCounts] = dict.fromkeys(known, BucketCounts.of((), buckets))
+
+    def observe(self, key: Key, value: float) -> None:
+        observed = BucketCounts.of((value,), self.buckets)
+        with self._lock:
+            self._values[key] = self._values[key].plus(observed) if key in self._values else observed
+            self.generation += 1
+
+    def read(self) -> dict[Key, BucketCounts]:
+        """A consistent copy, known keys first in the order given, then others as they came."""
+        with self._lock:
+            return dict(self._values)
 
 
 class FirstSeen:

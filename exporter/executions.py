@@ -119,6 +119,7 @@ def execution_reader(platform_labels: tuple[str, ...]) -> Callable[[msgspec.Raw]
     """A reader of encoded entries whose platforms carry the values of ``platform_labels``;
     it returns None for an entry that is not an execution object."""
     getters = tuple(PLATFORM_FIELDS[label] for label in platform_labels)
+    platform_values: Callable[[_Platform], tuple[str, ...]]
     if platform_labels == ("device_type", "os", "browser"):
         platform_values = _default_platform_values  # the default, in one call rather than three
     else:
@@ -126,6 +127,7 @@ def execution_reader(platform_labels: tuple[str, ...]) -> Callable[[msgspec.Raw]
             return tuple([g(p) for g in getters])
 
     def read(raw: msgspec.Raw) -> Execution | None:
+        entry: _Entry | None
         try:
             entry = _ENTRY.decode(raw)
         except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
@@ -175,7 +177,8 @@ def _tolerant_platform(value: dict) -> _Platform:
         os=value.get("os"),
         osVersion=value.get("osVersion"),
         location=value.get("location"),
-        browserInfo=_Browser(browser.get("browserType"), browser.get("browserVersion")) if type(browser) is dict else None,
+        browserInfo=(_Browser(browser.get("browserType"), browser.get("browserVersion"))
+                     if type(browser) is dict else None),
         mobileInfo=_Mobile(mobile.get("manufacturer"), mobile.get("model")) if type(mobile) is dict else None,
     )
 

@@ -75,7 +75,8 @@ def read_licenses(body: bytes | bytearray) -> LicenseUsage:
         pairs = [(totals, reader(entry)) for fields, totals, reader in (
             (LICENSE_FIELDS, licenses, _license_pair), (BURST_FIELDS, burst, _burst_pair))
             if any(name in entry for name in fields)]
-        complete = [(totals, pair) for totals, pair in pairs if None not in pair]
+        complete = [(totals, (first, second)) for totals, (first, second) in pairs
+                    if first is not None and second is not None]
         if len(complete) < len(pairs) or not pairs:
             skipped += 1
         if complete:
@@ -102,8 +103,10 @@ def _entries(answer: object) -> list:
 
 
 def _finite(totals: dict[str, tuple[float, float]]) -> dict[str, tuple[float | None, float | None]]:
-    return {device_type: tuple(v if math.isfinite(v) else None for v in pair)
-            for device_type, pair in sorted(totals.items())}
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    return {device_type: (finite(first), finite(second)) for device_type, (first, second) in sorted(totals.items())}
 
 
 def _license_pair(entry: dict) -> tuple[float | None, float | None]:

@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
-from .client import ApiError, ExecutionManagerClient, LicenseClient
-from .licenses import LicenseUsage
 from .changes import Totals, advance
+from .client import ApiError, ExecutionManagerClient, LicenseClient
 from .labels import LabelPlan, OwnerLabels
+from .licenses import LicenseUsage
 from .snapshot import Snapshot, SnapshotBuilder
 from .testnames import TestNames
 
@@ -48,8 +49,13 @@ class CloudStatus:
     last_error: str | None = None  # the reason of the last failed poll, while it is failing
 
 
-class _Loop:
+StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus")
+
+
+class _Loop(Generic[StatusT]):
     """A daemon thread that calls :meth:`poll_once` every :meth:`_wait` seconds, start to start."""
+
+    status: StatusT
 
     def __init__(self, cloud: str, kind: str, monotonic):
         self._monotonic = monotonic
@@ -90,7 +96,7 @@ class _Loop:
             self._stopping.wait(max(0.0, self._wait() - (self._monotonic() - started)))
 
 
-class Poller(_Loop):
+class Poller(_Loop[CloudStatus]):
     def __init__(
         self,
         client: ExecutionManagerClient,
@@ -159,7 +165,7 @@ class LicenseStatus:
     last_error: str | None = None
 
 
-class LicensePoller(_Loop):
+class LicensePoller(_Loop[LicenseStatus]):
     """The License API of one cloud, on its own thread and interval (``licenses_interval``)."""
 
     def __init__(self, client: LicenseClient, mode: str, interval: float, *, clock=time.time,
@@ -187,7 +193,8 @@ class LicensePoller(_Loop):
             if status.polls == 0 or not status.up:
                 log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses),
                                                           "skipped": usage.skipped_entries})
-            if usage.skipped_entries and (status.usage is None or status.usage.skipped_entries != usage.skipped_entries):
+            before = status.usage.skipped_entries if status.usage is not None else None
+            if usage.skipped_entries and usage.skipped_entries != before:
                 # once, not every poll: an answer that keeps its odd entries keeps them for months
                 log.warning("license answer had entries not counted (incomplete, invalid, or not license entries)",
                             extra={**extra, "skipped": usage.skipped_entries})

@@ -46,7 +46,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self._pieces:
             while spans := self._spans(text):  # again, in case a mask joined two parts into a piece
-                kept, end = [], 0
+                kept: list[str] = []
+                end = 0
                 for start, stop in spans:
                     kept += (text[end:start], MASK)
                     end = stop

@@ -108,8 +108,15 @@ class Decision:
     retryable: bool = False
     stop_filter: dict | None = field(default=None, repr=False)
 
+    @property
+    def target(self) -> str:
+        """The cloud of a decision that gets as far as a stop call (only refusals may lack one)."""
+        if self.cloud is None:
+            raise ValueError(f"decision {self.result!r} has no cloud to stop in")
+        return self.cloud
+
     def summary(self) -> dict:
-        answer = {"alertname": self.request.alertname, "fingerprint": self.request.fingerprint,
+        answer: dict[str, object] = {"alertname": self.request.alertname, "fingerprint": self.request.fingerprint,
                   "cloud": self.cloud, "result": self.result, "reason": self.reason,
                   "execution_ids": list(self.execution_ids)}
         if self.result in ("stopped", "not_stopped", "unknown"):
@@ -232,7 +239,8 @@ class Remediator:
         finally:  # an unexpected error: what was reserved and not settled counts, as its fate is unknown
             for decision in senders:
                 if decision.result == "planned":
-                    decision.result, decision.reason, decision.unknown = "unknown", "internal_error", decision.execution_ids
+                    decision.result, decision.reason = "unknown", "internal_error"
+                    decision.unknown = decision.execution_ids
                     self._settle(decision)
         for decision in planned:
             if decision.result == "planned":  # its ids went out with earlier alerts of this batch
@@ -260,11 +268,11 @@ class Remediator:
         sender_of: dict[tuple[str, str], Decision] = {}
         now = self._clock()
         self._open_ledger()
-        taken = self.ledger.taken({(d.cloud, i) for d in planned for i in d.execution_ids}, now)
+        taken = self.ledger.taken({(d.target, i) for d in planned for i in d.execution_ids}, now)
         for decision in planned:
             own, follows, reasons = [], [], set()
             for execution_id in decision.execution_ids:
-                key = (decision.cloud, execution_id)
+                key = (decision.target, execution_id)
                 if key in sender_of:
                     follows.append(execution_id)
                 elif key in taken:
@@ -306,7 +314,7 @@ class Remediator:
         """One stop call, and what its answer says of each id asked for (and only of those)."""
         decision.stop_filter = id_filter(decision.execution_ids)
         try:
-            result = self.clients[decision.cloud].stop(decision.stop_filter)
+            result = self.clients[decision.target].stop(decision.stop_filter)
         except ApiError as err:
             decision.result, decision.reason, decision.unknown = "unknown", err.reason, decision.execution_ids
             return
@@ -335,7 +343,7 @@ class Remediator:
             now = self._clock()
             try:
                 self._open_ledger()
-                self.ledger.settle(decision.cloud, outcomes, now)
+                self.ledger.settle(decision.target, outcomes, now)
                 self._read_usage(now)
             except LedgerUnavailable as err:
                 # The reservation stays in flight in the file (or was lost with it); reopened, it
@@ -369,8 +377,8 @@ class Remediator:
     @staticmethod
     def _follow(decision: Decision, sender_of: dict[tuple[str, str], Decision]) -> None:
         """An alert whose ids went out with earlier alerts of its batch shares their outcome."""
-        senders = [sender_of[(decision.cloud, i)] for i in decision.execution_ids]
-        missed = [i for i, sender in zip(decision.execution_ids, senders) if i not in sender.stopped]
+        senders = [sender_of[(decision.target, i)] for i in decision.execution_ids]
+        missed = [i for i, sender in zip(decision.execution_ids, senders, strict=True) if i not in sender.stopped]
         if not missed:
             decision.result, decision.reason = "already_stopped", "stopped_in_this_request"
             return

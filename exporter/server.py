@@ -44,6 +44,7 @@ a handshake must finish within ``request_timeout`` and costs no thread.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import fcntl
 import io
@@ -108,7 +109,7 @@ class _DeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self.transport = _LingeringClose(transport, self)
+        self.transport = _LingeringClose(transport, self)  # type: ignore[assignment]  # delegates the rest
         self._arm()
         if self.client_allowed_sans is not None and not client_certificate_allowed(
                 transport.get_extra_info("peercert"), self.client_allowed_sans):
@@ -136,7 +137,7 @@ class _DeadlineProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         if self.cycle is not None:
-            self.cycle.body = b""  # what arrived of a body no lane read: not kept while we linger
+            self.cycle.body = bytearray()  # what arrived of a body no lane read: not kept while we linger
         super().on_response_complete()
         self._arm()  # for the answer to be read, and then for the next request to begin
 
@@ -235,10 +236,13 @@ class _Server(uvicorn.Server):
         config = self.config
 
         def create_protocol():
-            return config.http_protocol_class(config=config, server_state=self.server_state, app_state={})
+            # uvicorn types http_protocol_class as asyncio.Protocol; it is the h11 protocol given in Config
+            return config.http_protocol_class(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+                                              app_state={})
 
-        self.servers = [_Listener(sock, create_protocol, self.server_state, self.tls, self.handshake_timeout,
-                                  self.max_connections) for sock in sockets]
+        # uvicorn's shutdown only calls close() and wait_closed() of what it finds here: a _Listener has both
+        self.servers = [_Listener(sock, create_protocol, self.server_state, self.tls,  # type: ignore[misc]
+                                  self.handshake_timeout, self.max_connections) for sock in sockets or ()]
         self.started = True
 
 
@@ -315,7 +319,7 @@ class _Listener:
             await self._loop.connect_accepted_socket(
                 self._factory, conn, ssl=self._tls, ssl_handshake_timeout=self._timeout if self._tls else None,
                 ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if self._tls else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, OSError, ssl.SSLError, asyncio.CancelledError):
             conn.close()  # a failed, unfinished or evicted TLS handshake: the client is gone or hostile
 
     def close(self) -> None:
@@ -376,8 +380,10 @@ class HttpServer:
                                                                    "client_allowed_sans": client_allowed_sans})
         config = uvicorn.Config(
             bridge, http=protocol, ws="none", lifespan="off", interface="asgi3", log_config=None,
-            access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=2 * request_timeout,
-            timeout_graceful_shutdown=request_timeout,  # room for a stop call in flight to finish
+            access_log=False, proxy_headers=False, server_header=False,
+            # seconds as floats: uvicorn types them int, and hands them to loop.call_later and asyncio.wait_for
+            timeout_keep_alive=2 * request_timeout,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=request_timeout,  # type: ignore[arg-type]  # room for a stop call to finish
         )
         self._server = _Server(config)
         self._server.tls, self._server.handshake_timeout = tls, request_timeout
@@ -417,10 +423,10 @@ class WsgiBridge:
         if lane.reads_body and body_left:
             # Before it counts against the lane: a body still arriving (within the request's
             # deadline) takes no place that a notification already in hand could use.
-            body = await _read_body(receive, environ, self._max_body)
-            if body is _GONE:
+            request_body = await _read_body(receive, environ, self._max_body)
+            if request_body is _GONE:
                 return
-            body_left = body is None
+            body_left = request_body is None
         environ.pop("HTTP_TRANSFER_ENCODING", None)  # h11 has undone any chunked coding
         if not lane.reads_body:
             environ["CONTENT_LENGTH"] = "0"

@@ -40,8 +40,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError, YamlConfigSettingsSource
 
 DEFAULT_PORT = 9817
@@ -268,12 +276,14 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
     def resolve_webhook_token(self) -> str | None:
         """The webhook's bearer secret, or None when the webhook is off."""
-        setting, file_setting = "webhook_token (PERFECTO_WEBHOOK_TOKEN)", "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE)"
+        setting = "webhook_token (PERFECTO_WEBHOOK_TOKEN)"
+        file_setting = "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE)"
         secret = read_secret(self.webhook_token, self.webhook_token_file, setting, file_setting)
         if secret is not None and len(secret) < MIN_WEBHOOK_SECRET:
             raise ConfigError(file_setting if self.webhook_token_file else setting,
@@ -318,7 +328,7 @@ def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | N
     if url is None:
         if not CLOUD_NAME_PATTERN.match(name):
             raise ConfigError(f"{prefix}name" if prefix else "cloud_name (PERFECTO_CLOUD_NAME)",
-                              _not_a_cloud_name(name, f"{prefix}url" if prefix else "executions_url (PERFECTO_EXECUTIONS_URL)"))
+                              _not_a_cloud_name(name, url_setting))
         url = default_executions_url(name)
         licenses_url = licenses_url or default_licenses_url(name)
     _check_url(url, url_setting)
@@ -430,7 +440,7 @@ _MESSAGES = {
 }
 
 
-def _own_message(problem: dict) -> str:
+def _own_message(problem) -> str:
     """A validator's own text, without pydantic's "Value error, " in front."""
     error = (problem.get("ctx") or {}).get("error")
     return str(error) if problem["type"] == "value_error" and error is not None else problem["msg"]

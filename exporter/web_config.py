@@ -227,7 +227,7 @@ def _ciphers(context: ssl.SSLContext, tls: dict, http: dict) -> None:
         # same file is refused here, so that it means the same to both.
         raise ConfigError(SETTING, "tls_server_config.cipher_suites is missing an HTTP/2-required "
                                    f"{' or '.join(HTTP2_CIPHERS)} (or set http_server_config.http2: false)")
-    older = [CIPHERS[name] for name in names if CIPHERS[name]]
+    older = [cipher for name in names if (cipher := CIPHERS[name])]
     if older:
         context.set_ciphers(":".join(older))
     elif names:  # only TLS 1.3 suites named: no cipher is left for older versions, as in Go
@@ -420,7 +420,7 @@ class BasicAuth:
     def _authorized(self, header: str) -> bool:
         credentials = _credentials(header)
         hashed = self._users.get(credentials[0]) if credentials else None
-        if hashed is None or len(credentials[1].encode()) > 72:  # bcrypt refuses longer ones
+        if credentials is None or hashed is None or len(credentials[1].encode()) > 72:  # bcrypt refuses longer ones
             if self._costliest is not None:
                 bcrypt.checkpw(b"timing", self._costliest)
             return False

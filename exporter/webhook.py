@@ -68,7 +68,8 @@ def parse_alerts(payload: object) -> list[dict]:
         if not isinstance(alert, dict) or not isinstance(alert.get("status"), str):
             raise BadPayload(f"alerts[{i}] needs a status")
         labels = alert.get("labels")
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in labels.items()):
             raise BadPayload(f"alerts[{i}].labels must map strings to strings")
         if not isinstance(alert.get("fingerprint", ""), str):
             raise BadPayload(f"alerts[{i}].fingerprint must be a string")
@@ -125,7 +126,8 @@ def create_webhook_app(secret: str, remediator: Remediator, stats: WebhookStats,
         try:
             body = _read_body(environ, max_body_bytes)
         except TooLarge:
-            return fail(environ, start_response, "413 Content Too Large", "too_large", f"body over {max_body_bytes} bytes")
+            return fail(environ, start_response, "413 Content Too Large", "too_large",
+                        f"body over {max_body_bytes} bytes")
         except BadPayload as err:
             return fail(environ, start_response, "400 Bad Request", "bad_payload", str(err))
         try:

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.assembly import Exporter
@@ -159,6 +158,14 @@ def exporter_env(**settings) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
     env.update({f"PERFECTO_{k.upper()}": str(v) for k, v in settings.items()})
     return env
+
+
+@pytest.fixture
+def make_hook(start_lab):
+    """Exporters with the webhook on, each against its own lab (``tests/helpers.py``'s ``Hook``)."""
+    from .helpers import hook_maker
+
+    yield from hook_maker(start_lab)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,8 @@ stuck executions within minutes and for overrunning runs of the longer tests wit
 (the short ones end before a 30 s ``for:`` is over). Without ``--stop`` the webhook runs dry (it
 logs what it would stop). Ctrl-C stops everything. Prometheus and Alertmanager run the README's
 scrape job and Alertmanager route as a user copies them (tests/readme.py); the end-to-end test
-(tests/test_stack.py) builds its stack from the same functions. A second run while the first still holds its ports refuses to start.
+(tests/test_stack.py) builds its stack from the same functions. A second run while the first
+still holds its ports refuses to start.
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ EXPORTER = [sys.executable, "-m", "exporter.cli"]
 
 
 # The overdue alert's knobs for a lab 10 times faster than life (--overdue)
-FAST_OVERDUE = {"overdueHistoryWindow": "15m", "overdueHistoryInterval": "10s", "overdueMinRuns": 5,
-                "overdueFloorSeconds": 20, "overdueMultiple": 1.5}
+FAST_OVERDUE = {
+    "overdueHistoryWindow": "15m",
+    "overdueHistoryInterval": "10s",
+    "overdueMinRuns": 5,
+    "overdueFloorSeconds": 20,
+    "overdueMultiple": 1.5,
+}
 # Buckets that fit tests of 6 s to 2 min, polled every 10 s: the p95 is read from them
 FAST_OVERDUE_BUCKETS = "10,20,30,40,50,60,75,90,105,120,150,180,240,300,600"
 
@@ -86,25 +92,79 @@ def ports_in_use(ports: dict[str, int]) -> list[str]:
 def start_stack(work: Path, args: argparse.Namespace, urls: dict[str, str], spawn) -> None:
     token, hook = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (work / "webhook.secret").write_text(hook)
-    overdue = ["--test-durations", "--duration-scale", "0.1", "--overrun", "0.05", "--run-numbers"] if args.overdue else []
-    spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{PORTS['lab']}", "--admin-token", token,
-           "--executions", "60", "--churn", "20", "--stuck", "2", "--fault-injection", *overdue], "lab")
-    spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{PORTS['exporter']}"], "exporter", {
-        "PERFECTO_CLOUD_NAME": "demo", "PERFECTO_EXECUTIONS_URL": urls["lab"], "PERFECTO_SECURITY_TOKEN": token,
-        "PERFECTO_POLL_INTERVAL": "10", "PERFECTO_WEBHOOK_TOKEN_FILE": str(work / "webhook.secret"),
-        "PERFECTO_STOP_DRY_RUN": "false" if args.stop else "true",
-        **({"PERFECTO_EXECUTION_NAME_DURATIONS": "true", "PERFECTO_DURATION_BUCKETS": FAST_OVERDUE_BUCKETS}
-           if args.overdue else {})})
-    (work / "rules.yml").write_text(yaml.safe_dump(rules("30s" if args.fast_alerts else None,
-                                                         knobs=FAST_OVERDUE if args.overdue else None)))
-    (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(
-        urls["exporter"] + "/webhook/alertmanager", work / "webhook.secret", None, "10s")))
-    spawn(["prometheus-alertmanager", f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am'}",
-           f"--web.listen-address=127.0.0.1:{PORTS['alertmanager']}", "--cluster.listen-address="], "alertmanager")
-    (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(
-        [f"127.0.0.1:{PORTS['exporter']}"], f"127.0.0.1:{PORTS['alertmanager']}", work / "rules.yml", "10s")))
-    spawn(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
-           f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}"], "prometheus")
+    overdue = (
+        ["--test-durations", "--duration-scale", "0.1", "--overrun", "0.05", "--run-numbers"] if args.overdue else []
+    )
+    spawn(
+        [
+            *EXPORTER,
+            "simulate",
+            "--listen-address",
+            f"127.0.0.1:{PORTS['lab']}",
+            "--admin-token",
+            token,
+            "--executions",
+            "60",
+            "--churn",
+            "20",
+            "--stuck",
+            "2",
+            "--fault-injection",
+            *overdue,
+        ],
+        "lab",
+    )
+    spawn(
+        [*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{PORTS['exporter']}"],
+        "exporter",
+        {
+            "PERFECTO_CLOUD_NAME": "demo",
+            "PERFECTO_EXECUTIONS_URL": urls["lab"],
+            "PERFECTO_SECURITY_TOKEN": token,
+            "PERFECTO_POLL_INTERVAL": "10",
+            "PERFECTO_WEBHOOK_TOKEN_FILE": str(work / "webhook.secret"),
+            "PERFECTO_STOP_DRY_RUN": "false" if args.stop else "true",
+            **(
+                {"PERFECTO_EXECUTION_NAME_DURATIONS": "true", "PERFECTO_DURATION_BUCKETS": FAST_OVERDUE_BUCKETS}
+                if args.overdue
+                else {}
+            ),
+        },
+    )
+    (work / "rules.yml").write_text(
+        yaml.safe_dump(rules("30s" if args.fast_alerts else None, knobs=FAST_OVERDUE if args.overdue else None))
+    )
+    (work / "alertmanager.yml").write_text(
+        yaml.safe_dump(
+            alertmanager_config(urls["exporter"] + "/webhook/alertmanager", work / "webhook.secret", None, "10s")
+        )
+    )
+    spawn(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={work / 'alertmanager.yml'}",
+            f"--storage.path={work / 'am'}",
+            f"--web.listen-address=127.0.0.1:{PORTS['alertmanager']}",
+            "--cluster.listen-address=",
+        ],
+        "alertmanager",
+    )
+    (work / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            prometheus_config(
+                [f"127.0.0.1:{PORTS['exporter']}"], f"127.0.0.1:{PORTS['alertmanager']}", work / "rules.yml", "10s"
+            )
+        )
+    )
+    spawn(
+        [
+            "prometheus",
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'prom'}",
+            f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}",
+        ],
+        "prometheus",
+    )
 
 
 def wait_ready(url: str, stopping: threading.Event, timeout: float = 30) -> None:
@@ -122,8 +182,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--fast-alerts", action="store_true", help="every for: 30s")
     parser.add_argument("--stop", action="store_true", help="let the webhook really stop executions")
-    parser.add_argument("--overdue", action="store_true",
-                        help="the lab's tests 10 times faster, durations by test, a 15-minute history")
+    parser.add_argument(
+        "--overdue", action="store_true", help="the lab's tests 10 times faster, durations by test, a 15-minute history"
+    )
     args = parser.parse_args()
     taken = ports_in_use(PORTS)
     if taken:  # never scrape what another run left behind
@@ -139,20 +200,24 @@ def main() -> int:
 
     def spawn(command, name, env=None):
         with open(work / f"{name}.log", "wb") as log:
-            processes.append(subprocess.Popen(command, env={**base_env, **(env or {})}, stdout=log,
-                                              stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(command, env={**base_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+            )
 
     try:
         start_stack(work, args, urls, spawn)
         wait_ready(urls["prometheus"], stopping)
-        print(f"""
-perfecto-exporter local stack ({'webhook stops executions' if args.stop else 'webhook dry run'}):
-  exporter      {urls['exporter']}/metrics
-  Prometheus    {urls['prometheus']}{PROMETHEUS_ALERTS_PAGE}
-  Alertmanager  {urls['alertmanager']}
-  simulated lab {urls['lab']} (faults: curl -XPOST {urls['lab']}/-/lab/faults -d '{{"kind": "unauthorized"}}')
+        print(
+            f"""
+perfecto-exporter local stack ({"webhook stops executions" if args.stop else "webhook dry run"}):
+  exporter      {urls["exporter"]}/metrics
+  Prometheus    {urls["prometheus"]}{PROMETHEUS_ALERTS_PAGE}
+  Alertmanager  {urls["alertmanager"]}
+  simulated lab {urls["lab"]} (faults: curl -XPOST {urls["lab"]}/-/lab/faults -d '{{"kind": "unauthorized"}}')
   logs          {work}
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+            flush=True,
+        )
         while not stopping.wait(3600):
             pass
     finally:

@@ -27,20 +27,35 @@ import time
 from pathlib import Path
 
 import requests
+
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = [sys.executable, "-m", "exporter.cli"]
 TOKEN, HOOK = "soak-token", "soak-hook-secret-0123"
-FAULTS = ("unauthorized", "forbidden", "bad_request", "server_error", "bad_gateway", "garbage", "truncated",
-          "wrong_shape", "empty", "reset", "hang", "reject_layout")
-
+FAULTS = (
+    "unauthorized",
+    "forbidden",
+    "bad_request",
+    "server_error",
+    "bad_gateway",
+    "garbage",
+    "truncated",
+    "wrong_shape",
+    "empty",
+    "reset",
+    "hang",
+    "reject_layout",
+)
 
 
 def sample(pid: int) -> dict:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "threads": int(status["Threads"]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return {
+        "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+        "threads": int(status["Threads"]),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
 
 
 def soak(minutes: float, seed: int = 7) -> dict:
@@ -54,14 +69,44 @@ def soak(minutes: float, seed: int = 7) -> dict:
         log = open(Path(logs.name) / f"{name}.log", "wb")
         return subprocess.Popen(args, env={**base_env, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
-    lab = spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{lab_port}", "--admin-token", TOKEN,
-                 "--executions", "600", "--churn", "300", "--stuck", "5", "--fault-injection",
-                 "--log.level", "warning"], "lab", {})
-    exporter = spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", {
-        "PERFECTO_CLOUD_NAME": "soak", "PERFECTO_EXECUTIONS_URL": lab_url, "PERFECTO_SECURITY_TOKEN": TOKEN,
-        "PERFECTO_POLL_INTERVAL": "2", "PERFECTO_REQUEST_TIMEOUT": "3", "PERFECTO_WEBHOOK_TOKEN": HOOK,
-        "PERFECTO_STOP_MAX_PER_WINDOW": "1000000", "PERFECTO_STOP_REMEMBER": "60", "PERFECTO_STOP_WINDOW": "60",
-        "PERFECTO_STOP_LEDGER": str(Path(logs.name) / "ledger.sqlite"), "PERFECTO_LOG_LEVEL": "warning"})
+    lab = spawn(
+        [
+            *EXPORTER,
+            "simulate",
+            "--listen-address",
+            f"127.0.0.1:{lab_port}",
+            "--admin-token",
+            TOKEN,
+            "--executions",
+            "600",
+            "--churn",
+            "300",
+            "--stuck",
+            "5",
+            "--fault-injection",
+            "--log.level",
+            "warning",
+        ],
+        "lab",
+        {},
+    )
+    exporter = spawn(
+        [*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{port}"],
+        "exporter",
+        {
+            "PERFECTO_CLOUD_NAME": "soak",
+            "PERFECTO_EXECUTIONS_URL": lab_url,
+            "PERFECTO_SECURITY_TOKEN": TOKEN,
+            "PERFECTO_POLL_INTERVAL": "2",
+            "PERFECTO_REQUEST_TIMEOUT": "3",
+            "PERFECTO_WEBHOOK_TOKEN": HOOK,
+            "PERFECTO_STOP_MAX_PER_WINDOW": "1000000",
+            "PERFECTO_STOP_REMEMBER": "60",
+            "PERFECTO_STOP_WINDOW": "60",
+            "PERFECTO_STOP_LEDGER": str(Path(logs.name) / "ledger.sqlite"),
+            "PERFECTO_LOG_LEVEL": "warning",
+        },
+    )
     samples, scrape_failures, scrapes, stops = [], 0, 0, 0
     try:
         deadline = time.monotonic() + 30
@@ -104,28 +149,51 @@ def soak(minutes: float, seed: int = 7) -> dict:
             process.terminate()
             process.wait(30)
         logs.cleanup()
-    return {"minutes": minutes, "samples": samples, "scrapes": scrapes, "scrape_failures": scrape_failures,
-            "stops": stops, "verdict": verdict(samples, scrape_failures)}
+    return {
+        "minutes": minutes,
+        "samples": samples,
+        "scrapes": scrapes,
+        "scrape_failures": scrape_failures,
+        "stops": stops,
+        "verdict": verdict(samples, scrape_failures),
+    }
 
 
 def _webhook_round(rng: random.Random, url: str, lab_url: str) -> int:
     """A notification about a running execution, sometimes repeated, sometimes unauthenticated."""
     try:
-        answer = requests.post(lab_url + "/execution-manager/api/v1/executions/search",
-                               headers={"Perfecto-Authorization": TOKEN}, timeout=5)
+        answer = requests.post(
+            lab_url + "/execution-manager/api/v1/executions/search",
+            headers={"Perfecto-Authorization": TOKEN},
+            timeout=5,
+        )
         running = [e["id"] for e in answer.json() if "id" in e] if answer.status_code == 200 else []
     except (requests.RequestException, ValueError, TypeError):
         return 0  # the lab is faulty just now
     if not running or rng.random() < 0.5:
         return 0
     target = rng.choice(running)
-    payload = {"version": "4", "alerts": [{"status": "firing", "fingerprint": target, "labels": {
-        "alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "soak", "execution_id": target}}]}
+    payload = {
+        "version": "4",
+        "alerts": [
+            {
+                "status": "firing",
+                "fingerprint": target,
+                "labels": {
+                    "alertname": "PerfectoExecutionStuck",
+                    "perfecto_action": "stop",
+                    "cloud": "soak",
+                    "execution_id": target,
+                },
+            }
+        ],
+    }
     secret = HOOK if rng.random() < 0.9 else "wrong"
     try:
         for _ in range(rng.choice((1, 1, 2))):
-            requests.post(url + "/webhook/alertmanager", json=payload, headers={"Authorization": f"Bearer {secret}"},
-                          timeout=10)
+            requests.post(
+                url + "/webhook/alertmanager", json=payload, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+            )
     except requests.RequestException:
         return 0
     return 1
@@ -135,8 +203,14 @@ def verdict(samples: list[dict], scrape_failures: int) -> dict:
     after_warmup = [s for s in samples if s["t"] >= samples[-1]["t"] / 5] if samples else []
     quarter = max(1, len(after_warmup) // 4)
     early, late = after_warmup[:quarter], after_warmup[-quarter:]
-    growth = {k: statistics.median(s[k] for s in late) - statistics.median(s[k] for s in early)
-              for k in ("rss_mb", "threads", "fds")} if early else {}
+    growth = (
+        {
+            k: statistics.median(s[k] for s in late) - statistics.median(s[k] for s in early)
+            for k in ("rss_mb", "threads", "fds")
+        }
+        if early
+        else {}
+    )
     rss_limit = 5 + 0.1 * statistics.median(s["rss_mb"] for s in early) if early else 0
     problems = []
     if not early:
@@ -155,17 +229,24 @@ def verdict(samples: list[dict], scrape_failures: int) -> dict:
 
 def report(result: dict) -> str:
     samples = result["samples"]
-    lines = [f"Soak of {result['minutes']:g} minutes: {result['scrapes']} scrapes ({result['scrape_failures']} failed), "
-             f"{result['stops']} webhook rounds; verdict: {'no growth' if result['verdict']['ok'] else 'FAILED'} "
-             f"{'; '.join(result['verdict']['problems'])}", "",
-             "| t (s) | RSS MB | threads | open fds |", "|---:|---:|---:|---:|"]
+    lines = [
+        f"Soak of {result['minutes']:g} minutes: {result['scrapes']} scrapes ({result['scrape_failures']} failed), "
+        f"{result['stops']} webhook rounds; verdict: {'no growth' if result['verdict']['ok'] else 'FAILED'} "
+        f"{'; '.join(result['verdict']['problems'])}",
+        "",
+        "| t (s) | RSS MB | threads | open fds |",
+        "|---:|---:|---:|---:|",
+    ]
     step = max(1, len(samples) // 12)
     for s in samples[::step] + ([samples[-1]] if samples and (len(samples) - 1) % step else []):
         lines.append(f"| {s['t']:.0f} | {s['rss_mb']:.1f} | {s['threads']} | {s['fds']} |")
     growth = result["verdict"]["growth"]
     if growth:
-        lines += ["", "Median growth, last quarter against second quarter (after warm-up): "
-                  f"RSS {growth['rss_mb']:+.1f} MB, threads {growth['threads']:+g}, fds {growth['fds']:+g}."]
+        lines += [
+            "",
+            "Median growth, last quarter against second quarter (after warm-up): "
+            f"RSS {growth['rss_mb']:+.1f} MB, threads {growth['threads']:+g}, fds {growth['fds']:+g}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,11 +10,12 @@ import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collectors import ExecutionsCollector, executions as executions_collector
-from exporter.lab import Workload
-from exporter.poller import CloudStatus
 from exporter.changes import Totals, advance
+from exporter.collectors import ExecutionsCollector
+from exporter.collectors import executions as executions_collector
+from exporter.lab import Workload
 from exporter.labels import OTHER_OWNER, LabelPlan, OwnerLabels
+from exporter.poller import CloudStatus
 from exporter.snapshot import SnapshotBuilder
 
 from .conftest import USER, build_exporter

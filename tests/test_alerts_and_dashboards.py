@@ -3,7 +3,6 @@
 Their behaviour on a real Prometheus and Alertmanager is in test_stack.py.
 """
 
-import importlib
 import json
 import subprocess
 import sys
@@ -12,34 +11,17 @@ import pytest
 import yaml
 
 from .conftest import ROOT, require_tool
+from .helpers import RULES, alert_rules, all_rules, load_generator, recording_rules
 
 if str(ROOT) not in sys.path:  # alerts/ and dashboards/ are folders of scripts, imported by path
     sys.path.insert(0, str(ROOT))
 
 from alerts import config as mixin
 
-RULES = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
 RULE_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.test.yaml"))  # alerts, and the recording rules
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://wiki.example.com/perfecto/runbook.md"
 GRAFANA_URL = "https://grafana.example.com"
-
-
-def load_generator(folder: str):
-    return importlib.import_module(f"{folder}.generate")
-
-
-def all_rules(text: str | None = None) -> list[dict]:
-    loaded = yaml.safe_load(text if text is not None else RULES.read_text())
-    return [rule for group in loaded["groups"] for rule in group["rules"]]
-
-
-def alert_rules(text: str | None = None) -> list[dict]:
-    return [rule for rule in all_rules(text) if "alert" in rule]
-
-
-def recording_rules() -> list[dict]:
-    return [rule for rule in all_rules() if "record" in rule]
 
 
 def unit_tests() -> list[dict]:
@@ -62,8 +44,11 @@ def test_the_runbooks_table_states_the_thresholds_the_rules_use():
     assert RUNBOOK.read_text() == generator.runbook(RUNBOOK.read_text()), "run: python alerts/generate.py"
     table = [line.split(" | ")[0].strip("| ") for line in generator.runbook_table()[2:]]
     assert table == [rule["alert"] for rule in alert_rules()]
-    stuck = next(line for line in generator.runbook_table({**mixin.defaults(), "stuckSeconds": 3 * 3600})
-                 if line.startswith("| PerfectoExecutionStuck"))
+    stuck = next(
+        line
+        for line in generator.runbook_table({**mixin.defaults(), "stuckSeconds": 3 * 3600})
+        if line.startswith("| PerfectoExecutionStuck")
+    )
     assert "longer than 3 h" in stuck
 
 
@@ -81,8 +66,9 @@ def test_promtool_checks_the_rules_clean():
 
 @pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests_pass(path):
-    result = subprocess.run([require_tool("promtool"), "test", "rules", str(path)], capture_output=True,
-                            text=True, cwd=path.parent)
+    result = subprocess.run(
+        [require_tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, cwd=path.parent
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -124,9 +110,24 @@ def test_committed_rules_link_nowhere_made_up():
 
 def test_generator_command_line_sets_the_links(tmp_path):
     out = tmp_path / "rules.yaml"
-    result = subprocess.run([sys.executable, str(ROOT / "alerts" / "generate.py"), "--runbook-url", RUNBOOK_URL,
-                             "--dashboard-url", GRAFANA_URL + "/", "--selector", 'job="perfecto"', "--output", str(out)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "alerts" / "generate.py"),
+            "--runbook-url",
+            RUNBOOK_URL,
+            "--dashboard-url",
+            GRAFANA_URL + "/",
+            "--selector",
+            'job="perfecto"',
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     rules = alert_rules(out.read_text())
     stuck = next(r for r in rules if r["alert"] == "PerfectoExecutionStuck")
@@ -134,8 +135,9 @@ def test_generator_command_line_sets_the_links(tmp_path):
     assert stuck["annotations"]["dashboard_url"] == f"{GRAFANA_URL}/d/perfecto-executions"
     assert all('job="perfecto"' in r["expr"] for r in rules)
     assert 'job="perfecto"' in out.read_text().split("perfecto-usage")[1]  # the recording rules too
-    check = subprocess.run([require_tool("promtool"), "check", "rules", str(out)], capture_output=True, text=True,
-                           check=False)
+    check = subprocess.run(
+        [require_tool("promtool"), "check", "rules", str(out)], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert RULES.read_text() == load_generator("alerts").render()  # the committed file untouched
 
@@ -149,7 +151,7 @@ def test_one_config_feeds_rules_and_dashboards(monkeypatch):
     assert "without (instance, pod, replica)" in rules and "without (instance, pod, replica)" in boards
     assert "without (instance, pod)" not in rules.replace("without (instance, pod, replica)", "")
     assert "without (instance, pod)" not in boards.replace("without (instance, pod, replica)", "")
-    assert "perfecto-exporter\"" not in rules and 'job=\"perfecto\"' not in boards  # boards filter by cloud
+    assert 'perfecto-exporter"' not in rules and 'job="perfecto"' not in boards  # boards filter by cloud
     uids = {json.loads(dashboards.render(build))["uid"] for build in dashboards.DASHBOARDS.values()}
     assert uids == set(mixin.DASHBOARD_UIDS.values())
 
@@ -188,8 +190,12 @@ def test_exporter_health_shows_the_process():
     """client_python's process collector: CPU, resident memory, descriptors, start time."""
     board = json.loads((ROOT / "dashboards" / "perfecto-exporter-health.json").read_text())
     exprs = " ".join(t["expr"] for panel in board["panels"] for t in panel.get("targets", ()))
-    for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
-                   "process_start_time_seconds"):
+    for metric in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ):
         assert f"{metric}" in exprs, metric
 
 
@@ -197,21 +203,56 @@ def test_stuck_exclusions_spare_owners_and_tests_that_run_long_by_design(tmp_pat
     """With stuckExcludeOwners and stuckExcludeExecutionNames (regular expressions, escaped for
     PromQL), a soak runner's and an endurance test's executions are never stuck, others still are."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(load_generator("alerts").render({"stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
-                                                      "stuckExcludeExecutionNames": ".*Endurance.*"}))
+    rules.write_text(
+        load_generator("alerts").render(
+            {
+                "stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
+                "stuckExcludeExecutionNames": ".*Endurance.*",
+            }
+        )
+    )
     labels = 'job="perfecto-exporter",instance="a",cloud="acme"'
-    runs = {"e1": ("alice", "Checkout"), "e2": ("soak-runner@acme.example", "Checkout"), "e3": ("nightly-12", "Login"),
-            "e4": ("bob", "Login-Endurance-8h"), "e5": ("soak-runnerXacme.example", "Login")}  # '.' is no wildcard
-    series = [{"series": f'perfecto_execution_start_timestamp_seconds{{{labels},execution_id="{eid}",'
-                         f'execution_name="{name}",owner="{owner}"}}', "values": "-30000x40"}
-              for eid, (owner, name) in runs.items()]
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
-        "interval": "1m", "input_series": series, "promql_expr_test": [{
-            "expr": 'count by (execution_id) (ALERTS{alertname="PerfectoExecutionStuck", alertstate="firing"})',
-            "eval_time": "30m",
-            "exp_samples": [{"labels": f'{{execution_id="{eid}"}}', "value": 1} for eid in ("e1", "e5")]}]}]}))
-    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
-                            capture_output=True, text=True)
+    runs = {
+        "e1": ("alice", "Checkout"),
+        "e2": ("soak-runner@acme.example", "Checkout"),
+        "e3": ("nightly-12", "Login"),
+        "e4": ("bob", "Login-Endurance-8h"),
+        "e5": ("soak-runnerXacme.example", "Login"),
+    }  # '.' is no wildcard
+    series = [
+        {
+            "series": f'perfecto_execution_start_timestamp_seconds{{{labels},execution_id="{eid}",'
+            f'execution_name="{name}",owner="{owner}"}}',
+            "values": "-30000x40",
+        }
+        for eid, (owner, name) in runs.items()
+    ]
+    (tmp_path / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "promql_expr_test": [
+                            {
+                                "expr": "count by (execution_id) "
+                                '(ALERTS{alertname="PerfectoExecutionStuck", alertstate="firing"})',
+                                "eval_time": "30m",
+                                "exp_samples": [
+                                    {"labels": f'{{execution_id="{eid}"}}', "value": 1} for eid in ("e1", "e5")
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -230,17 +271,50 @@ def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
     """An owner matched by an entry of ownerDevicesOverrides alerts past that entry's threshold, the
     first matching entry winning; every other owner past ownerDevices."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(load_generator("alerts").render({"ownerDevicesOverrides": [
-        {"owners": "ci-.*", "devices": 60}, {"owners": "ci-nightly|perf", "devices": 100}]}))
+    rules.write_text(
+        load_generator("alerts").render(
+            {
+                "ownerDevicesOverrides": [
+                    {"owners": "ci-.*", "devices": 60},
+                    {"owners": "ci-nightly|perf", "devices": 100},
+                ]
+            }
+        )
+    )
     held = {"alice": 25, "ci-build": 50, "ci-deploy": 70, "ci-nightly": 90, "perf": 120}  # ci-nightly: 60 wins
-    series = [{"series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
-                         'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": [{
-        "interval": "1m", "input_series": series, "promql_expr_test": [{
-            "expr": 'count by (owner) (ALERTS{alertname="PerfectoOwnerDevicesHigh", alertstate="firing"})',
-            "eval_time": "35m",
-            "exp_samples": [{"labels": f'{{owner="{o}"}}', "value": 1} for o in ("alice", "ci-deploy", "ci-nightly",
-                                                                                 "perf")]}]}]}))
-    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
-                            capture_output=True, text=True)
+    series = [
+        {
+            "series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
+            'device_type="MOBILE",os="iOS",browser="none"}',
+            "values": f"{n}x40",
+        }
+        for o, n in held.items()
+    ]
+    (tmp_path / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "promql_expr_test": [
+                            {
+                                "expr": "count by (owner) "
+                                '(ALERTS{alertname="PerfectoOwnerDevicesHigh", alertstate="firing"})',
+                                "eval_time": "35m",
+                                "exp_samples": [
+                                    {"labels": f'{{owner="{o}"}}', "value": 1}
+                                    for o in ("alice", "ci-deploy", "ci-nightly", "perf")
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,7 +12,6 @@ from exporter.lab import Workload
 
 from .conftest import build_exporter
 
-
 DISTINCT = 50_000
 
 
@@ -20,15 +19,23 @@ def test_fifty_thousand_owners_and_names_stay_within_the_caps(start_lab):
     now = time.time()
     workload = Workload(executions=0)
     for i in range(DISTINCT):
-        workload.add({"id": f"id{i}", "name": f"name-{i}", "owner": f"owner-{i}@acme.example",
-                      "startTime": int((now - i) * 1000),
-                      "platforms": [{"deviceType": "MOBILE", "os": "Android", "mobileInfo": {"model": f"m{i % 7}"}}]})
+        workload.add(
+            {
+                "id": f"id{i}",
+                "name": f"name-{i}",
+                "owner": f"owner-{i}@acme.example",
+                "startTime": int((now - i) * 1000),
+                "platforms": [{"deviceType": "MOBILE", "os": "Android", "mobileInfo": {"model": f"m{i % 7}"}}],
+            }
+        )
     lab = start_lab(workload)
     exporter = build_exporter(lab.url, max_owners=100, max_execution_series=300, request_timeout=60)
     assert exporter.pollers[0].poll_once().up
     workload.stop([f"id{i}" for i in range(0, DISTINCT, 2)])  # half finish, and new owners come
     for i in range(DISTINCT, DISTINCT + 1000):
-        workload.add({"id": f"id{i}", "name": f"name-{i}", "owner": f"owner-{i}@acme.example", "startTime": int(now * 1000)})
+        workload.add(
+            {"id": f"id{i}", "name": f"name-{i}", "owner": f"owner-{i}@acme.example", "startTime": int(now * 1000)}
+        )
     for _ in range(2):  # missing from two answers: ended
         assert exporter.pollers[0].poll_once().up
 

@@ -86,8 +86,11 @@ def test_error_bodies_are_parsed_into_user_messages(client):
 LONG_TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "".join(random.Random(5).choices(string.ascii_letters + string.digits, k=279))
 
 
-@pytest.mark.parametrize("echo", [LONG_TOKEN, LONG_TOKEN[:150], LONG_TOKEN[-120:], "x" * 150 + LONG_TOKEN],
-                         ids=["whole", "head", "tail", "cut-at-200"])
+@pytest.mark.parametrize(
+    "echo",
+    [LONG_TOKEN, LONG_TOKEN[:150], LONG_TOKEN[-120:], "x" * 150 + LONG_TOKEN],
+    ids=["whole", "head", "tail", "cut-at-200"],
+)
 @pytest.mark.parametrize("status", [400, 401, 500])
 @responses.activate
 def test_a_token_echoed_in_user_messages_is_masked_before_they_are_shortened(status, echo):
@@ -98,7 +101,7 @@ def test_a_token_echoed_in_user_messages_is_masked_before_they_are_shortened(sta
         client.search()
     client.close()
     text = str(caught.value)
-    assert [LONG_TOKEN[i:i + 16] for i in range(len(LONG_TOKEN) - 15) if LONG_TOKEN[i:i + 16] in text] == []
+    assert [LONG_TOKEN[i : i + 16] for i in range(len(LONG_TOKEN) - 15) if LONG_TOKEN[i : i + 16] in text] == []
     assert caught.value.messages[0].startswith("bad token ") and "<redacted>" in caught.value.messages[0]
 
 
@@ -110,7 +113,10 @@ def test_a_token_echoed_in_user_messages_is_masked_before_they_are_shortened(sta
         (requests.exceptions.ConnectionError("[Errno 111] Connection refused"), "connection"),
         (requests.exceptions.ConnectionError("Failed to resolve: Name or service not known"), "connection"),
         (requests.exceptions.SSLError("CERTIFICATE_VERIFY_FAILED"), "connection"),
-        (requests.exceptions.ChunkedEncodingError("IncompleteRead(10 bytes read, 90 more expected)"), "invalid_response"),
+        (
+            requests.exceptions.ChunkedEncodingError("IncompleteRead(10 bytes read, 90 more expected)"),
+            "invalid_response",
+        ),
     ],
 )
 @responses.activate
@@ -132,8 +138,12 @@ def test_body_over_the_cap_is_refused(client):
 
 @responses.activate
 def test_layout_rejected_with_400_falls_back_and_remembers(client):
-    responses.post(SEARCH, status=400, body=DOCUMENT_ERROR, match=[responses.matchers.json_params_matcher(
-        {"layout": list(SEARCH_LAYOUT)})])
+    responses.post(
+        SEARCH,
+        status=400,
+        body=DOCUMENT_ERROR,
+        match=[responses.matchers.json_params_matcher({"layout": list(SEARCH_LAYOUT)})],
+    )
     responses.post(SEARCH, json=DOCUMENT_ANSWER)
     assert search(client) == DOCUMENT_ANSWER
     assert search(client) == DOCUMENT_ANSWER
@@ -146,8 +156,9 @@ def test_layout_rejected_with_400_falls_back_and_remembers(client):
 @responses.activate
 def test_layout_answer_missing_a_needed_field_falls_back(client):
     without_start = [{k: v for k, v in e.items() if k != "startTime"} for e in DOCUMENT_ANSWER]
-    responses.post(SEARCH, json=without_start, match=[responses.matchers.json_params_matcher(
-        {"layout": list(SEARCH_LAYOUT)})])
+    responses.post(
+        SEARCH, json=without_start, match=[responses.matchers.json_params_matcher({"layout": list(SEARCH_LAYOUT)})]
+    )
     responses.post(SEARCH, json=DOCUMENT_ANSWER)
     assert search(client) == DOCUMENT_ANSWER
     assert client.use_layout is False

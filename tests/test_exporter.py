@@ -16,7 +16,16 @@ from exporter.lab import Workload
 from exporter.settings import load_settings
 
 from .conftest import (
-    ADMIN_TOKEN, EXPORTER_BIN, USER, USER_TOKEN, build_exporter, exporter_env, free_port, require_tool, samples, wait_until,
+    ADMIN_TOKEN,
+    EXPORTER_BIN,
+    USER,
+    USER_TOKEN,
+    build_exporter,
+    exporter_env,
+    free_port,
+    require_tool,
+    samples,
+    wait_until,
 )
 
 
@@ -88,15 +97,21 @@ def test_failed_poll_sets_up_to_zero_and_keeps_series_until_stale(start_lab, exp
     poller.poll_once()
     text = scrape(exporter)
     assert value(text, "perfecto_up", cloud="acme") == 0
-    assert value(text, "perfecto_api_request_failures_total", cloud="acme", endpoint="search", reason="server_error") == 1
+    assert (
+        value(text, "perfecto_api_request_failures_total", cloud="acme", endpoint="search", reason="server_error") == 1
+    )
     assert value(text, "perfecto_last_successful_poll_timestamp_seconds", cloud="acme") == 1_800_000_000.0
     assert sum(v for (n, _), v in samples(text).items() if n == "perfecto_executions_running") == 30
 
     clock[0] += 21  # 31 s after the last good poll: past three intervals (30 s), the series go
     text = scrape(exporter)
     names = {n for n, _ in samples(text)}
-    assert not names & {"perfecto_executions_running", "perfecto_platforms_running",
-                        "perfecto_execution_start_timestamp_seconds", "perfecto_execution_age_seconds_bucket"}
+    assert not names & {
+        "perfecto_executions_running",
+        "perfecto_platforms_running",
+        "perfecto_execution_start_timestamp_seconds",
+        "perfecto_execution_age_seconds_bucket",
+    }
     assert value(text, "perfecto_up", cloud="acme") == 0  # health stays
 
     lab.lab.clear_faults()
@@ -175,8 +190,12 @@ def test_readiness_waits_for_the_first_poll_and_not_for_success(start_lab, expor
 
 def _call(app, path: str) -> tuple[str, str]:
     seen = {}
-    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": ""},
-                        lambda status, headers: seen.setdefault("status", status)))
+    body = b"".join(
+        app(
+            {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": ""},
+            lambda status, headers: seen.setdefault("status", status),
+        )
+    )
     return seen["status"], body.decode()
 
 
@@ -202,23 +221,51 @@ clouds:
     text = scrape(exporter)
     assert value(text, "perfecto_up", cloud="acme") == 1
     assert value(text, "perfecto_up", cloud="acme-eu") == 1
-    eu_owners = {dict(labels)["owner"] for (name, labels) in samples(text)
-                 if name == "perfecto_executions_running" and dict(labels)["cloud"] == "acme-eu"}
+    eu_owners = {
+        dict(labels)["owner"]
+        for (name, labels) in samples(text)
+        if name == "perfecto_executions_running" and dict(labels)["cloud"] == "acme-eu"
+    }
     assert eu_owners == {USER}  # a user token sees only its own executions
 
 
 # -- the real command, as a user runs it ------------------------------------------------------
 
+
 def test_run_command_end_to_end(spawn):
     promtool = require_tool("promtool")
     lab_port, port = free_port(), free_port()
-    lab = spawn([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{lab_port}", "--admin-token",
-                 ADMIN_TOKEN, "--fault-injection", "--executions", "40", "--churn", "120", "--seed", "4"], "lab")
+    lab = spawn(
+        [
+            *EXPORTER_BIN,
+            "simulate",
+            "--listen-address",
+            f"127.0.0.1:{lab_port}",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--fault-injection",
+            "--executions",
+            "40",
+            "--churn",
+            "120",
+            "--seed",
+            "4",
+        ],
+        "lab",
+    )
     lab_url = f"http://127.0.0.1:{lab_port}"
-    wait_until(lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2).status_code
-               == 401, what="lab")
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       search_retries=0, log_level="debug")
+    wait_until(
+        lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2).status_code == 401,
+        what="lab",
+    )
+    env = exporter_env(
+        cloud_name="acme",
+        executions_url=lab_url,
+        security_token=ADMIN_TOKEN,
+        poll_interval=1,
+        search_retries=0,
+        log_level="debug",
+    )
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="ready")
@@ -234,22 +281,41 @@ def test_run_command_end_to_end(spawn):
     assert raw.headers["Content-Encoding"] == "gzip"
     assert b"perfecto_up" in gzip.decompress(raw.raw.read())
 
-    wait_until(lambda: value(requests.get(base + "/metrics", timeout=5).text,
-                             "perfecto_executions_started_total", cloud="acme", owner="ci-bot@acme.example"),
-               what="churn to show up as started executions")
+    wait_until(
+        lambda: value(
+            requests.get(base + "/metrics", timeout=5).text,
+            "perfecto_executions_started_total",
+            cloud="acme",
+            owner="ci-bot@acme.example",
+        ),
+        what="churn to show up as started executions",
+    )
 
     requests.post(lab_url + "/-/lab/faults", json={"kind": "unauthorized"}, timeout=5)
-    text = wait_until(lambda: (t := requests.get(base + "/metrics", timeout=5).text)
-                      and value(t, "perfecto_up", cloud="acme") == 0 and t, what="up to drop")
+    text = wait_until(
+        lambda: (
+            (t := requests.get(base + "/metrics", timeout=5).text) and value(t, "perfecto_up", cloud="acme") == 0 and t
+        ),
+        what="up to drop",
+    )
     assert value(text, "perfecto_api_request_failures_total", cloud="acme", endpoint="search", reason="auth") >= 1
     requests.delete(lab_url + "/-/lab/faults", timeout=5)
-    wait_until(lambda: value(requests.get(base + "/metrics", timeout=5).text, "perfecto_up", cloud="acme") == 1,
-               what="recovery")
+    wait_until(
+        lambda: value(requests.get(base + "/metrics", timeout=5).text, "perfecto_up", cloud="acme") == 1,
+        what="recovery",
+    )
 
-    personal = [p["mobileInfo"][k] for e in requests.post(
-        lab_url + "/execution-manager/api/v1/executions/search", headers={"Perfecto-Authorization": ADMIN_TOKEN},
-        timeout=5).json() for p in e["platforms"] if p.get("deviceType") == "MOBILE"  # simulators have none
-        for k in ("imei", "imsi", "phoneNumber")]
+    personal = [
+        p["mobileInfo"][k]
+        for e in requests.post(
+            lab_url + "/execution-manager/api/v1/executions/search",
+            headers={"Perfecto-Authorization": ADMIN_TOKEN},
+            timeout=5,
+        ).json()
+        for p in e["platforms"]
+        if p.get("deviceType") == "MOBILE"  # simulators have none
+        for k in ("imei", "imsi", "phoneNumber")
+    ]
     assert personal
     assert exporter.stop(signal.SIGTERM) == 0
     everything = text + requests.get(lab_url + "/-/lab/faults", timeout=5).text + exporter.output + lab.output
@@ -261,8 +327,11 @@ def test_run_command_end_to_end(spawn):
 
 def test_demo_shows_moving_numbers(spawn):
     port = free_port()
-    demo = spawn([*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "1",
-                  "--churn", "240"], "demo", exporter_env())
+    demo = spawn(
+        [*EXPORTER_BIN, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--poll.interval", "1", "--churn", "240"],
+        "demo",
+        exporter_env(),
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="demo ready")
     assert f"{base}/metrics" in demo.output
@@ -273,8 +342,11 @@ def test_demo_shows_moving_numbers(spawn):
 
     wait_until(lambda: started_total() > 0, what="executions to start in the demo")
     text = requests.get(base + "/metrics", timeout=5).text
-    stuck = [v for (n, _), v in samples(text).items() if n == "perfecto_execution_start_timestamp_seconds"
-             and time.time() - v > 6 * 3600]
+    stuck = [
+        v
+        for (n, _), v in samples(text).items()
+        if n == "perfecto_execution_start_timestamp_seconds" and time.time() - v > 6 * 3600
+    ]
     assert len(stuck) == 2
 
     seen = set()  # license saturation moves with the workload
@@ -293,8 +365,9 @@ def test_demo_shows_moving_numbers(spawn):
 
     # the fault the banner offers, run as printed: perfecto_up drops to 0, and the heal brings it back
     (line,) = [line for line in demo.output.splitlines() if "a fault:" in line]
-    fault, heal = (shlex.split(part.strip(" ()").removeprefix("heal: ")) for part in
-                   line.split("a fault:", 1)[1].split("(heal:"))
+    fault, heal = (
+        shlex.split(part.strip(" ()").removeprefix("heal: ")) for part in line.split("a fault:", 1)[1].split("(heal:")
+    )
     up = ("perfecto_up", (("cloud", "demo"),))
     assert subprocess.run(fault, capture_output=True, timeout=10).returncode == 0
     wait_until(lambda: samples(requests.get(base + "/metrics", timeout=5).text)[up] == 0, what="perfecto_up 0")
@@ -308,86 +381,202 @@ def test_demo_shows_moving_numbers(spawn):
     [
         ({}, {}, "cloud_name (PERFECTO_CLOUD_NAME): is required"),
         ({"cloud_name": "acme"}, {}, "security_token (PERFECTO_SECURITY_TOKEN): is required"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "security_token_file": "{tmp}/token"},
-         {"token": "s3cret-y"}, "security_token (PERFECTO_SECURITY_TOKEN): set either it or security_token_file"),
-        ({"cloud_name": "acme", "security_token_file": "{tmp}/token"}, {"token": " \n"},
-         "security_token_file (PERFECTO_SECURITY_TOKEN_FILE): '{tmp}/token' is empty"),
-        ({"cloud_name": "acme", "security_token_file": "{tmp}/missing"}, {},
-         "security_token_file (PERFECTO_SECURITY_TOKEN_FILE): cannot read '{tmp}/missing'"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "poll_interval": "soon"}, {},
-         "poll_interval (PERFECTO_POLL_INTERVAL): Input should be a valid number"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "listen_address": "9817"}, {},
-         "listen_address (PERFECTO_LISTEN_ADDRESS): must be host:port"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "listen_address": ":99999"}, {},
-         "listen_address (PERFECTO_LISTEN_ADDRESS): port 99999 is out of range (0 to 65535)"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "age_buckets": "60,30"}, {},
-         "age_buckets (PERFECTO_AGE_BUCKETS): buckets must be positive and strictly increasing"),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "security_token_file": "{tmp}/token"},
+            {"token": "s3cret-y"},
+            "security_token (PERFECTO_SECURITY_TOKEN): set either it or security_token_file",
+        ),
+        (
+            {"cloud_name": "acme", "security_token_file": "{tmp}/token"},
+            {"token": " \n"},
+            "security_token_file (PERFECTO_SECURITY_TOKEN_FILE): '{tmp}/token' is empty",
+        ),
+        (
+            {"cloud_name": "acme", "security_token_file": "{tmp}/missing"},
+            {},
+            "security_token_file (PERFECTO_SECURITY_TOKEN_FILE): cannot read '{tmp}/missing'",
+        ),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "poll_interval": "soon"},
+            {},
+            "poll_interval (PERFECTO_POLL_INTERVAL): Input should be a valid number",
+        ),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "listen_address": "9817"},
+            {},
+            "listen_address (PERFECTO_LISTEN_ADDRESS): must be host:port",
+        ),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "listen_address": ":99999"},
+            {},
+            "listen_address (PERFECTO_LISTEN_ADDRESS): port 99999 is out of range (0 to 65535)",
+        ),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "age_buckets": "60,30"},
+            {},
+            "age_buckets (PERFECTO_AGE_BUCKETS): buckets must be positive and strictly increasing",
+        ),
         # Non-finite numbers are refused everywhere (check-config would print Infinity, not JSON).
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "poll_interval": "inf"}, {},
-         "poll_interval (PERFECTO_POLL_INTERVAL): must be a finite number (not .inf or .nan)"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\npoll_interval: .inf\n"},
-         "poll_interval (PERFECTO_POLL_INTERVAL): must be a finite number (not .inf or .nan)"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nstale_after: .nan\n"},
-         "stale_after (PERFECTO_STALE_AFTER): must be a finite number (not .inf or .nan)"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nduration_buckets: [60, .inf]\n"},
-         "duration_buckets[1] (PERFECTO_DURATION_BUCKETS): must be a finite number (not .inf or .nan)"),
-        ({"cloud_name": "acme", "security_token": "s3cret-x", "executions_url": "ftp://x"}, {},
-         "executions_url (PERFECTO_EXECUTIONS_URL): must be an http:// or https:// URL"),
-        ({"cloud_name": "not a host", "security_token": "s3cret-x"}, {},
-         "cloud_name (PERFECTO_CLOUD_NAME): must be the cloud's name (letters, digits, '-')"),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "poll_interval": "inf"},
+            {},
+            "poll_interval (PERFECTO_POLL_INTERVAL): must be a finite number (not .inf or .nan)",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\npoll_interval: .inf\n"},
+            "poll_interval (PERFECTO_POLL_INTERVAL): must be a finite number (not .inf or .nan)",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nstale_after: .nan\n"},
+            "stale_after (PERFECTO_STALE_AFTER): must be a finite number (not .inf or .nan)",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nduration_buckets: [60, .inf]\n"},
+            "duration_buckets[1] (PERFECTO_DURATION_BUCKETS): must be a finite number (not .inf or .nan)",
+        ),
+        (
+            {"cloud_name": "acme", "security_token": "s3cret-x", "executions_url": "ftp://x"},
+            {},
+            "executions_url (PERFECTO_EXECUTIONS_URL): must be an http:// or https:// URL",
+        ),
+        (
+            {"cloud_name": "not a host", "security_token": "s3cret-x"},
+            {},
+            "cloud_name (PERFECTO_CLOUD_NAME): must be the cloud's name (letters, digits, '-')",
+        ),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds: [name: x"}, "config_file (PERFECTO_CONFIG_FILE): "),
         ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "poll_intervall: 5\n"}, "poll_intervall: is not a known setting"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-x\n - name: a\n   token: s3cret-x\n"},
-         "clouds: cloud name 'a' is listed twice"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   tokn: s3cret-x\n"},
-         "clouds[0].tokn: is not a known setting"),
-        ({"config_file": "{tmp}/c.yaml", "cloud_name": "b", "security_token": "s3cret-x"},
-         {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n"}, "clouds: set either clouds"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses": "sometimes"},
-         {}, "licenses (PERFECTO_LICENSES): Input should be 'auto', 'on' or 'off'"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0"},
-         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_url": "ftp://x"},
-         {}, "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
-         "clouds[0].licenses_url: must be an http:// or https:// URL"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n"
-                                                     " - name: web\n   owner_patterns: ['.*@web', '[a-']\n"},
-         "teams[0].owner_patterns[1] (PERFECTO_TEAMS): is not a valid regular expression (unterminated character set "
-         "at position 0)"),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "clouds:\n - name: a\n   token: s3cret-x\n - name: a\n   token: s3cret-x\n"},
+            "clouds: cloud name 'a' is listed twice",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "clouds:\n - name: a\n   tokn: s3cret-x\n"},
+            "clouds[0].tokn: is not a known setting",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml", "cloud_name": "b", "security_token": "s3cret-x"},
+            {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n"},
+            "clouds: set either clouds",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "licenses": "sometimes"},
+            {},
+            "licenses (PERFECTO_LICENSES): Input should be 'auto', 'on' or 'off'",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0"},
+            {},
+            "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "licenses_url": "ftp://x"},
+            {},
+            "licenses_url (PERFECTO_LICENSES_URL): must be an http:// or https:// URL",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "clouds:\n - name: a\n   token: s3cret-y\n   licenses_url: x\n"},
+            "clouds[0].licenses_url: must be an http:// or https:// URL",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {
+                "c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n"
+                " - name: web\n   owner_patterns: ['.*@web', '[a-']\n"
+            },
+            "teams[0].owner_patterns[1] (PERFECTO_TEAMS): is not a valid regular expression "
+            "(unterminated character set "
+            "at position 0)",
+        ),
         # re.compile raises OverflowError and RecursionError too, not only re.error
-        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner_patterns": ["a{99999999999}"]}]'},
-         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (the repetition number "
-         "is too large)"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": json.dumps([{"name": "web", "owner_patterns": ["(" * 2000 + ")" * 2000]}])},
-         {}, "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (nested too deeply)"),
-        ({"config_file": "{tmp}/c.yaml"}, {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n - owners: [x]\n"},
-         "teams[0].name (PERFECTO_TEAMS): Field required"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner": ["x"]}]'},
-         {}, "teams[0].owner (PERFECTO_TEAMS): is not a known setting"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "teams": "[{name: web}"},
-         {}, "teams (PERFECTO_TEAMS): is not valid JSON"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "clouds": "s3cret-y"},
-         {}, "clouds (PERFECTO_CLOUDS): is not valid JSON"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
-         {}, "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character"),
+        (
+            {
+                "cloud_name": "a",
+                "security_token": "s3cret-x",
+                "teams": '[{"name": "web", "owner_patterns": ["a{99999999999}"]}]',
+            },
+            {},
+            "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (the repetition number "
+            "is too large)",
+        ),
+        (
+            {
+                "cloud_name": "a",
+                "security_token": "s3cret-x",
+                "teams": json.dumps([{"name": "web", "owner_patterns": ["(" * 2000 + ")" * 2000]}]),
+            },
+            {},
+            "teams[0].owner_patterns[0] (PERFECTO_TEAMS): is not a valid regular expression (nested too deeply)",
+        ),
+        (
+            {"config_file": "{tmp}/c.yaml"},
+            {"c.yaml": "cloud_name: a\nsecurity_token: s3cret-x\nteams:\n - owners: [x]\n"},
+            "teams[0].name (PERFECTO_TEAMS): Field required",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "teams": '[{"name": "web", "owner": ["x"]}]'},
+            {},
+            "teams[0].owner (PERFECTO_TEAMS): is not a known setting",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "teams": "[{name: web}"},
+            {},
+            "teams (PERFECTO_TEAMS): is not valid JSON",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "clouds": "s3cret-y"},
+            {},
+            "clouds (PERFECTO_CLOUDS): is not valid JSON",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "default_team": ""},
+            {},
+            "default_team (PERFECTO_DEFAULT_TEAM): String should have at least 1 character",
+        ),
         # unsafe values: series vanishing between polls, a load test of Perfecto, a guessable stop secret
-        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "30", "stale_after": "20"},
-         {}, "stale_after (PERFECTO_STALE_AFTER): must be longer than poll_interval (30 s)"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "0.01"},
-         {}, "poll_interval (PERFECTO_POLL_INTERVAL): Input should be greater than or equal to 1"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0.5"},
-         {}, "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token": "s3cret-short"},
-         {}, "webhook_token (PERFECTO_WEBHOOK_TOKEN): is shorter than 16 characters"),
-        ({"cloud_name": "a", "security_token": "s3cret-x", "webhook_token_file": "{tmp}/hook"}, {"hook": "s3cret-short\n"},
-         "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE): is shorter than 16 characters"),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "30", "stale_after": "20"},
+            {},
+            "stale_after (PERFECTO_STALE_AFTER): must be longer than poll_interval (30 s)",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "poll_interval": "0.01"},
+            {},
+            "poll_interval (PERFECTO_POLL_INTERVAL): Input should be greater than or equal to 1",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "licenses_interval": "0.5"},
+            {},
+            "licenses_interval (PERFECTO_LICENSES_INTERVAL): Input should be greater than or equal to 1",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "webhook_token": "s3cret-short"},
+            {},
+            "webhook_token (PERFECTO_WEBHOOK_TOKEN): is shorter than 16 characters",
+        ),
+        (
+            {"cloud_name": "a", "security_token": "s3cret-x", "webhook_token_file": "{tmp}/hook"},
+            {"hook": "s3cret-short\n"},
+            "webhook_token_file (PERFECTO_WEBHOOK_TOKEN_FILE): is shorter than 16 characters",
+        ),
         # the cloud's URL pasted as its name: the name it holds, or where a URL goes
-        ({"cloud_name": "https://mycloud.app.perfectomobile.com", "security_token": "s3cret-x"},
-         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a host or URL; the cloud's name is 'mycloud'"),
-        ({"cloud_name": "https://perfecto-proxy.internal", "security_token": "s3cret-x"},
-         {}, "cloud_name (PERFECTO_CLOUD_NAME): is a URL; give the cloud's name here, and the URL in executions_url "
-             "(PERFECTO_EXECUTIONS_URL)"),
+        (
+            {"cloud_name": "https://mycloud.app.perfectomobile.com", "security_token": "s3cret-x"},
+            {},
+            "cloud_name (PERFECTO_CLOUD_NAME): is a host or URL; the cloud's name is 'mycloud'",
+        ),
+        (
+            {"cloud_name": "https://perfecto-proxy.internal", "security_token": "s3cret-x"},
+            {},
+            "cloud_name (PERFECTO_CLOUD_NAME): is a URL; give the cloud's name here, and the URL in executions_url "
+            "(PERFECTO_EXECUTIONS_URL)",
+        ),
     ],
 )
 def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, expected):
@@ -400,29 +589,49 @@ def test_configuration_errors_are_one_line_exit_2(tmp_path, settings, files, exp
         assert result.stdout == ""
         lines = result.stderr.splitlines()
         assert len(lines) == 1, result.stderr
-        assert lines[0].startswith("perfecto-exporter: configuration error: " + expected.replace("{tmp}", str(tmp_path)))
+        assert lines[0].startswith(
+            "perfecto-exporter: configuration error: " + expected.replace("{tmp}", str(tmp_path))
+        )
         assert "s3cret" not in result.stderr
 
 
 def test_flags_override_environment_override_file(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("cloud_name: from-file\nsecurity_token: s3cret-file\npoll_interval: 11\nrequest_timeout: 3\n"
-                      "listen_address: ':1111'\n")
+    config.write_text(
+        "cloud_name: from-file\nsecurity_token: s3cret-file\npoll_interval: 11\nrequest_timeout: 3\n"
+        "listen_address: ':1111'\n"
+    )
     env = exporter_env(config_file=config, poll_interval=22, listen_address=":2222")
-    result = subprocess.run([*EXPORTER_BIN, "check-config", "--web.listen-address", ":3333"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*EXPORTER_BIN, "check-config", "--web.listen-address", ":3333"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert (shown["listen_address"], shown["poll_interval"], shown["request_timeout"]) == (":3333", 22, 3)
-    assert shown["clouds"] == [{"name": "from-file", "url": "https://from-file.executions.perfectomobile.com",
-                                "licenses_url": "https://from-file.perfectomobile.com", "token": "********"}]
+    assert shown["clouds"] == [
+        {
+            "name": "from-file",
+            "url": "https://from-file.executions.perfectomobile.com",
+            "licenses_url": "https://from-file.perfectomobile.com",
+            "token": "********",
+        }
+    ]
     assert "s3cret" not in result.stdout + result.stderr
 
 
 def _scrape_app(app, accept_encoding: str = "", accept: str = "") -> tuple[dict, bytes]:
     seen = {}
-    environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": "",
-               "HTTP_ACCEPT_ENCODING": accept_encoding, "HTTP_ACCEPT": accept}
+    environ = {
+        "PATH_INFO": "/metrics",
+        "REQUEST_METHOD": "GET",
+        "QUERY_STRING": "",
+        "HTTP_ACCEPT_ENCODING": accept_encoding,
+        "HTTP_ACCEPT": accept,
+    }
     body = b"".join(app(environ, lambda status, headers: seen.update(headers)))
     return seen, body
 

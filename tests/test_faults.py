@@ -15,7 +15,7 @@ import pytest
 from exporter.lab import Lab, Workload, serve_lab
 
 from .conftest import ADMIN_TOKEN, FIXTURES, build_exporter, samples
-from .test_golden import assert_golden
+from .helpers import assert_golden
 
 DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
 T0 = 1_800_000_000.0

@@ -9,7 +9,8 @@ import json
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import build_exporter
@@ -18,21 +19,45 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 hostile_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
-    ['"', "\\", "\n", 'a"b\\c\nd', "Zoë", "🙂", "", " ", "unknown", "none", "{}", "le", "+Inf"])
-scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | hostile_text)  # JSON has no NaN or Infinity
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(hostile_text, inner, max_size=3), max_leaves=12)
-platforms = st.lists(st.fixed_dictionaries({}, optional={
-    "deviceType": json_values, "os": json_values, "osVersion": json_values, "location": json_values,
-    "browserInfo": json_values | st.fixed_dictionaries({}, optional={"browserType": json_values}),
-    "mobileInfo": json_values | st.fixed_dictionaries({}, optional={"manufacturer": json_values, "model": json_values}),
-}) | json_values, max_size=3)
-executions = st.fixed_dictionaries({}, optional={
-    "id": json_values, "name": json_values, "owner": json_values,
-    "startTime": json_values | st.integers(min_value=0, max_value=2**53),
-    "platforms": platforms | json_values, "devices": platforms,
-})
+    ['"', "\\", "\n", 'a"b\\c\nd', "Zoë", "🙂", "", " ", "unknown", "none", "{}", "le", "+Inf"]
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | hostile_text
+)  # JSON has no NaN or Infinity
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3), max_leaves=12
+)
+platforms = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "deviceType": json_values,
+            "os": json_values,
+            "osVersion": json_values,
+            "location": json_values,
+            "browserInfo": json_values | st.fixed_dictionaries({}, optional={"browserType": json_values}),
+            "mobileInfo": json_values
+            | st.fixed_dictionaries({}, optional={"manufacturer": json_values, "model": json_values}),
+        },
+    )
+    | json_values,
+    max_size=3,
+)
+executions = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "name": json_values,
+        "owner": json_values,
+        "startTime": json_values | st.integers(min_value=0, max_value=2**53),
+        "platforms": platforms | json_values,
+        "devices": platforms,
+    },
+)
 answers = st.lists(executions | json_values, max_size=6) | json_values
 
 
@@ -44,8 +69,11 @@ def exporter_for(start_lab):
 
 
 def scrape(exporter) -> list:
-    body = b"".join(exporter.app({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": ""},
-                                 lambda status, headers: None))
+    body = b"".join(
+        exporter.app(
+            {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}, lambda status, headers: None
+        )
+    )
     return list(text_string_to_metric_families(body.decode()))
 
 
@@ -68,7 +96,9 @@ def test_any_json_answer_is_survived_and_exported_readably(exporter_for):
         # Every entry counts once or is skipped: not an object, or an id listed before.
         assert running + status.snapshot.skipped_entries == len(answer)
         assert running <= len(objects)
-        owners = {s.labels["owner"] for s in families.get("perfecto_executions_running", None).samples} if objects else set()
+        owners = (
+            {s.labels["owner"] for s in families.get("perfecto_executions_running", None).samples} if objects else set()
+        )
         for entry in objects:
             owner = entry.get("owner")
             if isinstance(owner, str) and owner.strip():
@@ -93,18 +123,31 @@ def test_any_bytes_answer_is_survived(exporter_for):
 
 def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
     lab = start_lab(fault_injection=True)
-    exporter = build_exporter(lab.url, cloud="fuzz", webhook_token="fuzz-hook-secret-0123", stop_allow_owner_and_name=True)
+    exporter = build_exporter(
+        lab.url, cloud="fuzz", webhook_token="fuzz-hook-secret-0123", stop_allow_owner_and_name=True
+    )
     import io
 
     @SETTINGS
-    @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
-           | st.dictionaries(hostile_text, json_values, max_size=3).map(
-               lambda extra: json.dumps({"version": "4", "alerts": [{"status": "resolved", "labels": {}}], **extra}).encode()))
+    @given(
+        st.binary(max_size=300)
+        | json_values.map(lambda v: json.dumps(v).encode())
+        | st.dictionaries(hostile_text, json_values, max_size=3).map(
+            lambda extra: json.dumps(
+                {"version": "4", "alerts": [{"status": "resolved", "labels": {}}], **extra}
+            ).encode()
+        )
+    )
     def check(body):
         status = {}
-        environ = {"PATH_INFO": "/webhook/alertmanager", "REQUEST_METHOD": "POST", "QUERY_STRING": "",
-                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
-                   "HTTP_AUTHORIZATION": "Bearer fuzz-hook-secret-0123"}
+        environ = {
+            "PATH_INFO": "/webhook/alertmanager",
+            "REQUEST_METHOD": "POST",
+            "QUERY_STRING": "",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "HTTP_AUTHORIZATION": "Bearer fuzz-hook-secret-0123",
+        }
         answer = b"".join(exporter.app(environ, lambda s, headers: status.setdefault("status", s)))
         assert status["status"][:3] in ("200", "400")
         json.loads(answer)
@@ -113,16 +156,28 @@ def test_any_webhook_body_neither_crashes_nor_stops(start_lab):
     assert not [b for e, b in lab.lab.requests if e == "stop"]
 
 
-license_numbers = json_values | st.integers(min_value=-5, max_value=10**6) | st.sampled_from(
-    ["12", " 3 ", "-1", "NaN", "Infinity", "1e400", "0x10", ""])
-license_entries = st.fixed_dictionaries({}, optional={
-    "deviceType": json_values | st.sampled_from(["DESKTOP", "SIMULATOR", "desktop", "NEW_KIND", "x y"]),
-    "licenses": license_numbers, "inUse": license_numbers, "available": license_numbers,
-    "allowedMinutes": license_numbers, "usedMinutes": license_numbers, "description": json_values,
-})
-license_answers = (st.lists(license_entries | json_values, max_size=8)
-                   | st.fixed_dictionaries({"licenseList": st.lists(license_entries | json_values, max_size=8)})
-                   | json_values)
+license_numbers = (
+    json_values
+    | st.integers(min_value=-5, max_value=10**6)
+    | st.sampled_from(["12", " 3 ", "-1", "NaN", "Infinity", "1e400", "0x10", ""])
+)
+license_entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "deviceType": json_values | st.sampled_from(["DESKTOP", "SIMULATOR", "desktop", "NEW_KIND", "x y"]),
+        "licenses": license_numbers,
+        "inUse": license_numbers,
+        "available": license_numbers,
+        "allowedMinutes": license_numbers,
+        "usedMinutes": license_numbers,
+        "description": json_values,
+    },
+)
+license_answers = (
+    st.lists(license_entries | json_values, max_size=8)
+    | st.fixed_dictionaries({"licenseList": st.lists(license_entries | json_values, max_size=8)})
+    | json_values
+)
 
 
 @SETTINGS

@@ -6,18 +6,16 @@ byte for byte. Regenerate after an intended change with ``UPDATE_GOLDEN=1 pytest
 and review the diff.
 """
 
-import os
 import platform
-import re
 import subprocess
 
 import pytest
 from prometheus_client import generate_latest
 
-
 from exporter.assembly import REVISION_VARIABLE, build_labels
 
 from .conftest import ADMIN_TOKEN, FIXTURES, GOLDEN, build_exporter, require_tool, samples
+from .helpers import assert_golden, stable
 
 NOW = 1795000500.0  # after every start time in the fixtures but the clock-skewed one
 
@@ -28,27 +26,6 @@ def exposition(lab, polls: int = 1, **settings) -> str:
         for poller in exporter.pollers:
             poller.poll_once()
     return generate_latest(exporter.registry).decode()
-
-
-# What depends on the process and the machine rather than on the payload: client_python's
-# process_*/python_* families (CPU, memory, descriptors, GC counts) and the build's revision
-# and Python version. test_runtime_and_build_are_exported checks that they are there.
-RUNTIME_FAMILY = re.compile(r"^(# (HELP|TYPE) )?(process|python)_\w*[ {].*\n", re.MULTILINE)
-BUILD_LABELS = re.compile(r'(?<=[{,])(pythonversion|revision)="[^"]*"')
-
-
-def stable(text: str) -> str:
-    """The exposition without what varies from run to run and machine to machine."""
-    return BUILD_LABELS.sub(r'\1="(machine)"', RUNTIME_FAMILY.sub("", text))
-
-
-def assert_golden(name: str, text: str) -> None:
-    text = stable(text)
-    path = GOLDEN / f"{name}.prom"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}; run with UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(), f"exposition differs from {path}"
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,14 @@ def check_config(docs, root: Path, secret_files: dict | None = None) -> dict:
     command, *args = container["args"]
     assert command == "run"
     env = {**exporter_env(), **{e["name"]: e["value"] for e in container.get("env", [])}}
-    result = subprocess.run([*EXPORTER_BIN, "check-config", *(local(a) for a in args)], env=env,
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [*EXPORTER_BIN, "check-config", *(local(a) for a in args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -173,13 +179,25 @@ def _leaves(node):
 NO_CLOUD = "no cloud to poll: set perfecto.cloudName and its token, perfecto.existingSecret"
 
 
-@pytest.mark.parametrize("sets, complaint", [
-    ({}, NO_CLOUD),  # the defaults
-    ({"perfecto.existingSecret": "perfecto-token"}, NO_CLOUD),
-    ({"perfecto.cloudName": "acme"}, "no token for cloud acme: set perfecto.existingSecret (a Secret you create first"),
-    ({"perfecto.clouds[0].name": "acme", "perfecto.clouds[1].name": "acme-eu",
-      "perfecto.clouds[1].existingSecret": "perfecto-eu"}, "perfecto.clouds: no token for acme; give each cloud"),
-])
+@pytest.mark.parametrize(
+    "sets, complaint",
+    [
+        ({}, NO_CLOUD),  # the defaults
+        ({"perfecto.existingSecret": "perfecto-token"}, NO_CLOUD),
+        (
+            {"perfecto.cloudName": "acme"},
+            "no token for cloud acme: set perfecto.existingSecret (a Secret you create first",
+        ),
+        (
+            {
+                "perfecto.clouds[0].name": "acme",
+                "perfecto.clouds[1].name": "acme-eu",
+                "perfecto.clouds[1].existingSecret": "perfecto-eu",
+            },
+            "perfecto.clouds: no token for acme; give each cloud",
+        ),
+    ],
+)
 def test_values_without_a_cloud_and_its_token_fail_with_one_clear_message(sets, complaint):
     """The defaults used to render a Deployment mounting perfecto-perfecto-exporter-token, which
     nothing creates: the pod waited in ContainerCreating. Now template and install refuse."""
@@ -204,7 +222,10 @@ def test_pod_is_hardened_and_probed():
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
     (container,) = spec["containers"]
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     assert container["args"] == ["run", "--config.file", f"{MOUNTS}/config/config.yaml"]
@@ -224,15 +245,20 @@ def test_selector_labels_are_only_name_and_instance():
 def test_token_from_an_existing_secret_is_mounted_as_a_file():
     docs = render(CHART / "ci" / "default-values.yaml")
     assert not by_kind(docs, "Secret")
-    assert config_file(docs) == {"cloud_name": "acme", "log_format": "json",
-                                 "security_token_file": f"{MOUNTS}/clouds/default/token"}
+    assert config_file(docs) == {
+        "cloud_name": "acme",
+        "log_format": "json",
+        "security_token_file": f"{MOUNTS}/clouds/default/token",
+    }
     spec = deployment(docs)["spec"]["template"]["spec"]
     assert spec["volumes"] == [
         {"name": "config", "configMap": {"name": "perfecto-perfecto-exporter"}},
-        {"name": "cloud-0", "secret": {"secretName": "perfecto-token", "items": [{"key": "token", "path": "token"}]}}]
+        {"name": "cloud-0", "secret": {"secretName": "perfecto-token", "items": [{"key": "token", "path": "token"}]}},
+    ]
     assert spec["containers"][0]["volumeMounts"] == [
         {"name": "config", "mountPath": f"{MOUNTS}/config", "readOnly": True},
-        {"name": "cloud-0", "mountPath": f"{MOUNTS}/clouds/default", "readOnly": True}]
+        {"name": "cloud-0", "mountPath": f"{MOUNTS}/clouds/default", "readOnly": True},
+    ]
 
 
 def test_chart_created_secret_and_checksum_annotation():
@@ -253,18 +279,35 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
     docs = render(CHART / "ci" / "multi-cloud-values.yaml")
     shown = check_config(docs, tmp_path)
     assert shown["clouds"] == [
-        {"name": "acme", "url": "https://acme.executions.perfectomobile.com",
-         "licenses_url": "https://acme.perfectomobile.com", "token": "********"},
-        {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com",
-         "licenses_url": "https://acme-eu.perfectomobile.com", "token": "********"}]
+        {
+            "name": "acme",
+            "url": "https://acme.executions.perfectomobile.com",
+            "licenses_url": "https://acme.perfectomobile.com",
+            "token": "********",
+        },
+        {
+            "name": "acme-eu",
+            "url": "https://acme-eu.executions.perfectomobile.com",
+            "licenses_url": "https://acme-eu.perfectomobile.com",
+            "token": "********",
+        },
+    ]
     assert (shown["listen_address"], shown["log_format"], shown["webhook"]) == (":9817", "json", "disabled")
     volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["cloud-0"]["secret"] == {"secretName": "perfecto-acme", "items": [{"key": "security-token", "path": "token"}]}
-    assert volumes["cloud-1"]["secret"] == {"secretName": "perfecto-perfecto-exporter-token",
-                                            "items": [{"key": "acme-eu-token", "path": "token"}]}
-    assert config_file(docs)["clouds"][1] == {"name": "acme-eu", "url": "https://acme-eu.executions.perfectomobile.com",
-                                              "licenses_url": "https://acme-eu.perfectomobile.com",
-                                              "token_file": f"{MOUNTS}/clouds/acme-eu/token"}
+    assert volumes["cloud-0"]["secret"] == {
+        "secretName": "perfecto-acme",
+        "items": [{"key": "security-token", "path": "token"}],
+    }
+    assert volumes["cloud-1"]["secret"] == {
+        "secretName": "perfecto-perfecto-exporter-token",
+        "items": [{"key": "acme-eu-token", "path": "token"}],
+    }
+    assert config_file(docs)["clouds"][1] == {
+        "name": "acme-eu",
+        "url": "https://acme-eu.executions.perfectomobile.com",
+        "licenses_url": "https://acme-eu.perfectomobile.com",
+        "token_file": f"{MOUNTS}/clouds/acme-eu/token",
+    }
 
 
 def test_single_cloud_wiring_is_accepted_by_the_exporter(tmp_path):
@@ -295,8 +338,14 @@ def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
         "cloud_name": "acme",
         "executions_url": "https://perfecto-proxy.internal:8443",
         "licenses_url": "https://perfecto-proxy.internal:8444",
-        "clouds": [{"name": "acme", "url": "https://perfecto-proxy.internal:8443",
-                    "licenses_url": "https://perfecto-proxy.internal:8444", "token": "********"}],
+        "clouds": [
+            {
+                "name": "acme",
+                "url": "https://perfecto-proxy.internal:8443",
+                "licenses_url": "https://perfecto-proxy.internal:8444",
+                "token": "********",
+            }
+        ],
         "web_config_file": f"{tmp_path}{MOUNTS}/web/web.yml",
         "webhook": "enabled",
         "stop_ledger": f"{tmp_path}{LEDGER_MOUNT}/ledger/stops.sqlite",
@@ -323,6 +372,7 @@ def test_every_setting_is_reachable_from_values():
 
 def test_a_new_setting_reaches_schema_values_and_config_file_without_editing_the_chart(tmp_path, monkeypatch):
     """What happens at the next run of helm/generate.py when the exporter gains a setting."""
+
     class Newer(Settings):
         license_poll_interval: float = Field(300.0, gt=0, description="Seconds between license polls.")
 
@@ -333,15 +383,34 @@ def test_a_new_setting_reaches_schema_values_and_config_file_without_editing_the
         path.write_text(text)
     schema = json.loads((tmp_path / "chart" / "values.schema.json").read_text())["properties"]["config"]
     assert schema["properties"]["license_poll_interval"] == {
-        "description": "Seconds between license polls.", "type": "number", "exclusiveMinimum": 0, "default": 300.0}
+        "description": "Seconds between license polls.",
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 300.0,
+    }
     assert "# license_poll_interval: 300.0" in (tmp_path / "chart" / "values.yaml").read_text()
     assert "| `config.license_poll_interval` |" in (tmp_path / "chart" / "README.md").read_text()
-    out = helm("template", "perfecto", str(tmp_path / "chart"), "-f", str(DEFAULTS),
-               "--set", "config.license_poll_interval=600").stdout
+    out = helm(
+        "template",
+        "perfecto",
+        str(tmp_path / "chart"),
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "config.license_poll_interval=600",
+    ).stdout
     (config_map,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap"]
     assert yaml.safe_load(config_map["data"]["config.yaml"])["license_poll_interval"] == 600
-    refused = helm("template", "perfecto", str(tmp_path / "chart"), "-f", str(DEFAULTS),
-                   "--set", "config.license_poll_interval=0", check=False)
+    refused = helm(
+        "template",
+        "perfecto",
+        str(tmp_path / "chart"),
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "config.license_poll_interval=0",
+        check=False,
+    )
     assert refused.returncode != 0 and "/config/license_poll_interval" in refused.stderr
 
 
@@ -350,7 +419,9 @@ def test_container_port_and_probes_follow_listen_address():
     (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"]["port"] == "http"
-    assert deployment(render(DEFAULTS))["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9817
+    assert (
+        deployment(render(DEFAULTS))["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9817
+    )
 
 
 def test_prometheus_rule_is_the_projects_own():
@@ -372,14 +443,19 @@ def test_prometheus_rule_thresholds_and_links_come_from_values():
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alerts["PerfectoExecutionStuck"]["expr"].endswith("> 14400")
-    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith("(threshold 40, or the owner's own in ownerDevicesOverrides).")
+    assert alerts["PerfectoOwnerDevicesHigh"]["annotations"]["description"].endswith(
+        "(threshold 40, or the owner's own in ownerDevicesOverrides)."
+    )
     assert alerts["PerfectoApiDown"]["for"] == "15m"
     assert alerts["PerfectoExecutionStuck"]["annotations"]["runbook_url"] == (
-        "https://wiki.example.com/perfecto/runbook#perfectoexecutionstuck")
+        "https://wiki.example.com/perfecto/runbook#perfectoexecutionstuck"
+    )
     assert alerts["PerfectoExecutionStuck"]["annotations"]["dashboard_url"] == (
-        "https://grafana.example.com/d/perfecto-executions")
+        "https://grafana.example.com/d/perfecto-executions"
+    )
     assert alerts["PerfectoApiDown"]["annotations"]["dashboard_url"] == (
-        "https://grafana.example.com/d/perfecto-exporter-health")
+        "https://grafana.example.com/d/perfecto-exporter-health"
+    )
     assert "{{ $labels.execution_id }}" in alerts["PerfectoExecutionStuck"]["annotations"]["description"]
     assert alerts["PerfectoExecutionOverdue"]["labels"]["perfecto_action"] == "stop"  # overdueAction: stop
     assert alerts["PerfectoExecutionOverdue"]["for"] == "15m"
@@ -393,8 +469,16 @@ def test_rules_carry_no_made_up_links_by_default():
     for group in rule["spec"]["groups"]:
         for alert in (r for r in group["rules"] if "alert" in r):  # the recording rules have no annotations
             assert set(alert["annotations"]) == {"summary", "description"}, alert["alert"]
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
-                 "--set", "prometheusRule.enabled=true").stdout
+    notes = helm(
+        "install",
+        "perfecto",
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "prometheusRule.enabled=true",
+    ).stdout
     assert "set prometheusRule.runbookUrl" in notes
 
 
@@ -409,7 +493,11 @@ def test_generated_chart_files_are_committed():
 
 
 def test_dashboards_are_the_projects_own():
-    docs = [c for c in by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap") if "config.yaml" not in c["data"]]
+    docs = [
+        c
+        for c in by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap")
+        if "config.yaml" not in c["data"]
+    ]
     assert len(docs) == len(list((ROOT / "dashboards").glob("*.json"))) == 3
     shipped = {}
     for config_map in docs:
@@ -430,9 +518,12 @@ def test_service_monitor_gives_the_job_the_rules_select():
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     if "telemetry_path" in json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]:
-        (moved,) = by_kind(render(CHART / "ci" / "all-settings-values.yaml", **{"serviceMonitor.enabled": "true"}),
-                           "ServiceMonitor")
-        assert moved["spec"]["endpoints"][0]["path"] == ci_values("all-settings-values.yaml")["config"]["telemetry_path"]
+        (moved,) = by_kind(
+            render(CHART / "ci" / "all-settings-values.yaml", **{"serviceMonitor.enabled": "true"}), "ServiceMonitor"
+        )
+        assert (
+            moved["spec"]["endpoints"][0]["path"] == ci_values("all-settings-values.yaml")["config"]["telemetry_path"]
+        )
 
 
 def test_webhook_wiring():
@@ -442,20 +533,33 @@ def test_webhook_wiring():
     assert settings["stop_dry_run"] is True and settings["stop_max_per_window"] == 20
     assert container_env(docs) == {"HTTPS_PROXY": "http://proxy.internal:3128"}
     volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["webhook"]["secret"] == {"secretName": "perfecto-webhook", "items": [{"key": "token", "path": "token"}]}
+    assert volumes["webhook"]["secret"] == {
+        "secretName": "perfecto-webhook",
+        "items": [{"key": "token", "path": "token"}],
+    }
     (config,) = by_kind(docs, "AlertmanagerConfig")
     assert config["spec"]["route"]["matchers"] == [{"name": "perfecto_action", "value": "stop", "matchType": "="}]
     (receiver,) = config["spec"]["receivers"]
     webhook = receiver["webhookConfigs"][0]
     assert webhook["url"] == "http://perfecto-perfecto-exporter.monitoring.svc:9817/webhook/alertmanager"
-    assert webhook["httpConfig"]["authorization"] == {"type": "Bearer",
-                                                       "credentials": {"name": "perfecto-webhook", "key": "token"}}
+    assert webhook["httpConfig"]["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "perfecto-webhook", "key": "token"},
+    }
     assert deployment(docs)["spec"]["replicas"] == 1 and deployment(docs)["spec"]["strategy"] == {"type": "Recreate"}
     assert settings["stop_ledger"] == "/var/lib/perfecto-exporter/ledger/stops.sqlite"
-    assert volumes["ledger"] == {"name": "ledger", "persistentVolumeClaim": {"claimName": "perfecto-perfecto-exporter-ledger"}}
+    assert volumes["ledger"] == {
+        "name": "ledger",
+        "persistentVolumeClaim": {"claimName": "perfecto-perfecto-exporter-ledger"},
+    }
     (claim,) = by_kind(docs, "PersistentVolumeClaim")
-    assert claim["metadata"]["name"] == "perfecto-perfecto-exporter-ledger" and claim["spec"]["storageClassName"] == "standard"
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")).stdout
+    assert (
+        claim["metadata"]["name"] == "perfecto-perfecto-exporter-ledger"
+        and claim["spec"]["storageClassName"] == "standard"
+    )
+    notes = helm(
+        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")
+    ).stdout
     assert "DRY RUN" in notes and "on a PersistentVolumeClaim" in notes
 
 
@@ -497,9 +601,13 @@ def test_the_webhook_starts_in_dry_run_and_real_stops_are_a_second_step():
     assert config_file(docs)["stop_dry_run"] is True
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", *enabled).stdout
     assert "(DRY RUN: nothing is stopped)" in notes and "--set config.stop_dry_run=false" in notes
-    live = render(DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook", "config.stop_dry_run": "false"})
+    live = render(
+        DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook", "config.stop_dry_run": "false"}
+    )
     assert config_file(live)["stop_dry_run"] is False
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", *enabled, "--set", "config.stop_dry_run=false").stdout
+    notes = helm(
+        "install", "perfecto", str(CHART), "--dry-run=client", *enabled, "--set", "config.stop_dry_run=false"
+    ).stdout
     assert "DRY RUN" not in notes
     assert "stop_dry_run" not in config_file(render(DEFAULTS))  # without the webhook, nothing to say
 
@@ -510,17 +618,35 @@ def test_the_webhook_behind_tls_is_called_over_https_with_the_ca_or_refused():
     (config,) = by_kind(docs, "AlertmanagerConfig")
     (webhook,) = config["spec"]["receivers"][0]["webhookConfigs"]
     assert webhook["url"] == "https://perfecto-perfecto-exporter.monitoring.svc:9817/webhook/alertmanager"
-    assert webhook["httpConfig"]["tlsConfig"] == ci_values("tls-values.yaml")["webhook"]["alertmanagerConfig"]["tlsConfig"]
-    refused = helm("template", "perfecto", str(CHART), "-f", str(CHART / "ci" / "tls-values.yaml"),
-                   "--set", "webhook.alertmanagerConfig.tlsConfig=null", check=False)
+    assert (
+        webhook["httpConfig"]["tlsConfig"] == ci_values("tls-values.yaml")["webhook"]["alertmanagerConfig"]["tlsConfig"]
+    )
+    refused = helm(
+        "template",
+        "perfecto",
+        str(CHART),
+        "-f",
+        str(CHART / "ci" / "tls-values.yaml"),
+        "--set",
+        "webhook.alertmanagerConfig.tlsConfig=null",
+        check=False,
+    )
     assert refused.returncode != 0
     (line,) = [line for line in refused.stderr.splitlines() if line.startswith("Error")]
     assert "the exporter answers only TLS; set webhook.alertmanagerConfig.tlsConfig" in line
 
 
 def test_a_listen_address_bound_to_one_host_is_refused():
-    refused = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), "--set", "config.listen_address=127.0.0.1:9817",
-                   check=False)
+    refused = helm(
+        "template",
+        "perfecto",
+        str(CHART),
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "config.listen_address=127.0.0.1:9817",
+        check=False,
+    )
     assert refused.returncode != 0 and "config.listen_address 127.0.0.1:9817 binds one host" in refused.stderr
     for address in (":9900", "0.0.0.0:9900", "[::]:9900"):
         docs = render(DEFAULTS, **{"config.listen_address": address})
@@ -528,13 +654,25 @@ def test_a_listen_address_bound_to_one_host_is_refused():
 
 
 def test_notes_name_every_dashboard_and_warn_of_an_open_network_policy():
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
-                 "--set", "dashboards.enabled=true", "--set", "networkPolicy.enabled=true").stdout
+    notes = helm(
+        "install",
+        "perfecto",
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "dashboards.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+    ).stdout
     for title in ("Perfecto / Executions overview", "Perfecto / Exporter health", "Perfecto / Usage"):
         assert f'"{title}"' in notes
     assert len(list((ROOT / "dashboards").glob("*.json"))) == 3
     assert "WARNING: networkPolicy.enabled with an empty networkPolicy.ingressFrom allows every peer" in notes
-    closed = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")).stdout
+    closed = helm(
+        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")
+    ).stdout
     assert "networkPolicy.ingressFrom allows every peer" not in closed
 
 
@@ -542,8 +680,9 @@ def documented_sets() -> list[tuple[str, str]]:
     """Every ``--set key=value`` the READMEs, the docs and the chart's notes hand a user, placeholders
     (``<that name>``) left out."""
     texts = [ROOT / "README.md", CHART / "README.md", *(ROOT / "docs").glob("*.md"), CHART / "templates" / "NOTES.txt"]
-    found = {tuple(m.split("=", 1)) for path in texts
-             for m in re.findall(r"--set ([\w.\[\]]+=[^\s`<{)]+)", path.read_text())}
+    found = {
+        tuple(m.split("=", 1)) for path in texts for m in re.findall(r"--set ([\w.\[\]]+=[^\s`<{)]+)", path.read_text())
+    }
     return sorted(found)
 
 
@@ -566,23 +705,26 @@ def test_every_documented_set_renders_valid_manifests_and_changes_them(key, valu
         assert docs != base, f"--set {key}={value} changes no manifest"
 
 
-@pytest.mark.parametrize("key, value, complaint", [
-    ("replicaCount", "-1", "/replicaCount"),
-    ("webhook.enabled", "maybe", "/webhook/enabled"),
-    ("config.log_level", "verbose", "/config/log_level"),
-    ("config.drop_labels[0]", "cloud", "/config/drop_labels/0"),
-    ("config.poll_interval", "0", "/config/poll_interval"),
-    ("config.search_retries", "11", "/config/search_retries"),
-    ("config.execution_series", "sometimes", "/config/execution_series"),
-    ("config.pollInterval", "30", "pollInterval"),
-    ("config.security_token", "in-clear", "security_token"),
-    ("config.cloud_name", "acme", "cloud_name"),
-    ("prometheusRule.thresholds.stuckFor", "ten minutes", "/prometheusRule/thresholds/stuckFor"),
-    ("prometheusRule.runbookUrl", "wiki page", "/prometheusRule/runbookUrl"),
-    ("perfecto.clouds[0].name", "not a name", "/perfecto/clouds/0/name"),
-    ("perfecto.clouds[0].token", "in-clear", "token"),
-    ("unknownKey", "1", "unknownKey"),
-])
+@pytest.mark.parametrize(
+    "key, value, complaint",
+    [
+        ("replicaCount", "-1", "/replicaCount"),
+        ("webhook.enabled", "maybe", "/webhook/enabled"),
+        ("config.log_level", "verbose", "/config/log_level"),
+        ("config.drop_labels[0]", "cloud", "/config/drop_labels/0"),
+        ("config.poll_interval", "0", "/config/poll_interval"),
+        ("config.search_retries", "11", "/config/search_retries"),
+        ("config.execution_series", "sometimes", "/config/execution_series"),
+        ("config.pollInterval", "30", "pollInterval"),
+        ("config.security_token", "in-clear", "security_token"),
+        ("config.cloud_name", "acme", "cloud_name"),
+        ("prometheusRule.thresholds.stuckFor", "ten minutes", "/prometheusRule/thresholds/stuckFor"),
+        ("prometheusRule.runbookUrl", "wiki page", "/prometheusRule/runbookUrl"),
+        ("perfecto.clouds[0].name", "not a name", "/perfecto/clouds/0/name"),
+        ("perfecto.clouds[0].token", "in-clear", "token"),
+        ("unknownKey", "1", "unknownKey"),
+    ],
+)
 def test_schema_rejects_bad_values(key, value, complaint):
     result = helm("template", "perfecto", str(CHART), "--set", f"{key}={value}", check=False)
     assert result.returncode != 0 and complaint in result.stderr, result.stderr
@@ -616,8 +758,22 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     final = dockerfile.rsplit("\nFROM ", 1)[1]
     assert "ARG REVISION=unknown" in final and "PERFECTO_EXPORTER_REVISION=${REVISION}" in final
     assert re.search(r"^COPY [^\n]*\bLICENSE\b", dockerfile, re.MULTILINE)  # the image's wheel carries it too
-    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("perfecto_exporter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "exporter/cli.py" in names and "exporter/lab/server.py" in names
@@ -625,8 +781,10 @@ def test_the_dockerfile_installs_a_working_wheel(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "perfecto-exporter = exporter.cli:main" in entry_points
     # the license travels with the wheel (setuptools' default license-files pick up LICENSE)
-    assert (zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/licenses/LICENSE")))
-            == (ROOT / "LICENSE").read_bytes())
+    assert (
+        zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/licenses/LICENSE")))
+        == (ROOT / "LICENSE").read_bytes()
+    )
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
 
@@ -650,9 +808,13 @@ MADE_UP = ("github.com/perfecto-exporter", "ghcr.io/perfecto-exporter")
 
 def test_no_made_up_addresses():
     """Neither the project's repository nor an image registry is known: nothing may link to one."""
-    files = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / "docs" / "runbook.md",
-             *(p for folder in ("alerts", "dashboards", "helm") for p in (ROOT / folder).rglob("*") if p.is_file()),
-             *(ROOT / "tests" / "alerts").glob("*")]
+    files = [
+        ROOT / "README.md",
+        ROOT / "Dockerfile",
+        ROOT / "docs" / "runbook.md",
+        *(p for folder in ("alerts", "dashboards", "helm") for p in (ROOT / folder).rglob("*") if p.is_file()),
+        *(ROOT / "tests" / "alerts").glob("*"),
+    ]
     for path in files:
         text = path.read_text(errors="replace")
         for address in MADE_UP:
@@ -668,13 +830,22 @@ def test_image_default_is_the_local_build_and_says_so():
     assert chart["appVersion"] == project  # the default tag is the version the Dockerfile builds
     for path in (CHART / "README.md", ROOT / "README.md", ROOT / "Dockerfile"):
         text = path.read_text()
-        assert f'docker build --build-arg REVISION="$(git rev-parse HEAD)" -t {image} .' in text, \
+        assert f'docker build --build-arg REVISION="$(git rev-parse HEAD)" -t {image} .' in text, (
             f"{path.name} must build exactly the chart's default image, with its revision"
+        )
         assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
     notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
     assert f"{image} is the name `docker build` gives" in notes
-    pushed = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS), "--set",
-                  "image.repository=registry.example.com/team/perfecto-exporter").stdout
+    pushed = helm(
+        "install",
+        "perfecto",
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "image.repository=registry.example.com/team/perfecto-exporter",
+    ).stdout
     assert "docker build" not in pushed
 
 
@@ -721,12 +892,19 @@ def test_the_readme_install_works_on_a_default_kube_prometheus_stack(readme):
     kube-prometheus-stack's Prometheus selects both the ServiceMonitor and the PrometheusRule."""
     secret, install = readme_install(readme)
     assert install[:4] == ["helm", "install", "perfecto-exporter", "./helm/perfecto-exporter"]
-    (secret_name,) = [w for w in secret if w not in ("kubectl", "create", "secret", "generic") and not w.startswith("-")
-                      and w != secret[secret.index("-n") + 1]]
+    (secret_name,) = [
+        w
+        for w in secret
+        if w not in ("kubectl", "create", "secret", "generic")
+        and not w.startswith("-")
+        and w != secret[secret.index("-n") + 1]
+    ]
     args = [str(CHART) if a == "./helm/perfecto-exporter" else a for a in install[2:]]
     docs = [d for d in yaml.safe_load_all(helm("template", *args).stdout) if d]
     validate(docs)
-    volumes = [v["secret"]["secretName"] for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    volumes = [
+        v["secret"]["secretName"] for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    ]
     assert volumes == [secret_name] and not by_kind(docs, "Secret")
     (monitor,) = by_kind(docs, "ServiceMonitor")
     (rule,) = by_kind(docs, "PrometheusRule")
@@ -737,25 +915,44 @@ def test_the_readme_install_works_on_a_default_kube_prometheus_stack(readme):
 
 
 def test_notes_say_what_the_prometheus_selects_on():
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS),
-                 "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true").stdout
+    notes = helm(
+        "install",
+        "perfecto",
+        str(CHART),
+        "--dry-run=client",
+        "-f",
+        str(DEFAULTS),
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "prometheusRule.enabled=true",
+    ).stdout
     assert "kubectl get prometheus -A -o jsonpath=" in notes
     assert "{.spec.serviceMonitorSelector}" in notes and "{.spec.ruleSelector}" in notes
     assert "WARNING: serviceMonitor.additionalLabels is empty" in notes
     assert "WARNING: prometheusRule.additionalLabels is empty" in notes
     assert "serviceMonitor/default/perfecto-perfecto-exporter/0" in notes
-    labelled = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f",
-                    str(CHART / "ci" / "monitoring-values.yaml")).stdout
+    labelled = helm(
+        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "monitoring-values.yaml")
+    ).stdout
     assert "WARNING" not in labelled
     assert "ServiceMonitor perfecto-perfecto-exporter with release=kube-prometheus-stack." in labelled
-    assert "kubectl get prometheus" not in helm("install", "perfecto", str(CHART), "--dry-run=client",
-                                                "-f", str(DEFAULTS)).stdout
+    assert (
+        "kubectl get prometheus"
+        not in helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
+    )
 
 
 def test_additional_labels_reach_the_service_monitor_and_the_rule():
-    docs = render(DEFAULTS, **{"serviceMonitor.enabled": "true", "prometheusRule.enabled": "true",
-                               "serviceMonitor.additionalLabels.release": "monitoring",
-                               "prometheusRule.additionalLabels.role": "alert-rules"})
+    docs = render(
+        DEFAULTS,
+        **{
+            "serviceMonitor.enabled": "true",
+            "prometheusRule.enabled": "true",
+            "serviceMonitor.additionalLabels.release": "monitoring",
+            "prometheusRule.additionalLabels.role": "alert-rules",
+        },
+    )
     (monitor,) = by_kind(docs, "ServiceMonitor")
     (rule,) = by_kind(docs, "PrometheusRule")
     assert monitor["metadata"]["labels"]["release"] == "monitoring" and "role" not in monitor["metadata"]["labels"]
@@ -774,23 +971,30 @@ def test_what_prometheus_community_charts_accept():
     pod = deployment(docs)["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == "system-cluster-critical"
     own, given = pod["topologySpreadConstraints"]
-    assert own == {**values["topologySpreadConstraints"][0], "labelSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "perfecto-exporter", "app.kubernetes.io/instance": "perfecto"}}}
+    assert own == {
+        **values["topologySpreadConstraints"][0],
+        "labelSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "perfecto-exporter", "app.kubernetes.io/instance": "perfecto"}
+        },
+    }
     assert given == values["topologySpreadConstraints"][1]
     plain = render(DEFAULTS, **{"serviceMonitor.enabled": "true"})
     assert not {"priorityClassName", "topologySpreadConstraints"} & set(deployment(plain)["spec"]["template"]["spec"])
     assert not {"relabelings", "metricRelabelings"} & set(by_kind(plain, "ServiceMonitor")[0]["spec"]["endpoints"][0])
 
 
-@pytest.mark.parametrize("key, value, complaint", [
-    ("serviceMonitor.labels.release", "x", "labels"),  # the old name: refused, not silently ignored
-    ("prometheusRule.labels.release", "x", "labels"),
-    ("serviceMonitor.additionalLabels.release", "monitoring", None),
-    ("serviceMonitor.relabelings[0].action", "rename", "/serviceMonitor/relabelings/0/action"),
-    ("serviceMonitor.metricRelabelings[0].source_labels", "x", "source_labels"),
-    ("priorityClassName", "{a: b}", "/priorityClassName"),
-    ("topologySpreadConstraints[0].maxSkew", "1", "/topologySpreadConstraints/0"),
-])
+@pytest.mark.parametrize(
+    "key, value, complaint",
+    [
+        ("serviceMonitor.labels.release", "x", "labels"),  # the old name: refused, not silently ignored
+        ("prometheusRule.labels.release", "x", "labels"),
+        ("serviceMonitor.additionalLabels.release", "monitoring", None),
+        ("serviceMonitor.relabelings[0].action", "rename", "/serviceMonitor/relabelings/0/action"),
+        ("serviceMonitor.metricRelabelings[0].source_labels", "x", "source_labels"),
+        ("priorityClassName", "{a: b}", "/priorityClassName"),
+        ("topologySpreadConstraints[0].maxSkew", "1", "/topologySpreadConstraints/0"),
+    ],
+)
 def test_schema_checks_the_prometheus_community_keys(key, value, complaint):
     result = helm("template", "perfecto", str(CHART), "-f", str(DEFAULTS), "--set", f"{key}={value}", check=False)
     if complaint is None:

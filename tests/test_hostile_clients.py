@@ -42,15 +42,22 @@ def exporter(start_lab, spawn, tmp_path):
         hook_file = tmp_path / "hook"
         hook_file.write_text(HOOK_SECRET)
         settings = {"http_timeout": DEADLINE, "poll_interval": 3600, **settings}
-        env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN,
-                           webhook_token_file=hook_file, **settings)
+        env = exporter_env(
+            cloud_name="acme",
+            executions_url=lab.url,
+            security_token=ADMIN_TOKEN,
+            webhook_token_file=hook_file,
+            **settings,
+        )
         command = [*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"]
         if shell_prefix:
-            command = ["bash", "-c", f"{shell_prefix}; exec \"$@\"", "bash", *command]
+            command = ["bash", "-c", f'{shell_prefix}; exec "$@"', "bash", *command]
         process = spawn(command, "exporter", env)
         # 401: ready, behind basic auth
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code in (200, 401),
-                   what="the exporter to be ready")
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code in (200, 401),
+            what="the exporter to be ready",
+        )
         return Handle(process, port, lab)
 
     return start
@@ -114,8 +121,10 @@ def test_at_the_limit_a_trickled_body_makes_room_too(exporter):
     # Fewer connections than the webhook takes notifications at once (20), so every one can be
     # a notification whose body trickles in: none of them is the app's work yet.
     handle = exporter(max_connections=15, http_timeout=30)
-    head = (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-            b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n")
+    head = (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n"
+    )
     with handle.connections() as conns, handle.probe() as probe:
         senders = []
         for _ in range(30):
@@ -168,13 +177,19 @@ def test_notifications_whose_bodies_trickle_hold_no_place(exporter):
     """Even with the secret, a notification takes a place among the webhook's 20 only once its
     body is in: tricklers do not keep Alertmanager out."""
     handle = exporter()
-    head = (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
-            b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{")
+    head = (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{"
+    )
     with handle.connections() as conns:
         conns.open(30, first_bytes=head)
         time.sleep(0.3)
-        answer = requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": []},
-                               headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=5)
+        answer = requests.post(
+            handle.base + "/webhook/alertmanager",
+            json={"version": "4", "alerts": []},
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+            timeout=5,
+        )
     assert answer.status_code == 200
 
 
@@ -255,10 +270,16 @@ def test_a_flood_of_notifications_never_takes_the_scrapes_threads(exporter):
     answers: list[int] = []
 
     def notify(execution_id: str) -> None:
-        alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme",
-                                                "execution_id": execution_id}}
-        answer = requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                               headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+        alert = {
+            "status": "firing",
+            "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id},
+        }
+        answer = requests.post(
+            handle.base + "/webhook/alertmanager",
+            json={"version": "4", "alerts": [alert]},
+            headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+            timeout=30,
+        )
         answers.append(answer.status_code)
 
     with handle.probe() as probe:
@@ -289,22 +310,36 @@ def raw(handle: Handle, request: bytes) -> tuple[int, dict[str, str], bytes]:
 MALFORMED = {
     "header line of 100 KB": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
     "request line of 70 KB": b"GET /metrics?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-    "Content-Length not a number": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n"
-                                    b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"),
-    "two different Content-Lengths": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                                      b"Content-Length: 3\r\n\r\n{}"),
+    "Content-Length not a number": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n"
+        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"
+    ),
+    "two different Content-Lengths": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    ),
     "header without a colon": b"GET /metrics HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n",
     "not HTTP at all": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
-    "declared body over the cap": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n"
-                                   b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"),
-    "chunked body over the cap": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                                  b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n"
-                                  + b"".join(b"10000\r\n" + b"a" * 0x10000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"),
+    "declared body over the cap": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n"
+        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\n{}"
+    ),
+    "chunked body over the cap": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: Bearer "
+        + HOOK_SECRET.encode()
+        + b"\r\n\r\n"
+        + b"".join(b"10000\r\n" + b"a" * 0x10000 + b"\r\n" for _ in range(5))
+        + b"0\r\n\r\n"
+    ),
     "101 headers": b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
-    "Transfer-Encoding with Content-Length": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                                              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    "bad chunk size": (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                       b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+    "Transfer-Encoding with Content-Length": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "bad chunk size": (
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: Bearer " + HOOK_SECRET.encode() + b"\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    ),
 }
 
 
@@ -328,8 +363,10 @@ def test_an_upgrade_request_is_plain_http_and_writes_no_line(exporter):
     handle = exporter()
     lines_before = len(handle.log_lines())
     for upgrade in (b"websocket", b"h2c"):
-        status, _, _ = raw(handle, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n"
-                                   b"Upgrade: " + upgrade + b"\r\n\r\n")
+        status, _, _ = raw(
+            handle,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: " + upgrade + b"\r\n\r\n",
+        )
         assert status == 200
     time.sleep(0.2)
     assert handle.log_lines()[lines_before:] == []
@@ -350,18 +387,27 @@ def test_bodies_are_read_only_for_alertmanager(exporter):
     rss_before = rss_bytes(handle.pid)
     body = b"x" * (200 * 1024)
     with handle.connections() as conns, handle.probe() as probe:
-        for path, authorization in (("/metrics", b""), ("/webhook/alertmanager", b"Bearer wrong"),
-                                    ("/webhook/alertmanager", b"")):
+        for path, authorization in (
+            ("/metrics", b""),
+            ("/webhook/alertmanager", b"Bearer wrong"),
+            ("/webhook/alertmanager", b""),
+        ):
             for s in conns.open(300):
-                s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
-                          + (b"Authorization: " + authorization + b"\r\n" if authorization else b"") + b"\r\n")
-                s.sendall(body[:64 * 1024])  # what the kernel takes without the server reading
+                s.sendall(
+                    b"POST "
+                    + path.encode()
+                    + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+                    + (b"Authorization: " + authorization + b"\r\n" if authorization else b"")
+                    + b"\r\n"
+                )
+                s.sendall(body[: 64 * 1024])  # what the kernel takes without the server reading
         time.sleep(1.5)
         rss_during = rss_bytes(handle.pid)
     assert_scrapes_held(probe)
     assert rss_during - rss_before < 40 * MiB, (rss_before, rss_during)  # 900 bodies would be 180 MiB
-    answer = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
-                           headers={"Authorization": "Bearer wrong"})
+    answer = requests.post(
+        handle.base + "/webhook/alertmanager", data=body, timeout=5, headers={"Authorization": "Bearer wrong"}
+    )
     assert answer.status_code == 401
 
 
@@ -373,16 +419,28 @@ def test_strangers_never_take_the_webhook_from_alertmanager(exporter):
     def stranger():
         with requests.Session() as session:
             while not stop.is_set():
-                wrong.append(session.post(handle.base + "/webhook/alertmanager", data=b"{}", timeout=5,
-                                          headers={"Authorization": "Bearer wrong"}).status_code)
+                wrong.append(
+                    session.post(
+                        handle.base + "/webhook/alertmanager",
+                        data=b"{}",
+                        timeout=5,
+                        headers={"Authorization": "Bearer wrong"},
+                    ).status_code
+                )
 
     strangers = [threading.Thread(target=stranger) for _ in range(20)]
     for t in strangers:
         t.start()
     try:
-        answers = [requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": []},
-                                 headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=5).status_code
-                   for _ in range(40)]
+        answers = [
+            requests.post(
+                handle.base + "/webhook/alertmanager",
+                json={"version": "4", "alerts": []},
+                headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+                timeout=5,
+            ).status_code
+            for _ in range(40)
+        ]
     finally:
         stop.set()
         for t in strangers:
@@ -429,14 +487,18 @@ def test_costly_requests_never_slow_a_scrape(exporter, tmp_path):
 def test_the_accept_header_picks_one_of_two_formats(start_lab):
     exporter = build_exporter(start_lab().url, poll_interval=3600)
     exporter.pollers[0].poll_once()
-    for accept in ["text/plain; version=1.a", "application/openmetrics-text; version=1.a", "text/plain;;;",
-                   *(f"application/openmetrics-text; version=2.{i}" for i in range(50)),
-                   *(f"text/plain; version=1.0.{i}; escaping=values" for i in range(50))]:
+    for accept in [
+        "text/plain; version=1.a",
+        "application/openmetrics-text; version=1.a",
+        "text/plain;;;",
+        *(f"application/openmetrics-text; version=2.{i}" for i in range(50)),
+        *(f"text/plain; version=1.0.{i}; escaping=values" for i in range(50)),
+    ]:
         for query in ("", "name[]=perfecto_up"):  # the cached page, and a selection rendered for it
             status = {}
-            environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": query,
-                       "HTTP_ACCEPT": accept}
-            body = b"".join(exporter.app(environ, lambda s, headers: status.update(status=s, headers=dict(headers))))
+            environ = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": query, "HTTP_ACCEPT": accept}
+            body = b"".join(exporter.app(environ, lambda s, headers, seen=status: seen.update(status=s,
+                                                                                               headers=dict(headers))))
             assert status["status"] == "200 OK" and body, (accept, query)
             om = accept.startswith("application/openmetrics-text")
             content_type = status["headers"]["Content-Type"]
@@ -456,10 +518,17 @@ def test_sigterm_with_notifications_in_flight_exits_0_without_a_traceback(export
     ids = [e["id"] for e in handle.lab.post("search").json()][:12]  # 4 at work, 8 waiting for a thread
 
     def notify(execution_id):
-        alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id}}
+        alert = {
+            "status": "firing",
+            "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id},
+        }
         try:
-            requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                          headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+            requests.post(
+                handle.base + "/webhook/alertmanager",
+                json={"version": "4", "alerts": [alert]},
+                headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+                timeout=30,
+            )
         except requests.RequestException:
             pass
 
@@ -506,8 +575,9 @@ def test_http_semantics_of_the_routes(exporter, tmp_path):
     assert requests.get(handle.base + "/webhook/alertmanager", timeout=5).status_code == 405
 
     def encoding(accept: str) -> str | None:
-        return requests.get(handle.base + "/metrics", headers={"Accept-Encoding": accept}, timeout=5,
-                            stream=True).headers.get("Content-Encoding")
+        return requests.get(
+            handle.base + "/metrics", headers={"Accept-Encoding": accept}, timeout=5, stream=True
+        ).headers.get("Content-Encoding")
 
     assert encoding("gzip") == "gzip" and encoding("br, GZIP;q=0.5") == "gzip"
     assert encoding("x-gzip") is None and encoding("gzip;q=0") is None and encoding("identity") is None
@@ -516,19 +586,28 @@ def test_http_semantics_of_the_routes(exporter, tmp_path):
     zipped = requests.get(handle.base + "/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5, stream=True)
     assert gzip.decompress(zipped.raw.read()) == metrics.content
 
-    selected = requests.get(handle.base + "/metrics?name[]=perfecto_up&name[]=perfecto_executions_running",
-                            timeout=5).text
+    selected = requests.get(
+        handle.base + "/metrics?name[]=perfecto_up&name[]=perfecto_executions_running", timeout=5
+    ).text
     families = {line.split()[2] for line in selected.splitlines() if line.startswith("# TYPE")}
     assert families == {"perfecto_up", "perfecto_executions_running"}
 
     # Scheme names are case-insensitive (RFC 9110 11.1); credentials are not.
     body = json.dumps({"version": "4", "alerts": []})
     for scheme in ("Bearer", "bearer", "BEARER"):
-        answer = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
-                               headers={"Authorization": f"{scheme} {HOOK_SECRET}"})
+        answer = requests.post(
+            handle.base + "/webhook/alertmanager",
+            data=body,
+            timeout=5,
+            headers={"Authorization": f"{scheme} {HOOK_SECRET}"},
+        )
         assert answer.status_code == 200, scheme
-    wrong = requests.post(handle.base + "/webhook/alertmanager", data=body, timeout=5,
-                          headers={"Authorization": f"Bearer {HOOK_SECRET.upper()}"})
+    wrong = requests.post(
+        handle.base + "/webhook/alertmanager",
+        data=body,
+        timeout=5,
+        headers={"Authorization": f"Bearer {HOOK_SECRET.upper()}"},
+    )
     assert wrong.status_code == 401
 
 
@@ -538,10 +617,17 @@ def test_malformed_basic_credentials_are_401_never_500(exporter, tmp_path):
     handle = exporter(web_config_file=web)
     good = base64.b64encode(b"prometheus:pw")
     for authorization, expected in [
-        (b"Basic " + good, 200), (b"basic " + good, 200), (b"BASIC " + good, 200),
-        (b"Basic \xff\xfe\xfd", 401), (b"Basic \xc3\xa9t\xc3\xa9", 401), (b"Basic !!!", 401),
-        (b"Basic " + base64.b64encode(b"\xff:\xfe"), 401), (b"Basic " + base64.b64encode(b"no-colon"), 401),
-        (b"Bearer " + good, 401), (b"Basic", 401), (b"", 401),
+        (b"Basic " + good, 200),
+        (b"basic " + good, 200),
+        (b"BASIC " + good, 200),
+        (b"Basic \xff\xfe\xfd", 401),
+        (b"Basic \xc3\xa9t\xc3\xa9", 401),
+        (b"Basic !!!", 401),
+        (b"Basic " + base64.b64encode(b"\xff:\xfe"), 401),
+        (b"Basic " + base64.b64encode(b"no-colon"), 401),
+        (b"Bearer " + good, 401),
+        (b"Basic", 401),
+        (b"", 401),
         (b"Basic " + base64.b64encode(b"prometheus:" + b"p" * 100), 401),  # bcrypt takes 72 bytes at most
     ]:
         request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -584,8 +670,10 @@ def test_a_password_flood_leaves_a_fresh_scraper_in(exporter, tmp_path):
                 scrapes.append(type(err).__name__)
             time.sleep(0.1)
     guessed = guessers.statuses
-    print(f"scrapes answered 200: {scrapes.count(200)} of {len(scrapes)}; guesses: {len(guessed)}, "
-          f"401: {guessed.count(401)}, 503: {guessed.count(503)}")
+    print(
+        f"scrapes answered 200: {scrapes.count(200)} of {len(scrapes)}; guesses: {len(guessed)}, "
+        f"401: {guessed.count(401)}, 503: {guessed.count(503)}"
+    )
     assert scrapes.count(200) / len(scrapes) >= 0.8, scrapes
     # Before, the first 200 came only when a place happened to be free: after 7 to 42 scrapes
     # in runs where one came at all (tests.benchmarks.round3 --case flood --repeat 5).
@@ -595,16 +683,21 @@ def test_a_password_flood_leaves_a_fresh_scraper_in(exporter, tmp_path):
 
 def _failures(handle: Handle, endpoint: str) -> dict[str, float]:
     text = requests.get(handle.base + "/metrics", timeout=5).text
-    return {dict(labels)["reason"]: value for (name, labels), value in samples(text).items()
-            if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == endpoint and value}
+    return {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples(text).items()
+        if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == endpoint and value
+    }
 
 
 def test_a_dripping_search_answer_fails_at_its_deadline(exporter):
     """Each byte within the read timeout, the whole answer far past it: perfecto_up stayed 1 and
     nothing was counted for as long as it dripped."""
     handle = exporter(poll_interval=2, request_timeout=1, search_retries=0)
-    wait_until(lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
-               what="a first good poll")
+    wait_until(
+        lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
+        what="a first good poll",
+    )
     handle.lab.lab.drip_seconds = 0.2
     handle.lab.lab.inject("drip", endpoint="search")
     started = time.monotonic()
@@ -612,8 +705,10 @@ def test_a_dripping_search_answer_fails_at_its_deadline(exporter):
     assert time.monotonic() - started < 1 + 2 + 1  # request_timeout, one poll interval, and the scrapes' own time
     assert 'perfecto_up{cloud="acme"} 0.0' in requests.get(handle.base + "/metrics", timeout=5).text
     handle.lab.lab.clear_faults()
-    wait_until(lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
-               what="recovery")
+    wait_until(
+        lambda: 'perfecto_up{cloud="acme"} 1.0' in requests.get(handle.base + "/metrics", timeout=5).text,
+        what="recovery",
+    )
 
 
 def test_a_dripping_stop_answer_ends_at_stop_timeout(exporter):
@@ -624,10 +719,15 @@ def test_a_dripping_stop_answer_ends_at_stop_timeout(exporter):
     execution_id = handle.lab.post("search").json()[0]["id"]
     alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": execution_id}}
     started = time.monotonic()
-    answer = requests.post(handle.base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                           headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=30)
+    answer = requests.post(
+        handle.base + "/webhook/alertmanager",
+        json={"version": "4", "alerts": [alert]},
+        headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        timeout=30,
+    )
     took = time.monotonic() - started
     handle.lab.lab.clear_faults()
-    assert answer.status_code == 503  # a failed stop: Alertmanager retries
-    assert took < 1 + 1, took  # the stop's deadline, and the notification's own work
+    # the API may have stopped it before the answer broke off: fail safe, the outcome is unknown (no retry)
+    assert answer.status_code == 200 and answer.json()["decisions"][0]["result"] == "unknown"
+    assert took < 10, took  # ended by the 1 s deadline: the whole drip of 120 bytes takes 24 s
     assert _failures(handle, "stop") == {"deadline": 1}

@@ -22,7 +22,7 @@ from exporter.licenses import MAX_DEVICE_TYPES, OTHER, read_licenses
 from exporter.poller import ABSENT_RETRY
 
 from .conftest import FIXTURES, build_exporter, require_tool, samples
-from .test_golden import assert_golden
+from .helpers import assert_golden
 
 LICENSES = FIXTURES / "licenses"
 DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
@@ -59,7 +59,7 @@ def test_odd_answer_is_read_without_negative_or_nan_values():
 
 
 def desktop(*entries: str) -> dict:
-    answer = read_licenses(("[" + ",".join('{"deviceType": "DESKTOP", %s}' % e for e in entries) + "]").encode())
+    answer = read_licenses(("[" + ",".join(f'{{"deviceType": "DESKTOP", {e}}}' for e in entries) + "]").encode())
     return {"licenses": answer.licenses.get("DESKTOP"), "burst": answer.burst.get("DESKTOP"),
             "skipped": answer.skipped_entries}
 

@@ -137,9 +137,9 @@ def test_a_failed_poll_writes_one_line(capsys):
 
     from exporter import logs
     from exporter.client import ExecutionManagerClient
+    from exporter.labels import LabelPlan
     from exporter.poller import Poller
     from exporter.settings import Cloud
-    from exporter.labels import LabelPlan
 
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))

@@ -24,40 +24,43 @@ if str(ROOT) not in sys.path:  # alerts/ is a folder of scripts, imported by pat
 from alerts import generate as alerts_generate
 
 
-@pytest.mark.parametrize("raw, test", [
-    ("CheckoutRegression-1234", "CheckoutRegression"),
-    ("Nightly 2026-11-28T02:00", "Nightly"),
-    ("Nightly_20261128", "Nightly"),
-    ("LoginFlow_3f2a9c1e", "LoginFlow"),
-    ("run 550e8400-e29b-41d4-a716-446655440000 Smoke", "run Smoke"),
-    ("CartPersistence.1732800000", "CartPersistence"),
-    ("Suite #57", "Suite"),
-    ("PaymentsE2E", "PaymentsE2E"),  # a digit inside a name stays
-    ("deadbeef", "deadbeef"),  # a word of hex letters is no id
-    ("Smoke 2026-11-28 build 17", "Smoke"),
-    ("12345", "unknown"),  # nothing left: like a name Perfecto leaves out
-    # never digits out of a longer number or id: not Run_23_Login, Run_56_Login, Run_953f_Login
-    ("Run_1732800123_Login", "Run_Login"),
-    ("Run_1732800456_Login", "Run_Login"),
-    ("Run_1732800456789_Login", "Run_Login"),  # milliseconds
-    ("Run_953f801838934091_Login", "Run_Login"),  # a hex id with 8+ decimal digits in a row
-    ("Login@3f2a9c1", "Login@"),  # git's short hash
-    # an ISO time with any offset, or none: not Login-+
-    ("Login-2026-11-28T02:00:00.123+01:00", "Login"),
-    ("Login-2026-11-28T02:00:00Z", "Login"),
-    ("Login-2026-11-28T02:00:00-0530", "Login"),
-    ("Login-20261128T020000+01", "Login"),
-    # build and run numbers mid-name
-    ("Payments build 1234 - smoke", "Payments smoke"),
-    ("jenkins-Profile-1234-chrome", "jenkins-Profile-chrome"),
-    ("Regression_Run_482_Settings", "Regression_Settings"),
-    ("Onboarding (build 1260)", "Onboarding"),
-    ("Wishlist_b1220_firefox", "Wishlist_firefox"),
-    # parameters stay, run numbers go; non-ASCII names keep their words
-    ("Login[iPhone 15] #42", "Login[iPhone 15]"),
-    ("Anmeldung-Prüfung #42", "Anmeldung-Prüfung"),
-    ("ログイン1732800123確認", "ログイン確認"),
-])
+@pytest.mark.parametrize(
+    "raw, test",
+    [
+        ("CheckoutRegression-1234", "CheckoutRegression"),
+        ("Nightly 2026-11-28T02:00", "Nightly"),
+        ("Nightly_20261128", "Nightly"),
+        ("LoginFlow_3f2a9c1e", "LoginFlow"),
+        ("run 550e8400-e29b-41d4-a716-446655440000 Smoke", "run Smoke"),
+        ("CartPersistence.1732800000", "CartPersistence"),
+        ("Suite #57", "Suite"),
+        ("PaymentsE2E", "PaymentsE2E"),  # a digit inside a name stays
+        ("deadbeef", "deadbeef"),  # a word of hex letters is no id
+        ("Smoke 2026-11-28 build 17", "Smoke"),
+        ("12345", "unknown"),  # nothing left: like a name Perfecto leaves out
+        # never digits out of a longer number or id: not Run_23_Login, Run_56_Login, Run_953f_Login
+        ("Run_1732800123_Login", "Run_Login"),
+        ("Run_1732800456_Login", "Run_Login"),
+        ("Run_1732800456789_Login", "Run_Login"),  # milliseconds
+        ("Run_953f801838934091_Login", "Run_Login"),  # a hex id with 8+ decimal digits in a row
+        ("Login@3f2a9c1", "Login@"),  # git's short hash
+        # an ISO time with any offset, or none: not Login-+
+        ("Login-2026-11-28T02:00:00.123+01:00", "Login"),
+        ("Login-2026-11-28T02:00:00Z", "Login"),
+        ("Login-2026-11-28T02:00:00-0530", "Login"),
+        ("Login-20261128T020000+01", "Login"),
+        # build and run numbers mid-name
+        ("Payments build 1234 - smoke", "Payments smoke"),
+        ("jenkins-Profile-1234-chrome", "jenkins-Profile-chrome"),
+        ("Regression_Run_482_Settings", "Regression_Settings"),
+        ("Onboarding (build 1260)", "Onboarding"),
+        ("Wishlist_b1220_firefox", "Wishlist_firefox"),
+        # parameters stay, run numbers go; non-ASCII names keep their words
+        ("Login[iPhone 15] #42", "Login[iPhone 15]"),
+        ("Anmeldung-Prüfung #42", "Anmeldung-Prüfung"),
+        ("ログイン1732800123確認", "ログイン確認"),
+    ],
+)
 def test_default_normalisation(raw, test):
     assert TestNames().normalise(raw) == test
 
@@ -100,16 +103,22 @@ def test_patterns_are_configurable():
 def test_an_invalid_pattern_is_a_config_error_naming_the_entry():
     with pytest.raises(ConfigError) as err:
         load_settings({"cloud_name": "acme", "execution_name_patterns": [r"-\d+$", "(unclosed"]})
-    assert str(err.value) == ("execution_name_patterns[1] (PERFECTO_EXECUTION_NAME_PATTERNS): is not a valid regular "
-                              "expression (missing ), unterminated subpattern at position 0)")
+    assert str(err.value) == (
+        "execution_name_patterns[1] (PERFECTO_EXECUTION_NAME_PATTERNS): is not a valid regular "
+        "expression (missing ), unterminated subpattern at position 0)"
+    )
 
 
 def test_an_invalid_pattern_from_the_environment_exits_2_with_one_line(tmp_path):
     env = exporter_env(cloud_name="acme", security_token="t0ken-t0ken", execution_name_patterns='["[a-"]')
-    result = subprocess.run([*EXPORTER_BIN, "check-config"], env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [*EXPORTER_BIN, "check-config"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "execution_name_patterns[0] (PERFECTO_EXECUTION_NAME_PATTERNS)" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1
+        and "execution_name_patterns[0] (PERFECTO_EXECUTION_NAME_PATTERNS)" in result.stderr
+    )
 
 
 def lab_workload(**kwargs) -> Workload:
@@ -121,17 +130,29 @@ def lab_workload(**kwargs) -> Workload:
 
 def test_durations_by_test_over_http_and_start_series_with_their_test(start_lab):
     now = [10_000.0]
-    workload = lab_workload(runs=[("Checkout-17", 9_500), ("Checkout-18", 9_000), ("Smoke 2026-11-28", 9_900),
-                                  ("Rare-1", 9_950), ("Checkout-19", 9_990)])
+    workload = lab_workload(
+        runs=[
+            ("Checkout-17", 9_500),
+            ("Checkout-18", 9_000),
+            ("Smoke 2026-11-28", 9_900),
+            ("Rare-1", 9_950),
+            ("Checkout-19", 9_990),
+        ]
+    )
     lab = start_lab(workload)
-    exporter = build_exporter(lab.url, clock=lambda: now[0], monotonic=lambda: now[0], execution_name_durations=True,
-                              max_execution_names=2)
+    exporter = build_exporter(
+        lab.url, clock=lambda: now[0], monotonic=lambda: now[0], execution_name_durations=True, max_execution_names=2
+    )
     assert exporter.pollers[0].poll_once().up
     start = samples(_text(exporter))
     series = {dict(k)["execution_id"]: dict(k) for n, k in start if n == "perfecto_execution_start_timestamp_seconds"}
     assert {i: (s["execution_name"], s["test"]) for i, s in series.items()} == {
-        "e0": ("Checkout-17", "Checkout"), "e1": ("Checkout-18", "Checkout"), "e2": ("Smoke 2026-11-28", "Smoke"),
-        "e3": ("Rare-1", OTHER_TEST), "e4": ("Checkout-19", "Checkout")}
+        "e0": ("Checkout-17", "Checkout"),
+        "e1": ("Checkout-18", "Checkout"),
+        "e2": ("Smoke 2026-11-28", "Smoke"),
+        "e3": ("Rare-1", OTHER_TEST),
+        "e4": ("Checkout-19", "Checkout"),
+    }
     workload.stop(["e0", "e1", "e3"])
     for now[0] in (10_020.0, 10_040.0):  # missing from two answers: ended
         assert exporter.pollers[0].poll_once().up
@@ -148,8 +169,9 @@ def test_durations_by_test_over_http_and_start_series_with_their_test(start_lab)
     assert value("perfecto_execution_duration_seconds_count", execution_name=OTHER_TEST) == 1
     assert value("perfecto_execution_names_folded") == 0  # Rare ended; nothing running is folded now
     assert found[("perfecto_exporter_cap", (("cap", "max_execution_names"),))] == 2
-    assert not any(n == "perfecto_execution_duration_seconds_count" and "execution_name" not in dict(k)
-                   for n, k in found)
+    assert not any(
+        n == "perfecto_execution_duration_seconds_count" and "execution_name" not in dict(k) for n, k in found
+    )
 
 
 def _text(exporter) -> str:
@@ -165,13 +187,17 @@ def test_off_by_default_and_when_execution_name_is_dropped(start_lab):
         assert exporter.pollers[0].poll_once().up
         text = _text(exporter)
         assert "test=" not in text and "perfecto_execution_names_folded" not in text
-        assert 'cap="max_execution_names"' not in text and 'perfecto_execution_duration_seconds_count{cloud="acme"}' in text
+        assert (
+            'cap="max_execution_names"' not in text
+            and 'perfecto_execution_duration_seconds_count{cloud="acme"}' in text
+        )
 
 
 def test_the_overdue_alert_is_routed_to_the_webhook_only_when_asked():
-    rules = {name: {r.get("alert"): r for g in yaml.safe_load(alerts_generate.render(knobs))["groups"]
-                    for r in g["rules"]}
-             for name, knobs in (("default", {}), ("stop", {"overdueAction": "stop"}))}
+    rules = {
+        name: {r.get("alert"): r for g in yaml.safe_load(alerts_generate.render(knobs))["groups"] for r in g["rules"]}
+        for name, knobs in (("default", {}), ("stop", {"overdueAction": "stop"}))
+    }
     assert "perfecto_action" not in rules["default"]["PerfectoExecutionOverdue"]["labels"]
     assert rules["stop"]["PerfectoExecutionOverdue"]["labels"]["perfecto_action"] == "stop"
     for name in rules:
@@ -180,11 +206,13 @@ def test_the_overdue_alert_is_routed_to_the_webhook_only_when_asked():
 
 def test_lab_tests_finish_by_their_duration_and_some_overrun():
     now = [1_000_000.0]
-    workload = Workload(seed=3, executions=40, churn=6, clock=lambda: now[0], test_durations=True, overrun=0.1,
-                        run_numbers=True)
+    workload = Workload(
+        seed=3, executions=40, churn=6, clock=lambda: now[0], test_durations=True, overrun=0.1, run_numbers=True
+    )
     first = {e["id"]: e for e in workload.running()}
-    assert all(e["name"].rsplit("-", 1)[0] in TEST_NAMES and e["name"].rsplit("-", 1)[1].isdigit()
-               for e in first.values())
+    assert all(
+        e["name"].rsplit("-", 1)[0] in TEST_NAMES and e["name"].rsplit("-", 1)[1].isdigit() for e in first.values()
+    )
     seen_overrun = False
     for _ in range(3700):  # the longest test (1200 s), overrun 3 times, and more, a second at a time
         now[0] += 1
@@ -221,5 +249,10 @@ def test_a_begun_run_finishes_at_its_factor_and_stop_goes_through_the_same_exit(
 def test_the_default_workload_is_as_seeded():
     """test_durations off: the same executions as before the option existed (other tests rely on it)."""
     names = [e["name"] for e in Workload(seed=7, executions=30, stuck=2).running()]
-    assert names[:5] == ["ProfileSettingsTest", "LoginFlowTest", "CartPersistence", "CheckoutRegression",
-                         "DeepLinkRouting"]
+    assert names[:5] == [
+        "ProfileSettingsTest",
+        "LoginFlowTest",
+        "CartPersistence",
+        "CheckoutRegression",
+        "DeepLinkRouting",
+    ]

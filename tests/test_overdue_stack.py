@@ -23,8 +23,8 @@ from exporter.lab import Lab, Workload, serve_lab
 from exporter.lab.workload import TEST_NAMES
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, Process, exporter_env, free_port, start_prometheus, wait_until
+from .helpers import grafana_to_promql
 from .local_stack import rules
-from .test_stack import grafana_to_promql
 
 TEST = "PushNotificationSuite"  # 480 s typical, 16 s here
 SCALE = 1 / 30

@@ -15,18 +15,28 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
+from .helpers import RULES, alert_rules
 from .readme import README, blocks, scrape_job, shell_line, yaml_block
-from .test_alerts_and_dashboards import RULES, alert_rules
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
 def promtool_test(tmp_path, series: list[dict], checks: list[dict], rules=RULES) -> subprocess.CompletedProcess:
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({
-        "rule_files": [str(rules)], "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]}))
-    return subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
-                          capture_output=True, text=True, timeout=60)
+    (tmp_path / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
+            }
+        )
+    )
+    return subprocess.run(
+        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_readme_scrape_job_raises_the_shipped_alerts(tmp_path):
@@ -34,25 +44,61 @@ def test_the_readme_scrape_job_raises_the_shipped_alerts(tmp_path):
     with another name than the rules select, PerfectoExporterAbsent fires for good and nothing else."""
     job = scrape_job()
     labels = f'job="{job}",instance="perfecto-exporter:9817"'
-    started = f'perfecto_execution_start_timestamp_seconds{{{labels},cloud="acme",execution_id="e1",' \
-              'execution_name="Checkout",owner="alice"}'
-    series = [{"series": f"up{{{labels}}}", "values": "1x40"},
-              {"series": started, "values": "-30000x40"}]  # started 30,000 s before the test's time 0
-    result = promtool_test(tmp_path, series, [
-        {"eval_time": "30m", "alertname": "PerfectoExporterAbsent", "exp_alerts": []},
-        {"eval_time": "30m", "alertname": "PerfectoExecutionStuck", "exp_alerts": [{"exp_labels": {
-            "severity": "critical", "perfecto_action": "stop", "job": job, "cloud": "acme", "execution_id": "e1",
-            "execution_name": "Checkout", "owner": "alice"}, "exp_annotations": {
-            "summary": "Perfecto execution Checkout looks stuck.",
-            "description": "Execution e1 (Checkout) of alice on acme has been running for 8h 50m 0s and holds its "
-                           "devices. With the remediation webhook enabled (and not in dry run) it will be stopped."}}]},
-    ])
+    started = (
+        f'perfecto_execution_start_timestamp_seconds{{{labels},cloud="acme",execution_id="e1",'
+        'execution_name="Checkout",owner="alice"}'
+    )
+    series = [
+        {"series": f"up{{{labels}}}", "values": "1x40"},
+        {"series": started, "values": "-30000x40"},
+    ]  # started 30,000 s before the test's time 0
+    result = promtool_test(
+        tmp_path,
+        series,
+        [
+            {"eval_time": "30m", "alertname": "PerfectoExporterAbsent", "exp_alerts": []},
+            {
+                "eval_time": "30m",
+                "alertname": "PerfectoExecutionStuck",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "perfecto_action": "stop",
+                            "job": job,
+                            "cloud": "acme",
+                            "execution_id": "e1",
+                            "execution_name": "Checkout",
+                            "owner": "alice",
+                        },
+                        "exp_annotations": {
+                            "summary": "Perfecto execution Checkout looks stuck.",
+                            "description": "Execution e1 (Checkout) of alice on acme has been running for 8h 50m 0s "
+                            "and holds its "
+                            "devices. With the remediation webhook enabled (and not in dry run) it will be stopped.",
+                        },
+                    }
+                ],
+            },
+        ],
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def routes(config_file, labels: dict) -> list[str]:
-    result = subprocess.run([require_tool("amtool"), "config", "routes", "test", f"--config.file={config_file}",
-                             *(f"{k}={v}" for k, v in labels.items())], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [
+            require_tool("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={config_file}",
+            *(f"{k}={v}" for k, v in labels.items()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().split(",")
 
@@ -64,8 +110,9 @@ def test_the_readme_alertmanager_route_sends_every_alert_to_a_person(tmp_path):
     config["inhibit_rules"] = yaml_block("inhibit_rules", RUNBOOK)["inhibit_rules"]
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
-    check = subprocess.run([require_tool("amtool"), "check-config", str(path)], capture_output=True, text=True,
-                           timeout=30)
+    check = subprocess.run(
+        [require_tool("amtool"), "check-config", str(path)], capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     person = config["route"]["receiver"]
     stops = []
@@ -79,7 +126,10 @@ def test_the_readme_alertmanager_route_sends_every_alert_to_a_person(tmp_path):
             assert found == [person], (rule["alert"], found)
     assert stops == ["PerfectoExecutionStuck"]
     # PerfectoExecutionOverdue generated with overdueAction=stop (the README's knob) takes the same path
-    assert routes(path, {"alertname": "PerfectoExecutionOverdue", "perfecto_action": "stop"}) == ["perfecto-stop", person]
+    assert routes(path, {"alertname": "PerfectoExecutionOverdue", "perfecto_action": "stop"}) == [
+        "perfecto-stop",
+        person,
+    ]
 
 
 def test_the_readme_amtool_command_prints_what_the_readme_says(tmp_path):
@@ -97,20 +147,51 @@ def test_the_readme_web_config_serves_tls_and_basic_auth(start_lab, spawn, tmp_p
     text = next(block for block in blocks("yaml") if "tls_server_config" in block)
     config = yaml.safe_load(text)
     tls = config["tls_server_config"]
-    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(tmp_path / tls["key_file"]), "-out", str(tmp_path / tls["cert_file"]),
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    (user, placeholder), = config["basic_auth_users"].items()
+    subprocess.run(
+        [
+            require_tool("openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(tmp_path / tls["key_file"]),
+            "-out",
+            str(tmp_path / tls["cert_file"]),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ((user, placeholder),) = config["basic_auth_users"].items()
     assert placeholder.startswith("$2y$10$")  # what `htpasswd -nBC 10` writes
     hashed = bcrypt.hashpw(b"scrape-Pa55word", bcrypt.gensalt(rounds=10)).decode().replace("$2b$", "$2y$", 1)
     (tmp_path / "web.yml").write_text(text.replace(placeholder, hashed))
     port = free_port()
     env = exporter_env(cloud_name="acme", executions_url=start_lab().url, security_token=ADMIN_TOKEN)
-    exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}",
-                      "--web.config.file", str(tmp_path / "web.yml")], "exporter", env)
+    exporter = spawn(
+        [
+            *EXPORTER_BIN,
+            "run",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            str(tmp_path / "web.yml"),
+        ],
+        "exporter",
+        env,
+    )
     base, ca = f"https://127.0.0.1:{port}", str(tmp_path / tls["cert_file"])
-    scrape = wait_until(lambda: requests.get(base + "/metrics", verify=ca, auth=(user, "scrape-Pa55word"), timeout=5),
-                        what="a scrape over TLS with the password")
+    scrape = wait_until(
+        lambda: requests.get(base + "/metrics", verify=ca, auth=(user, "scrape-Pa55word"), timeout=5),
+        what="a scrape over TLS with the password",
+    )
     assert scrape.status_code == 200 and "perfecto_up" in scrape.text
     assert requests.get(base + "/metrics", verify=ca, timeout=5).status_code == 401
     assert exporter.stop() == 0
@@ -129,9 +210,20 @@ def test_the_readme_settings_files_pass_check_config(tmp_path):
         if "clouds:" not in text:
             text += "cloud_name: acme\nsecurity_token: a-token\n"
         (tmp_path / f"settings-{i}.yml").write_text(text)
-        result = subprocess.run([*EXPORTER_BIN, "check-config", "--config.file", str(tmp_path / f"settings-{i}.yml"),
-                                 "--web.listen-address", "127.0.0.1:0"], env=exporter_env(), capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            [
+                *EXPORTER_BIN,
+                "check-config",
+                "--config.file",
+                str(tmp_path / f"settings-{i}.yml"),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ],
+            env=exporter_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         shown = yaml.safe_load(result.stdout)
         loaded = yaml.safe_load(block)
@@ -160,12 +252,22 @@ def test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_") and k != "VIRTUAL_ENV"}
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:  # its own process group, as a terminal's: Ctrl-C reaches the whole command
-        shell = subprocess.Popen(["sh", "-c", command], cwd=tmp_path / "copy", env={**env, "PYTHONUNBUFFERED": "1"},
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        shell = subprocess.Popen(
+            ["sh", "-c", command],
+            cwd=tmp_path / "copy",
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     output = lambda: log.read_text(errors="replace")  # noqa: E731
     try:
-        wait_until(lambda: "Press Ctrl-C" in output() or shell.poll() is not None, timeout=300, interval=1,
-                   what="the set-up and the demo's banner")
+        wait_until(
+            lambda: "Press Ctrl-C" in output() or shell.poll() is not None,
+            timeout=300,
+            interval=1,
+            what="the set-up and the demo's banner",
+        )
         assert "Press Ctrl-C" in output(), output()[-3000:]
         lab = re.search(r"simulated lab:\s+(http://\S+)", output())[1]
         up = ("perfecto_up", (("cloud", "demo"),))
@@ -173,10 +275,12 @@ def test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy(tmp_path):
         wait_until(lambda: value() == 1, what="perfecto_up 1")
         faults = [f for line in README.read_text().splitlines() for f in re.findall(r"`(curl -X[^`]+)`", line)]
         assert [f.split()[1] for f in faults] == ["-XPOST", "-XDELETE"]
-        for fault, expected in zip(faults, (0, 1)):
-            assert subprocess.run(shlex.split(fault.replace("<lab-url>", lab)), capture_output=True,
-                                  timeout=10).returncode == 0
-            wait_until(lambda: value() == expected, timeout=20, what=f"perfecto_up {expected} after {fault}")
+        for fault, expected in zip(faults, (0, 1), strict=True):
+            assert (
+                subprocess.run(shlex.split(fault.replace("<lab-url>", lab)), capture_output=True, timeout=10).returncode
+                == 0
+            )
+            wait_until(lambda want=expected: value() == want, timeout=20, what=f"perfecto_up {expected} after {fault}")
     finally:
         os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C: sh ends with it, the demo ends cleanly
 
@@ -200,8 +304,9 @@ def readme_table(heading: str) -> list[list[str]]:
     """The rows of the first table under ``heading`` of the README, cells stripped."""
     section = README.read_text().split(heading, 1)[1]
     rows = [line for line in section.split("\n\n|", 1)[1].split("\n\n", 1)[0].splitlines()]
-    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", "|" + row if not row.startswith("|") else row)[1:-1]]
-             for row in rows]
+    cells = [
+        [c.strip() for c in re.split(r"(?<!\\)\|", "|" + row if not row.startswith("|") else row)[1:-1]] for row in rows
+    ]
     return [row for row in cells if not set(row[0]) <= {"-"}][1:]  # no header, no rule
 
 
@@ -226,8 +331,9 @@ def test_the_configuration_table_is_every_setting_with_its_variable_flag_and_def
     rows = {row[0].strip("`"): row for row in table}
     assert len(rows) == len(table) and set(rows) == set(Settings.model_fields), "every setting of Settings, once"
     flags = {}
-    for action in _parser()._actions + [a for sub in _parser()._subparsers._group_actions
-                                        for p in sub.choices.values() for a in p._actions]:
+    for action in _parser()._actions + [
+        a for sub in _parser()._subparsers._group_actions for p in sub.choices.values() for a in p._actions
+    ]:
         for option in action.option_strings:
             flags.setdefault(action.dest, set()).add(option)
     for name, (_, env, flag, default, meaning) in rows.items():
@@ -250,8 +356,9 @@ def test_the_metrics_tables_are_what_the_exporter_exports(start_lab):
     and its labels besides cloud, and nothing else."""
     from .conftest import build_exporter
 
-    exporter = build_exporter(start_lab().url, licenses="on", webhook_token="hook-secret-for-tables",
-                              execution_name_durations="true")
+    exporter = build_exporter(
+        start_lab().url, licenses="on", webhook_token="hook-secret-for-tables", execution_name_durations="true"
+    )
     exporter.pollers[0].poll_once()
     exporter.license_pollers[0].poll_once()
     exported = {}

@@ -20,42 +20,87 @@ from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_u
 HOOK_SECRET = "hook-S3cret-never-shown"
 
 
-@pytest.mark.parametrize("level, fmt", [("debug", "json"), ("debug", "text"), ("info", "text"),
-                                        ("warning", "json"), ("error", "text")])
+@pytest.mark.parametrize(
+    "level, fmt", [("debug", "json"), ("debug", "text"), ("info", "text"), ("warning", "json"), ("error", "text")]
+)
 def test_no_secret_or_personal_datum_escapes(spawn, tmp_path, level, fmt):
     lab_port, port = free_port(), free_port()
     lab_url, base = f"http://127.0.0.1:{lab_port}", f"http://127.0.0.1:{port}"
-    lab = spawn([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{lab_port}", "--admin-token", ADMIN_TOKEN,
-                 "--fault-injection", "--executions", "20", "--churn", "0", "--log.level", level,
-                 "--log.format", fmt], "lab")
-    wait_until(lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2)
-               .status_code == 401, what="lab")
+    lab = spawn(
+        [
+            *EXPORTER_BIN,
+            "simulate",
+            "--listen-address",
+            f"127.0.0.1:{lab_port}",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--fault-injection",
+            "--executions",
+            "20",
+            "--churn",
+            "0",
+            "--log.level",
+            level,
+            "--log.format",
+            fmt,
+        ],
+        "lab",
+    )
+    wait_until(
+        lambda: requests.post(lab_url + "/execution-manager/api/v1/executions/search", timeout=2).status_code == 401,
+        what="lab",
+    )
     hook_file = tmp_path / "hook"
     hook_file.write_text(HOOK_SECRET)
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
-                       webhook_token_file=hook_file, search_retries=0, log_level=level, log_format=fmt)
+    env = exporter_env(
+        cloud_name="acme",
+        executions_url=lab_url,
+        security_token=ADMIN_TOKEN,
+        poll_interval=1,
+        webhook_token_file=hook_file,
+        search_retries=0,
+        log_level=level,
+        log_format=fmt,
+    )
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="ready")
 
     seen = []
-    running = requests.post(lab_url + "/execution-manager/api/v1/executions/search",
-                            headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=5).json()
-    personal = [p["mobileInfo"][k] for e in running for p in e["platforms"]
-                if p.get("deviceType") == "MOBILE" for k in ("imei", "imsi", "phoneNumber")]  # simulators have none
+    running = requests.post(
+        lab_url + "/execution-manager/api/v1/executions/search",
+        headers={"Perfecto-Authorization": ADMIN_TOKEN},
+        timeout=5,
+    ).json()
+    personal = [
+        p["mobileInfo"][k]
+        for e in running
+        for p in e["platforms"]
+        if p.get("deviceType") == "MOBILE"
+        for k in ("imei", "imsi", "phoneNumber")
+    ]  # simulators have none
     assert personal
     for fault in ("unauthorized", "garbage", "bad_gateway", None):
         requests.delete(lab_url + "/-/lab/faults", timeout=5)
         if fault:
             requests.post(lab_url + "/-/lab/faults", json={"kind": fault}, timeout=5)
         down = 'perfecto_up{cloud="acme"} 0.0'
-        wait_until(lambda: (down in requests.get(base + "/metrics", timeout=5).text) == bool(fault),
-                   what=f"a poll meeting {fault}")
+        wait_until(
+            lambda down=down, fault=fault: (down in requests.get(base + "/metrics", timeout=5).text) == bool(fault),
+            what=f"a poll meeting {fault}",
+        )
         seen.append(requests.get(base + "/metrics", timeout=5).text)
         seen.append(requests.get(base + "/", timeout=5).text)
-    alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": running[0]["id"]}}
+    alert = {
+        "status": "firing",
+        "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": running[0]["id"]},
+    }
     for secret in (HOOK_SECRET, "wrong", HOOK_SECRET):
-        answer = requests.post(base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                               headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+        answer = requests.post(
+            base + "/webhook/alertmanager",
+            json={"version": "4", "alerts": [alert]},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=10,
+        )
         seen.append(answer.text)
     seen.append(requests.post(base + "/webhook/alertmanager?token=" + HOOK_SECRET, data=b"{", timeout=10).text)
     check = subprocess.run([*EXPORTER_BIN, "check-config"], env=env, capture_output=True, text=True, timeout=30)
@@ -81,7 +126,7 @@ ECHOES = {  # how much of the token the gateway echoes, and where the exporter's
 
 
 def token_pieces_in(text: str) -> list[str]:
-    return [LONG_TOKEN[i:i + 16] for i in range(len(LONG_TOKEN) - 15) if LONG_TOKEN[i:i + 16] in text]
+    return [LONG_TOKEN[i : i + 16] for i in range(len(LONG_TOKEN) - 15) if LONG_TOKEN[i : i + 16] in text]
 
 
 @pytest.fixture
@@ -124,17 +169,32 @@ def test_no_piece_of_a_token_echoed_by_the_upstream_escapes(spawn, tmp_path, ech
     base = f"http://127.0.0.1:{port}"
     hook_file = tmp_path / "hook"
     hook_file.write_text(HOOK_SECRET)
-    env = exporter_env(cloud_name="acme", executions_url=upstream, security_token=LONG_TOKEN, poll_interval=1,
-                       webhook_token_file=hook_file, search_retries=0, log_level="debug", log_format=fmt)
+    env = exporter_env(
+        cloud_name="acme",
+        executions_url=upstream,
+        security_token=LONG_TOKEN,
+        poll_interval=1,
+        webhook_token_file=hook_file,
+        search_retries=0,
+        log_level="debug",
+        log_format=fmt,
+    )
     exporter = spawn([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{port}"], "exporter", env)
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, what="ready")
     wait_until(lambda: len(sent) >= 2 * len(ECHOES), what="every kind of echo, twice")
 
     seen = [requests.get(base + "/metrics", timeout=5).text, requests.get(base + "/", timeout=5).text]
     alert = {"status": "firing", "labels": {"perfecto_action": "stop", "cloud": "acme", "execution_id": "tNWpYIDfNq"}}
-    answer = requests.post(base + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                           headers={"Authorization": f"Bearer {HOOK_SECRET}"}, timeout=10)
-    assert (answer.json()["decisions"][0]["result"], answer.json()["decisions"][0]["reason"]) == ("unknown", "auth")  # fail safe
+    answer = requests.post(
+        base + "/webhook/alertmanager",
+        json={"version": "4", "alerts": [alert]},
+        headers={"Authorization": f"Bearer {HOOK_SECRET}"},
+        timeout=10,
+    )
+    assert (answer.json()["decisions"][0]["result"], answer.json()["decisions"][0]["reason"]) == (
+        "unknown",
+        "auth",
+    )  # fail safe
     seen.append(answer.text)
     check = subprocess.run([*EXPORTER_BIN, "check-config"], env=env, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0

@@ -23,8 +23,15 @@ from uvicorn.server import ServerState
 from .conftest import ROOT
 
 # (where, name): every internal exporter/server.py touches
-PROTOCOL_METHODS = ("connection_made", "data_received", "on_response_complete", "pause_writing", "connection_lost",
-                    "_unset_keepalive_if_required", "_unsupported_upgrade_warning")
+PROTOCOL_METHODS = (
+    "connection_made",
+    "data_received",
+    "on_response_complete",
+    "pause_writing",
+    "connection_lost",
+    "_unset_keepalive_if_required",
+    "_unsupported_upgrade_warning",
+)
 PROTOCOL_STATE = ("conn", "cycle", "flow", "transport", "loop")  # set by __init__ / connection_made
 CYCLE_STATE = ("response_started", "body")
 CONNECTION_STATE = ("trailing_data", "their_state")
@@ -73,7 +80,9 @@ def test_the_h11_protocol_has_what_the_deadline_protocol_overrides_and_reads(pro
     assert isinstance(protocol.conn, h11.Connection), "H11Protocol.conn is no h11.Connection"
     for name in CONNECTION_STATE:
         assert hasattr(protocol.conn, name), f"h11.Connection has no {name}"
-    assert isinstance(protocol.conn.trailing_data, tuple) and isinstance(protocol.conn.trailing_data[0], bytes | bytearray)
+    assert isinstance(protocol.conn.trailing_data, tuple) and isinstance(
+        protocol.conn.trailing_data[0], bytes | bytearray
+    )
     source = inspect.getsource(RequestResponseCycle)
     for name in CYCLE_STATE:
         assert f"self.{name} =" in source, f"uvicorn's RequestResponseCycle no longer sets self.{name}"
@@ -91,5 +100,6 @@ def test_the_server_has_what_the_listener_replaces():
 
 
 def test_asyncio_has_the_tls_buffer_size_the_server_lowers():
-    assert isinstance(getattr(asyncio.sslproto.SSLProtocol, "max_size", None), int), \
+    assert isinstance(getattr(asyncio.sslproto.SSLProtocol, "max_size", None), int), (
         "asyncio.sslproto.SSLProtocol.max_size is gone: TLS connections would take 256 KiB each again"
+    )

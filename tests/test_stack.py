@@ -24,7 +24,7 @@ import yaml
 from exporter.lab.workload import DEMO_TEAMS
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
-from .test_alerts_and_dashboards import load_generator
+from .helpers import grafana_to_promql, load_generator
 from .local_stack import rules
 from .readme import alertmanager_config, prometheus_config
 
@@ -151,10 +151,7 @@ def stack(tmp_path_factory):
     receiver.server.shutdown()
 
 
-def grafana_to_promql(expr: str) -> str:
-    return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s").replace("$__range", "1h")
-            .replace("$price", "2.5").replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"')
-            .replace('=~"$team"', '=~".*"'))
+
 
 
 def dashboard_targets():

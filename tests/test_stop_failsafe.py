@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import requests
 from exporter.lab import Workload
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, wait_until
-from .test_webhook import SECRET, alert, make_hook, many_running, payload, post_at_once  # noqa: F401 (fixture)
+from .helpers import SECRET, alert, many_running, payload, post_at_once
 
 WINDOW_CAP, REQUEST_CAP = 20, 10
 MISBEHAVING = ["stop_then_bad_gateway", pytest.param("stop_then_hang", marks=pytest.mark.slow),
@@ -69,7 +69,7 @@ def test_fan_out_with_retries_never_stops_more_than_the_window(make_hook, kind):
     waiting = [payload(alert(i)) for i in ids]
     for _ in range(4):
         answers = post_at_once(hook, waiting)
-        waiting = [body for body, answer in zip(waiting, answers) if answer.status_code == 503]
+        waiting = [body for body, answer in zip(waiting, answers, strict=True) if answer.status_code == 503]
         if not waiting:
             break
     sent = sent_ids(hook)
@@ -136,14 +136,15 @@ def test_unrequested_ids_do_not_grow_the_exporters_memory(start_lab, spawn):
     for i in range(3, 23):
         assert post(payload(alert(f"run{i:03d}"))).json()["decisions"][0]["unrequestedExecutions"] == 100_000
     grown = rss_kib(process.proc.pid) - before
-    assert grown < 2 * 1024, f"RSS grew {grown} KiB over 20 answers of 100,000 unrequested ids"
+    # a few MB for the allocator under a loaded machine; before the fix it grew by about 195 MB
+    assert grown < 8 * 1024, f"RSS grew {grown} KiB over 20 answers of 100,000 unrequested ids"
 
 
 def test_alertmanagers_fan_out_against_a_stop_api_that_stops_then_hangs(start_lab, spawn, tmp_path):
     """Real Alertmanager with the README's route (one group per execution_id, each notification
     retried while answered 5xx), 40 stuck executions, a stop API that stops and then never
     answers within stop_timeout, a window cap of 10: at most 10 stopped, none sent twice."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import yaml
 
@@ -168,7 +169,7 @@ def test_alertmanagers_fan_out_against_a_stop_api_that_stops_then_hangs(start_la
            f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="], "alertmanager")
     am = f"http://127.0.0.1:{am_port}"
     wait_until(lambda: requests.get(am + "/-/ready", timeout=2).ok, what="alertmanager")
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     alerts = [{"labels": {"alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "acme",
                           "severity": "critical", "execution_id": i}, "startsAt": now}
               for i in sorted(x["id"] for x in lab.lab.workload.running())]

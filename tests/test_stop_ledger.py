@@ -16,7 +16,7 @@ import requests
 from exporter.lab import Workload
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, require_tool, samples, wait_until
-from .test_webhook import SECRET, alert, payload
+from .helpers import SECRET, alert, payload
 
 RUNNING = ("a", "b", "c", "d", "e")
 
@@ -24,8 +24,15 @@ RUNNING = ("a", "b", "c", "d", "e")
 def lab_workload() -> Workload:
     w = Workload(executions=0)
     for execution_id in RUNNING:
-        w.add({"id": execution_id, "name": "Nightly", "owner": "dave@acme.example",
-               "startTime": 1_700_000_000_000, "platforms": []})
+        w.add(
+            {
+                "id": execution_id,
+                "name": "Nightly",
+                "owner": "dave@acme.example",
+                "startTime": 1_700_000_000_000,
+                "platforms": [],
+            }
+        )
     return w
 
 
@@ -35,10 +42,21 @@ class Exporter:
     def __init__(self, spawn, lab, ledger: Path, name: str, crash_at: str = "", **settings):
         self.port = free_port()
         self.marker = ledger.parent / f"{name}.reached"
-        env = exporter_env(**{"cloud_name": "acme", "executions_url": lab.url, "security_token": ADMIN_TOKEN,
-                              "webhook_token": SECRET, "listen_address": f"127.0.0.1:{self.port}",
-                              "poll_interval": 3600, "licenses": "off", "stop_max_per_window": 3,
-                              "stop_ledger": ledger, "stop_timeout": 1, **settings})
+        env = exporter_env(
+            **{
+                "cloud_name": "acme",
+                "executions_url": lab.url,
+                "security_token": ADMIN_TOKEN,
+                "webhook_token": SECRET,
+                "listen_address": f"127.0.0.1:{self.port}",
+                "poll_interval": 3600,
+                "licenses": "off",
+                "stop_max_per_window": 3,
+                "stop_ledger": ledger,
+                "stop_timeout": 1,
+                **settings,
+            }
+        )
         env |= {"CRASH_AT": crash_at, "CRASH_MARKER": str(self.marker), "CRASH_ON": "c"}
         args = ["-m", "tests.crash_point"] if crash_at else EXPORTER_BIN[1:]
         self.process = spawn([EXPORTER_BIN[0], *args, "run"], name, env)
@@ -46,8 +64,12 @@ class Exporter:
         wait_until(lambda: requests.get(self.base + "/-/healthy", timeout=2).ok, what=f"{name} to listen")
 
     def post(self, *ids: str, timeout: float = 15) -> requests.Response:
-        return requests.post(self.base + "/webhook/alertmanager", json=payload(*map(alert, ids)),
-                             headers={"Authorization": f"Bearer {SECRET}"}, timeout=timeout)
+        return requests.post(
+            self.base + "/webhook/alertmanager",
+            json=payload(*map(alert, ids)),
+            headers={"Authorization": f"Bearer {SECRET}"},
+            timeout=timeout,
+        )
 
     def post_in_background(self, *ids: str) -> None:
         """Sends a notification whose answer nobody waits for (the process is killed meanwhile)."""
@@ -76,13 +98,18 @@ def results(answer: requests.Response) -> list[tuple[str, str]]:
 
 # How each step is reached: the crash point's pause, or a lab whose stop call hangs before
 # (hang) or after (stop_then_hang) really stopping.
-STEPS = {"before_call": ("before_call", None), "in_flight_not_stopped": ("", "hang"),
-         "in_flight_stopped": ("", "stop_then_hang"), "after_answer": ("after_answer", None)}
+STEPS = {
+    "before_call": ("before_call", None),
+    "in_flight_not_stopped": ("", "hang"),
+    "in_flight_stopped": ("", "stop_then_hang"),
+    "after_answer": ("after_answer", None),
+}
 
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_sigkill_at_any_step_of_a_stop_then_restart_never_exceeds_the_cap_nor_repeats_an_id(
-        start_lab, spawn, tmp_path, step):
+    start_lab, spawn, tmp_path, step
+):
     crash_at, fault = STEPS[step]
     lab = start_lab(lab_workload(), fault_injection=True, hang_seconds=30)
     ledger = tmp_path / "ledger.sqlite"
@@ -185,7 +212,9 @@ def test_a_full_ledger_fails_closed_and_keeps_what_it_had(tmp_path, monkeypatch)
         if results[-1] == "failed":
             break
     assert results[-1] == "failed" and set(results[:-1]) == {"stopped"}, results
-    assert remediator.stats.ledger_errors.read()[("full",)] == 1 and not remediator.stats.ledger_up, remediator.stats.ledger_errors.read()
+    assert remediator.stats.ledger_errors.read()[("full",)] == 1 and not remediator.stats.ledger_up, (
+        remediator.stats.ledger_errors.read()
+    )
     sent_before = len(api.sent)
     assert [d.reason for d in remediator.execute([StopRequest("acme", ("another",))])] == ["ledger_unavailable"]
     assert len(api.sent) == sent_before == 50 * (len(results) - 1)

@@ -7,7 +7,8 @@ import os
 import tempfile
 import threading
 
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from exporter.client import ApiError, StopResult
 from exporter.remediation import Remediator, StopPolicy, StopRequest

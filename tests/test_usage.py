@@ -15,16 +15,17 @@ import json
 import msgspec
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from exporter.lab import Workload
 from exporter.changes import Totals, advance
+from exporter.lab import Workload
 from exporter.labels import LabelPlan, OwnerLabels
 from exporter.snapshot import SnapshotBuilder
 
 from .conftest import ADMIN_TOKEN, build_exporter, samples
-from .test_golden import assert_golden
+from .helpers import assert_golden
 
 T0 = 1795000000.0
 CHROME = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME"}}
@@ -46,6 +47,7 @@ def execution(execution_id: str, owner: str, start: float | None, *platforms: di
 
 def usage_text(exporter) -> str:
     """The exposition's usage families only."""
+
     def family(line: str) -> str:
         return line.split(" ")[2] if line.startswith("#") else line.split("{")[0]
 
@@ -58,8 +60,15 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     clock = lambda: now[0]  # noqa: E731
     workload = Workload(executions=0, clock=clock)
     lab = start_lab(workload, fault_injection=True)
-    exporter = build_exporter(lab.url, clock=clock, monotonic=lambda: now[0] - T0, max_owners=2, search_retries=0,
-                              teams=TEAMS, default_team="nobody")
+    exporter = build_exporter(
+        lab.url,
+        clock=clock,
+        monotonic=lambda: now[0] - T0,
+        max_owners=2,
+        search_retries=0,
+        teams=TEAMS,
+        default_team="nobody",
+    )
     (poller,) = exporter.pollers
     timeline = []
 
@@ -76,15 +85,21 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     now[0] = T0 + 40
     workload.stop(["A"])
     workload.add(execution("D", "carol@acme.example", None, CHROME))  # beyond max_owners, no start time
-    poll_at(60, "A ended: 2x15 to the midpoint; D without a start: from the midpoint, 15, under (other), a new "
-                "series: at 0 now, its 15 added at the next successful poll")
+    poll_at(
+        60,
+        "A ended: 2x15 to the midpoint; D without a start: from the midpoint, 15, under (other), a new "
+        "series: at 0 now, its 15 added at the next successful poll",
+    )
     lab.lab.inject("server_error", count=1)
     now[0] = T0 + 70
     workload.stop(["C"])
     poll_at(90, "the poll fails: nothing counted")
     workload.add(execution("E", "", 121, PIXEL))  # owner unknown: beyond max_owners too
-    poll_at(150, "bridged over the outage from 60s: B 90, D 90 (+15 carried); C ended: 45 to the midpoint; E from "
-                 "121: 29, under (other) on a new series: carried")
+    poll_at(
+        150,
+        "bridged over the outage from 60s: B 90, D 90 (+15 carried); C ended: 45 to the midpoint; E from "
+        "121: 29, under (other) on a new series: carried",
+    )
     now[0] = T0 + 160
     workload.stop(["E", "B"])
     poll_at(180, "E and B ended: 15 each to the midpoint (E +29 carried); D 30")
@@ -93,8 +108,11 @@ def test_usage_timeline_follows_the_accounting_rule(start_lab):
     found = samples(generate_latest(exporter.registry).decode())
 
     def seconds(family: str, **labels: str) -> float:
-        return sum(v for (name, key), v in found.items()
-                   if name == family and all(dict(key).get(k) == want for k, want in labels.items()))
+        return sum(
+            v
+            for (name, key), v in found.items()
+            if name == family and all(dict(key).get(k) == want for k, want in labels.items())
+        )
 
     ran = "perfecto_execution_usage_seconds_total"
     held = "perfecto_platform_usage_seconds_total"
@@ -119,8 +137,12 @@ def test_info_covers_the_real_owners_of_start_series(start_lab):
     exporter.pollers[0].poll_once()
     found = samples(generate_latest(exporter.registry).decode())
     teams = {dict(key)["owner"]: dict(key)["team"] for name, key in found if name == "perfecto_owner_info"}
-    assert teams == {"alice@acme.example": "web", "bob@acme.example": "mobile", "carol@acme.example": "everyone",
-                     "(other)": "(other)"}
+    assert teams == {
+        "alice@acme.example": "web",
+        "bob@acme.example": "mobile",
+        "carol@acme.example": "everyone",
+        "(other)": "(other)",
+    }
 
 
 def test_the_owners_beyond_the_cap_are_decided_per_process(start_lab):
@@ -139,8 +161,11 @@ def test_the_owners_beyond_the_cap_are_decided_per_process(start_lab):
             now[0] += 30
             exporter.pollers[0].poll_once()
         found = samples(generate_latest(exporter.registry).decode())
-        return {dict(key)["owner"]: v for (name, key), v in found.items()
-                if name == "perfecto_execution_usage_seconds_total"}
+        return {
+            dict(key)["owner"]: v
+            for (name, key), v in found.items()
+            if name == "perfecto_execution_usage_seconds_total"
+        }
 
     assert owners_after_two_polls() == {"alice@acme.example": 30, "(other)": 30}
     workload.stop(["A"])
@@ -172,7 +197,9 @@ def test_a_wall_clock_that_jumps_counts_the_time_that_passed(start_lab):
             workload.add(execution("B", "bob@acme.example", 3650, CHROME))  # 10 s before this poll
         exporter.pollers[0].poll_once()
         found = samples(generate_latest(exporter.registry).decode())
-        ran.append(found[("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))])
+        ran.append(
+            found[("perfecto_execution_usage_seconds_total", (("cloud", "acme"), ("owner", "alice@acme.example")))]
+        )
         held.append(sum(v for (name, _), v in found.items() if name == "perfecto_platform_usage_seconds_total"))
     assert ran == [0, 30, 60, 90, 120]
     assert held == [0, 2 * 30, 2 * 60, 2 * 90, 2 * 120 + 10 + 30]  # B: 10 s before its first poll, carried to the next
@@ -186,7 +213,10 @@ def test_an_execution_missing_from_one_answer_neither_finishes_nor_starts_again(
     now = [T0]
     workload = Workload(executions=0, clock=lambda: now[0])
     exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0] - T0)
-    flapping, steady = execution("A", "alice@acme.example", -100, CHROME), execution("B", "bob@acme.example", -50, PIXEL)
+    flapping, steady = (
+        execution("A", "alice@acme.example", -100, CHROME),
+        execution("B", "bob@acme.example", -50, PIXEL),
+    )
     workload.add(flapping)
     workload.add(steady)
     found = []
@@ -211,8 +241,17 @@ def test_an_execution_missing_from_one_answer_neither_finishes_nor_starts_again(
         assert value(values, "perfecto_executions_started_total", **alice) == 0
         assert value(values, "perfecto_execution_duration_seconds_count") == 0
     assert value(back, "perfecto_execution_usage_seconds_total", **alice) == 60  # no gap
-    assert value(back, "perfecto_platform_usage_seconds_total", owner="alice@acme.example", device_type="DESKTOP",
-                 os="Windows", browser="CHROME") == 60
+    assert (
+        value(
+            back,
+            "perfecto_platform_usage_seconds_total",
+            owner="alice@acme.example",
+            device_type="DESKTOP",
+            os="Windows",
+            browser="CHROME",
+        )
+        == 60
+    )
 
     now[0] = T0 + 80
     workload.stop(["B"])
@@ -263,8 +302,9 @@ def test_the_lab_keeps_its_own_record_of_usage(start_lab):
     now[0] = T0 + 80
 
     def record(**params):
-        return requests.get(f"{lab.url}/-/lab/usage", params=params, headers={"Perfecto-Authorization": ADMIN_TOKEN},
-                            timeout=5)
+        return requests.get(
+            f"{lab.url}/-/lab/usage", params=params, headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=5
+        )
 
     assert record(since=T0, until=T0 + 60).json() == {
         "platform_seconds": [
@@ -289,19 +329,26 @@ def test_usage_series_of_platforms_no_longer_used_go_after_a_day(start_lab):
     window still counts them."""
     now = [T0]
     workload = Workload(executions=0, clock=lambda: now[0])
-    exporter = build_exporter(start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0],
-                              extra_platform_labels="browser_version")
+    exporter = build_exporter(
+        start_lab(workload).url, clock=lambda: now[0], monotonic=lambda: now[0], extra_platform_labels="browser_version"
+    )
     for day in range(10):
         workload.stop([f"day{day - 1}"])
-        browser = {"deviceType": "DESKTOP", "os": "Windows", "browserInfo": {"browserType": "CHROME",
-                                                                            "browserVersion": f"{120 + day}.0"}}
+        browser = {
+            "deviceType": "DESKTOP",
+            "os": "Windows",
+            "browserInfo": {"browserType": "CHROME", "browserVersion": f"{120 + day}.0"},
+        }
         workload.add(execution(f"day{day}", "alice@acme.example", day * 86400 - 10, browser))
         for seconds in (0, 60):
             now[0] = T0 + day * 86400 + seconds
             exporter.pollers[0].poll_once()
     found = samples(generate_latest(exporter.registry).decode())
-    versions = {dict(key)["browser_version"]: v for (name, key), v in found.items()
-                if name == "perfecto_platform_usage_seconds_total"}
+    versions = {
+        dict(key)["browser_version"]: v
+        for (name, key), v in found.items()
+        if name == "perfecto_platform_usage_seconds_total"
+    }
     # yesterday's ended before today's first poll: counted to the midpoint of the night
     assert versions == {"128.0": 10 + 60 + (86400 - 60) / 2, "129.0": 10 + 60}
 
@@ -311,11 +358,18 @@ def test_usage_series_of_platforms_no_longer_used_go_after_a_day(start_lab):
 # clocks that jump either way, executions with and without ids and start times.
 
 EXECUTIONS = st.fixed_dictionaries(
-    {"id": st.one_of(st.none(), st.sampled_from("abcdefgh")), "owner": st.sampled_from(["alice", "bob", "carol"]),
-     "startTime": st.one_of(st.none(), st.integers(-200, 200)),
-     "platforms": st.lists(st.sampled_from([CHROME, PIXEL]), max_size=3)})
-POLLS = st.lists(st.tuples(st.floats(-20, 120, allow_nan=False), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
-                 min_size=1, max_size=12)
+    {
+        "id": st.one_of(st.none(), st.sampled_from("abcdefgh")),
+        "owner": st.sampled_from(["alice", "bob", "carol"]),
+        "startTime": st.one_of(st.none(), st.integers(-200, 200)),
+        "platforms": st.lists(st.sampled_from([CHROME, PIXEL]), max_size=3),
+    }
+)
+POLLS = st.lists(
+    st.tuples(st.floats(-20, 120, allow_nan=False), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+    min_size=1,
+    max_size=12,
+)
 
 
 def snapshot_of(plan: LabelPlan, owners: OwnerLabels, entries: list[dict], wall: float, steady: float | None = None):
@@ -323,14 +377,18 @@ def snapshot_of(plan: LabelPlan, owners: OwnerLabels, entries: list[dict], wall:
     builder = SnapshotBuilder(plan, wall, owners, steady=steady)
     for entry in entries:
         start = entry["startTime"]
-        builder.add(msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)})))
+        builder.add(
+            msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)}))
+        )
     return builder.build()
 
 
 def advance_never_down(totals: Totals, previous, current, plan: LabelPlan) -> Totals:
     after = advance(totals, previous, current, plan)
-    for before, later in ((totals.platform_seconds, after.platform_seconds),
-                          (totals.execution_seconds, after.execution_seconds)):
+    for before, later in (
+        (totals.platform_seconds, after.platform_seconds),
+        (totals.execution_seconds, after.execution_seconds),
+    ):
         assert all(later[key] >= value for key, value in before.items())  # a counter never goes down
     return after
 
@@ -354,7 +412,8 @@ def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(po
             either = previous.followed.keys() | current.followed.keys()
             least += len(both) * interval
             most += len(either) * interval
-            platforms = lambda ids: sum(len((current.followed.get(i) or previous.followed[i]).platforms) for i in ids)  # noqa: E731
+            def platforms(ids, current=current, previous=previous):
+                return sum(len((current.followed.get(i) or previous.followed[i]).platforms) for i in ids)
             least_held += platforms(both) * interval
             most_held += platforms(either) * interval
             idless = [e for e in entries if e["id"] is None]  # not followed: the whole interval, each time
@@ -369,8 +428,11 @@ def test_usage_counters_never_decrease_and_stay_within_what_the_answers_allow(po
         assert least_held - 1e-6 <= held <= most_held + 1e-6
 
 
-STEADY_POLLS = st.lists(st.tuples(st.floats(0, 120), st.floats(-5000, 5000), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
-                        min_size=1, max_size=12)
+STEADY_POLLS = st.lists(
+    st.tuples(st.floats(0, 120), st.floats(-5000, 5000), st.booleans(), st.lists(EXECUTIONS, max_size=6)),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=300, deadline=None)

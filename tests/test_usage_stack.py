@@ -33,17 +33,47 @@ def usage_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("usage-stack")
     ports = {name: free_port() for name in ("lab", "exporter")}
     lab_url = f"http://127.0.0.1:{ports['lab']}"
-    processes = [Process([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}",
-                          "--admin-token", ADMIN_TOKEN, "--executions", "20", "--churn", str(CHURN), "--seed", "5"],
-                         tmp / "lab.log")]
-    env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN,
-                       poll_interval=POLL_INTERVAL, search_retries=0, licenses="off", teams=json.dumps(DEMO_TEAMS))
-    processes.append(Process([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"],
-                             tmp / "exporter.log", env))
-    query = start_prometheus(tmp, [f"127.0.0.1:{ports['exporter']}"], rules(for_override="0s", interval="1s"),
-                             processes)
-    wait_until(lambda: (up := query("count_over_time(perfecto_up[1m])")) and float(up[0]["value"][1]) >= 3,
-               timeout=60, what="Prometheus to scrape the exporter")
+    processes = [
+        Process(
+            [
+                *EXPORTER_BIN,
+                "simulate",
+                "--listen-address",
+                f"127.0.0.1:{ports['lab']}",
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--executions",
+                "20",
+                "--churn",
+                str(CHURN),
+                "--seed",
+                "5",
+            ],
+            tmp / "lab.log",
+        )
+    ]
+    env = exporter_env(
+        cloud_name="acme",
+        executions_url=lab_url,
+        security_token=ADMIN_TOKEN,
+        poll_interval=POLL_INTERVAL,
+        search_retries=0,
+        licenses="off",
+        teams=json.dumps(DEMO_TEAMS),
+    )
+    processes.append(
+        Process(
+            [*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports['exporter']}"], tmp / "exporter.log", env
+        )
+    )
+    query = start_prometheus(
+        tmp, [f"127.0.0.1:{ports['exporter']}"], rules(for_override="0s", interval="1s"), processes
+    )
+    wait_until(
+        lambda: (up := query("count_over_time(perfecto_up[1m])")) and float(up[0]["value"][1]) >= 3,
+        timeout=60,
+        what="Prometheus to scrape the exporter",
+    )
     yield {"query": query, "lab": lab_url}
     for process in processes:
         process.stop()
@@ -64,11 +94,18 @@ def test_device_hours_match_the_labs_record(usage_stack):
         made, as of one scrape."""
         (poll,) = query("perfecto_last_successful_poll_timestamp_seconds", when)
         (searches,) = query('sum(perfecto_api_requests_total{endpoint="search"})', when)
-        held = {(r["metric"]["owner"], r["metric"]["device_type"]): float(r["value"][1]) for r in query(
-            "sum by (owner, device_type) (perfecto_platform_usage_seconds_total)", when)}
-        teams = {r["metric"]["team"]: float(r["value"][1]) for r in query(
-            "sum by (team) (perfecto_platform_usage_seconds_total * on (cloud, owner) group_left (team) "
-            "perfecto_owner_info)", when)}
+        held = {
+            (r["metric"]["owner"], r["metric"]["device_type"]): float(r["value"][1])
+            for r in query("sum by (owner, device_type) (perfecto_platform_usage_seconds_total)", when)
+        }
+        teams = {
+            r["metric"]["team"]: float(r["value"][1])
+            for r in query(
+                "sum by (team) (perfecto_platform_usage_seconds_total * on (cloud, owner) group_left (team) "
+                "perfecto_owner_info)",
+                when,
+            )
+        }
         return float(poll["value"][1]), held, teams, float(searches["value"][1])
 
     start = time.time() - 1.5  # a scrape Prometheus already has
@@ -77,15 +114,23 @@ def test_device_hours_match_the_labs_record(usage_stack):
     (since, held_before, teams_before, first), (until, held_after, teams_after, last) = at(start), at(end)
     assert until - since >= WINDOW - 3 * POLL_INTERVAL
 
-    record = requests.get(usage_stack["lab"] + "/-/lab/usage", params={"since": since, "until": until},
-                          headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=10).json()
+    record = requests.get(
+        usage_stack["lab"] + "/-/lab/usage",
+        params={"since": since, "until": until},
+        headers={"Perfecto-Authorization": ADMIN_TOKEN},
+        timeout=10,
+    ).json()
     lab = {(r["owner"], r["device_type"]): (r["seconds"], r["platforms"]) for r in record["platform_seconds"]}
     assert sum(platforms for _, platforms in lab.values()) > 40 + 20  # the lab churned in the window
 
     counted = {key: held_after.get(key, 0.0) - held_before.get(key, 0.0) for key in held_after}
     for key in lab.keys() | counted.keys():
         seconds, platforms = lab.get(key, (0.0, 0))
-        assert abs(counted.get(key, 0.0) - seconds) <= POLL_INTERVAL * platforms + 0.01, (key, counted.get(key), seconds)
+        assert abs(counted.get(key, 0.0) - seconds) <= POLL_INTERVAL * platforms + 0.01, (
+            key,
+            counted.get(key),
+            seconds,
+        )
 
     # Over the whole lab the errors of single executions cancel out: a start is known to the
     # millisecond, and an end, measured to the midpoint between two polls, is off by at most half

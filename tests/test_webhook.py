@@ -11,94 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from hypothesis import HealthCheck, example, given, settings, strategies as st
-from prometheus_client import generate_latest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.remediation import Remediator, StopPolicy, StopRequest
-from exporter.settings import load_settings
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env
-
-SECRET = "hook-s3cret-never-shown"
-RUNNING = ("stuck1", "stuck2", "stuck3", "other1", "other2")
-
-
-def workload() -> Workload:
-    w = Workload(executions=0)
-    for i, execution_id in enumerate(RUNNING):
-        owner = "alice@acme.example" if execution_id.startswith("stuck") else "bob@acme.example"
-        w.add({"id": execution_id, "name": f"Test{i}", "owner": owner, "startTime": 1_700_000_000_000, "platforms": []})
-    w.add({"id": "frozen", "name": "Frozen", "owner": "carol@acme.example", "startTime": 1}, unstoppable=True)
-    return w
-
-
-def alert(execution_id: str | None = "stuck1", status: str = "firing", **labels) -> dict:
-    base = {"alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "acme", "severity": "critical"}
-    if execution_id is not None:
-        base["execution_id"] = execution_id
-    base.update(labels)
-    return {"status": status, "labels": {k: v for k, v in base.items() if v is not None},
-            "annotations": {"summary": "stuck"}, "startsAt": "2026-11-27T10:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
-            "fingerprint": f"fp-{execution_id}"}
-
-
-def payload(*alerts: dict) -> dict:
-    return {"version": "4", "groupKey": "{}:{alertname=\"PerfectoExecutionStuck\"}", "truncatedAlerts": 0,
-            "status": "firing", "receiver": "perfecto", "groupLabels": {}, "commonLabels": {},
-            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts)}
-
-
-class Hook:
-    def __init__(self, lab, exporter: Exporter):
-        self.lab, self.exporter = lab, exporter
-        self.url = f"http://127.0.0.1:{exporter.server.server_port}/webhook/alertmanager"
-
-    def post(self, body=None, secret: str | None = SECRET, raw: bytes | None = None, headers=None, **kwargs):
-        sent = {"Content-Type": "application/json", **(headers or {})}
-        if secret is not None:
-            sent["Authorization"] = f"Bearer {secret}"
-        data = raw if raw is not None else json.dumps(body).encode()
-        return requests.post(self.url, data=data, headers=sent, timeout=15, **kwargs)
-
-    def running(self) -> list[str]:
-        return [e["id"] for e in self.lab.post("search").json()]
-
-    def stop_calls(self) -> list:
-        return [body for endpoint, body in self.lab.lab.requests if endpoint == "stop"]
-
-    def metric(self, name: str, **labels) -> float | None:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        for family in text_string_to_metric_families(generate_latest(self.exporter.registry).decode()):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return sample.value
-        return None
-
-
-@pytest.fixture
-def make_hook(start_lab):
-    started = []
-
-    def make(clouds: int = 1, lab_workload: Workload | None = None, **settings) -> Hook:
-        lab = start_lab(lab_workload or workload(), fault_injection=True)
-        values = {"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme",
-                  "listen_address": "127.0.0.1:0", "poll_interval": 3600, "webhook_token": SECRET, **settings}
-        if clouds == 2:
-            values = {k: v for k, v in values.items() if k not in ("executions_url", "security_token", "cloud_name")}
-            values["clouds"] = [{"name": name, "url": lab.url, "token": ADMIN_TOKEN} for name in ("acme", "acme-eu")]
-        loaded = load_settings(values)
-        exporter = Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token())
-        exporter.start()
-        started.append(exporter)
-        return Hook(lab, exporter)
-
-    yield make
-    for exporter in started:
-        exporter.stop()
+from .helpers import RUNNING, SECRET, alert, many_running, payload, post_at_once, workload
 
 
 def test_a_firing_gated_alert_stops_exactly_that_execution(make_hook, caplog):
@@ -106,18 +26,45 @@ def test_a_firing_gated_alert_stops_exactly_that_execution(make_hook, caplog):
     with caplog.at_level(logging.INFO, logger="exporter.remediation"):
         answer = hook.post(payload(alert("stuck1", owner="alice@acme.example", execution_name="Test0")))
     assert answer.status_code == 200
-    assert answer.json() == {"status": "processed", "decisions": [{
-        "alertname": "PerfectoExecutionStuck", "fingerprint": "fp-stuck1", "cloud": "acme", "result": "stopped",
-        "reason": "", "execution_ids": ["stuck1"], "stoppedExecutions": ["stuck1"], "unStoppedExecutions": [],
-        "unknownExecutions": []}]}
+    assert answer.json() == {
+        "status": "processed",
+        "decisions": [
+            {
+                "alertname": "PerfectoExecutionStuck",
+                "fingerprint": "fp-stuck1",
+                "cloud": "acme",
+                "result": "stopped",
+                "reason": "",
+                "execution_ids": ["stuck1"],
+                "stoppedExecutions": ["stuck1"],
+                "unStoppedExecutions": [],
+                "unknownExecutions": [],
+            }
+        ],
+    }
     assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}]
     assert "stuck1" not in hook.running() and len(hook.running()) == len(RUNNING)  # the rest (and frozen) remain
     audit = [r for r in caplog.records if r.name == "exporter.remediation"]
     assert len(audit) == 1
-    assert (audit[0].result, audit[0].alertname, audit[0].fingerprint, audit[0].cloud, audit[0].filter,
-            audit[0].stoppedExecutions, audit[0].owner, audit[0].execution_name) == (
-        "stopped", "PerfectoExecutionStuck", "fp-stuck1", "acme", '{"fields": {"id": ["stuck1"]}}', "stuck1",
-        "alice@acme.example", "Test0")
+    assert (
+        audit[0].result,
+        audit[0].alertname,
+        audit[0].fingerprint,
+        audit[0].cloud,
+        audit[0].filter,
+        audit[0].stoppedExecutions,
+        audit[0].owner,
+        audit[0].execution_name,
+    ) == (
+        "stopped",
+        "PerfectoExecutionStuck",
+        "fp-stuck1",
+        "acme",
+        '{"fields": {"id": ["stuck1"]}}',
+        "stuck1",
+        "alice@acme.example",
+        "Test0",
+    )
     assert hook.metric("perfecto_stop_actions_total", result="stopped") == 1
     assert hook.metric("perfecto_executions_stopped_total", cloud="acme") == 1
     assert hook.metric("perfecto_webhook_requests_total") == 1
@@ -125,7 +72,10 @@ def test_a_firing_gated_alert_stops_exactly_that_execution(make_hook, caplog):
 
 
 def _chunked(body: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096]) for i in range(0, len(body), 4096)) + b"0\r\n\r\n"
+    return (
+        b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 4096]), body[i : i + 4096]) for i in range(0, len(body), 4096))
+        + b"0\r\n\r\n"
+    )
 
 
 def _raw_post(url: str, body: bytes, headers: dict) -> int:
@@ -148,8 +98,13 @@ NOTHING_STOPS = [
     ("missing id", dict(body=payload(alert(None))), 200, "refused", "missing_execution_id"),
     ("empty id", dict(body=payload(alert(""))), 200, "refused", "missing_execution_id"),
     ("unknown cloud", dict(body=payload(alert(cloud="elsewhere"))), 200, "refused", "unknown_cloud"),
-    ("owner only, not enabled", dict(body=payload(alert(None, owner="alice@acme.example"))), 200, "refused",
-     "owner_and_name_targets_disabled"),
+    (
+        "owner only, not enabled",
+        dict(body=payload(alert(None, owner="alice@acme.example"))),
+        200,
+        "refused",
+        "owner_and_name_targets_disabled",
+    ),
     ("unauthenticated", dict(body=payload(alert()), secret=None), 401, None, None),
     ("wrong secret", dict(body=payload(alert()), secret="guess"), 401, None, None),
     ("secret in the query string", dict(body=payload(alert()), secret=None, params={"token": SECRET}), 401, None, None),
@@ -163,7 +118,9 @@ NOTHING_STOPS = [
 ]
 
 
-@pytest.mark.parametrize("case, request_kwargs, status, result, reason", NOTHING_STOPS, ids=[c[0] for c in NOTHING_STOPS])
+@pytest.mark.parametrize(
+    "case, request_kwargs, status, result, reason", NOTHING_STOPS, ids=[c[0] for c in NOTHING_STOPS]
+)
 def test_inputs_that_stop_nothing(make_hook, case, request_kwargs, status, result, reason):
     hook = make_hook()
     answer = hook.post(**request_kwargs)
@@ -201,7 +158,9 @@ def test_repeated_delivery_stops_nothing_more(make_hook):
     first = hook.post(payload(alert("stuck1"), alert("stuck2")))
     again = hook.post(payload(alert("stuck1"), alert("stuck2")))  # repeat_interval, or the HA peer
     assert [d["result"] for d in first.json()["decisions"]] == ["stopped", "stopped"]
-    assert [(d["result"], d["reason"]) for d in again.json()["decisions"]] == [("already_stopped", "stopped_before")] * 2
+    assert [(d["result"], d["reason"]) for d in again.json()["decisions"]] == [
+        ("already_stopped", "stopped_before")
+    ] * 2
     assert hook.stop_calls() == [{"fields": {"id": ["stuck1"]}}, {"fields": {"id": ["stuck2"]}}]
 
 
@@ -244,7 +203,8 @@ def test_an_api_failure_counts_as_stopped_and_a_retry_sends_nothing(make_hook):
     failed = hook.post(payload(alert("stuck1")))
     assert failed.status_code == 200
     assert [(d["result"], d["reason"], d["unknownExecutions"]) for d in failed.json()["decisions"]] == [
-        ("unknown", "server_error", ["stuck1"])]
+        ("unknown", "server_error", ["stuck1"])
+    ]
     retried = hook.post(payload(alert("stuck1")))  # Alertmanager's repeat of the notification
     assert [(d["result"], d["reason"]) for d in retried.json()["decisions"]] == [("already_stopped", "stopped_before")]
     assert hook.post(payload(alert("stuck2"))).json()["decisions"][0]["reason"].startswith("window_cap: 1 stopped")
@@ -266,7 +226,10 @@ def test_execution_the_api_cannot_stop(make_hook):
     hook = make_hook()
     decision = hook.post(payload(alert("frozen"))).json()["decisions"][0]
     assert (decision["result"], decision["reason"], decision["unStoppedExecutions"]) == (
-        "not_stopped", "api_did_not_stop", ["frozen"])
+        "not_stopped",
+        "api_did_not_stop",
+        ["frozen"],
+    )
     assert hook.post(payload(alert("frozen"))).json()["decisions"][0]["result"] == "not_stopped"  # not remembered
 
 
@@ -275,7 +238,8 @@ def test_cloud_label_picks_the_client(make_hook):
     assert one.post(payload(alert("stuck1", cloud=None))).json()["decisions"][0]["result"] == "stopped"
     two = make_hook(clouds=2)
     assert [(d["result"], d["reason"]) for d in two.post(payload(alert("stuck1", cloud=None))).json()["decisions"]] == [
-        ("refused", "cloud_required")]
+        ("refused", "cloud_required")
+    ]
     assert two.post(payload(alert("stuck2", cloud="acme-eu"))).json()["decisions"][0]["cloud"] == "acme-eu"
     assert two.stop_calls() == [{"fields": {"id": ["stuck2"]}}]
 
@@ -291,32 +255,12 @@ def test_owner_and_name_targets_when_enabled_stop_by_the_ids_found(make_hook):
     assert placeholder.json()["decisions"][0]["reason"] == "placeholder_target"
 
 
-def many_running(count: int) -> Workload:
-    w = Workload(executions=0)
-    for i in range(count):
-        w.add({"id": f"run{i:03d}", "name": f"Load{i % 7}", "owner": "dave@acme.example",
-               "startTime": 1_700_000_000_000, "platforms": []})
-    return w
-
-
-def post_at_once(hook: Hook, bodies: list[dict]) -> list[requests.Response]:
-    """Every body from its own thread, all released by one barrier."""
-    barrier = threading.Barrier(len(bodies))
-
-    def send(body):
-        barrier.wait(timeout=30)
-        return hook.post(body)
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        return list(pool.map(send, bodies))
-
-
 def test_concurrent_notifications_never_stop_more_than_the_window(make_hook):
     # Alertmanager groups by execution_id and sends the groups at once: a mass hang arrives so.
     hook = make_hook(lab_workload=many_running(200), stop_max_per_window=50)
     ids = sorted(hook.running())
     assert len(ids) == 200
-    answers = post_at_once(hook, [payload(*map(alert, ids[k:k + 10])) for k in range(0, 200, 10)])
+    answers = post_at_once(hook, [payload(*map(alert, ids[k : k + 10])) for k in range(0, 200, 10)])
     answered = [a for a in answers if a.status_code != 503]  # 503: the server's webhook queue was full
     assert len(answered) >= 10 and {a.status_code for a in answered} == {200}
     sent = [i for body in hook.stop_calls() for i in body["fields"]["id"]]
@@ -341,14 +285,19 @@ def test_the_same_ids_sent_by_many_at_once_are_stopped_once(make_hook):
     decisions = [d for a in answers for d in a.json()["decisions"]]
     assert sum(d["result"] == "stopped" for d in decisions) == 2
     assert {(d["result"], d["reason"]) for d in decisions if d["result"] != "stopped"} <= {
-        ("already_stopped", "stopped_before"), ("already_stopped", "in_flight")}
+        ("already_stopped", "stopped_before"),
+        ("already_stopped", "in_flight"),
+    }
     assert "stuck1" not in hook.running() and "stuck2" not in hook.running()
 
 
 def test_alerts_not_meant_to_act_write_one_line_per_request(make_hook, caplog):
     hook = make_hook(webhook_max_body_bytes=4 * 2**20)
-    body = payload(*[alert(f"run{i}", status="resolved") for i in range(1500)],
-                   *[alert(f"run{i}", perfecto_action=None) for i in range(500)], alert("stuck1"))
+    body = payload(
+        *[alert(f"run{i}", status="resolved") for i in range(1500)],
+        *[alert(f"run{i}", perfecto_action=None) for i in range(500)],
+        alert("stuck1"),
+    )
     with caplog.at_level(logging.INFO):
         answer = hook.post(body)
     assert answer.status_code == 200 and len(answer.json()["decisions"]) == 2001
@@ -362,10 +311,14 @@ def test_alerts_not_meant_to_act_write_one_line_per_request(make_hook, caplog):
 
 POOL = tuple(f"p{i}" for i in range(8)) + ("frozen",)  # frozen: the API never stops it
 WINDOW, REMEMBER, MAX_PER_WINDOW = 10.0, 25.0, 5
-steps = st.lists(st.tuples(
-    st.sampled_from([0.0, 1.0, 4.0, 9.0, 10.0, 26.0]),  # how far the clock moves before the step
-    st.lists(st.lists(st.sampled_from(POOL), min_size=1, max_size=4), min_size=1, max_size=5),  # one batch a thread
-), min_size=1, max_size=6)
+steps = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 1.0, 4.0, 9.0, 10.0, 26.0]),  # how far the clock moves before the step
+        st.lists(st.lists(st.sampled_from(POOL), min_size=1, max_size=4), min_size=1, max_size=5),  # one batch a thread
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(start_lab):
@@ -373,8 +326,9 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
     with a fake clock that moves only between steps (so every stop of a step is at its time)."""
     lab = start_lab(Workload(executions=0))
     client = build_exporter(lab.url).pollers[0].client
-    policy = StopPolicy(max_per_request=4, max_per_window=MAX_PER_WINDOW, window_seconds=WINDOW,
-                        remember_seconds=REMEMBER)
+    policy = StopPolicy(
+        max_per_request=4, max_per_window=MAX_PER_WINDOW, window_seconds=WINDOW, remember_seconds=REMEMBER
+    )
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(steps)
@@ -382,8 +336,9 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
     def check(plan):
         lab.lab.workload = Workload(executions=0)
         for execution_id in POOL:
-            lab.lab.workload.add({"id": execution_id, "owner": "dave@acme.example"},
-                                 unstoppable=execution_id == "frozen")
+            lab.lab.workload.add(
+                {"id": execution_id, "owner": "dave@acme.example"}, unstoppable=execution_id == "frozen"
+            )
         lab.lab.requests.clear()
         now = [0.0]
         remediator = Remediator({"acme": client}, policy, clock=lambda: now[0])
@@ -393,7 +348,7 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
             running, seen = {e["id"] for e in lab.lab.workload.running()}, len(lab.lab.requests)
             barrier = threading.Barrier(len(batches))
 
-            def run(ids):
+            def run(ids, barrier=barrier):
                 barrier.wait(timeout=10)
                 return remediator.execute([StopRequest("acme", (i,)) for i in ids])
 
@@ -404,7 +359,7 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
             sent = [i for e, b in list(lab.lab.requests)[seen:] if e == "stop" for i in b["fields"]["id"]]
             history.append((now[0], stopped, sent))
         for k, (t, _, _) in enumerate(history):
-            in_window = sum(len(stopped) for when, stopped, _ in history[:k + 1] if when > t - WINDOW)
+            in_window = sum(len(stopped) for when, stopped, _ in history[: k + 1] if when > t - WINDOW)
             assert in_window <= MAX_PER_WINDOW, f"{in_window} stopped within {WINDOW}s at t={t}"
         for k, (t, stopped, _) in enumerate(history):
             for execution_id in stopped:
@@ -413,23 +368,34 @@ def test_property_no_interleaving_stops_more_than_the_window_or_an_id_twice(star
 
     check()
 
-labels = st.fixed_dictionaries({}, optional={
-    "perfecto_action": st.sampled_from(["stop", "STOP", "", "page"]),
-    "execution_id": st.one_of(st.sampled_from(["", " ", "stuck1", "other1", "*", "%"]), st.text(max_size=8)),
-    "cloud": st.sampled_from(["acme", "", "other"]),
-    "owner": st.one_of(st.sampled_from(["", "unknown", "bob@acme.example", " "]), st.text(max_size=5)),
-    "execution_name": st.one_of(st.sampled_from(["", "unknown", "Test0"]), st.text(max_size=5)),
-    "alertname": st.text(max_size=5),
-})
-alerts = st.fixed_dictionaries({"status": st.sampled_from(["firing", "resolved", "Firing"]), "labels": labels},
-                               optional={"fingerprint": st.text(max_size=5)})
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=10)
+
+labels = st.fixed_dictionaries(
+    {},
+    optional={
+        "perfecto_action": st.sampled_from(["stop", "STOP", "", "page"]),
+        "execution_id": st.one_of(st.sampled_from(["", " ", "stuck1", "other1", "*", "%"]), st.text(max_size=8)),
+        "cloud": st.sampled_from(["acme", "", "other"]),
+        "owner": st.one_of(st.sampled_from(["", "unknown", "bob@acme.example", " "]), st.text(max_size=5)),
+        "execution_name": st.one_of(st.sampled_from(["", "unknown", "Test0"]), st.text(max_size=5)),
+        "alertname": st.text(max_size=5),
+    },
+)
+alerts = st.fixed_dictionaries(
+    {"status": st.sampled_from(["firing", "resolved", "Firing"]), "labels": labels},
+    optional={"fingerprint": st.text(max_size=5)},
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
 payloads = st.one_of(
     st.builds(lambda a: {"version": "4", "alerts": a}, st.lists(alerts, max_size=4)),
-    st.builds(lambda a, junk: {"version": "4", "alerts": a, **junk}, st.lists(alerts | json_values, max_size=3),
-              st.dictionaries(st.text(max_size=5), json_values, max_size=2)),
+    st.builds(
+        lambda a, junk: {"version": "4", "alerts": a, **junk},
+        st.lists(alerts | json_values, max_size=3),
+        st.dictionaries(st.text(max_size=5), json_values, max_size=2),
+    ),
     json_values,
 )
 
@@ -440,10 +406,25 @@ def test_property_no_payload_ever_stops_without_an_id(make_hook, broad):
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(payloads)
-    @example({"version": "4", "alerts": [{"status": "firing", "labels": {
-        "perfecto_action": "stop", "execution_id": "stuck1", "cloud": "acme"}}]})
-    @example({"version": "4", "alerts": [{"status": "firing", "labels": {
-        "perfecto_action": "stop", "owner": "bob@acme.example", "cloud": "acme"}}]})
+    @example(
+        {
+            "version": "4",
+            "alerts": [
+                {"status": "firing", "labels": {"perfecto_action": "stop", "execution_id": "stuck1", "cloud": "acme"}}
+            ],
+        }
+    )
+    @example(
+        {
+            "version": "4",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"perfecto_action": "stop", "owner": "bob@acme.example", "cloud": "acme"},
+                }
+            ],
+        }
+    )
     def check(body):
         answer = hook.post(body)
         assert answer.status_code in (200, 400, 503)
@@ -463,27 +444,36 @@ def test_property_no_payload_ever_stops_without_an_id(make_hook, broad):
 def test_stop_command(start_lab, tmp_path):
     lab = start_lab(workload())
     env = exporter_env(cloud_name="acme", executions_url=lab.url, security_token=ADMIN_TOKEN)
-    dry = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1", "--dry-run"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    dry = subprocess.run(
+        [*EXPORTER_BIN, "stop", "--execution-id", "stuck1", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["result"] == "dry_run" and "stuck1" in lab.post("search").text
-    real = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True,
-                          text=True, timeout=30)
+    real = subprocess.run(
+        [*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert real.returncode == 0, real.stderr
     assert json.loads(real.stdout)["stoppedExecutions"] == ["stuck1"] and "stuck1" not in lab.post("search").text
-    again = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True,
-                           text=True, timeout=30)  # a new process, its ledger in memory: it sends stuck1 again
+    again = subprocess.run(
+        [*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True, text=True, timeout=30
+    )  # a new process, its ledger in memory: it sends stuck1 again
     answer = json.loads(again.stdout)
     assert again.returncode == 1 and (answer["result"], answer["reason"]) == ("unknown", "not_in_answer")
     env["PERFECTO_STOP_LEDGER"] = str(tmp_path / "ledger.sqlite")
     for expected in (("unknown", "not_in_answer"), ("already_stopped", "stopped_before")):
-        remembered = subprocess.run([*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env,
-                                    capture_output=True, text=True, timeout=30)
+        remembered = subprocess.run(
+            [*EXPORTER_BIN, "stop", "--execution-id", "stuck1"], env=env, capture_output=True, text=True, timeout=30
+        )
         answer = json.loads(remembered.stdout)
         assert (answer["result"], answer["reason"]) == expected, remembered.stderr
     assert [b for e, b in lab.lab.requests if e == "stop"] == [{"fields": {"id": ["stuck1"]}}] * 3
-    broad = subprocess.run([*EXPORTER_BIN, "stop", "--owner", "bob@acme.example"], env=env, capture_output=True,
-                           text=True, timeout=30)
+    broad = subprocess.run(
+        [*EXPORTER_BIN, "stop", "--owner", "bob@acme.example"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert broad.returncode == 1 and json.loads(broad.stdout)["reason"] == "owner_and_name_targets_disabled"
     nothing = subprocess.run([*EXPORTER_BIN, "stop"], env=env, capture_output=True, text=True, timeout=30)
     assert nothing.returncode == 2 and "configuration error: --execution-id" in nothing.stderr

@@ -33,7 +33,7 @@ whose ``execution_name`` equals the start series' ``test``, on the same ``cloud`
 rules copy ``execution_name`` to ``test`` so that ``on (cloud, test)`` matches. A folded name's
 executions join ``(other)``, a mixture that the rules' minimum of runs rarely lets count::
 
-    perfecto_execution_start_timestamp_seconds{cloud="acme",execution_id="a1",execution_name="Checkout-17",owner="ci",test="Checkout"} 1.7e9
+    perfecto_execution_start_timestamp_seconds{...,execution_name="Checkout-17",test="Checkout"} 1.7e9
     perfecto_execution_duration_seconds_bucket{cloud="acme",execution_name="Checkout",le="600.0"} 41.0
     perfecto_execution_names_folded{cloud="acme"} 0.0
 """
@@ -44,7 +44,12 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from ..changes import Totals
 from ..labels import LabelPlan
@@ -60,10 +65,12 @@ class ExecutionsCollector(Collector):
 
     def version(self) -> tuple:
         now = self._clock()
-        return tuple((status.polls, self._fresh(status, now)) for status in self._statuses())
+        return tuple((status.polls, self._fresh(status, now) is not None) for status in self._statuses())
 
-    def _fresh(self, status: CloudStatus, now: float) -> bool:
-        return status.snapshot is not None and now - status.snapshot.time <= self._stale_after
+    def _fresh(self, status: CloudStatus, now: float) -> Snapshot | None:
+        """The last successful poll's snapshot, while it is no older than ``stale_after``."""
+        snapshot = status.snapshot
+        return snapshot if snapshot is not None and now - snapshot.time <= self._stale_after else None
 
     def _families(self):
         plan, now = self._plan, self._clock()
@@ -71,8 +78,8 @@ class ExecutionsCollector(Collector):
         changed = _ChangeFamilies.of(plan)
         for status in self._statuses():
             cloud = [status.cloud]
-            if self._fresh(status, now):
-                running.add(cloud, status.snapshot, plan)
+            if (snapshot := self._fresh(status, now)) is not None:
+                running.add(cloud, snapshot, plan)
             changed.add(cloud, status.totals, plan)
         families = (*running[:7], *changed)
         return (*families, running.tests_folded) if plan.by_test else families

@@ -6,7 +6,7 @@ import itertools
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from ..counting import BucketCounts, Tally
+from ..counting import BucketCounts, Observations, Tally
 
 CACHED = " (cached: from the last successful poll, not fetched at scrape time)"
 
@@ -31,7 +31,7 @@ def counter(name: str, documentation: str, tally: Tally) -> CounterMetricFamily:
     return family
 
 
-def histogram(name: str, documentation: str, tally: Tally) -> HistogramMetricFamily:
+def histogram(name: str, documentation: str, tally: Observations) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=tally.labels)
     for key, counts in tally.read().items():
         family.add_metric(key, buckets(counts, tally.buckets), counts.total)

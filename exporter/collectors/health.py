@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 
-from ..poller import CloudStatus
 from ..labels import LabelPlan
+from ..poller import CloudStatus
 from .families import Collector, counter, histogram
 
 if TYPE_CHECKING:

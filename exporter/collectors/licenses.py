@@ -39,9 +39,9 @@ from collections.abc import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 
+from ..licenses import LicenseUsage
 from ..poller import LicenseStatus
 from .families import CACHED, Collector
-
 
 USAGE = (  # (name, HELP) by cloud and device type, from the last successful poll
     ("perfecto_licenses_purchased",
@@ -67,10 +67,12 @@ class LicensesCollector(Collector):
 
     def version(self) -> tuple:
         now = self._clock()
-        return tuple((status.polls, self._fresh(status, now)) for status in self._statuses())
+        return tuple((status.polls, self._fresh(status, now) is not None) for status in self._statuses())
 
-    def _fresh(self, status: LicenseStatus, now: float) -> bool:
-        return status.usage is not None and now - status.last_success <= self._stale_after
+    def _fresh(self, status: LicenseStatus, now: float) -> LicenseUsage | None:
+        """The last good answer, while it is no older than ``stale_after``."""
+        usage, success = status.usage, status.last_success
+        return usage if usage is not None and success is not None and now - success <= self._stale_after else None
 
     def _families(self):
         purchased, in_use, allowed, used = (
@@ -81,9 +83,9 @@ class LicensesCollector(Collector):
         now = self._clock()
         for status in self._statuses():
             cloud = [status.cloud]
-            if self._fresh(status, now):
-                _pairs(status.usage.licenses, cloud, purchased, in_use)
-                _pairs(status.usage.burst, cloud, allowed, used)
+            if (usage := self._fresh(status, now)) is not None:
+                _pairs(usage.licenses, cloud, purchased, in_use)
+                _pairs(usage.burst, cloud, allowed, used)
             if status.polls and not status.absent:
                 up.add_metric(cloud, 1 if status.up else 0)
             absent.add_metric(cloud, 1 if status.absent else 0)

@@ -12,10 +12,10 @@ Sample output::
     # HELP perfecto_executions_stopped_total Executions the stop API reported stopped.
     # TYPE perfecto_executions_stopped_total counter
     perfecto_executions_stopped_total{cloud="acme"} 1.0
-    # HELP perfecto_executions_stop_unknown_total Executions sent to stop whose outcome could not be read (counted as stopped).
+    # HELP perfecto_executions_stop_unknown_total Executions sent to stop whose outcome could not be read (...).
     # TYPE perfecto_executions_stop_unknown_total counter
     perfecto_executions_stop_unknown_total{cloud="acme"} 0.0
-    # HELP perfecto_stop_window_remaining Executions the webhook may still stop now: stop_max_per_window less those counted in the window and in flight.
+    # HELP perfecto_stop_window_remaining Executions the webhook may still stop now: stop_max_per_window less ...
     # TYPE perfecto_stop_window_remaining gauge
     perfecto_stop_window_remaining 49.0
     # HELP perfecto_stop_ledger_up Whether the stop ledger can be read and written (0: the webhook stops nothing).

@@ -4,7 +4,7 @@ Sample output (one cloud, one owner on one desktop browser)::
 
     # HELP perfecto_platform_usage_seconds_total Seconds devices and desktop browsers were held ...
     # TYPE perfecto_platform_usage_seconds_total counter
-    perfecto_platform_usage_seconds_total{browser="CHROME",cloud="acme",device_type="DESKTOP",os="Windows",owner="alice"} 5400.0
+    perfecto_platform_usage_seconds_total{browser="CHROME",cloud="acme",device_type="DESKTOP",...} 5400.0
     # HELP perfecto_execution_usage_seconds_total Seconds executions ran, ...
     # TYPE perfecto_execution_usage_seconds_total counter
     perfecto_execution_usage_seconds_total{cloud="acme",owner="alice"} 5400.0
@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
 
-from ..poller import CloudStatus
 from ..labels import LabelPlan
+from ..poller import CloudStatus
 from ..teams import Teams
 from .families import Collector
 

@@ -36,6 +36,7 @@ def parse_licenses(text: str) -> dict[str, int] | None:
 
 class LicensePool:
     def __init__(self, workload: Workload, licenses: dict[str, int] | None, burst_minutes: int = 0, clock=time.time):
+        # None: a cloud without the License API (the server answers 403 and never asks the pool)
         self.workload, self.licenses, self.burst_minutes = workload, licenses, burst_minutes
         self._clock = clock
         self._lock = threading.Lock()
@@ -50,7 +51,7 @@ class LicensePool:
         with self._lock:
             self._advance(running)
             entries = []
-            for name, count in self.licenses.items():
+            for name, count in (self.licenses or {}).items():
                 if device_type is not None and name != device_type:
                     continue
                 in_use = min(running[name], count)
@@ -68,4 +69,4 @@ class LicensePool:
         self._last = now
         for name, overflow in self._overflow.items():
             self._used[name] = min(float(self.burst_minutes), self._used[name] + overflow * minutes)
-        self._overflow = {name: max(0, running[name] - count) for name, count in self.licenses.items()}
+        self._overflow = {name: max(0, running[name] - count) for name, count in (self.licenses or {}).items()}

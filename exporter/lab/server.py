@@ -200,7 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._control()
         if endpoint is None:
             return self._json(404, _messages(f"no such endpoint: {path}"))
-        self._serve(endpoint, self._json_body, lambda owner, body, fault: self._executions(endpoint, owner, body, fault))
+        self._serve(endpoint, self._json_body,
+                    lambda owner, body, fault: self._executions(endpoint, owner, body, fault))
 
     def _serve(self, endpoint: str, read_body, answer) -> None:
         """Faults, then the token, then ``answer(owner, body, fault)`` (which sends and returns
@@ -243,9 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
         lab = self.server.lab
         if fault == "reject_layout":
             raise BadRequest("Unrecognized field \"layout\"")
-        if fault == "ignore_layout":
+        if fault == "ignore_layout" and isinstance(body, dict):
             body = {k: v for k, v in body.items() if k != "layout"}
-        if fault == "strict_layout" and isinstance(body["layout"], list):
+        if fault == "strict_layout" and isinstance(body, dict) and isinstance(body.get("layout"), list):
             body = {**body, "layout": [f for f in body["layout"] if f in DOCUMENTED_LAYOUT]}
         if fault == "ignore_filter" and isinstance(body, dict):
             body = {k: v for k, v in body.items() if k not in ("filter", "freeTextFilter")}
@@ -253,11 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, lab.search(owner, body))
             return 200
         stopped, unstopped = lab.stop(owner, body)
+        listed: tuple[list, list] = (stopped, unstopped)
         if fault == "stop_then_objects":
-            stopped, unstopped = [{"id": i} for i in stopped], [{"id": i} for i in unstopped]
+            listed = [{"id": i} for i in stopped], [{"id": i} for i in unstopped]
         elif fault == "stop_then_unrequested":
-            stopped = [*stopped, *(f"unrequested{n:07d}" for n in range(lab.unrequested_ids))]
-        answer = json.dumps({"stoppedExecutions": stopped, "unStoppedExecutions": unstopped}).encode()
+            listed = [*stopped, *(f"unrequested{n:07d}" for n in range(lab.unrequested_ids))], unstopped
+        answer = json.dumps({"stoppedExecutions": listed[0], "unStoppedExecutions": listed[1]}).encode()
         if fault in ("stop_then_bad_gateway", "stop_then_hang"):
             return self._fault(fault.removeprefix("stop_then_"))
         if fault == "stop_then_drip":
@@ -360,8 +362,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(status, _messages(f"injected {kind}"))
             return status
         if kind == "bad_gateway":
-            self._send(502, b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
-                       "text/html")
+            self._send(502, b"<html><head><title>502 Bad Gateway</title></head>"
+                            b"<body><h1>502 Bad Gateway</h1></body></html>", "text/html")
             return 502
         if kind == "garbage":
             self._send(200, b"\x00\xffthis is not JSON {{{")
@@ -387,7 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 0
         elif kind == "oversized":
             self._oversized(lab.oversized_bytes)
-        elif kind == "drip":  # an empty list padded to 120 bytes: a byte well within any read timeout, two minutes in all
+        elif kind == "drip":  # an empty list padded to 120 bytes: each byte within any read timeout, 2 minutes in all
             self._drip(b"[" + b" " * 118 + b"]")
         return 200
 
@@ -436,7 +438,7 @@ class _LabServer(ThreadingHTTPServer):
 
 def serve_lab(lab: Lab, host: str = "127.0.0.1", port: int = 0) -> tuple[_LabServer, threading.Thread]:
     """Starts the lab in a thread; ``server.server_port`` is the real port."""
-    server_class = _LabServer
+    server_class: type[_LabServer] = _LabServer
     if ":" in host:
         server_class = type("_LabServerV6", (_LabServer,), {"address_family": socket.AF_INET6})
     server = server_class((host, port), _Handler)

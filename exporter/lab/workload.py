@@ -26,6 +26,7 @@ import string
 import threading
 import time
 from collections import deque
+from typing import Any
 
 OWNERS = (
     "ci-bot@acme.example", "alice.nguyen@acme.example", "bob.schmidt@acme.example",
@@ -194,7 +195,10 @@ class Workload:
         execution_seconds: dict[str, list] = {}
         for execution, end in spans:
             start = execution.get("startTime")
-            held = min(end, until) - max(start / 1000, since) if type(start) in (int, float) else 0
+            if isinstance(start, int | float) and not isinstance(start, bool):
+                held = min(end, until) - max(start / 1000, since)
+            else:
+                held = 0
             if held <= 0:
                 continue
             owner = execution.get("owner") or "unknown"
@@ -215,7 +219,7 @@ class Workload:
     def _new_execution(self, start_ms: float, test: str | None = None, factor: float | None = None) -> dict:
         rng = self._rng
         count = rng.choices((1, 2, 3), weights=(55, 35, 10))[0]
-        execution = {
+        execution: dict[str, Any] = {
             "id": "".join(rng.choices(string.ascii_letters, k=10)),
             "name": rng.choice(TEST_NAMES),
             "startTime": int(start_ms),
@@ -244,15 +248,15 @@ class Workload:
         rng = self._rng
         if rng.random() < 0.04:  # like the document's second example: a platform with almost nothing
             return {"screenResolution": rng.choice(RESOLUTIONS), "location": rng.choice(LOCATIONS)}
-        platform = {
+        platform: dict[str, Any] = {
             "id": "".join(rng.choices(string.ascii_letters, k=10)),
             "screenResolution": rng.choice(RESOLUTIONS),
             "location": rng.choice(LOCATIONS),
         }
         if rng.random() < 0.45:
-            os_name, versions, browsers = rng.choice(DESKTOPS)
+            os_name, desktop_versions, browsers = rng.choice(DESKTOPS)
             platform |= {
-                "deviceType": "DESKTOP", "os": os_name, "osVersion": rng.choice(versions),
+                "deviceType": "DESKTOP", "os": os_name, "osVersion": rng.choice(desktop_versions),
                 "browserInfo": {"browserType": rng.choice(browsers), "browserVersion": rng.choice(BROWSER_VERSIONS)},
             }
         else:

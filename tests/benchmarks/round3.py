@@ -30,6 +30,7 @@ from exporter.lab import Lab, Workload, serve_lab
 from ..conftest import ADMIN_TOKEN, ROOT, exporter_env, free_port, wait_until
 from ..hostile import PasswordGuessers
 
+
 class Exporter:
     def __init__(self, source: Path, lab_url: str, **settings):
         self.port, self.log = free_port(), tempfile.NamedTemporaryFile("w+", suffix=".log")

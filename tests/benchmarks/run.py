@@ -43,16 +43,17 @@ from pathlib import Path
 import requests
 
 from exporter.assembly import Exporter
+from exporter.changes import Totals, _usage, advance
 from exporter.client import ApiStats
 from exporter.collectors import ExecutionsCollector, HealthCollector, UsageCollector
 from exporter.executions import split_answer
 from exporter.lab import Lab, Workload, serve_lab
+from exporter.labels import LabelPlan
 from exporter.poller import CloudStatus
 from exporter.settings import Settings, load_settings
-from exporter.changes import Totals, _usage, advance
-from exporter.labels import LabelPlan
 from exporter.snapshot import SnapshotBuilder
 from exporter.teams import Teams
+
 from ..conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,13 +94,22 @@ def processing(size: int) -> dict:
     baseline = best_of(lambda: json.loads(body), repeats)
     ours = best_of(snapshot, repeats)
     built = snapshot()
-    status = CloudStatus("bench", "http://lab", advance(Totals.empty(plan), None, built, plan), built, 1, True, now, 0.1)
+    status = CloudStatus(
+        "bench", "http://lab", advance(Totals.empty(plan), None, built, plan), built, 1, True, now, 0.1
+    )
     registry = CollectorRegistry()
     registry.register(ExecutionsCollector(lambda: [status], plan, 90, clock=lambda: now))
     registry.register(HealthCollector(lambda: [status], ApiStats(["bench"]), plan, {"version": "bench"}))
     render = best_of(lambda: generate_latest(registry), repeats)
-    return {"size": size, "body_mb": len(body) / 2**20, "json_loads_ms": baseline * 1000, "snapshot_ms": ours * 1000,
-            "render_ms": render * 1000, "ratio": ours / baseline, "ratio_with_render": (ours + render) / baseline}
+    return {
+        "size": size,
+        "body_mb": len(body) / 2**20,
+        "json_loads_ms": baseline * 1000,
+        "snapshot_ms": ours * 1000,
+        "render_ms": render * 1000,
+        "ratio": ours / baseline,
+        "ratio_with_render": (ours + render) / baseline,
+    }
 
 
 class Stack:
@@ -109,20 +119,50 @@ class Stack:
         self.lab_port, self.port = free_port(), free_port()
         self.lab_url, self.url = f"http://127.0.0.1:{self.lab_port}", f"http://127.0.0.1:{self.port}"
         self._logs = tempfile.TemporaryDirectory()
-        self.lab = self._spawn([*EXPORTER, "simulate", "--listen-address", f"127.0.0.1:{self.lab_port}",
-                                "--admin-token", TOKEN, "--executions", str(executions), "--churn", "0",
-                                "--fault-injection", "--log.level", "warning"], "lab", {})
-        _wait(lambda: requests.post(self.lab_url + "/execution-manager/api/v1/executions/search",
-                                    timeout=60).status_code == 401, 120)
-        env = {"PERFECTO_CLOUD_NAME": "bench", "PERFECTO_EXECUTIONS_URL": self.lab_url,
-               "PERFECTO_SECURITY_TOKEN": TOKEN, "PERFECTO_POLL_INTERVAL": str(poll_interval),
-               "PERFECTO_REQUEST_TIMEOUT": "120", "PERFECTO_LOG_LEVEL": "warning",
-               "PERFECTO_STALE_AFTER": str(stale_after)}  # the scrape test hangs the API for a while
+        self.lab = self._spawn(
+            [
+                *EXPORTER,
+                "simulate",
+                "--listen-address",
+                f"127.0.0.1:{self.lab_port}",
+                "--admin-token",
+                TOKEN,
+                "--executions",
+                str(executions),
+                "--churn",
+                "0",
+                "--fault-injection",
+                "--log.level",
+                "warning",
+            ],
+            "lab",
+            {},
+        )
+        _wait(
+            lambda: (
+                requests.post(self.lab_url + "/execution-manager/api/v1/executions/search", timeout=60).status_code
+                == 401
+            ),
+            120,
+        )
+        env = {
+            "PERFECTO_CLOUD_NAME": "bench",
+            "PERFECTO_EXECUTIONS_URL": self.lab_url,
+            "PERFECTO_SECURITY_TOKEN": TOKEN,
+            "PERFECTO_POLL_INTERVAL": str(poll_interval),
+            "PERFECTO_REQUEST_TIMEOUT": "120",
+            "PERFECTO_LOG_LEVEL": "warning",
+            "PERFECTO_STALE_AFTER": str(stale_after),
+        }  # the scrape test hangs the API for a while
         if webhook:
-            env |= {"PERFECTO_WEBHOOK_TOKEN": BENCH_HOOK, "PERFECTO_STOP_MAX_PER_WINDOW": "100000",
-                    "PERFECTO_STOP_LEDGER": str(Path(self._logs.name) / "ledger.sqlite")}  # as deployed: synced
-        self.exporter = self._spawn([*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{self.port}"],
-                                    "exporter", env)
+            env |= {
+                "PERFECTO_WEBHOOK_TOKEN": BENCH_HOOK,
+                "PERFECTO_STOP_MAX_PER_WINDOW": "100000",
+                "PERFECTO_STOP_LEDGER": str(Path(self._logs.name) / "ledger.sqlite"),
+            }  # as deployed: synced
+        self.exporter = self._spawn(
+            [*EXPORTER, "run", "--web.listen-address", f"127.0.0.1:{self.port}"], "exporter", env
+        )
 
     def _spawn(self, args, name, env):
         base = {k: v for k, v in os.environ.items() if not k.startswith("PERFECTO_")}
@@ -131,8 +171,11 @@ class Stack:
 
     def polls(self) -> int:
         text = requests.get(self.url + "/metrics", timeout=60).text
-        return sum(int(float(line.split()[-1])) for line in text.splitlines()
-                   if line.startswith('perfecto_api_requests_total{cloud="bench",endpoint="search"}'))
+        return sum(
+            int(float(line.split()[-1]))
+            for line in text.splitlines()
+            if line.startswith('perfecto_api_requests_total{cloud="bench",endpoint="search"}')
+        )
 
     def peak_rss_mb(self) -> float:
         return _peak_rss_mb(self.exporter.pid)
@@ -143,7 +186,6 @@ class Stack:
             process.terminate()
             process.wait(30)
         self._logs.cleanup()
-
 
 
 def _wait(condition, timeout: float):
@@ -175,9 +217,18 @@ def memory(size: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         f.write(answer_body(size))
         f.flush()
-        probe = subprocess.run([sys.executable, "-c", "import json, sys\nd = json.load(open(sys.argv[1], 'rb'))\n"
-                                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])",
-                                f.name], capture_output=True, text=True, check=True)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json, sys\nd = json.load(open(sys.argv[1], 'rb'))\n"
+                "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])",
+                f.name,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     baseline_mb = int(probe.stdout) / 1024
     return {"size": size, "exporter_mb": exporter_mb, "json_load_mb": baseline_mb, "ratio": exporter_mb / baseline_mb}
 
@@ -218,8 +269,11 @@ def _load(url: str, path: str, scrapers: int, seconds: float, every: float | Non
         t.join()
     elapsed = time.monotonic() - started
     latencies.sort()
-    return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
 
 
 def scrape(size: int = 10_000, scrapers: int = 50, seconds: float = 5.0) -> dict:
@@ -239,11 +293,17 @@ def scrape(size: int = 10_000, scrapers: int = 50, seconds: float = 5.0) -> dict
         _wait(lambda: stack.polls() >= landed + 2, 300)
         metrics = _load(stack.url, "/metrics", scrapers, seconds, 0.1)
         healthy = _load(stack.url, "/-/healthy", scrapers, seconds, 0.1)
-        result["paced_polling"] = {"metrics": metrics, "healthy": healthy,
-                                   "p99_ratio": metrics["p99_ms"] / healthy["p99_ms"],
-                                   "polls": stack.polls() - landed}
-        result["metrics_bytes_gzip"] = len(requests.get(stack.url + "/metrics", stream=True, timeout=30,
-                                                        headers={"Accept-Encoding": "gzip"}).raw.read())
+        result["paced_polling"] = {
+            "metrics": metrics,
+            "healthy": healthy,
+            "p99_ratio": metrics["p99_ms"] / healthy["p99_ms"],
+            "polls": stack.polls() - landed,
+        }
+        result["metrics_bytes_gzip"] = len(
+            requests.get(
+                stack.url + "/metrics", stream=True, timeout=30, headers={"Accept-Encoding": "gzip"}
+            ).raw.read()
+        )
     finally:
         stack.close()
     return result
@@ -253,28 +313,54 @@ def webhook(requests_made: int = 30) -> dict:
     stack = Stack(requests_made * 2 + 10, poll_interval=30.0, webhook=True)
     try:
         _wait(lambda: stack.polls() >= 1, 120)
-        ids = [e["id"] for e in requests.post(stack.lab_url + "/execution-manager/api/v1/executions/search",
-                                              headers={"Perfecto-Authorization": TOKEN}, timeout=30).json()]
+        ids = [
+            e["id"]
+            for e in requests.post(
+                stack.lab_url + "/execution-manager/api/v1/executions/search",
+                headers={"Perfecto-Authorization": TOKEN},
+                timeout=30,
+            ).json()
+        ]
         session = requests.Session()
         hook, direct = [], []
         for i in range(requests_made):
-            alert = {"status": "firing", "fingerprint": str(i), "labels": {
-                "alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "bench", "execution_id": ids[i]}}
+            alert = {
+                "status": "firing",
+                "fingerprint": str(i),
+                "labels": {
+                    "alertname": "PerfectoExecutionStuck",
+                    "perfecto_action": "stop",
+                    "cloud": "bench",
+                    "execution_id": ids[i],
+                },
+            }
             started = time.perf_counter()
-            answer = session.post(stack.url + "/webhook/alertmanager", json={"version": "4", "alerts": [alert]},
-                                  headers={"Authorization": f"Bearer {BENCH_HOOK}"}, timeout=30)
+            answer = session.post(
+                stack.url + "/webhook/alertmanager",
+                json={"version": "4", "alerts": [alert]},
+                headers={"Authorization": f"Bearer {BENCH_HOOK}"},
+                timeout=30,
+            )
             hook.append(time.perf_counter() - started)
             assert answer.json()["decisions"][0]["result"] == "stopped", answer.text
             started = time.perf_counter()
-            session.post(stack.lab_url + "/execution-manager/api/v1/executions/stop",
-                         json={"fields": {"id": [ids[requests_made + i]]}},
-                         headers={"Perfecto-Authorization": TOKEN}, timeout=30)
+            session.post(
+                stack.lab_url + "/execution-manager/api/v1/executions/stop",
+                json={"fields": {"id": [ids[requests_made + i]]}},
+                headers={"Perfecto-Authorization": TOKEN},
+                timeout=30,
+            )
             direct.append(time.perf_counter() - started)
     finally:
         stack.close()
     p50_hook, p50_direct = statistics.median(hook) * 1000, statistics.median(direct) * 1000
-    return {"webhook_p50_ms": p50_hook, "webhook_max_ms": max(hook) * 1000, "direct_stop_p50_ms": p50_direct,
-            "overhead_p50_ms": p50_hook - p50_direct, "ratio": p50_hook / p50_direct}
+    return {
+        "webhook_p50_ms": p50_hook,
+        "webhook_max_ms": max(hook) * 1000,
+        "direct_stop_p50_ms": p50_direct,
+        "overhead_p50_ms": p50_hook - p50_direct,
+        "ratio": p50_hook / p50_direct,
+    }
 
 
 def license_poll(size: int = 10_000) -> dict:
@@ -283,8 +369,15 @@ def license_poll(size: int = 10_000) -> dict:
     lab = Lab(Workload(seed=1, executions=size), TOKEN)
     server, _ = serve_lab(lab, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_port}"
-    settings = load_settings({"cloud_name": "bench", "executions_url": url, "security_token": TOKEN,
-                              "licenses": "on", "listen_address": "127.0.0.1:0"})
+    settings = load_settings(
+        {
+            "cloud_name": "bench",
+            "executions_url": url,
+            "security_token": TOKEN,
+            "licenses": "on",
+            "listen_address": "127.0.0.1:0",
+        }
+    )
     exporter = Exporter(settings, settings.resolve_clouds())
     try:
         executions, licenses = exporter.pollers[0], exporter.license_pollers[0]
@@ -299,9 +392,14 @@ def license_poll(size: int = 10_000) -> dict:
         server.shutdown()
         server.server_close()
     intervals = {name: Settings.model_fields[name].default for name in ("poll_interval", "licenses_interval")}
-    return {"size": size, "execution_ms": execution_cpu * 1000, "license_ms": license_cpu * 1000,
-            "per_poll": license_cpu / execution_cpu, **intervals,
-            "per_time": (license_cpu / intervals["licenses_interval"]) / (execution_cpu / intervals["poll_interval"])}
+    return {
+        "size": size,
+        "execution_ms": execution_cpu * 1000,
+        "license_ms": license_cpu * 1000,
+        "per_poll": license_cpu / execution_cpu,
+        **intervals,
+        "per_time": (license_cpu / intervals["licenses_interval"]) / (execution_cpu / intervals["poll_interval"]),
+    }
 
 
 def usage(size: int = 10_000) -> dict:
@@ -333,10 +431,15 @@ def usage(size: int = 10_000) -> dict:
     registry = CollectorRegistry()
     registry.register(UsageCollector(lambda: [status], plan, Teams([], "unassigned")))
     render = best_of(lambda: generate_latest(registry), 25)
-    return {"size": size, "snapshot_ms": build * 1000, "advance_ms": accounting * 1000, "usage_ms": usage_only * 1000,
-            "render_ms": render * 1000,
-            "series": len(status.totals.platform_seconds) + len(status.totals.execution_seconds),
-            "ratio": (accounting + render) / build}
+    return {
+        "size": size,
+        "snapshot_ms": build * 1000,
+        "advance_ms": accounting * 1000,
+        "usage_ms": usage_only * 1000,
+        "render_ms": render * 1000,
+        "series": len(status.totals.platform_seconds) + len(status.totals.execution_seconds),
+        "ratio": (accounting + render) / build,
+    }
 
 
 def report(results: dict) -> str:
@@ -346,51 +449,81 @@ def report(results: dict) -> str:
         "",
         "### 1. Poll processing (body -> snapshot), against json.loads of the same body",
         "",
-        "| executions | body MB | json.loads ms | snapshot ms | ratio (target <= 1.5) | + render ms | ratio with render |",
+        "| executions | body MB | json.loads ms | snapshot ms | ratio (target <= 1.5) | + render ms "
+        "| ratio with render |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["processing"]:
-        lines.append(f"| {r['size']:,} | {r['body_mb']:.1f} | {r['json_loads_ms']:.1f} | {r['snapshot_ms']:.1f} | "
-                     f"{r['ratio']:.2f} | {r['render_ms']:.1f} | {r['ratio_with_render']:.2f} |")
+        lines.append(
+            f"| {r['size']:,} | {r['body_mb']:.1f} | {r['json_loads_ms']:.1f} | {r['snapshot_ms']:.1f} | "
+            f"{r['ratio']:.2f} | {r['render_ms']:.1f} | {r['ratio_with_render']:.2f} |"
+        )
     s = results["scrape"]
-    lines += ["", f"### 2. Scrape cost at {s['size']:,} executions, {s['scrapers']} concurrent scrapers", "",
-              "| load | /metrics p50 ms | /metrics p99 ms (target <= 5) | /metrics req/s | /-/healthy p99 ms | "
-              "p99 ratio (target <= 2) |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for name, label in (("paced", "API hanging, paced, each every 100 ms"),
-                        ("flat_out", "API hanging, flat out (closed loop)"),
-                        ("paced_polling", f"a poll landing every second ({s['paced_polling']['polls']} in the run), "
-                                          "paced, each every 100 ms")):
+    lines += [
+        "",
+        f"### 2. Scrape cost at {s['size']:,} executions, {s['scrapers']} concurrent scrapers",
+        "",
+        "| load | /metrics p50 ms | /metrics p99 ms (target <= 5) | /metrics req/s | /-/healthy p99 ms | "
+        "p99 ratio (target <= 2) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in (
+        ("paced", "API hanging, paced, each every 100 ms"),
+        ("flat_out", "API hanging, flat out (closed loop)"),
+        (
+            "paced_polling",
+            f"a poll landing every second ({s['paced_polling']['polls']} in the run), paced, each every 100 ms",
+        ),
+    ):
         m, h = s[name]["metrics"], s[name]["healthy"]
-        lines.append(f"| {label} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps']:.0f} | {h['p99_ms']:.2f} | "
-                     f"{s[name]['p99_ratio']:.2f} |")
-    lines += ["", f"/metrics body, gzip: {s['metrics_bytes_gzip'] / 1024:.0f} KiB", "",
-              "### 3. Peak RSS of the exporter after three polls, against a process that only json.loads the answer", "",
-              "| executions | exporter MB (target <= 150 at 50k) | json.load process MB | ratio |", "|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {label} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['rps']:.0f} | {h['p99_ms']:.2f} | "
+            f"{s[name]['p99_ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        f"/metrics body, gzip: {s['metrics_bytes_gzip'] / 1024:.0f} KiB",
+        "",
+        "### 3. Peak RSS of the exporter after three polls, against a process that only json.loads the answer",
+        "",
+        "| executions | exporter MB (target <= 150 at 50k) | json.load process MB | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
     for r in results["memory"]:
         lines.append(f"| {r['size']:,} | {r['exporter_mb']:.0f} | {r['json_load_mb']:.0f} | {r['ratio']:.2f} |")
     w = results["webhook"]
-    lines += ["", "### 4. Webhook: alert in -> stop call out (lab answering at once)", "",
-              "| webhook p50 ms | webhook max ms (target <= 50) | direct stop call p50 ms | webhook overhead p50 ms | ratio |",
-              "|---:|---:|---:|---:|---:|",
-              f"| {w['webhook_p50_ms']:.1f} | {w['webhook_max_ms']:.1f} | {w['direct_stop_p50_ms']:.1f} | "
-              f"{w['overhead_p50_ms']:.1f} | {w['ratio']:.2f} |"]
+    lines += [
+        "",
+        "### 4. Webhook: alert in -> stop call out (lab answering at once)",
+        "",
+        "| webhook p50 ms | webhook max ms (target <= 50) | direct stop call p50 ms | webhook overhead p50 ms "
+        "| ratio |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {w['webhook_p50_ms']:.1f} | {w['webhook_max_ms']:.1f} | {w['direct_stop_p50_ms']:.1f} | "
+        f"{w['overhead_p50_ms']:.1f} | {w['ratio']:.2f} |",
+    ]
     lic = results["license_poll"]
-    lines += ["", f"### 5. License API poll against execution poll at {lic['size']:,} executions (CPU of the polling "
-              "thread, re-render included)", "",
-              "| execution poll ms | license poll ms | ratio per poll | ratio per unit of time, polls every "
-              f"{lic['poll_interval']:g} s and {lic['licenses_interval']:g} s (target < 1 %) |",
-              "|---:|---:|---:|---:|",
-              f"| {lic['execution_ms']:.1f} | {lic['license_ms']:.2f} | {lic['per_poll']:.2%} | {lic['per_time']:.2%} |"]
+    lines += [
+        "",
+        f"### 5. License API poll against execution poll at {lic['size']:,} executions (CPU of the polling "
+        "thread, re-render included)",
+        "",
+        "| execution poll ms | license poll ms | ratio per poll | ratio per unit of time, polls every "
+        f"{lic['poll_interval']:g} s and {lic['licenses_interval']:g} s (target < 1 %) |",
+        "|---:|---:|---:|---:|",
+        f"| {lic['execution_ms']:.1f} | {lic['license_ms']:.2f} | {lic['per_poll']:.2%} | {lic['per_time']:.2%} |",
+    ]
     u = results["usage"]
-    lines += ["", f"### 6. Usage accounting at {u['size']:,} executions (2 % churn between polls), against building "
-              "the snapshot", "",
-              "| snapshot ms | advance() ms | of which usage ms | usage render ms | usage series | "
-              "ratio (target <= 10 %) |",
-              "|---:|---:|---:|---:|---:|---:|",
-              f"| {u['snapshot_ms']:.1f} | {u['advance_ms']:.2f} | {u['usage_ms']:.2f} | {u['render_ms']:.2f} | "
-              f"{u['series']:,} | "
-              f"{u['ratio']:.1%} |"]
+    lines += [
+        "",
+        f"### 6. Usage accounting at {u['size']:,} executions (2 % churn between polls), against building the snapshot",
+        "",
+        "| snapshot ms | advance() ms | of which usage ms | usage render ms | usage series | ratio (target <= 10 %) |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {u['snapshot_ms']:.1f} | {u['advance_ms']:.2f} | {u['usage_ms']:.2f} | {u['render_ms']:.2f} | "
+        f"{u['series']:,} | "
+        f"{u['ratio']:.1%} |",
+    ]
     return "\n".join(lines) + "\n"
 
 

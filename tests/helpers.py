@@ -1,0 +1,174 @@
+"""Helpers more than one test module uses: golden expositions, the webhook's notifications and
+exporters, the committed rules, Grafana's variables. Fixtures built on them are in conftest.py."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import yaml
+from prometheus_client import generate_latest
+
+from exporter.assembly import Exporter
+from exporter.lab import Workload
+from exporter.settings import load_settings
+
+from .conftest import ADMIN_TOKEN, GOLDEN, ROOT
+
+# -- golden expositions -------------------------------------------------------------------------
+
+# What depends on the process and the machine rather than on the payload: client_python's
+# process_*/python_* families (CPU, memory, descriptors, GC counts) and the build's revision
+# and Python version. test_runtime_and_build_are_exported checks that they are there.
+RUNTIME_FAMILY = re.compile(r"^(# (HELP|TYPE) )?(process|python)_\w*[ {].*\n", re.MULTILINE)
+BUILD_LABELS = re.compile(r'(?<=[{,])(pythonversion|revision)="[^"]*"')
+
+
+def stable(text: str) -> str:
+    """The exposition without what varies from run to run and machine to machine."""
+    return BUILD_LABELS.sub(r'\1="(machine)"', RUNTIME_FAMILY.sub("", text))
+
+
+def assert_golden(name: str, text: str) -> None:
+    text = stable(text)
+    path = GOLDEN / f"{name}.prom"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; run with UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"exposition differs from {path}"
+
+
+# -- the webhook -------------------------------------------------------------------------------
+
+SECRET = "hook-s3cret-never-shown"
+RUNNING = ("stuck1", "stuck2", "stuck3", "other1", "other2")
+
+
+def workload() -> Workload:
+    w = Workload(executions=0)
+    for i, execution_id in enumerate(RUNNING):
+        owner = "alice@acme.example" if execution_id.startswith("stuck") else "bob@acme.example"
+        w.add({"id": execution_id, "name": f"Test{i}", "owner": owner, "startTime": 1_700_000_000_000, "platforms": []})
+    w.add({"id": "frozen", "name": "Frozen", "owner": "carol@acme.example", "startTime": 1}, unstoppable=True)
+    return w
+
+
+def alert(execution_id: str | None = "stuck1", status: str = "firing", **labels) -> dict:
+    base = {"alertname": "PerfectoExecutionStuck", "perfecto_action": "stop", "cloud": "acme", "severity": "critical"}
+    if execution_id is not None:
+        base["execution_id"] = execution_id
+    base.update(labels)
+    return {"status": status, "labels": {k: v for k, v in base.items() if v is not None},
+            "annotations": {"summary": "stuck"}, "startsAt": "2026-11-27T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus/graph",
+            "fingerprint": f"fp-{execution_id}"}
+
+
+def payload(*alerts: dict) -> dict:
+    return {"version": "4", "groupKey": "{}:{alertname=\"PerfectoExecutionStuck\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "perfecto", "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "alerts": list(alerts)}
+
+
+class Hook:
+    def __init__(self, lab, exporter: Exporter):
+        self.lab, self.exporter = lab, exporter
+        self.url = f"http://127.0.0.1:{exporter.server.server_port}/webhook/alertmanager"
+
+    def post(self, body=None, secret: str | None = SECRET, raw: bytes | None = None, headers=None, **kwargs):
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if secret is not None:
+            sent["Authorization"] = f"Bearer {secret}"
+        data = raw if raw is not None else json.dumps(body).encode()
+        return requests.post(self.url, data=data, headers=sent, timeout=15, **kwargs)
+
+    def running(self) -> list[str]:
+        return [e["id"] for e in self.lab.post("search").json()]
+
+    def stop_calls(self) -> list:
+        return [body for endpoint, body in self.lab.lab.requests if endpoint == "stop"]
+
+    def metric(self, name: str, **labels) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(generate_latest(self.exporter.registry).decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
+
+
+def hook_maker(start_lab):
+    """The ``make_hook`` fixture's generator: exporters with the webhook on, against labs of
+    ``start_lab``, each stopped afterwards."""
+    started = []
+
+    def make(clouds: int = 1, lab_workload: Workload | None = None, **settings) -> Hook:
+        lab = start_lab(lab_workload or workload(), fault_injection=True)
+        values = {"executions_url": lab.url, "security_token": ADMIN_TOKEN, "cloud_name": "acme",
+                  "listen_address": "127.0.0.1:0", "poll_interval": 3600, "webhook_token": SECRET, **settings}
+        if clouds == 2:
+            values = {k: v for k, v in values.items() if k not in ("executions_url", "security_token", "cloud_name")}
+            values["clouds"] = [{"name": name, "url": lab.url, "token": ADMIN_TOKEN} for name in ("acme", "acme-eu")]
+        loaded = load_settings(values)
+        exporter = Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token())
+        exporter.start()
+        started.append(exporter)
+        return Hook(lab, exporter)
+
+    yield make
+    for exporter in started:
+        exporter.stop()
+
+
+def many_running(count: int) -> Workload:
+    w = Workload(executions=0)
+    for i in range(count):
+        w.add({"id": f"run{i:03d}", "name": f"Load{i % 7}", "owner": "dave@acme.example",
+               "startTime": 1_700_000_000_000, "platforms": []})
+    return w
+
+
+def post_at_once(hook: Hook, bodies: list[dict]) -> list[requests.Response]:
+    """Every body from its own thread, all released by one barrier."""
+    barrier = threading.Barrier(len(bodies))
+
+    def send(body):
+        barrier.wait(timeout=30)
+        return hook.post(body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+# -- the committed rules and dashboards --------------------------------------------------------
+
+RULES = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
+
+
+def load_generator(folder: str):
+    return importlib.import_module(f"{folder}.generate")
+
+
+def all_rules(text: str | None = None) -> list[dict]:
+    loaded = yaml.safe_load(text if text is not None else RULES.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def alert_rules(text: str | None = None) -> list[dict]:
+    return [rule for rule in all_rules(text) if "alert" in rule]
+
+
+def recording_rules() -> list[dict]:
+    return [rule for rule in all_rules() if "record" in rule]
+
+
+def grafana_to_promql(expr: str) -> str:
+    return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s").replace("$__range", "1h")
+            .replace("$price", "2.5").replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"')
+            .replace('=~"$team"', '=~".*"'))
