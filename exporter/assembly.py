@@ -3,7 +3,7 @@ the webhook and the HTTP server, each built from injected parts.
 
 One poll: :class:`~exporter.poller.Poller` → :mod:`exporter.client` → :mod:`exporter.snapshot`
 → :mod:`exporter.changes` → published status → :class:`~exporter.exposition.Exposition` renders the collectors. One
-alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.remediation` →
+alert: :mod:`exporter.server` → :mod:`exporter.webhook` → :mod:`exporter.stop_policy` →
 :mod:`exporter.client`.
 """
 
@@ -35,9 +35,9 @@ from .collectors.families import Collector
 from .exposition import Exposition
 from .labels import LabelPlan
 from .poller import LicensePoller, Poller
-from .remediation import Remediator, StopPolicy
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
+from .stop_policy import Remediator, StopPolicy
 from .teams import Teams
 from .web_config import BasicAuth, Headers, RateLimit, WebConfig
 from .webhook import PATH as WEBHOOK_PATH

@@ -24,8 +24,8 @@ from typing import Any
 
 from . import logs
 from .assembly import Exporter, build_labels
-from .remediation import StopRequest
 from .settings import LOG_ALIASES, Cloud, ConfigError, Settings, load_settings, masked, split_listen_address
+from .stop_policy import StopRequest
 from .web_config import load_web_config
 
 log = logging.getLogger("exporter")

@@ -49,9 +49,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .counting import Observations, Tally
-from .executions import InvalidAnswer, split_answer
-from .licenses import LicenseUsage, read_licenses
+from .license_answer import LicenseUsage, read_licenses
 from .redact import Redactor
+from .search_answer import InvalidAnswer, split_answer
 from .settings import Cloud
 
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
@@ -398,7 +398,7 @@ class LicenseClient(_PerfectoSession):
         self._mount(LICENSES_PATH, retries)
 
     def licenses(self) -> LicenseUsage:
-        """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.licenses`)."""
+        """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.license_answer`)."""
 
         def read(response: requests.Response) -> LicenseUsage:
             body = self._read_capped(response)

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from .changes import Totals, advance
 from .client import ApiError, ExecutionManagerClient, LicenseClient
 from .labels import LabelPlan, OwnerLabels
-from .licenses import LicenseUsage
+from .license_answer import LicenseUsage
 from .snapshot import Snapshot, SnapshotBuilder
 from .testnames import TestNames
 

@@ -24,8 +24,8 @@ from typing import NamedTuple
 import msgspec
 
 from .counting import BucketCounts
-from .executions import execution_reader
 from .labels import OTHER_OWNER, LabelPlan, OwnerLabels
+from .search_answer import execution_reader
 from .testnames import OTHER_TEST, TestNames
 
 _EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution

@@ -26,7 +26,7 @@ import re
 from functools import lru_cache
 
 from .counting import FirstSeen
-from .executions import UNKNOWN
+from .search_answer import UNKNOWN
 from .settings import DEFAULT_NAME_PATTERNS
 
 OTHER_TEST = "(other)"  # the shared test label beyond max_execution_names

@@ -4,7 +4,7 @@ Alertmanager posts ``{"version": "4", "alerts": [{"status", "labels", "annotatio
 "startsAt", "endsAt", "fingerprint", ...}], ...}``; unknown fields are ignored, the ones used
 are validated. Each alert is decided on its own: only ``status: firing`` with the label
 ``perfecto_action="stop"`` is acted on; its ``execution_id`` (or, when enabled, ``owner`` /
-``execution_name``) and ``cloud`` labels say what to stop (see :mod:`exporter.remediation`).
+``execution_name``) and ``cloud`` labels say what to stop (see :mod:`exporter.stop_policy`).
 All alerts of one notification are one batch for the caps: stopped whole or refused whole.
 
 Logging: every decision that acts or refuses (stopped, not_stopped, already_stopped, dry_run,
@@ -17,7 +17,7 @@ Answers follow Alertmanager's retry rules: 200 with a short JSON body when proce
 skipped or refused by policy), 401 for a missing or wrong bearer secret, 405/400/413 for a bad
 request, 503 only when nothing was sent and a retry can help (a search for an owner/name target
 failed, or the stop ledger cannot be used). A stop call that fails is not retried: its outcome
-is unknown and counted as done (:mod:`exporter.remediation`). The secret is compared
+is unknown and counted as done (:mod:`exporter.stop_policy`). The secret is compared
 in constant time and only read from the ``Authorization`` header, never from the URL.
 """
 
@@ -28,7 +28,7 @@ import json
 import logging
 
 from .counting import Tally
-from .remediation import Remediator, StopRequest
+from .stop_policy import Remediator, StopRequest
 
 log = logging.getLogger("exporter.webhook")
 

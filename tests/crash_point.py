@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from exporter import remediation
+from exporter import stop_policy as remediation
 from exporter.cli import main
 
 POINT, MARKER = os.environ.get("CRASH_AT", ""), Path(os.environ.get("CRASH_MARKER", os.devnull))

@@ -183,8 +183,8 @@ license_answers = (
 @SETTINGS
 @given(answer=license_answers)
 def test_license_answers_never_crash_and_never_give_negative_or_nan_samples(answer):
-    from exporter.executions import InvalidAnswer
-    from exporter.licenses import read_licenses
+    from exporter.license_answer import read_licenses
+    from exporter.search_answer import InvalidAnswer
 
     try:
         usage = read_licenses(json.dumps(answer).encode())

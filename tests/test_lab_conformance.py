@@ -305,7 +305,7 @@ def licensed_lab(start_lab, now: list[float], **kwargs):
     workload.add({"id": "d1", "owner": "a", "startTime": 1, "platforms": [desktop, desktop]})
     workload.add({"id": "d2", "owner": "b", "startTime": 1, "platforms": [desktop, desktop, {"deviceType": "MOBILE"}]})
     workload.add({"id": "s1", "owner": "a", "startTime": 1, "platforms": [{"deviceType": "SIMULATOR", "os": "iOS"}]})
-    from exporter.lab.licenses import LicensePool
+    from exporter.lab.license_pool import LicensePool
 
     lab = start_lab(workload, **kwargs)
     lab.lab.licenses = LicensePool(workload, lab.lab.licenses.licenses, lab.lab.licenses.burst_minutes,

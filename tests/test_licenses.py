@@ -17,9 +17,9 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.executions import InvalidAnswer
-from exporter.licenses import MAX_DEVICE_TYPES, OTHER, read_licenses
+from exporter.license_answer import MAX_DEVICE_TYPES, OTHER, read_licenses
 from exporter.poller import ABSENT_RETRY
+from exporter.search_answer import InvalidAnswer
 
 from .conftest import FIXTURES, build_exporter, require_tool, samples
 from .helpers import assert_golden

@@ -191,7 +191,7 @@ def test_a_full_ledger_fails_closed_and_keeps_what_it_had(tmp_path, monkeypatch)
     would grow it: nothing of that request is sent, and what was recorded before still counts."""
     from exporter import ledger as ledger_module
     from exporter.client import StopResult
-    from exporter.remediation import Remediator, StopPolicy, StopRequest
+    from exporter.stop_policy import Remediator, StopPolicy, StopRequest
 
     class Api:
         def __init__(self):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.client import ApiError, StopResult
-from exporter.remediation import Remediator, StopPolicy, StopRequest
+from exporter.stop_policy import Remediator, StopPolicy, StopRequest
 
 
 class HeldClient:

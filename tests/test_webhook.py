@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.lab import Workload
-from exporter.remediation import Remediator, StopPolicy, StopRequest
+from exporter.stop_policy import Remediator, StopPolicy, StopRequest
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, build_exporter, exporter_env
 from .helpers import RUNNING, SECRET, alert, many_running, payload, post_at_once, workload

@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 
-from ..licenses import LicenseUsage
+from ..license_answer import LicenseUsage
 from ..poller import LicenseStatus
 from .families import CACHED, Collector
 

@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from .families import Collector, counter
 
 if TYPE_CHECKING:
-    from ..remediation import RemediationStats
+    from ..stop_policy import RemediationStats
     from ..webhook import WebhookStats
 
 

@@ -1,6 +1,6 @@
 """The simulated Perfecto lab: a stand-in Execution Manager server. Nothing in the exporter imports it."""
 
-from .licenses import parse_licenses
+from .license_pool import parse_licenses
 from .server import FAULT_KINDS, Lab, serve_lab
 from .workload import Workload
 

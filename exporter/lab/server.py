@@ -1,6 +1,6 @@
 """The simulated Execution Manager (``search``, ``stop``) and License API (``GET
 /enforcement/api/v1/usageInfo/licenses`` and ``.../licenses/{type}``, see
-:mod:`exporter.lab.licenses`) over real HTTP, with fault injection.
+:mod:`exporter.lab.license_pool`) over real HTTP, with fault injection.
 
 Tokens: an admin token sees and stops every execution; a user token (``OWNER=TOKEN``) only
 that owner's. No token or an unknown one gets 401 with the documented
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from .licenses import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
+from .license_pool import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
 from .queries import BadRequest, parse_search, parse_stop
 from .workload import Workload
 

@@ -46,10 +46,10 @@ from exporter.assembly import Exporter
 from exporter.changes import Totals, _usage, advance
 from exporter.client import ApiStats
 from exporter.collectors import ExecutionsCollector, HealthCollector, UsageCollector
-from exporter.executions import split_answer
 from exporter.lab import Lab, Workload, serve_lab
 from exporter.labels import LabelPlan
 from exporter.poller import CloudStatus
+from exporter.search_answer import split_answer
 from exporter.settings import Settings, load_settings
 from exporter.snapshot import SnapshotBuilder
 from exporter.teams import Teams

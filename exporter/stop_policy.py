@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 from .client import ApiError, ExecutionManagerClient
 from .counting import Tally
-from .executions import UNKNOWN
 from .ledger import LedgerUnavailable, StopLedger
+from .search_answer import UNKNOWN
 
 log = logging.getLogger("exporter.remediation")
 

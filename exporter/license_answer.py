@@ -35,7 +35,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .executions import UNKNOWN, InvalidAnswer
+from .search_answer import UNKNOWN, InvalidAnswer
 
 OTHER = "other"
 MAX_DEVICE_TYPES = 8
