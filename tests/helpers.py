@@ -7,8 +7,10 @@ import importlib
 import json
 import os
 import re
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 import yaml
@@ -18,7 +20,17 @@ from exporter.assembly import Exporter
 from exporter.lab import Workload
 from exporter.settings import load_settings
 
-from .conftest import ADMIN_TOKEN, GOLDEN, ROOT
+from .conftest import ADMIN_TOKEN, GOLDEN, ROOT, require_tool
+
+# -- certificates ------------------------------------------------------------------------------
+
+
+def self_signed(cert: Path, key: Path, san: str = "IP:127.0.0.1,DNS:localhost", name: str = "localhost") -> None:
+    """A self-signed certificate (its own CA) for ``san`` and its key, made by openssl."""
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}"],
+                   check=True, capture_output=True)
+
 
 # -- golden expositions -------------------------------------------------------------------------
 
@@ -147,6 +159,23 @@ def post_at_once(hook: Hook, bodies: list[dict]) -> list[requests.Response]:
 
 
 # -- the committed rules and dashboards --------------------------------------------------------
+
+
+def promtool_test(tmp_path, series: list[dict], rules: Path | None = None, alerts: list[dict] = (),
+                  firing: tuple[str, str, list[str], str] | None = None) -> None:
+    """Runs promtool's unit test of ``rules`` (the committed ones by default) over ``series``
+    (1m apart): ``alerts`` are alert_rule_test checks; ``firing`` (alert, label, values, time)
+    checks that exactly those values of the label have the alert firing then."""
+    test: dict = {"interval": "1m", "input_series": series, "alert_rule_test": list(alerts)}
+    if firing is not None:
+        alertname, label, values, at = firing
+        test["promql_expr_test"] = [{
+            "expr": f'count by ({label}) (ALERTS{{alertname="{alertname}", alertstate="firing"}})', "eval_time": at,
+            "exp_samples": [{"labels": f'{{{label}="{value}"}}', "value": 1} for value in values]}]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [str(rules or RULES)], "tests": [test]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 RULES = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT, require_tool
-from .helpers import RULES, alert_rules, all_rules, load_generator, recording_rules
+from .helpers import RULES, alert_rules, all_rules, load_generator, promtool_test, recording_rules
 
 if str(ROOT) not in sys.path:  # alerts/ and dashboards/ are folders of scripts, imported by path
     sys.path.insert(0, str(ROOT))
@@ -203,57 +203,14 @@ def test_stuck_exclusions_spare_owners_and_tests_that_run_long_by_design(tmp_pat
     """With stuckExcludeOwners and stuckExcludeExecutionNames (regular expressions, escaped for
     PromQL), a soak runner's and an endurance test's executions are never stuck, others still are."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        load_generator("alerts").render(
-            {
-                "stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
-                "stuckExcludeExecutionNames": ".*Endurance.*",
-            }
-        )
-    )
-    labels = 'job="perfecto-exporter",instance="a",cloud="acme"'
-    runs = {
-        "e1": ("alice", "Checkout"),
-        "e2": ("soak-runner@acme.example", "Checkout"),
-        "e3": ("nightly-12", "Login"),
-        "e4": ("bob", "Login-Endurance-8h"),
-        "e5": ("soak-runnerXacme.example", "Login"),
-    }  # '.' is no wildcard
-    series = [
-        {
-            "series": f'perfecto_execution_start_timestamp_seconds{{{labels},execution_id="{eid}",'
-            f'execution_name="{name}",owner="{owner}"}}',
-            "values": "-30000x40",
-        }
-        for eid, (owner, name) in runs.items()
-    ]
-    (tmp_path / "test.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": [str(rules)],
-                "tests": [
-                    {
-                        "interval": "1m",
-                        "input_series": series,
-                        "promql_expr_test": [
-                            {
-                                "expr": "count by (execution_id) "
-                                '(ALERTS{alertname="PerfectoExecutionStuck", alertstate="firing"})',
-                                "eval_time": "30m",
-                                "exp_samples": [
-                                    {"labels": f'{{execution_id="{eid}"}}', "value": 1} for eid in ("e1", "e5")
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    result = subprocess.run(
-        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    rules.write_text(load_generator("alerts").render({"stuckExcludeOwners": r"soak-runner@acme\.example|nightly-\d+",
+                                                      "stuckExcludeExecutionNames": ".*Endurance.*"}))
+    runs = {"e1": ("alice", "Checkout"), "e2": ("soak-runner@acme.example", "Checkout"), "e3": ("nightly-12", "Login"),
+            "e4": ("bob", "Login-Endurance-8h"), "e5": ("soak-runnerXacme.example", "Login")}  # '.' is no wildcard
+    series = [{"series": f'perfecto_execution_start_timestamp_seconds{{job="perfecto-exporter",instance="a",'
+                         f'cloud="acme",execution_id="{eid}",execution_name="{name}",owner="{owner}"}}',
+               "values": "-30000x40"} for eid, (owner, name) in runs.items()]
+    promtool_test(tmp_path, series, rules, firing=("PerfectoExecutionStuck", "execution_id", ["e1", "e5"], "30m"))
 
 
 def test_the_usage_board_asks_for_single_numbers_once():
@@ -271,50 +228,10 @@ def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
     """An owner matched by an entry of ownerDevicesOverrides alerts past that entry's threshold, the
     first matching entry winning; every other owner past ownerDevices."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        load_generator("alerts").render(
-            {
-                "ownerDevicesOverrides": [
-                    {"owners": "ci-.*", "devices": 60},
-                    {"owners": "ci-nightly|perf", "devices": 100},
-                ]
-            }
-        )
-    )
+    rules.write_text(load_generator("alerts").render({"ownerDevicesOverrides": [
+        {"owners": "ci-.*", "devices": 60}, {"owners": "ci-nightly|perf", "devices": 100}]}))
     held = {"alice": 25, "ci-build": 50, "ci-deploy": 70, "ci-nightly": 90, "perf": 120}  # ci-nightly: 60 wins
-    series = [
-        {
-            "series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
-            'device_type="MOBILE",os="iOS",browser="none"}',
-            "values": f"{n}x40",
-        }
-        for o, n in held.items()
-    ]
-    (tmp_path / "test.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": [str(rules)],
-                "tests": [
-                    {
-                        "interval": "1m",
-                        "input_series": series,
-                        "promql_expr_test": [
-                            {
-                                "expr": "count by (owner) "
-                                '(ALERTS{alertname="PerfectoOwnerDevicesHigh", alertstate="firing"})',
-                                "eval_time": "35m",
-                                "exp_samples": [
-                                    {"labels": f'{{owner="{o}"}}', "value": 1}
-                                    for o in ("alice", "ci-deploy", "ci-nightly", "perf")
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    result = subprocess.run(
-        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    series = [{"series": f'perfecto_platforms_running{{job="perfecto-exporter",instance="a",cloud="acme",owner="{o}",'
+                         'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
+    promtool_test(tmp_path, series, rules,
+                  firing=("PerfectoOwnerDevicesHigh", "owner", ["alice", "ci-deploy", "ci-nightly", "perf"], "35m"))

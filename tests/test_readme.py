@@ -15,28 +15,10 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, ROOT, exporter_env, free_port, require_tool, wait_until
-from .helpers import RULES, alert_rules
+from .helpers import alert_rules, promtool_test, self_signed
 from .readme import README, blocks, scrape_job, shell_line, yaml_block
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
-
-
-def promtool_test(tmp_path, series: list[dict], checks: list[dict], rules=RULES) -> subprocess.CompletedProcess:
-    (tmp_path / "test.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": [str(rules)],
-                "evaluation_interval": "1m",
-                "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
-            }
-        )
-    )
-    return subprocess.run(
-        [require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_the_readme_scrape_job_raises_the_shipped_alerts(tmp_path):
@@ -52,37 +34,16 @@ def test_the_readme_scrape_job_raises_the_shipped_alerts(tmp_path):
         {"series": f"up{{{labels}}}", "values": "1x40"},
         {"series": started, "values": "-30000x40"},
     ]  # started 30,000 s before the test's time 0
-    result = promtool_test(
-        tmp_path,
-        series,
-        [
-            {"eval_time": "30m", "alertname": "PerfectoExporterAbsent", "exp_alerts": []},
-            {
-                "eval_time": "30m",
-                "alertname": "PerfectoExecutionStuck",
-                "exp_alerts": [
-                    {
-                        "exp_labels": {
-                            "severity": "critical",
-                            "perfecto_action": "stop",
-                            "job": job,
-                            "cloud": "acme",
-                            "execution_id": "e1",
-                            "execution_name": "Checkout",
-                            "owner": "alice",
-                        },
-                        "exp_annotations": {
-                            "summary": "Perfecto execution Checkout looks stuck.",
-                            "description": "Execution e1 (Checkout) of alice on acme has been running for 8h 50m 0s "
-                            "and holds its "
-                            "devices. With the remediation webhook enabled (and not in dry run) it will be stopped.",
-                        },
-                    }
-                ],
-            },
-        ],
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    stuck = {"severity": "critical", "perfecto_action": "stop", "job": job, "cloud": "acme", "execution_id": "e1",
+             "execution_name": "Checkout", "owner": "alice"}
+    said = {"summary": "Perfecto execution Checkout looks stuck.",
+            "description": "Execution e1 (Checkout) of alice on acme has been running for 8h 50m 0s and holds its "
+                           "devices. With the remediation webhook enabled (and not in dry run) it will be stopped."}
+    promtool_test(tmp_path, series, alerts=[
+        {"eval_time": "30m", "alertname": "PerfectoExporterAbsent", "exp_alerts": []},
+        {"eval_time": "30m", "alertname": "PerfectoExecutionStuck",
+         "exp_alerts": [{"exp_labels": stuck, "exp_annotations": said}]},
+    ])
 
 
 def routes(config_file, labels: dict) -> list[str]:
@@ -147,28 +108,7 @@ def test_the_readme_web_config_serves_tls_and_basic_auth(start_lab, spawn, tmp_p
     text = next(block for block in blocks("yaml") if "tls_server_config" in block)
     config = yaml.safe_load(text)
     tls = config["tls_server_config"]
-    subprocess.run(
-        [
-            require_tool("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(tmp_path / tls["key_file"]),
-            "-out",
-            str(tmp_path / tls["cert_file"]),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(tmp_path / tls["cert_file"], tmp_path / tls["key_file"], "IP:127.0.0.1")
     ((user, placeholder),) = config["basic_auth_users"].items()
     assert placeholder.startswith("$2y$10$")  # what `htpasswd -nBC 10` writes
     hashed = bcrypt.hashpw(b"scrape-Pa55word", bcrypt.gensalt(rounds=10)).decode().replace("$2b$", "$2y$", 1)

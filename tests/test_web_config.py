@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from .conftest import ADMIN_TOKEN, EXPORTER_BIN, exporter_env, free_port, require_tool, wait_until
+from .helpers import self_signed
 from .hostile import Connections, closed_by_peer, rss_bytes
 from .readme import blocks
 
@@ -26,28 +27,7 @@ PASSWORD = "scrape-Pa55word"
 
 @pytest.fixture
 def web_files(tmp_path):
-    subprocess.run(
-        [
-            require_tool("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(tmp_path / "server.key"),
-            "-out",
-            str(tmp_path / "server.crt"),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(tmp_path / "server.crt", tmp_path / "server.key")
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode().replace("$2b$", "$2y$", 1)
     (tmp_path / "web.yml").write_text(
         yaml.safe_dump(
@@ -326,28 +306,7 @@ def test_an_unknown_user_costs_what_the_costliest_configured_one_does(monkeypatc
 def _certificate(directory, name: str, san: str) -> tuple[str, str]:
     """A self-signed certificate (its own CA, as the toolkit's client fixtures are) and its key."""
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            require_tool("openssl"),
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName={san}",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(cert, key, san, name)
     return str(cert), str(key)
 
 
