@@ -148,7 +148,7 @@ class Exporter:
             authorized = self._webhook_secret and bearer_matches(authorization, self._webhook_secret)
             return "webhook" if authorized and environ["REQUEST_METHOD"] == "POST" else "pages"
         if self._basic_auth is not None and not self._basic_auth.remembers(authorization):
-            return "costly"  # a bcrypt check: ~50 ms of CPU
+            return "costly"  # a bcrypt check: tens of milliseconds of CPU
         if "name[]" in urllib.parse.parse_qs(environ["QUERY_STRING"]):
             return "costly"  # rendered for this request alone
         return "pages"

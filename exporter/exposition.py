@@ -1,9 +1,10 @@
 """``/metrics`` bodies, rendered off the request path and swapped in whole.
 
-Rendering 10,000 executions takes 20–70 ms; a scrape must not wait for it. :meth:`Exposition.refresh`
-renders every format asked for so far (text or OpenMetrics, plain and gzip) when the data's
-version has changed, and swaps the new bodies in with one assignment. The pollers call it
-after each poll; a ticker thread calls it every second, for what changes with time alone
+Rendering a large lab takes tens of milliseconds (docs/performance.md has the measured figures);
+a scrape must not wait for it. :meth:`Exposition.refresh` renders every format asked for so far
+(text or OpenMetrics, plain and gzip) when the data's version has changed, and swaps the new
+bodies in with one assignment. The pollers call it after each poll; a ticker thread calls it
+every second, for what changes with time alone
 (execution series going stale), and at once when nudged (after each notification, so that
 the webhook's answer does not wait for a render). A scrape takes the current bytes
 and never renders, except the first scrape of a format nobody asked for before.

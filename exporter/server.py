@@ -370,8 +370,9 @@ class HttpServer:
         self.server_port = self._socket.getsockname()[1]
         self.max_connections = max_connections or max_connections_for_descriptors()
         if tls is not None:
-            # asyncio gives every TLS connection a 256 KiB read buffer before its handshake:
-            # 1,000 silent connections held 300 MiB. 32 KiB still takes two whole TLS records.
+            # asyncio gives every TLS connection a 256 KiB read buffer before its handshake, so
+            # silent connections hold hundreds of MiB (docs/reliability.md); 32 KiB still takes
+            # two whole TLS records.
             asyncio.sslproto.SSLProtocol.max_size = 32 * 1024
         self._pools = {name: ThreadPoolExecutor(spec.threads, thread_name_prefix=f"http-{name}")
                        for name, spec in lanes.items()}
