@@ -35,7 +35,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .search_answer import UNKNOWN, InvalidAnswer
+from .search_answer import ERROR_FIELDS, UNKNOWN, InvalidAnswer
 
 OTHER = "other"
 MAX_DEVICE_TYPES = 8
@@ -43,7 +43,6 @@ DEVICE_TYPE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 LICENSE_FIELDS = ("licenses", "inUse", "available")
 BURST_FIELDS = ("allowedMinutes", "usedMinutes")
 USAGE_FIELDS = {"deviceType", *LICENSE_FIELDS, *BURST_FIELDS}
-ERROR_FIELDS = {"userMessage", "developerMessage", "errorMessage"}
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ class _Entry(msgspec.Struct):
 
 
 _ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
+# What Perfecto's REST endpoints answer on errors, sometimes with status 200: [{"userMessage": ...}]
+ERROR_FIELDS = {"userMessage", "developerMessage", "errorMessage"}
+EXECUTION_FIELDS = {"id", "name", "owner", "startTime", "platforms"}
+_ERROR_LIST_MAX = 8  # an error answer has an entry or two; a lab's answer is never checked whole
 _ENTRY = msgspec.json.Decoder(_Entry)
 
 
@@ -74,11 +78,23 @@ class Execution(NamedTuple):
 def split_answer(body: bytes | bytearray) -> list[msgspec.Raw]:
     """The entries of a search answer, still encoded; raises :class:`InvalidAnswer`."""
     try:
-        return _ENTRIES.decode(body)
+        entries = _ENTRIES.decode(body)
     except msgspec.ValidationError:
         raise InvalidAnswer("not a JSON list") from None
     except (msgspec.DecodeError, RecursionError):
         raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
+    if 0 < len(entries) <= _ERROR_LIST_MAX and all(_is_error(entry) for entry in entries):
+        raise InvalidAnswer("an error list")
+    return entries
+
+
+def _is_error(entry: msgspec.Raw) -> bool:
+    """An error object, not an execution: a ``userMessage`` (or its kin) and no execution field."""
+    try:
+        found = msgspec.json.decode(entry)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return isinstance(found, dict) and bool(ERROR_FIELDS & found.keys()) and not EXECUTION_FIELDS & found.keys()
 
 
 def text(value: object) -> str | None:

@@ -663,3 +663,17 @@ def test_metrics_are_rendered_once_per_change_and_never_served_stale(start_lab):
     exporter.pollers[0].poll_once()  # a poll changes what is shown
     _, after_poll = _scrape_app(exporter.app)
     assert value(after_poll.decode(), "perfecto_up", cloud="acme") == 0
+
+
+def test_an_error_list_answered_with_200_is_a_failed_search(start_lab):
+    """Perfecto's REST endpoints answer errors as [{"userMessage": ...}], sometimes with 200: that is
+    a failed poll (invalid_response), not one execution owned by "unknown"."""
+    lab = start_lab(payload=b'[{"userMessage": "Internal error", "developerMessage": "NPE"}]')
+    exporter = build_exporter(lab.url, search_retries=0)
+    exporter.pollers[0].poll_once()
+    values = samples(scrape(exporter))
+    assert values[("perfecto_up", (("cloud", "acme"),))] == 0
+    failures = {dict(k)["reason"]: v for (n, k), v in values.items()
+                if n == "perfecto_api_request_failures_total" and dict(k)["endpoint"] == "search" and v}
+    assert failures == {"invalid_response": 1}
+    assert not [n for n, _ in values if n == "perfecto_executions_running"]
