@@ -203,11 +203,14 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
 
 # Test tiers (markers registered in pyproject.toml). `.ci/run` runs every tier; before a commit,
 # `.venv/bin/pytest -m "not slow and not e2e"` runs the unit tier in under a minute.
-# slow: minutes of wall clock on their own (the soak, attack floods, benchmarks' self-test, whole
-# stacks of Prometheus and Alertmanager, the README's set-up from nothing).
+# slow: seconds to minutes each: the soak, attack floods, the benchmarks' self-test, whole stacks of
+# Prometheus and Alertmanager, the README's set-up from nothing, and property-based tests
+# (hypothesis: hundreds of examples each) and the 50,000-name cardinality run.
 SLOW_MODULES = {"test_soak", "test_hostile_clients", "test_benchmarks_run", "test_stack", "test_overdue_stack",
-                "test_usage_stack"}
-SLOW_TESTS = {"test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy"}
+                "test_usage_stack", "test_fuzz"}
+SLOW_TESTS = {"test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy",
+              "test_fifty_thousand_owners_and_names_stay_within_the_caps",
+              "test_fan_out_with_retries_never_stops_more_than_the_window"}
 # e2e: real processes and tools (the exporter's CLI, promtool, amtool, helm, Prometheus, openssl).
 E2E_MODULES = {"test_helm", "test_web_config", "test_start_stop", "test_readme", "test_alerts_and_dashboards",
                "test_secrets", *SLOW_MODULES}
@@ -219,7 +222,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         name = item.originalname
-        if module in SLOW_MODULES or name in SLOW_TESTS:
+        property_based = name.startswith("test_property_") or getattr(item.obj, "is_hypothesis_test", False)
+        if module in SLOW_MODULES or name in SLOW_TESTS or property_based:
             item.add_marker(pytest.mark.slow)
         if module in E2E_MODULES or name in E2E_TESTS or E2E_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
