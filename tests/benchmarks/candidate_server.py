@@ -1,10 +1,10 @@
 """The exporter's WSGI app behind a candidate server with its default settings, for the
 comparison in docs/reliability.md (``python -m tests.benchmarks.hostile --server NAME``).
 
-    python -m tests.benchmarks.candidate_server {uvicorn,hypercorn,cheroot,wsgiref} PORT
+    python -m tests.benchmarks.candidate_server {uvicorn,hypercorn,cheroot,wsgiref,granian} PORT
 
-Settings come from the PERFECTO_* environment, as for ``perfecto-exporter run``. hypercorn and
-cheroot are not dependencies of the project: install the one to compare.
+Settings come from the PERFECTO_* environment, as for ``perfecto-exporter run``. hypercorn,
+cheroot and granian are not dependencies of the project: install the one to compare.
 """
 
 from __future__ import annotations
@@ -15,13 +15,24 @@ from exporter.assembly import Exporter
 from exporter.settings import load_settings
 
 
-def main(server: str, port: int) -> None:
+def app_from_environment():
+    """The exporter's WSGI app, its pollers and exposition running (granian calls this in its worker)."""
     settings = load_settings({})
     exporter = Exporter(settings, settings.resolve_clouds())
     exporter.exposition.start()
     for poller in exporter.pollers:
         poller.start()
-    app = exporter.app
+    return exporter.app
+
+
+def main(server: str, port: int) -> None:
+    if server == "granian":  # a supervisor and a worker process; the worker builds the app
+        from granian import Granian
+
+        Granian("tests.benchmarks.candidate_server:app_from_environment", factory=True, interface="wsgi",
+                port=port, log_level="warning").serve()
+        return
+    app = app_from_environment()
     if server == "uvicorn":  # as it comes: its own WSGI adapter, no deadlines of ours
         import uvicorn
 

@@ -151,7 +151,7 @@ def paced_load(server: str, lab_url: str, scrapers: int = 50, seconds: float = 1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="exporter",
-                        choices=("exporter", "uvicorn", "hypercorn", "cheroot", "wsgiref"))
+                        choices=("exporter", "uvicorn", "hypercorn", "cheroot", "wsgiref", "granian"))
     parser.add_argument("--load-only", action="store_true", help="only the paced load")
     args = parser.parse_args()
     lab = Lab(Workload(seed=3, executions=3000, stuck=2), ADMIN_TOKEN, {})
