@@ -51,6 +51,11 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def install_notes(*args: str) -> str:
+    """What ``helm install perfecto <chart> ARGS`` prints (a client-side dry run): the NOTES."""
+    return helm("install", "perfecto", str(CHART), "--dry-run=client", *args).stdout
+
+
 def render(*values_files, **sets) -> list[dict]:
     args = ["template", "perfecto", str(CHART), "--namespace", "monitoring"]
     for path in values_files:
@@ -469,16 +474,7 @@ def test_rules_carry_no_made_up_links_by_default():
     for group in rule["spec"]["groups"]:
         for alert in (r for r in group["rules"] if "alert" in r):  # the recording rules have no annotations
             assert set(alert["annotations"]) == {"summary", "description"}, alert["alert"]
-    notes = helm(
-        "install",
-        "perfecto",
-        str(CHART),
-        "--dry-run=client",
-        "-f",
-        str(DEFAULTS),
-        "--set",
-        "prometheusRule.enabled=true",
-    ).stdout
+    notes = install_notes("-f", str(DEFAULTS), "--set", "prometheusRule.enabled=true")
     assert "set prometheusRule.runbookUrl" in notes
 
 
@@ -557,9 +553,7 @@ def test_webhook_wiring():
         claim["metadata"]["name"] == "perfecto-perfecto-exporter-ledger"
         and claim["spec"]["storageClassName"] == "standard"
     )
-    notes = helm(
-        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")
-    ).stdout
+    notes = install_notes("-f", str(CHART / "ci" / "webhook-values.yaml"))
     assert "DRY RUN" in notes and "on a PersistentVolumeClaim" in notes
 
 
@@ -599,15 +593,13 @@ def test_the_webhook_starts_in_dry_run_and_real_stops_are_a_second_step():
     enabled = ["-f", str(DEFAULTS), "--set", "webhook.enabled=true", "--set", "webhook.existingSecret=hook"]
     docs = render(DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook"})
     assert config_file(docs)["stop_dry_run"] is True
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", *enabled).stdout
+    notes = install_notes(*enabled)
     assert "(DRY RUN: nothing is stopped)" in notes and "--set config.stop_dry_run=false" in notes
     live = render(
         DEFAULTS, **{"webhook.enabled": "true", "webhook.existingSecret": "hook", "config.stop_dry_run": "false"}
     )
     assert config_file(live)["stop_dry_run"] is False
-    notes = helm(
-        "install", "perfecto", str(CHART), "--dry-run=client", *enabled, "--set", "config.stop_dry_run=false"
-    ).stdout
+    notes = install_notes(*enabled, "--set", "config.stop_dry_run=false")
     assert "DRY RUN" not in notes
     assert "stop_dry_run" not in config_file(render(DEFAULTS))  # without the webhook, nothing to say
 
@@ -654,25 +646,14 @@ def test_a_listen_address_bound_to_one_host_is_refused():
 
 
 def test_notes_name_every_dashboard_and_warn_of_an_open_network_policy():
-    notes = helm(
-        "install",
-        "perfecto",
-        str(CHART),
-        "--dry-run=client",
-        "-f",
-        str(DEFAULTS),
-        "--set",
-        "dashboards.enabled=true",
-        "--set",
-        "networkPolicy.enabled=true",
-    ).stdout
+    notes = install_notes(
+        "-f", str(DEFAULTS), "--set", "dashboards.enabled=true", "--set", "networkPolicy.enabled=true"
+    )
     for title in ("Perfecto / Executions overview", "Perfecto / Exporter health", "Perfecto / Usage"):
         assert f'"{title}"' in notes
     assert len(list((ROOT / "dashboards").glob("*.json"))) == 3
     assert "WARNING: networkPolicy.enabled with an empty networkPolicy.ingressFrom allows every peer" in notes
-    closed = helm(
-        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "webhook-values.yaml")
-    ).stdout
+    closed = install_notes("-f", str(CHART / "ci" / "webhook-values.yaml"))
     assert "networkPolicy.ingressFrom allows every peer" not in closed
 
 
@@ -834,18 +815,9 @@ def test_image_default_is_the_local_build_and_says_so():
             f"{path.name} must build exactly the chart's default image, with its revision"
         )
         assert "image.repository" in text, f"{path.name} must say how to point the chart at a pushed image"
-    notes = helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
+    notes = install_notes("-f", str(DEFAULTS))
     assert f"{image} is the name `docker build` gives" in notes
-    pushed = helm(
-        "install",
-        "perfecto",
-        str(CHART),
-        "--dry-run=client",
-        "-f",
-        str(DEFAULTS),
-        "--set",
-        "image.repository=registry.example.com/team/perfecto-exporter",
-    ).stdout
+    pushed = install_notes("-f", str(DEFAULTS), "--set", "image.repository=registry.example.com/team/perfecto-exporter")
     assert "docker build" not in pushed
 
 
@@ -915,32 +887,18 @@ def test_the_readme_install_works_on_a_default_kube_prometheus_stack(readme):
 
 
 def test_notes_say_what_the_prometheus_selects_on():
-    notes = helm(
-        "install",
-        "perfecto",
-        str(CHART),
-        "--dry-run=client",
-        "-f",
-        str(DEFAULTS),
-        "--set",
-        "serviceMonitor.enabled=true",
-        "--set",
-        "prometheusRule.enabled=true",
-    ).stdout
+    notes = install_notes(
+        "-f", str(DEFAULTS), "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"
+    )
     assert "kubectl get prometheus -A -o jsonpath=" in notes
     assert "{.spec.serviceMonitorSelector}" in notes and "{.spec.ruleSelector}" in notes
     assert "WARNING: serviceMonitor.additionalLabels is empty" in notes
     assert "WARNING: prometheusRule.additionalLabels is empty" in notes
     assert "serviceMonitor/default/perfecto-perfecto-exporter/0" in notes
-    labelled = helm(
-        "install", "perfecto", str(CHART), "--dry-run=client", "-f", str(CHART / "ci" / "monitoring-values.yaml")
-    ).stdout
+    labelled = install_notes("-f", str(CHART / "ci" / "monitoring-values.yaml"))
     assert "WARNING" not in labelled
     assert "ServiceMonitor perfecto-perfecto-exporter with release=kube-prometheus-stack." in labelled
-    assert (
-        "kubectl get prometheus"
-        not in helm("install", "perfecto", str(CHART), "--dry-run=client", "-f", str(DEFAULTS)).stdout
-    )
+    assert "kubectl get prometheus" not in install_notes("-f", str(DEFAULTS))
 
 
 def test_additional_labels_reach_the_service_monitor_and_the_rule():
