@@ -185,7 +185,8 @@ class Settings(BaseSettings):
     )
     # A floor of 1 s: below it the exporter becomes a load test of Perfecto's API (0.01 s: ~90 calls a second).
     poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of search.")
-    request_timeout: float = Field(10.0, gt=0, description="Read timeout of one API call, seconds.")
+    request_timeout: float = Field(
+        10.0, gt=0, description="Deadline of one search or License API call, connect to last byte, seconds.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
     search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
     max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")
@@ -231,7 +232,7 @@ class Settings(BaseSettings):
     stop_max_per_window: int = Field(50, ge=1, description="Most executions stopped per window.")
     stop_window: float = Field(3600.0, gt=0, description="The window of stop_max_per_window, seconds.")
     stop_remember: float = Field(21600.0, gt=0, description="Seconds a stopped id is not stopped again.")
-    stop_timeout: float = Field(5.0, gt=0, description="Read timeout of one stop call, seconds.")
+    stop_timeout: float = Field(5.0, gt=0, description="Deadline of one stop call, connect to last byte, seconds.")
     stop_ledger: Path | None = Field(
         None, description="SQLite file of the stops counted and in flight; without it they live in memory.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
