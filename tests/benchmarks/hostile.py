@@ -14,6 +14,8 @@ their default settings: see ``tests/benchmarks/candidate_server.py``.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,14 +40,16 @@ def start(server: str, lab_url: str, port: int, ulimit: int | None = None, **set
         command = [sys.executable, "-m", "tests.benchmarks.candidate_server", server, str(port)]
     if ulimit:
         command = ["bash", "-c", f"ulimit -n {ulimit}; exec \"$@\"", "bash", *command]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: a server with workers (granian) is killed whole
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200,
                what=f"{server} to serve")
     return process
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.kill()
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
