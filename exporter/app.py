@@ -104,6 +104,14 @@ def gzip_accepted(accept_encoding: str) -> bool:
     return False
 
 
+def _without_credentials(url: str) -> str:
+    """A URL as the landing page may show it: a proxy's user and password left out."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _text(start_response, status: str, body: str, headers: tuple[tuple[str, str], ...] = ()) -> list[bytes]:
     data = body.encode()
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
@@ -127,7 +135,7 @@ def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str,
     for s in statuses:
         last = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_success)) if s.last_success else "never"
         running = sum(s.snapshot.running.values()) if s.snapshot else "-"
-        cells = (s.cloud, s.url, _state(s), last, running, _license_state(licenses.get(s.cloud)))
+        cells = (s.cloud, _without_credentials(s.url), _state(s), last, running, _license_state(licenses.get(s.cloud)))
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Perfecto exporter</title></head>

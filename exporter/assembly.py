@@ -203,6 +203,7 @@ class Exporter:
         return {"tls": "on" if self.web.tls else "off", "basic_auth_users": len(self.web.users), **webhook}
 
     def stop(self) -> None:
+        self.remediator.stop_accepting()  # before the server drains: what is still queued starts no stop
         if self.server is not None:
             self.server.close()
         self.exposition.close()

@@ -51,7 +51,7 @@ class LineFormatter(logging.Formatter):
 
     def _line(self, fields: dict) -> str:
         if self.json_lines:
-            return json.dumps(fields, default=str, ensure_ascii=False)
+            return _printable(json.dumps(fields, default=str, ensure_ascii=False))
         return " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
 
 
@@ -87,9 +87,17 @@ class RepeatLimit(logging.Filter):
 
 def _quote(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\\'):
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _printable(json.dumps(text, ensure_ascii=False))
+
+
+def _printable(line: str) -> str:
+    """``line`` with every character that is not printable escaped: values come from strangers (alert
+    labels, API answers), and a NUL, a carriage return or U+2028 would split or garble the line."""
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in line)
 
 
 def configure(level: str = "info", json_lines: bool = False, secrets: tuple[str, ...] = ()) -> None:

@@ -174,12 +174,19 @@ class Remediator:
         self.stats = RemediationStats(list(clients), policy)
         self._clock = clock
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.ledger = StopLedger(policy.ledger, policy.window_seconds, policy.remember_seconds)
         with self._lock:
             try:
                 self._open_ledger()
             except LedgerUnavailable as err:  # the webhook fails closed until the ledger opens
                 self._ledger_failed(err)
+
+    def stop_accepting(self) -> None:
+        """From now on no stop call starts: a notification still queued for a webhook thread when the
+        exporter is told to stop is answered 503 with nothing sent, and Alertmanager sends it again
+        (to this process restarted, or another)."""
+        self._closing.set()
 
     def close(self) -> None:
         with self._lock:
@@ -199,7 +206,8 @@ class Remediator:
         decisions: list[Decision] = []
         planned: list[Decision] = []
         for request in requests:
-            decision = self._plan(request)
+            decision = (Decision(request, "failed", "shutting_down", retryable=True) if self._closing.is_set()
+                        else self._plan(request))
             (planned if decision.result == "planned" else decisions).append(decision)
         if planned:
             decisions += self._run(planned)
@@ -214,6 +222,8 @@ class Remediator:
             reason = "unknown_cloud" if request.cloud is not None else "cloud_required"
             return Decision(request, "refused", reason)
         ids = tuple(dict.fromkeys(i.strip() for i in request.execution_ids if i and i.strip()))
+        if UNKNOWN in ids:  # the exporter's own placeholder: no execution has that id
+            return Decision(request, "refused", "placeholder_target", cloud)
         if not ids:
             targets = {k: v for k, v in (("owner", request.owner), ("name", request.execution_name)) if v is not None}
             if not targets:

@@ -337,3 +337,13 @@ def test_the_landing_page_shows_the_license_api_state(start_lab):
     assert "<td>up</td></tr>" in landing(working.exporter)
     off = build_exporter(start_lab(payload=DOCUMENT).url)
     assert "<td>off</td></tr>" in landing(off)
+
+
+def test_the_landing_page_never_shows_a_urls_credentials(start_lab):
+    """A proxy's URL may carry a user and password (executions_url): the page, served without login
+    unless basic auth is on, shows the URL without them."""
+    lab = start_lab(payload=DOCUMENT)
+    exporter = build_exporter(lab.url.replace("http://", "http://proxyuser:URLSECRETPW@"), licenses="off")
+    page = landing(exporter)
+    assert "URLSECRETPW" not in page and "proxyuser" not in page
+    assert f"<td>{lab.url}</td>" in page

@@ -187,3 +187,12 @@ def test_the_start_line_says_what_is_exposed_and_a_refused_webhook_call_names_it
     (refused,) = [line for line in lines if line["msg"] == "webhook request refused"]
     assert (refused["client"], refused["user_agent"], refused["status"]) == ("127.0.0.1", "probe/1.0?", "401")
     assert "guessed" not in exporter.output and "hook-secret-for-log-tests" not in exporter.output
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_no_control_or_line_separating_character_goes_out_raw(json_lines):
+    """Alert labels and API answers come from strangers: a NUL, a carriage return, a tab or U+2028
+    in a value is escaped, so that a log line stays one printable line."""
+    line = LineFormatter(json_lines=json_lines).format(record("stop decision", execution_id="a\x00b\rc\td\u2028e"))
+    assert line.isprintable(), repr(line)
+    assert len(line.splitlines()) == 1

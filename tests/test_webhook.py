@@ -478,3 +478,22 @@ def test_stop_command(start_lab, tmp_path):
     nothing = subprocess.run([*EXPORTER_BIN, "stop"], env=env, capture_output=True, text=True, timeout=30)
     assert nothing.returncode == 2 and "configuration error: --execution-id" in nothing.stderr
     assert ADMIN_TOKEN not in dry.stdout + dry.stderr + real.stdout + real.stderr
+
+
+def test_once_the_exporter_is_stopping_no_stop_call_starts(make_hook):
+    """A notification still queued for a webhook thread when the exporter is told to stop (SIGTERM)
+    is answered 503 with nothing sent, so Alertmanager sends it again: never a stop sent and then
+    answered as failed."""
+    hook = make_hook()
+    hook.exporter.remediator.stop_accepting()
+    answer = hook.post(payload(alert("stuck1")))
+    assert answer.status_code == 503
+    assert answer.json()["decisions"][0]["reason"] == "shutting_down"
+    assert hook.stop_calls() == []
+
+
+def test_the_placeholder_id_is_never_a_target(make_hook):
+    hook = make_hook()
+    answer = hook.post(payload(alert("unknown")))
+    assert answer.status_code == 200 and answer.json()["decisions"][0]["reason"] == "placeholder_target"
+    assert hook.stop_calls() == []
