@@ -4,9 +4,10 @@ As in kubernetes-mixin and celery-mixin, everything that the alert rules, the Gr
 and the Helm chart must agree on lives here, once:
 
 - ``SELECTOR``: which scrape job is the exporter (the rules' ``up{...}`` and ``perfecto_*{...}``);
-- ``REPLICA_LABELS`` with :func:`dedupe` and :func:`add_replicas`: how two exporter replicas
-  scraping the same cloud are counted once (gauges, execution counters), or added (what each
-  replica does on its own: webhook requests, stop calls);
+- ``REPLICA_LABELS`` with :func:`dedupe`, :func:`earliest` and :func:`add_replicas`: how two
+  exporter replicas scraping the same cloud are counted once (gauges, execution counters; the
+  earliest of their timestamps of a device's status), or added (what each replica does on its
+  own: webhook requests, stop calls);
 - ``THRESHOLDS``: every alert threshold, with what it means;
 - ``RUNBOOK_URL`` and ``DASHBOARD_URL``: where the alerts link to (empty: no link, see below);
 - ``DASHBOARD_UIDS``: the dashboards' fixed uids, which alerts link to.
@@ -36,7 +37,8 @@ SELECTOR = 'job="perfecto-exporter"'
 REPLICA_LABELS = ("instance", "pod")
 RUNBOOK_URL = ""
 DASHBOARD_URL = ""
-DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health", "usage": "perfecto-usage"}
+DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health", "usage": "perfecto-usage",
+                  "devices": "perfecto-devices"}
 
 DURATION_PATTERN = "^([0-9]+(ms|s|m|h|d|w|y))+$"
 URL_PATTERN = r"^(https?://[^\s#]+)?$"
@@ -45,6 +47,12 @@ URL_PATTERN = r"^(https?://[^\s#]+)?$"
 def dedupe(expr: str) -> str:
     """One series per cloud however many replicas report it: every replica polls the same lab."""
     return f"max without ({', '.join(REPLICA_LABELS)}) ({expr})"
+
+
+def earliest(expr: str) -> str:
+    """The earliest of the replicas' timestamps: each replica dates a device's status from its own
+    first sighting, so the one that has watched longest (not restarted since) knows best."""
+    return f"min without ({', '.join(REPLICA_LABELS)}) ({expr})"
 
 
 def add_replicas(expr: str) -> str:
@@ -142,6 +150,16 @@ THRESHOLDS = {
                                            "at the billing period's reset."),
     "licenseApiDownFor": _duration("30m", "How long the License API must fail (licenses: on, or auto where it "
                                           "answered before) before PerfectoLicenseApiDown fires."),
+    # the device inventory (device-management API; private clouds)
+    "deviceOutOfServiceSeconds": _count(1800, "Seconds a device must have been disconnected or unavailable (as "
+                                              "the exporter saw it) before PerfectoDeviceOutOfService fires."),
+    "deviceOutOfServiceFor": _duration("5m", "The for: of PerfectoDeviceOutOfService."),
+    "deviceModelExhaustedFor": _duration("1h", "How long every connected device of a model must be in use before "
+                                               "PerfectoDeviceModelExhausted fires."),
+    "devicesReservedIdleFor": _duration("2h", "How long devices of a model must be reserved and not in use before "
+                                              "PerfectoDevicesReservedIdle fires."),
+    "deviceApiDownFor": _duration("30m", "How long the device list must fail (devices: on, or auto where it "
+                                         "answered before) before PerfectoDeviceApiDown fires."),
     # the remediation webhook
     "stopFailuresFor": _duration("1m", "The for: of PerfectoStopActionsFailing."),
     "stopRefusalsFor": _duration("1m", "The for: of PerfectoStopActionsRefused."),

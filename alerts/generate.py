@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from alerts import config
-from alerts.config import add_replicas, dedupe
+from alerts.config import add_replicas, dedupe, earliest
 
 RULES_FILE = ROOT / "alerts" / "perfecto-exporter.rules.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -46,6 +46,7 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-exporter", "rules": exporter_rules(t, alert)},
         {"name": "perfecto-executions", "rules": execution_rules(t, alert)},
         {"name": "perfecto-capacity", "rules": license_rules(t, alert)},
+        {"name": "perfecto-devices", "rules": device_rules(t, alert)},
         {"name": "perfecto-remediation", "rules": remediation_rules(t, alert)},
         {"name": "perfecto-usage", "interval": "1m", "rules": usage_rules(t)},
         {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
@@ -359,8 +360,57 @@ def license_rules(t: dict, alert) -> list[dict]:
     ]
 
 
+OUT_OF_SERVICE = "disconnected|unavailable"
+
+
+def device_rules(t: dict, alert) -> list[dict]:
+    """Dedicated devices of the device-management API (private clouds): out of service for long,
+    a model with every connected device in use, reserved devices nobody uses, the list's poll down.
+
+    A cloud where the API is absent (``devices: auto`` and 401/403/404 before any success) has
+    no device series and no ``perfecto_devices_up``, so none of these can fire there.
+
+    A device's time out of service is measured from ``perfecto_device_status_since_timestamp_seconds``,
+    the time the exporter first saw it in its status; of several replicas the earliest counts
+    (``config.earliest``), so that one replica's restart does not restart the clock. A device back
+    to ``connected`` has a new series, so one that flaps is never out of service for long."""
+    s = t["selector"]
+    since = earliest(f'perfecto_device_status_since_timestamp_seconds{{{s}, status=~"{OUT_OF_SERVICE}"}}')
+    in_use = f"sum by (cloud, model) ({dedupe(f'perfecto_devices_in_use{{{s}}}')})"
+    connected = "sum by (cloud, model) (" + dedupe(f'perfecto_devices{{{s}, status="connected"}}') + ")"
+    reserved_idle = f"sum by (cloud, model, location) ({dedupe(f'perfecto_devices_reserved_idle{{{s}}}')})"
+    return [
+        alert("PerfectoDeviceOutOfService", f"time() - {since} > {t['deviceOutOfServiceSeconds']}",
+              t["deviceOutOfServiceFor"], "warning",
+              "Perfecto device {{ $labels.device_id }} ({{ $labels.model }} at {{ $labels.location }}) is "
+              "{{ $labels.status }}.",
+              "Device {{ $labels.device_id }}, a {{ $labels.model }} ({{ $labels.os }}) at {{ $labels.location }} "
+              "on {{ $labels.cloud }}, has been {{ $labels.status }} for {{ $value | humanizeDuration }} (as the "
+              "exporter saw it): a dedicated device that is paid for and runs no tests.", board="devices"),
+        alert("PerfectoDeviceModelExhausted", f"{in_use} >= ({connected} > 0)",
+              t["deviceModelExhaustedFor"], "warning",
+              "Every connected {{ $labels.model }} device of cloud {{ $labels.cloud }} is in use.",
+              "All {{ $value }} connected {{ $labels.model }} devices of {{ $labels.cloud }} have been in use for "
+              f"{t['deviceModelExhaustedFor']}: tests that need this model wait for one.", board="devices"),
+        alert("PerfectoDevicesReservedIdle", f"{reserved_idle} > 0",
+              t["devicesReservedIdleFor"], "info",
+              "{{ $labels.model }} devices at {{ $labels.location }} are reserved and not used.",
+              "{{ $value }} {{ $labels.model }} devices at {{ $labels.location }} on {{ $labels.cloud }} are "
+              f"reserved and not in use, and some have been for {t['devicesReservedIdleFor']}: capacity that "
+              "someone holds and nobody uses.", board="devices"),
+        alert("PerfectoDeviceApiDown", f"{dedupe(f'perfecto_devices_up{{{s}}}')} == 0",
+              t["deviceApiDownFor"], "warning",
+              "The device list of cloud {{ $labels.cloud }} cannot be polled.",
+              "Every poll of the device-management API of {{ $labels.cloud }} has failed for "
+              f"{t['deviceApiDownFor']}; device series are stale and no device alert can fire. See "
+              'perfecto_api_request_failures_total{endpoint="devices"} for the reason.', board="devices"),
+    ]
+
+
 def _hours(seconds) -> str:
-    return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds} s"
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds % 60 == 0 else f"{seconds} s"
 
 
 def conditions(t: dict) -> dict[str, str]:
@@ -388,6 +438,13 @@ def conditions(t: dict) -> dict[str, str]:
         "PerfectoLicenseBurstMinutesLow": f"{t['burstUsedPercent']} % or more of a device type's burst minutes used, "
                                           f"and some spent within {t['burstSpendingWindow']} (for {t['burstFor']})",
         "PerfectoLicenseApiDown": f"`perfecto_licenses_up` is 0 on every replica for {t['licenseApiDownFor']}",
+        "PerfectoDeviceOutOfService": f"a device disconnected or unavailable for more than "
+                                      f"{_hours(t['deviceOutOfServiceSeconds'])} since the exporter first saw it so "
+                                      f"(for {t['deviceOutOfServiceFor']})",
+        "PerfectoDeviceModelExhausted": f"every connected device of a model in use for {t['deviceModelExhaustedFor']}",
+        "PerfectoDevicesReservedIdle": f"devices of a model and location reserved and not in use for "
+                                       f"{t['devicesReservedIdleFor']}",
+        "PerfectoDeviceApiDown": f"`perfecto_devices_up` is 0 on every replica for {t['deviceApiDownFor']}",
         "PerfectoStopActionsFailing": f"a stop decision failed before its stop call in the last 15m "
                                       f"(for {t['stopFailuresFor']})",
         "PerfectoStopActionsRefused": "a stop decision was refused (a cap, an unknown cloud, no `execution_id`) in the "

@@ -19,10 +19,30 @@ import json
 import sys
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import bargauge, dashboard, heatmap, piechart, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    common,
+    dashboard,
+    heatmap,
+    piechart,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, VizOrientation
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.common import BarGaugeDisplayMode, StackingMode, VisibilityMode, VizOrientation
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DataTransformerConfig,
+    DynamicConfigValue,
+    ValueMap,
+    ValueMappingResult,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from alerts.config import DASHBOARD_UIDS, dedupe
+from alerts.config import DASHBOARD_UIDS, dedupe, earliest
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 CLOUD = 'cloud=~"$cloud"'
@@ -380,8 +400,102 @@ def usage() -> dashboard.Dashboard:
                      extra_variables=(team, price), since="now-7d", refresh=None)
 
 
+DEVICES = 'cloud=~"$cloud", model=~"$model", location=~"$location"'
+SINCE = "perfecto_device_status_since_timestamp_seconds"
+OUT_OF_SERVICE = 'status=~"disconnected|unavailable"'
+# The state timeline's codes: one number per status of the README's closed set
+STATUS_CODES = {"connected": (1, "green"), "disconnected": (2, "red"), "unavailable": (3, "orange"),
+                "unknown": (4, "purple")}
+
+
+def device_filter(name: str, label: str) -> dashboard.QueryVariable:
+    return (dashboard.QueryVariable(name).label(label.capitalize()).datasource(DATASOURCE)
+            .query(f"label_values(perfecto_devices{{{CLOUD}}}, {label})").multi(True).include_all(True)
+            .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
+
+
+def status_history() -> str:
+    """One series per device whose value is its status's code (``STATUS_CODES``), for a state
+    timeline: ``group`` gives 1 however many replicas report the status. Where replicas disagree
+    for a poll, the first status in this order is shown (out of service before connected)."""
+    order = ("unavailable", "disconnected", "unknown", "connected")
+    return " or ".join(
+        f"{STATUS_CODES[status][0]} * group by (cloud, device_id, model, location) "
+        f'({SINCE}{{{DEVICES}, status="{status}"}})' for status in order)
+
+
+def devices() -> dashboard.Dashboard:
+    """The device inventory of private clouds (device-management API): out of service now, use
+    per model, reserved devices nobody uses, and each device's status over time. Empty for clouds
+    where the API is absent."""
+    connected = "sum by (cloud, model) (" + once("perfecto_devices", DEVICES + ', status="connected"') + ")"
+    out_of_service_since = earliest(f"{SINCE}{{{DEVICES}, {OUT_OF_SERVICE}}}")
+    mappings = [ValueMap({str(code): ValueMappingResult(text=status, color=color, index=code - 1)
+                          for status, (code, color) in STATUS_CODES.items()})]
+    per_model = {kind: f"sum by (cloud, model) ({once(f'perfecto_devices_{kind}', DEVICES)})"
+                 for kind in ("in_use", "available", "reserved")}
+    panels = [
+        stat.Panel().title("Devices").unit("short").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_devices', DEVICES)})")),
+        stat.Panel().title("Out of service").unit("short").height(4).span(6).no_value("0")
+        .description("Devices disconnected or unavailable (error, loading, initialising) now.")
+        .with_target(query(f"sum({once('perfecto_devices', DEVICES + ', ' + OUT_OF_SERVICE)})")),
+        stat.Panel().title("In use").unit("short").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_devices_in_use', DEVICES)})")),
+        stat.Panel().title("Reserved, not in use").unit("short").height(4).span(6)
+        .with_target(query(f"sum({once('perfecto_devices_reserved_idle', DEVICES)})")),
+        table.Panel().title("Out-of-service devices now").height(9).span(24)
+        .description("Every device disconnected or unavailable at the last poll, with the time the exporter first "
+                     "saw it in that status (its first poll, for a device already so when it started) and for how "
+                     "long; PerfectoDeviceOutOfService fires past deviceOutOfServiceSeconds.")
+        .with_target(query(f"1000 * {out_of_service_since}", instant=True, fmt=PromQueryFormat.TABLE))
+        .with_target(query(f"time() - {out_of_service_since}", ref="B", instant=True, fmt=PromQueryFormat.TABLE))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True, "job": True, "__name__": True},
+            "renameByName": {"Value #A": "since", "Value #B": "for"},
+            "indexByName": {"device_id": 0, "model": 1, "os": 2, "location": 3, "status": 4, "cloud": 5,
+                            "Value #A": 6, "Value #B": 7}}))
+        .override_by_name("since", [DynamicConfigValue("unit", "dateTimeAsIso")])
+        .override_by_name("for", [DynamicConfigValue("unit", "s")]),
+        timeseries.Panel().title("Utilisation per model").unit("percentunit").min(0).max(1).height(8).span(12)
+        .description("Devices in use / connected devices, per model. At 100% tests that need the model wait; "
+                     "PerfectoDeviceModelExhausted fires after deviceModelExhaustedFor.")
+        .with_target(query(f"{per_model['in_use']} / ({connected} > 0)", "{{cloud}} {{model}}")),
+        timeseries.Panel().title("Devices by status").unit("short").height(8).span(12)
+        .stacking(common.StackingConfig().mode(StackingMode.NORMAL)).fill_opacity(30)
+        .with_target(query(f"sum by (status) ({once('perfecto_devices', DEVICES)})", "{{status}}")),
+        timeseries.Panel().title("In use, available and reserved per model").unit("short").height(8).span(12)
+        .with_target(query(per_model["in_use"], "{{cloud}} {{model}} in use"))
+        .with_target(query(per_model["available"], "{{cloud}} {{model}} available", ref="B"))
+        .with_target(query(per_model["reserved"], "{{cloud}} {{model}} reserved", ref="C")),
+        timeseries.Panel().title("Reserved but not in use").unit("short").height(8).span(12)
+        .description("Devices reserved and not in use: capacity someone holds and nobody uses. "
+                     "PerfectoDevicesReservedIdle fires after devicesReservedIdleFor.")
+        .with_target(query(f"sum by (cloud, model, location) ({once('perfecto_devices_reserved_idle', DEVICES)})",
+                           "{{cloud}} {{model}} {{location}}")),
+        statetimeline.Panel().title("Status history per device").height(16).span(24)
+        .description("Each device's status over time, as the exporter polled it: connected, disconnected, "
+                     "unavailable (error, loading, initialising) or unknown. Filter by model and location for a "
+                     "large lab.")
+        .mappings(mappings).merge_values(True).show_value(VisibilityMode.NEVER)
+        .with_target(query(status_history(), "{{device_id}} {{model}} {{location}}")),
+        timeseries.Panel().title("Device list API").height(6).span(24)
+        .description("up: the last poll of the device list succeeded (1) or failed (0); absent: the API answered "
+                     "401/403/404 in auto mode (public clouds) and is asked again hourly, without alerting.")
+        .with_target(query(f"perfecto_devices_up{{{CLOUD}}}", "up {{cloud}} {{instance}}"))
+        .with_target(query(f"perfecto_devices_api_absent{{{CLOUD}}}", "absent {{cloud}} {{instance}}", ref="B")),
+    ]
+    return new_board(DASHBOARD_UIDS["devices"], "Perfecto / Devices",
+                     "The dedicated devices of a private cloud, from Perfecto's device-management API: which are out "
+                     "of service and since when, how busy each model is, reserved devices nobody uses, and each "
+                     "device's status over time. Empty where the API is absent (public clouds).", False, panels,
+                     extra_variables=(device_filter("model", "model"), device_filter("location", "location")),
+                     since="now-24h", refresh="1m")
+
+
 DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health,
-              "perfecto-usage.json": usage}
+              "perfecto-usage.json": usage, "perfecto-devices.json": devices}
 
 
 def render(build) -> str:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT, require_tool
-from .helpers import RULES, alert_rules, all_rules, load_generator, promtool_test, recording_rules
+from .helpers import RULES, alert_rules, all_rules, grafana_to_promql, load_generator, promtool_test, recording_rules
 
 if str(ROOT) not in sys.path:  # alerts/ and dashboards/ are folders of scripts, imported by path
     sys.path.insert(0, str(ROOT))
@@ -174,6 +174,9 @@ def test_dashboard_structure(name):
     if name == "perfecto-usage.json":
         assert variables["team"]["query"] == 'label_values(perfecto_owner_info{cloud=~"$cloud"}, team)'
         assert variables["price"]["type"] == "textbox" and variables["price"]["query"] == "1"
+    if name == "perfecto-devices.json":
+        for label in ("model", "location"):
+            assert variables[label]["query"] == f'label_values(perfecto_devices{{cloud=~"$cloud"}}, {label})'
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
@@ -235,3 +238,48 @@ def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
                          'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
     promtool_test(tmp_path, series, rules,
                   firing=("PerfectoOwnerDevicesHigh", "owner", ["alice", "ci-deploy", "ci-nightly", "perf"], "35m"))
+
+
+def test_the_devices_board_lists_out_of_service_devices_with_since_and_every_status():
+    """The out-of-service table asks once (instant) for each device's since and how long, merged into
+    one row per device; the state timeline names every status of the README's closed set."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-devices.json").read_text())
+    panels = {p["title"]: p for p in board["panels"]}
+    out = panels["Out-of-service devices now"]
+    assert all(t.get("instant") and t["format"] == "table" for t in out["targets"])
+    assert all('status=~"disconnected|unavailable"' in t["expr"] for t in out["targets"])
+    assert [t["id"] for t in out["transformations"]] == ["merge", "organize"]
+    units = {o["matcher"]["options"]: o["properties"][0]["value"] for o in out["fieldConfig"]["overrides"]}
+    assert units == {"since": "dateTimeAsIso", "for": "s"}
+    timeline = panels["Status history per device"]
+    assert timeline["type"] == "state-timeline"
+    (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
+    named = {int(code): result["text"] for code, result in mapping["options"].items()}
+    assert set(named.values()) == {"connected", "disconnected", "unavailable", "unknown"}
+    (target,) = timeline["targets"]
+    for code, status in named.items():
+        assert f'{code} * group by (cloud, device_id, model, location) (' in target["expr"]
+        assert f'status="{status}"}})' in target["expr"]
+
+
+def test_the_devices_boards_status_history_gives_each_device_its_status_code(tmp_path):
+    """The state timeline's query on promtool: one row per device (not per replica), whose value
+    follows the device from unavailable to connected; out of service wins while replicas disagree."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-devices.json").read_text())
+    (expr,) = [grafana_to_promql(t["expr"]) for p in board["panels"] if p["title"] == "Status history per device"
+               for t in p["targets"]]
+    series = "perfecto_device_status_since_timestamp_seconds"
+    device = 'job="perfecto-exporter",cloud="acme",device_id="R5CT1234",model="Galaxy S24",location="BOS",os="Android"'
+    test = {"interval": "1m", "input_series": [
+        {"series": f'{series}{{instance="a",{device},status="unavailable"}}', "values": "0x4 stale"},
+        {"series": f'{series}{{instance="b",{device},status="unavailable"}}', "values": "0x5 stale"},
+        {"series": f'{series}{{instance="a",{device},status="connected"}}', "values": "_x5 300x5"},
+        {"series": f'{series}{{instance="b",{device},status="connected"}}', "values": "_x6 360x4"},
+    ], "promql_expr_test": [
+        {"expr": expr, "eval_time": at, "exp_samples": [
+            {"labels": '{cloud="acme",device_id="R5CT1234",model="Galaxy S24",location="BOS"}', "value": value}]}
+        for at, value in (("2m", 3), ("5m", 3), ("8m", 1))]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": [], "tests": [test]}))
+    result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -494,7 +494,7 @@ def test_dashboards_are_the_projects_own():
         for c in by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap")
         if "config.yaml" not in c["data"]
     ]
-    assert len(docs) == len(list((ROOT / "dashboards").glob("*.json"))) == 3
+    assert len(docs) == len(list((ROOT / "dashboards").glob("*.json"))) == 4
     shipped = {}
     for config_map in docs:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -649,9 +649,10 @@ def test_notes_name_every_dashboard_and_warn_of_an_open_network_policy():
     notes = install_notes(
         "-f", str(DEFAULTS), "--set", "dashboards.enabled=true", "--set", "networkPolicy.enabled=true"
     )
-    for title in ("Perfecto / Executions overview", "Perfecto / Exporter health", "Perfecto / Usage"):
+    for title in ("Perfecto / Executions overview", "Perfecto / Exporter health", "Perfecto / Usage",
+                  "Perfecto / Devices"):
         assert f'"{title}"' in notes
-    assert len(list((ROOT / "dashboards").glob("*.json"))) == 3
+    assert len(list((ROOT / "dashboards").glob("*.json"))) == 4
     assert "WARNING: networkPolicy.enabled with an empty networkPolicy.ingressFrom allows every peer" in notes
     closed = install_notes("-f", str(CHART / "ci" / "webhook-values.yaml"))
     assert "networkPolicy.ingressFrom allows every peer" not in closed
