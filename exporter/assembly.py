@@ -22,8 +22,9 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .app import Route, create_app
-from .client import ApiStats, ExecutionManagerClient, LicenseClient
+from .client import ApiStats, DeviceClient, ExecutionManagerClient, LicenseClient
 from .collectors import (
+    DevicesCollector,
     ExecutionsCollector,
     HealthCollector,
     LicensesCollector,
@@ -34,7 +35,7 @@ from .collectors import (
 from .collectors.families import Collector
 from .exposition import Exposition
 from .labels import LabelPlan
-from .poller import LicensePoller, Poller
+from .poller import DevicePoller, LicensePoller, Poller
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
 from .stop_policy import Remediator, StopPolicy
@@ -95,7 +96,9 @@ class Exporter:
         collectors: list[Collector | RuntimeCollector] = []
         self.exposition = Exposition(lambda: collectors)
         licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
-        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed))
+        listed = [cloud for cloud in clouds if cloud.devices_url is not None]
+        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed),
+                                  (cloud.name for cloud in listed))
         self.pollers = [
             Poller(self._client(cloud, monotonic), plan, settings.poll_interval, clock=clock, monotonic=monotonic,
                    on_poll=self.exposition.refresh)
@@ -107,6 +110,12 @@ class Exporter:
                           clock=clock, monotonic=monotonic, on_poll=self.exposition.refresh)
             for cloud in licensed
         ]
+        # The device list: a third loop per cloud (none with devices: off)
+        self.device_pollers = [
+            DevicePoller(self._device_client(cloud, monotonic), settings.devices, settings.devices_interval,
+                         clock=clock, monotonic=monotonic, on_poll=self.exposition.refresh)
+            for cloud in listed
+        ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
                        UsageCollector(statuses, plan, Teams.from_settings(settings)),
@@ -114,6 +123,9 @@ class Exporter:
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
+        if settings.devices != "off":
+            collectors.append(DevicesCollector(lambda: [p.status for p in self.device_pollers],
+                                               3 * settings.devices_interval, clock=clock))
         self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
                                      clock=clock)
         routes: dict[str, Route] = {}
@@ -166,6 +178,12 @@ class Exporter:
                              retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
                              stats=self.api_stats)
 
+    def _device_client(self, cloud: Cloud, monotonic) -> DeviceClient:
+        s = self.settings
+        return DeviceClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
+                            retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
+                            stats=self.api_stats)
+
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
         raise_descriptor_limit()
@@ -180,8 +198,8 @@ class Exporter:
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
                                      "clouds": ",".join(p.cloud for p in self.pollers), **self._surface()})
 
-    def _loops(self) -> list[Poller | LicensePoller]:
-        return [*self.pollers, *self.license_pollers]
+    def _loops(self) -> list[Poller | LicensePoller | DevicePoller]:
+        return [*self.pollers, *self.license_pollers, *self.device_pollers]
 
     @property
     def port(self) -> int:
@@ -209,7 +227,8 @@ class Exporter:
         self.exposition.close()
         for loop in self._loops():
             loop.stop(timeout=2)
-        for client in [*(p.client for p in self.pollers), *(p.client for p in self.license_pollers)]:
+        for client in [*(p.client for p in self.pollers), *(p.client for p in self.license_pollers),
+                       *(p.client for p in self.device_pollers)]:
             client.close()
         self.remediator.close()
 

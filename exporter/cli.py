@@ -116,13 +116,16 @@ def _lab_from_args(args: argparse.Namespace, user_tokens: dict[str, str]):
         raise ConfigError("--burst-minutes" if args.burst_minutes < 0 else "--simulators", "is out of range")
     if not args.duration_scale > 0 or not 0 <= args.overrun <= 1:
         raise ConfigError("--duration-scale" if not args.duration_scale > 0 else "--overrun", "is out of range")
+    devices = None if args.devices.strip().lower() == "none" else args.devices.strip()
+    if devices is not None and not devices.isdigit():
+        raise ConfigError("--devices", "must be a number of devices, or none")
     workload = Workload(
         seed=args.seed, executions=args.executions, churn=args.churn, stuck=args.stuck,
         owners=tuple(user_tokens), simulators=args.simulators, test_durations=args.test_durations,
         duration_scale=args.duration_scale, overrun=args.overrun, run_numbers=args.run_numbers,
     )
     return Lab(workload, args.admin_token, user_tokens, payload=payload, fault_injection=args.fault_injection,
-               licenses=licenses, burst_minutes=args.burst_minutes)
+               licenses=licenses, burst_minutes=args.burst_minutes, devices=None if devices is None else int(devices))
 
 
 def _user_tokens(pairs: list[str]) -> dict[str, str]:
@@ -155,6 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     log.info("simulated lab listening", extra={
         "address": f"{host}:{server.server_port}", "executions": args.executions, "churn": args.churn,
         "fault_injection": args.fault_injection, "licenses": args.licenses, "burst_minutes": args.burst_minutes,
+        "devices": args.devices,
     })
     _wait_for_signal()
     server.shutdown()
@@ -174,7 +178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--lab.listen-address", str(err)) from None
     settings = load_settings({
         "listen_address": args.listen_address or "127.0.0.1:9817", "poll_interval": args.poll_interval,
-        "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
+        "licenses_interval": args.poll_interval, "devices_interval": args.poll_interval,
+        "log_level": args.log_level, "log_format": args.log_format,
         "telemetry_path": getattr(args, "telemetry_path", None), "teams": list(DEMO_TEAMS),
         # the lab's tests have a history then: show it by test, as the overdue alert needs
         "execution_name_durations": True if args.test_durations else None,
@@ -188,7 +193,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         log.error("cannot listen", extra={"address": args.lab_listen_address, "error": err.strerror})
         return 1
     lab_url = f"http://{lab_host}:{lab_server.server_port}"
-    exporter = Exporter(settings, [Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url)])
+    exporter = Exporter(settings, [Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url,
+                                         devices_url=lab_url)])
     try:
         exporter.start()
     except OSError as err:
@@ -209,6 +215,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{', '.join(str(team['name']) for team in DEMO_TEAMS)}, {settings.default_team})\n"
         f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
         "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
+        f"  devices:        {base}{settings.telemetry_path}?name[]=perfecto_devices"
+        "&name[]=perfecto_devices_in_use&name[]=perfecto_device_status_since_timestamp_seconds\n"
         f"  landing page:   {base}/\n"
         f"  simulated lab:  {lab_url}\n"
         f"  a fault:        curl -XPOST {lab_url}/-/lab/faults -d '{{\"kind\": \"server_error\"}}'"
@@ -246,6 +254,9 @@ def _workload_flags(p: argparse.ArgumentParser, executions: int, churn: float, s
     p.add_argument("--burst-minutes", dest="burst_minutes", type=int, default=240,
                    help="burst minutes per licensed device type, used while platforms exceed the licenses "
                         "(default 240; 0: no burst package)")
+    p.add_argument("--devices", default="36",
+                   help="device list: how many dedicated devices, or none for a public cloud without the API "
+                        "(default 36)")
     p.add_argument("--test-durations", dest="test_durations", action="store_true",
                    help="executions finish after their test's typical duration (0.8 to 1.2 times), some overrun 3 "
                         "times; --churn then only starts them")

@@ -1,5 +1,5 @@
-"""The two Execution Manager calls, ``search`` and ``stop``, the License API's ``licenses``,
-and what they cost.
+"""The two Execution Manager calls, ``search`` and ``stop``, the License API's ``licenses``, the
+device list's ``devices``, and what they cost.
 
 Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 
@@ -14,7 +14,7 @@ Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 =================== ==========================================================
 
 Every call has a deadline for the whole of it (connect, send, retries, read): ``timeout`` for
-``search`` and ``licenses`` (``request_timeout``), ``stop_timeout`` for ``stop``. requests bounds
+``search``, ``licenses`` and ``devices`` (``request_timeout``), ``stop_timeout`` for ``stop``. requests bounds
 each socket operation alone, so an answer that drips a byte within each read timeout would
 hold a poll (and keep ``perfecto_up`` at 1) for as long as it drips; at the deadline the call's
 socket is shut down under it (:class:`_Deadline`), and a retry whose wait would end past it
@@ -24,7 +24,9 @@ socket is shut down under it (:class:`_Deadline`), and a retry whose wait would 
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
 retried here: the webhook's caller (Alertmanager) owns retries of a stop. ``licenses`` (a GET
 on the cloud's other host, ``https://<cloud>.perfectomobile.com``) has its own session and is
-retried like ``search``. Redirects are not followed, so the token never travels to another host.
+retried like ``search``; so is ``devices`` (a POST on a third host,
+``https://<cloud>.app.perfectomobile.com``, that only reads). Redirects are not followed, so the
+token never travels to another host.
 
 A server's ``userMessage`` texts are kept (shortened) in :attr:`ApiError.messages`, with the
 client's own token, and any 16-character piece of it, masked *before* they are shortened:
@@ -49,6 +51,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .counting import Observations, Tally
+from .device_answer import DeviceList, read_devices
 from .license_answer import LicenseUsage, read_licenses
 from .redact import Redactor
 from .search_answer import InvalidAnswer, split_answer
@@ -60,6 +63,9 @@ LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
 ENDPOINTS = ("search", "stop")
 LICENSES_ENDPOINT = "licenses"
 LICENSES_MAX_BYTES = 1 << 20  # a few entries per device type; anything this large is not the answer
+DEVICES_PATH = "/api/v1/device-management/devices"
+DEVICES_ENDPOINT = "devices"
+DEVICES_MAX_BYTES = 16 << 20  # about 1 KB a device: some 16,000 devices, where a lab has hundreds
 REASONS = ("auth", "bad_request", "server_error", "timeout", "deadline", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
@@ -91,10 +97,13 @@ class StopResult:
 class ApiStats:
     """Requests, failures by reason and durations, per cloud and endpoint, for every client."""
 
-    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = ()):
-        """``license_clouds``: the clouds whose License API is polled; only they get its series at 0."""
+    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = (),
+                 device_clouds: Iterable[str] = ()):
+        """``license_clouds``, ``device_clouds``: the clouds whose License API, whose device list is
+        polled; only they get its series at 0."""
         known = [(cloud, endpoint) for cloud in clouds for endpoint in ENDPOINTS]
         known += [(cloud, LICENSES_ENDPOINT) for cloud in license_clouds]
+        known += [(cloud, DEVICES_ENDPOINT) for cloud in device_clouds]
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
         self.durations = Observations(("cloud", "endpoint"), known, REQUEST_DURATION_BUCKETS)
@@ -409,6 +418,33 @@ class LicenseClient(_PerfectoSession):
                                messages=_user_messages(bytes(body), self._redact)) from None
 
         return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
+
+
+class DeviceClient(_PerfectoSession):
+    """The device list of one cloud, at ``cloud.devices_url``; never the legacy ``handsets`` call,
+    which takes the token in its URL."""
+
+    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
+                 clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
+        if cloud.devices_url is None:
+            raise ValueError(f"cloud {cloud.name!r} has no devices URL")
+        super().__init__(cloud, cloud.devices_url, timeouts={DEVICES_ENDPOINT: (connect_timeout, timeout)},
+                         max_response_bytes=DEVICES_MAX_BYTES, clock=clock, user_agent=user_agent,
+                         stats=stats or ApiStats([cloud.name], device_clouds=[cloud.name]))
+        self._mount(DEVICES_PATH, retries)
+
+    def devices(self) -> DeviceList:
+        """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`)."""
+
+        def read(response: requests.Response) -> DeviceList:
+            body = self._read_capped(response)
+            try:
+                return read_devices(body)
+            except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
+                raise ApiError("invalid_response", f"devices answer is {err}",
+                               messages=_user_messages(bytes(body), self._redact)) from None
+
+        return self._exchange(DEVICES_ENDPOINT, DEVICES_PATH, {}, read)
 
 
 def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:

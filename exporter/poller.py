@@ -12,6 +12,11 @@ status), as long as it has never answered: after one success the same statuses a
 The poller then logs that once, marks the cloud ``absent`` and asks again only every
 :data:`ABSENT_RETRY` seconds; the search token still works, or ``perfecto_up`` says otherwise.
 Every other failure, and every failure in ``on`` mode, is an outage like any other.
+
+:class:`DevicePoller`, on a third thread and interval, reads the device list the same way (modes
+``auto``, ``on``), but logs an absent API at info: the vendor documents it for private clouds
+only, so absent is the normal case of a public cloud. It also keeps, per device, when this
+exporter first saw it in its current status (:func:`follow_statuses`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from .changes import Totals, advance
-from .client import ApiError, ExecutionManagerClient, LicenseClient
+from .client import ApiError, DeviceClient, ExecutionManagerClient, LicenseClient
+from .device_answer import DeviceList
 from .labels import LabelPlan, OwnerLabels
 from .license_answer import LicenseUsage
 from .snapshot import Snapshot, SnapshotBuilder
@@ -49,7 +55,7 @@ class CloudStatus:
     last_error: str | None = None  # the reason of the last failed poll, while it is failing
 
 
-StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus")
+StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus", "DeviceStatus")
 
 
 class _Loop(Generic[StatusT]):
@@ -200,6 +206,75 @@ class LicensePoller(_Loop[LicenseStatus]):
                             extra={**extra, "skipped": usage.skipped_entries})
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
+        self.status = status
+        self._on_poll()
+        return status
+
+    def _wait(self) -> float:
+        return ABSENT_RETRY if self.status.absent else self.interval
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    cloud: str
+    mode: str  # "auto" or "on"
+    devices: DeviceList | None = None  # from the last successful poll
+    # device id -> (status, when this exporter first saw it in that status), from the same poll
+    since: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    polls: int = 0
+    up: bool = False
+    absent: bool = False  # auto mode: the API answered 401/403/404 before any success; asked again hourly
+    last_success: float | None = None
+    last_error: str | None = None
+
+
+def follow_statuses(before: Mapping[str, tuple[str, float]], devices: DeviceList,
+                    now: float) -> dict[str, tuple[str, float]]:
+    """Each identified device's status and since when: kept from ``before`` while the status is
+    the same, ``now`` for a change and for a device not seen before (the first poll after a
+    start too); a device gone from the answer is gone from the result."""
+    since = {}
+    for device in devices.devices:
+        if device.id is not None:
+            kept = before.get(device.id)
+            since[device.id] = kept if kept is not None and kept[0] == device.status else (device.status, now)
+    return since
+
+
+class DevicePoller(_Loop[DeviceStatus]):
+    """The device list of one cloud, on its own thread and interval (``devices_interval``)."""
+
+    def __init__(self, client: DeviceClient, mode: str, interval: float, *, clock=time.time,
+                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+        self.client, self.mode, self.interval = client, mode, interval
+        self._clock, self._on_poll = clock, on_poll
+        self.status = DeviceStatus(cloud=client.cloud.name, mode=mode)
+        super().__init__(client.cloud.name, "devices", monotonic)
+
+    def poll_once(self) -> DeviceStatus:
+        status, extra = self.status, {"cloud": self.status.cloud}
+        try:
+            devices = self.client.devices()
+        except ApiError as err:
+            # As the License API's: absent only until the API has answered once.
+            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+            if absent and not status.absent:
+                log.info("device list API absent or refused (normal outside private clouds); asked again hourly, "
+                         "no alert", extra={**extra, "status": err.status, "error": str(err)})
+            elif not absent:
+                log.warning("device poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
+            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+        else:
+            now = self._clock()
+            if status.polls == 0 or not status.up:
+                log.info("device poll succeeded", extra={**extra, "devices": len(devices.devices),
+                                                         "skipped": devices.skipped_entries})
+            before = status.devices.skipped_entries if status.devices is not None else None
+            if devices.skipped_entries and devices.skipped_entries != before:
+                log.warning("device answer had entries not counted (not objects, or repeated device ids)",
+                            extra={**extra, "skipped": devices.skipped_entries})
+            status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
+                             last_success=now, devices=devices, since=follow_statuses(status.since, devices, now))
         self.status = status
         self._on_poll()
         return status

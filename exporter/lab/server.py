@@ -17,7 +17,11 @@ any Perfecto API: the ground truth for tests of the exporter's usage counters.
 
 With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
 that is how the golden-file tests feed the exporter exactly the document's examples;
-``license_payload`` does the same for the License API.
+``license_payload`` does the same for the License API, ``device_payload`` for the device list.
+
+The device list, ``POST /api/v1/device-management/devices`` (any valid token), and its switch
+``POST /lab/devices/<deviceId>/status?value=Error`` (the admin token) are
+:mod:`exporter.lab.device_fleet`'s.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .device_fleet import DEFAULT_DEVICES, NO_API_MESSAGE, NO_API_STATUS, DeviceFleet
 from .license_pool import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
 from .queries import BadRequest, parse_search, parse_stop
 from .workload import Workload
@@ -42,7 +47,9 @@ log = logging.getLogger("exporter.lab")
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
 STOP_PATH = "/execution-manager/api/v1/executions/stop"
 LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
-ENDPOINTS = ("search", "stop", "licenses")
+DEVICES_PATH = "/api/v1/device-management/devices"
+DEVICE_SWITCH_PREFIX = "/lab/devices/"
+ENDPOINTS = ("search", "stop", "licenses", "devices")
 FAULTS_PATH = "/-/lab/faults"
 USAGE_PATH = "/-/lab/usage"
 FAULT_KINDS = (
@@ -101,11 +108,16 @@ class Lab:
         license_payload: bytes | None = None,
         drip_seconds: float = 1.0,
         unrequested_ids: int = 100_000,
+        devices: int | None = DEFAULT_DEVICES,
+        device_payload: bytes | None = None,
     ):
         """``user_tokens`` maps owner -> token. ``licenses``: per device type; None answers the
-        License API as a Free Trial cloud does (it has none)."""
+        License API as a Free Trial cloud does (it has none). ``devices``: how many; None answers
+        the device list as a public cloud does (404)."""
         self.workload = workload or Workload()
         self.licenses = LicensePool(self.workload, licenses, burst_minutes)
+        self.devices = None if devices is None else DeviceFleet(self.workload, devices)
+        self.device_payload = device_payload
         self.tokens: dict[str, str | None] = {t: owner for owner, t in (user_tokens or {}).items()}
         if admin_token:
             self.tokens[admin_token] = None
@@ -124,7 +136,7 @@ class Lab:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if endpoint not in (None, *ENDPOINTS):
-            raise ValueError("endpoint must be search, stop, licenses or null")
+            raise ValueError("endpoint must be search, stop, licenses, devices or null")
         with self._faults_lock:
             self._faults.append(Fault(kind, count, endpoint))
             self._faults_cleared.clear()
@@ -198,6 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint = {SEARCH_PATH: "search", STOP_PATH: "stop"}.get(path)
         if path == FAULTS_PATH:
             return self._control()
+        if path == DEVICES_PATH:
+            return self._serve("devices", self._json_body, lambda owner, body, fault: self._devices())
+        if path.startswith(DEVICE_SWITCH_PREFIX) and path.endswith("/status"):
+            return self._device_switch(path.removeprefix(DEVICE_SWITCH_PREFIX).removesuffix("/status"))
         if endpoint is None:
             return self._json(404, _messages(f"no such endpoint: {path}"))
         self._serve(endpoint, self._json_body,
@@ -299,6 +315,26 @@ class _Handler(BaseHTTPRequestHandler):
             return 404
         self._send(200, json.dumps({"licenseList": pool.answer(device_type)}).encode())
         return 200
+
+    def _devices(self) -> int:
+        lab = self.server.lab
+        if lab.device_payload is not None:
+            self._send(200, lab.device_payload)
+            return 200
+        if lab.devices is None:  # a public cloud: the vendor documents the API for private clouds only
+            self._json(NO_API_STATUS, _messages(NO_API_MESSAGE))
+            return NO_API_STATUS
+        self._send(200, json.dumps(lab.devices.answer()).encode())
+        return 200
+
+    def _device_switch(self, device_id: str) -> None:
+        lab = self.server.lab
+        if lab.tokens.get(self.headers.get("Perfecto-Authorization") or "", "") is not None:  # admin: None
+            return self._json(401, _messages("the device switch needs the admin token"))
+        value = (parse_qs(urlsplit(self.path).query).get("value") or [""])[0].strip() or None
+        if lab.devices is None or not lab.devices.set_status(device_id, value):
+            return self._json(404, _messages(f"no such device: {device_id}"))
+        self._send(200, json.dumps({"deviceId": device_id, "status": value}).encode())
 
     def _path(self) -> str:
         return urlsplit(self.path).path

@@ -1,0 +1,212 @@
+"""Tolerant reading of a device list answer (``POST /api/v1/device-management/devices``).
+
+The answer mirrors the legacy XML document: ``{"handsets": {"items": N, "handset": [...]}}``,
+one object per device, values often strings. Read it as tolerantly as the Execution Manager's:
+
+- ``handset`` may be a list, a single object (what an XML-to-JSON mirror makes of one device),
+  missing or null (no devices); a bare list is read like ``handset``; an object without
+  ``handsets``, or whose ``handsets`` is no object, is invalid, and so is anything not JSON;
+- a list of error objects (``[{"userMessage": ...}]``), or one such object, is invalid even with
+  status 200: it is no answer about devices;
+- an entry that is not an object, or repeats a ``deviceId`` listed before in the same answer,
+  is skipped and counted; an entry without a usable ``deviceId`` is counted in the totals but
+  has no series of its own (it cannot be followed from poll to poll);
+- ``status`` is mapped case- and whitespace-insensitively onto :data:`STATUSES`
+  (:data:`STATUS_MAP`); booleans (``available``, ``inUse``, ``reserved``) may be real booleans
+  or strings in any case; null or missing is not true (``inUse`` is null for a device in error);
+- ``model``, ``os`` and ``location`` missing or empty are :data:`UNKNOWN`; unknown extra fields
+  are ignored.
+
+Each entry is decoded into a typed struct that names only the fields the metrics use: msgspec
+skips everything else without building Python objects for it, so the personal and
+device-identifying fields (``phoneNumber``, ``imsi``, ``nativeImei``, ``wifiMacAddress``, the users'
+addresses in ``reservedTo`` and ``allocatedTo``) are never even decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .search_answer import ERROR_FIELDS, UNKNOWN, InvalidAnswer, text
+
+CONNECTED, DISCONNECTED, UNAVAILABLE = "connected", "disconnected", "unavailable"
+STATUSES = (CONNECTED, DISCONNECTED, UNAVAILABLE, UNKNOWN)
+# Both vocabularies of the API document, lower case, words single-spaced; anything else is unknown.
+STATUS_MAP = {
+    "connected": CONNECTED, "ready": CONNECTED,
+    "disconnected": DISCONNECTED, "not connected": DISCONNECTED, "never connected": DISCONNECTED,
+    # present in the lab (a cradle holds it) but not usable: what the list's filter calls unavailable
+    "unavailable": UNAVAILABLE, "error": UNAVAILABLE, "loading": UNAVAILABLE, "initializing": UNAVAILABLE,
+    "initialising": UNAVAILABLE, "ready to connect": UNAVAILABLE, "unsupported": UNAVAILABLE,
+    "invalid": UNAVAILABLE,
+    "unknown": UNKNOWN,
+}
+TRUE_WORDS = frozenset({"true", "yes", "1"})
+MAX_ID_LENGTH = 128  # ids are serial numbers and UDIDs; anything longer is no id to label a series with
+MAX_LABEL_LENGTH = 128
+DEVICE_FIELDS = frozenset({"deviceId", "model", "os", "location", "status", "available", "inUse", "reserved"})
+
+
+class _Handset(msgspec.Struct):
+    """The fields the metrics use; nothing else of an entry is decoded."""
+
+    deviceId: Any = None
+    model: Any = None
+    os: Any = None
+    location: Any = None
+    status: Any = None
+    available: Any = None
+    inUse: Any = None
+    reserved: Any = None
+
+
+class _Handsets(msgspec.Struct):
+    handset: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Answer(msgspec.Struct):
+    handsets: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    userMessage: Any = None
+    developerMessage: Any = None
+    errorMessage: Any = None
+
+
+class _Probe(msgspec.Struct):  # tells an error object from a device, decoding neither
+    userMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    developerMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    errorMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    deviceId: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    status: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    model: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+_HANDSETS = msgspec.json.Decoder(_Handsets)
+_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_HANDSET = msgspec.json.Decoder(_Handset)
+_PROBE = msgspec.json.Decoder(_Probe)
+_ERROR_LIST_MAX = 8
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str | None  # None: no usable deviceId; counted, but no series of its own
+    model: str
+    os: str
+    location: str
+    status: str  # one of STATUSES
+    in_use: bool
+    reserved: bool
+    available: bool
+
+
+@dataclass(frozen=True)
+class DeviceList:
+    devices: tuple[Device, ...]
+    skipped_entries: int = 0  # not objects, or a deviceId listed before
+
+
+def read_devices(body: bytes | bytearray) -> DeviceList:
+    """The devices of a device list answer; raises :class:`InvalidAnswer`."""
+    devices: list[Device] = []
+    seen: set[str] = set()
+    skipped = 0
+    for raw in _entries(body):
+        try:
+            handset = _HANDSET.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            skipped += 1
+            continue
+        device = _device(handset)
+        if device.id is not None:
+            if device.id in seen:
+                skipped += 1
+                continue
+            seen.add(device.id)
+        devices.append(device)
+    return DeviceList(tuple(devices), skipped)
+
+
+def _entries(body: bytes | bytearray) -> list[msgspec.Raw]:
+    try:
+        answer = _ANSWER.decode(body)
+    except msgspec.ValidationError:  # not an object: a bare list, or neither
+        return _bare_list(body)
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
+    if answer.handsets is msgspec.UNSET:
+        if any(v is not None for v in (answer.userMessage, answer.developerMessage, answer.errorMessage)):
+            raise InvalidAnswer("an error object")
+        raise InvalidAnswer("an object without handsets")
+    try:
+        handset = _HANDSETS.decode(answer.handsets).handset
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        raise InvalidAnswer("handsets is not an object") from None
+    if bytes(handset).strip() == b"null":
+        return []
+    try:
+        return _LIST.decode(handset)
+    except msgspec.ValidationError:
+        return [handset]  # one device, as an object (or not, and then skipped)
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
+
+
+def _bare_list(body: bytes | bytearray) -> list[msgspec.Raw]:
+    try:
+        entries = _LIST.decode(body)
+    except msgspec.ValidationError:
+        raise InvalidAnswer("neither an object nor a list") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
+    if 0 < len(entries) <= _ERROR_LIST_MAX and all(_is_error(entry) for entry in entries):
+        raise InvalidAnswer("an error list")
+    return entries
+
+
+def _is_error(entry: msgspec.Raw) -> bool:
+    try:
+        probe = _PROBE.decode(entry)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return False
+    present = lambda *names: any(getattr(probe, n) is not msgspec.UNSET for n in names)  # noqa: E731
+    return present(*ERROR_FIELDS) and not present("deviceId", "status", "model")
+
+
+def _device(handset: _Handset) -> Device:
+    return Device(
+        id=_device_id(handset.deviceId), model=_label(handset.model), os=_label(handset.os),
+        location=_label(handset.location), status=device_status(handset.status),
+        in_use=flag(handset.inUse), reserved=flag(handset.reserved), available=flag(handset.available),
+    )
+
+
+def device_status(value: object) -> str:
+    """One of :data:`STATUSES` for any JSON value."""
+    if not isinstance(value, str):
+        return UNKNOWN
+    return STATUS_MAP.get(" ".join(value.replace("_", " ").split()).lower(), UNKNOWN)
+
+
+def flag(value: object) -> bool:
+    """A boolean from ``true``, ``"true"`` (any case), 1 or ``"1"``; anything else, null included, is false."""
+    if isinstance(value, bool):
+        return value
+    if type(value) is int:
+        return value == 1
+    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
+
+
+def _label(value: object) -> str:
+    found = text(value)
+    return UNKNOWN if found is None or not found.isprintable() else found[:MAX_LABEL_LENGTH]
+
+
+def _device_id(value: object) -> str | None:
+    found = text(value)
+    if found is None or len(found) > MAX_ID_LENGTH or not found.isprintable():
+        return None
+    return found
