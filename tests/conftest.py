@@ -179,7 +179,8 @@ def _no_perfecto_environment(monkeypatch):
 def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list) -> Callable:
     """Real Prometheus on loopback, scraping the exporters at ``targets`` and evaluating
     ``rules`` every second (no Alertmanager: ALERTS shows what fires). Its process joins
-    ``processes``; the answer is ``query(expr, at=None)``, an instant query's result list."""
+    ``processes``; the answer is ``query(expr, at=None)``, an instant query's result list, whose
+    ``url`` attribute is Prometheus' base URL (for its other APIs, such as ``/api/v1/alerts``)."""
     from .readme import prometheus_config
 
     port = free_port()
@@ -197,6 +198,7 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
         assert answer["status"] == "success", (expr, answer)
         return answer["data"]["result"]
 
+    query.url = base  # type: ignore[attr-defined]
     wait_until(lambda: requests.get(base + "/-/ready", timeout=2).status_code == 200, timeout=30, what="prometheus")
     return query
 
@@ -207,7 +209,7 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
 # Prometheus and Alertmanager, the README's set-up from nothing, and property-based tests
 # (hypothesis: hundreds of examples each) and the 50,000-name cardinality run.
 SLOW_MODULES = {"test_soak", "test_hostile_clients", "test_benchmarks_run", "test_stack", "test_overdue_stack",
-                "test_usage_stack", "test_fuzz"}
+                "test_usage_stack", "test_devices_stack", "test_fuzz"}
 SLOW_TESTS = {"test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy",
               "test_fifty_thousand_owners_and_names_stay_within_the_caps",
               "test_fan_out_with_retries_never_stops_more_than_the_window"}
