@@ -297,10 +297,12 @@ def test_the_metrics_tables_are_what_the_exporter_exports(start_lab):
     from .conftest import build_exporter
 
     exporter = build_exporter(
-        start_lab().url, licenses="on", webhook_token="hook-secret-for-tables", execution_name_durations="true"
+        start_lab().url, licenses="on", devices="on", webhook_token="hook-secret-for-tables",
+        execution_name_durations="true"
     )
     exporter.pollers[0].poll_once()
     exporter.license_pollers[0].poll_once()
+    exporter.device_pollers[0].poll_once()
     exported = {}
     for family in exporter.registry.collect():
         if family.name.startswith("perfecto_"):
