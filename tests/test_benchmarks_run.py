@@ -21,9 +21,10 @@ def test_report_renders_every_section():
                     "overhead_p50_ms": 1.0, "ratio": 2.0},
         "license_poll": run.license_poll(50),
         "usage": run.usage(200),
+        "device_poll": run.device_poll(50, 30),
     }
     table = run.report(results)
-    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7."):
         assert heading in table
     assert "| 20 |" in table and "a poll landing every second (5 in the run)" in table
     assert results["usage"]["advance_ms"] > 0 and results["usage"]["series"] > 0

@@ -1,5 +1,6 @@
-"""The security token, the webhook secret and mobileInfo's personal data never appear in logs,
-metrics, webhook answers or check-config output, at any log level."""
+"""The security token, the webhook secret, mobileInfo's personal data and the device list's personal
+and device-identifying fields never appear in logs, metrics, webhook answers or check-config
+output, at any log level."""
 
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def test_no_secret_or_personal_datum_escapes(spawn, tmp_path, level, fmt):
         for k in ("imei", "imsi", "phoneNumber")
     ]  # simulators have none
     assert personal
+    handsets = requests.post(lab_url + "/api/v1/device-management/devices", json={},
+                             headers={"Perfecto-Authorization": ADMIN_TOKEN}, timeout=5).json()["handsets"]["handset"]
+    # not allocatedTo: those are the executions' owners, which the execution series label by design
+    device_personal = [h[k] for h in handsets for k in ("phoneNumber", "imsi", "nativeImei", "wifiMacAddress",
+                                                         "reservedTo") if h[k]]
+    assert len(device_personal) > 100
+    personal += device_personal
+    wait_until(lambda: 'perfecto_devices_up{cloud="acme"} 1.0' in requests.get(base + "/metrics", timeout=5).text,
+               what="a device poll")
     for fault in ("unauthorized", "garbage", "bad_gateway", None):
         requests.delete(lab_url + "/-/lab/faults", timeout=5)
         if fault:

@@ -402,6 +402,41 @@ def license_poll(size: int = 10_000) -> dict:
     }
 
 
+def device_poll(size: int = 10_000, devices: int = 1000) -> dict:
+    """One device list poll of ``devices`` devices against one execution poll of ``size``
+    executions, both as the exporter runs them (the poll, then the exposition's refresh), on
+    this thread, as :func:`license_poll` measures."""
+    lab = Lab(Workload(seed=1, executions=size), TOKEN, devices=devices)
+    server, _ = serve_lab(lab, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_port}"
+    settings = load_settings({"cloud_name": "bench", "executions_url": url, "security_token": TOKEN,
+                              "licenses": "off", "devices": "on", "listen_address": "127.0.0.1:0"})
+    exporter = Exporter(settings, settings.resolve_clouds())
+    try:
+        executions, device_list = exporter.pollers[0], exporter.device_pollers[0]
+        executions.poll_once()
+        device_list.poll_once()
+        assert len(device_list.status.devices.devices) == devices, device_list.status.last_error
+        exporter.exposition.body(None, False)
+        exporter.exposition.body(None, True)
+        execution_cpu = best_of(executions.poll_once, 7, timer=time.thread_time)
+        device_cpu = best_of(device_list.poll_once, 21, timer=time.thread_time)
+    finally:
+        exporter.stop()
+        server.shutdown()
+        server.server_close()
+    intervals = {name: Settings.model_fields[name].default for name in ("poll_interval", "devices_interval")}
+    return {
+        "size": size,
+        "devices": devices,
+        "execution_ms": execution_cpu * 1000,
+        "device_ms": device_cpu * 1000,
+        "per_poll": device_cpu / execution_cpu,
+        **intervals,
+        "per_time": (device_cpu / intervals["devices_interval"]) / (execution_cpu / intervals["poll_interval"]),
+    }
+
+
 def usage(size: int = 10_000) -> dict:
     """One poll's accounting between two answers of the same lab a minute apart (2 % of the
     executions replaced), and the usage collector's render, against building the snapshot."""
@@ -524,6 +559,18 @@ def report(results: dict) -> str:
         f"{u['series']:,} | "
         f"{u['ratio']:.1%} |",
     ]
+    if "device_poll" in results:
+        d = results["device_poll"]
+        lines += [
+            "",
+            f"### 7. Device list poll of {d['devices']:,} devices against execution poll at {d['size']:,} executions "
+            "(CPU of the polling thread, re-render included)",
+            "",
+            "| execution poll ms | device poll ms | ratio per poll | ratio per unit of time, polls every "
+            f"{d['poll_interval']:g} s and {d['devices_interval']:g} s (target <= 1 %) |",
+            "|---:|---:|---:|---:|",
+            f"| {d['execution_ms']:.1f} | {d['device_ms']:.2f} | {d['per_poll']:.2%} | {d['per_time']:.2%} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -539,6 +586,7 @@ def main() -> None:
     results["webhook"] = webhook()
     results["license_poll"] = license_poll()
     results["usage"] = usage()
+    results["device_poll"] = device_poll()
     table = report(results)
     print(table)
     Path(args.output).write_text(table)
