@@ -7,6 +7,10 @@ connected in between. Every other device is pinned to its connected status word 
 flaky devices would otherwise go into Error for two minutes, longer than this threshold), so the
 alert must fire for the first device, once for both replicas, and never for any other. With the
 first device out of service, every query of the Devices dashboard must return data.
+
+A third exporter polls a second lab that answers the device list as a public cloud does (404):
+in ``devices: auto`` it must show the API absent, export no ``perfecto_devices_up``, and raise no
+device alert, though the device list's down alert is given a ``for:`` of one second here.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .helpers import grafana_to_promql
 from .local_stack import rules
 
 THRESHOLD = 30  # seconds out of service before the alert: deviceOutOfServiceSeconds
-KNOBS = {"deviceOutOfServiceSeconds": THRESHOLD, "deviceOutOfServiceFor": "1s"}
+KNOBS = {"deviceOutOfServiceSeconds": THRESHOLD, "deviceOutOfServiceFor": "1s", "deviceApiDownFor": "1s"}
 CONNECTED_WORDS = {"connected", "ready"}  # the API document's words for a usable device, any case
 DEVICES_PATH = "/api/v1/device-management/devices"
 OUT_OF_SERVICE = 'ALERTS{alertname="PerfectoDeviceOutOfService"'
@@ -44,11 +48,12 @@ def switch(lab_url: str, device_id: str, value: str) -> None:
 @pytest.fixture(scope="module")
 def devices_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("devices-stack")
-    ports = {name: free_port() for name in ("lab", "a", "b")}
-    lab_url = f"http://127.0.0.1:{ports['lab']}"
-    processes = [Process([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports['lab']}",
+    ports = {name: free_port() for name in ("lab", "public-lab", "a", "b", "public")}
+    lab_url, public_url = (f"http://127.0.0.1:{ports[name]}" for name in ("lab", "public-lab"))
+    processes = [Process([*EXPORTER_BIN, "simulate", "--listen-address", f"127.0.0.1:{ports[name]}",
                           "--admin-token", ADMIN_TOKEN, "--executions", "30", "--churn", "0", "--seed", "3",
-                          "--devices", "36"], tmp / "lab.log")]
+                          "--devices", devices], tmp / f"{name}.log")
+                 for name, devices in (("lab", "36"), ("public-lab", "none"))]
     try:
         devices = wait_until(lambda: device_list(lab_url), what="the lab's device list")
         # the first of the lab's most common model, and the next of another model, as they come
@@ -59,14 +64,17 @@ def devices_stack(tmp_path_factory):
                 switch(lab_url, device["deviceId"], word)
         env = exporter_env(cloud_name="acme", executions_url=lab_url, security_token=ADMIN_TOKEN, poll_interval=1,
                            devices_interval=1, search_retries=0, licenses="off")
-        for replica in ("a", "b"):
+        public_env = exporter_env(cloud_name="public", executions_url=public_url, security_token=ADMIN_TOKEN,
+                                  poll_interval=1, devices_interval=1, search_retries=0, licenses="off")
+        for replica, replica_env in (("a", env), ("b", env), ("public", public_env)):
             processes.append(Process([*EXPORTER_BIN, "run", "--web.listen-address", f"127.0.0.1:{ports[replica]}"],
-                                     tmp / f"exporter-{replica}.log", env))
-        query = start_prometheus(tmp, [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"],
+                                     tmp / f"exporter-{replica}.log", replica_env))
+        query = start_prometheus(tmp, [f"127.0.0.1:{ports[replica]}" for replica in ("a", "b", "public")],
                                  rules(interval="1s", knobs=KNOBS), processes)
         wait_until(lambda: len(query("perfecto_devices_up == 1")) == 2
-                   and len(query("count by (instance) (perfecto_device_status_since_timestamp_seconds)")) == 2,
-                   timeout=60, what="both replicas to export the device list")
+                   and len(query("count by (instance) (perfecto_device_status_since_timestamp_seconds)")) == 2
+                   and query('perfecto_up{cloud="public"} == 1'),
+                   timeout=60, what="the replicas to export the device list, and the public cloud's to be polled")
         yield {"query": query, "lab": lab_url, "devices": devices, "out": out, "flapping": flapping}
     finally:
         for process in processes:
@@ -113,6 +121,16 @@ def devices_board_targets():
     for panel in board["panels"]:
         for target in panel.get("targets", ()):
             yield panel["title"], target["refId"], target["expr"]
+
+
+def test_a_cloud_without_the_device_list_shows_it_absent_and_raises_no_device_alert(devices_stack):
+    query = devices_stack["query"]
+    time.sleep(5)  # several polls, scrapes and evaluations past the for: of one second
+    assert query('min_over_time(perfecto_devices_api_absent{cloud="public"}[1h]) == 1')
+    assert not query('perfecto_devices_up{cloud="public"}')
+    assert not query('count_over_time(perfecto_device_status_since_timestamp_seconds{cloud="public"}[1h])')
+    assert not query('max_over_time(ALERTS{alertname=~"PerfectoDevice.*", cloud="public"}[1h])')
+    assert query('max_over_time(perfecto_api_request_failures_total{cloud="public", endpoint="devices"}[1h]) > 0')
 
 
 @pytest.mark.parametrize("title, ref, expr", list(devices_board_targets()),
