@@ -408,8 +408,9 @@ STATUS_CODES = {"connected": (1, "green"), "disconnected": (2, "red"), "unavaila
                 "unknown": (4, "purple")}
 
 
-def device_filter(name: str, label: str) -> dashboard.QueryVariable:
-    return (dashboard.QueryVariable(name).label(label.capitalize()).datasource(DATASOURCE)
+def device_filter(label: str) -> dashboard.QueryVariable:
+    """A filter variable named after a label of the device families, fed by the cloud's devices."""
+    return (dashboard.QueryVariable(label).label(label.capitalize()).datasource(DATASOURCE)
             .query(f"label_values(perfecto_devices{{{CLOUD}}}, {label})").multi(True).include_all(True)
             .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
 
@@ -490,7 +491,7 @@ def devices() -> dashboard.Dashboard:
                      "The dedicated devices of a private cloud, from Perfecto's device-management API: which are out "
                      "of service and since when, how busy each model is, reserved devices nobody uses, and each "
                      "device's status over time. Empty where the API is absent (public clouds).", False, panels,
-                     extra_variables=(device_filter("model", "model"), device_filter("location", "location")),
+                     extra_variables=(device_filter("model"), device_filter("location")),
                      since="now-24h", refresh="1m")
 
 
