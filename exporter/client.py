@@ -433,13 +433,14 @@ class DeviceClient(_PerfectoSession):
                          stats=stats or ApiStats([cloud.name], device_clouds=[cloud.name]))
         self._mount(DEVICES_PATH, retries)
 
-    def devices(self) -> DeviceList:
-        """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`)."""
+    def devices(self, previous: DeviceList | None = None) -> DeviceList:
+        """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`);
+        ``previous`` itself when the answer says the same."""
 
         def read(response: requests.Response) -> DeviceList:
             body = self._read_capped(response)
             try:
-                return read_devices(body)
+                return read_devices(body, previous)
             except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
                 raise ApiError("invalid_response", f"devices answer is {err}",
                                messages=_user_messages(bytes(body), self._redact)) from None
