@@ -130,7 +130,7 @@ class _PerfectoSession:
         )
         self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
         self._session.proxies = requests.utils.get_environ_proxies(base_url)
-        self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}  # body-less calls, prepared once
+        self._prepared: dict[tuple[str, str, bool], requests.PreparedRequest] = {}  # constant calls, prepared once
 
     def _mount(self, path: str, retries: int) -> None:
         """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
@@ -187,13 +187,14 @@ class _PerfectoSession:
             self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
     def _prepare(self, method: str, path: str, body: dict | None) -> requests.PreparedRequest:
-        """The request; one without a body (the license poll's GET) is prepared once, which
-        halves requests' CPU for it."""
-        if body is not None:
+        """The request; one without a body (the license poll's GET) or with the empty filter (the
+        device list's POST) is prepared once, which halves requests' CPU for it."""
+        if body:
             return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body))
-        key = (method, path)
+        key = (method, path, body is not None)
         if key not in self._prepared:
-            self._prepared[key] = self._session.prepare_request(requests.Request(method, self.base_url + path))
+            self._prepared[key] = self._session.prepare_request(
+                requests.Request(method, self.base_url + path, json=body))
         return self._prepared[key]
 
     def _read_capped(self, response: requests.Response) -> bytearray:
