@@ -142,7 +142,8 @@ class Exporter:
             self.registry.register(collector)
         collectors.append(RuntimeCollector(self.registry))  # process_*, python_*: registers its parts
         self.app = create_app(self.exposition, self.registry, statuses, __version__, routes,
-                              lambda: [p.status for p in self.license_pollers], settings.telemetry_path)
+                              lambda: [p.status for p in self.license_pollers], settings.telemetry_path,
+                              lambda: [p.status for p in self.device_pollers])
         self.web = web or WebConfig()
         self._basic_auth = None
         if self.web.users:

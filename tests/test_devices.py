@@ -329,6 +329,21 @@ def test_the_call_is_a_post_with_an_empty_filter_and_the_token_in_the_header(sta
     assert [body for endpoint, body in lab.lab.requests if endpoint == "devices"] == [{}]
 
 
+def test_the_landing_page_shows_the_device_list_state(start_lab):
+    def landing(exporter) -> str:
+        environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+        return b"".join(exporter.app(environ, lambda status, headers: None)).decode()
+
+    absent = Clocked(start_lab(payload=DOCUMENT, devices=None).url, "auto")
+    assert "<td>not polled yet</td><td>off</td></tr>" in landing(absent.exporter)  # licenses off
+    absent.poll()
+    assert "<td>absent (asked again hourly)</td><td>off</td></tr>" in landing(absent.exporter)
+    working = Clocked(start_lab(payload=DOCUMENT).url)
+    working.poll()
+    assert "<td>up</td><td>off</td></tr>" in landing(working.exporter)
+    assert "<td>off</td><td>off</td></tr>" in landing(build_exporter(start_lab(payload=DOCUMENT).url))
+
+
 # -- no personal field in a metric or a log line ------------------------------------------------
 
 def test_no_personal_field_or_token_reaches_a_metric_or_a_log_line(start_lab, caplog):
