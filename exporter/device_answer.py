@@ -100,6 +100,7 @@ _HANDSET = msgspec.json.Decoder(_Handset)
 _HANDSET_LIST = msgspec.json.Decoder(list[_Handset])  # one call for a whole answer of objects
 _PROBE = msgspec.json.Decoder(_Probe)
 _ERROR_LIST_MAX = 8
+_KEY_TYPES = frozenset({str, bool, type(None)})
 
 
 class Device(NamedTuple):  # a tuple: a thousand of them are built every poll
@@ -133,10 +134,9 @@ def read_devices(body: bytes | bytearray, previous: DeviceList | None = None) ->
     if previous is not None and skipped == previous.skipped_entries and handsets == previous.source:
         return previous
     for handset in handsets:
-        try:
-            device = _known_device(msgspec.structs.astuple(handset))
-        except TypeError:  # a field holds a list or an object: not a key, and no device's value anyway
-            device = _device(handset)
+        fields = msgspec.structs.astuple(handset)
+        # Only strings, booleans and nulls make a key: 1 == 1.0 == True would share one device
+        device = _known_device(fields) if _KEY_TYPES.issuperset(map(type, fields)) else _device(handset)
         if device.id is not None:
             if device.id in seen:
                 skipped += 1

@@ -129,6 +129,16 @@ def test_odd_labels_and_ids_cost_only_themselves():
     assert (second.id, second.model, second.os, len(second.location)) == ("7.5", "12", UNKNOWN, 128)
 
 
+def test_values_equal_in_python_but_not_in_json_are_read_each_as_itself():
+    """1, 1.0 and true are equal in Python: a device built once and reused must not stand for another."""
+    answer = b'{"handsets": {"handset": [{"deviceId": "a", "inUse": true}, {"deviceId": "a2", "inUse": 1.0}, ' \
+             b'{"deviceId": 1, "inUse": 1}, {"deviceId": 1.0}, {"deviceId": true}]}}'
+    for _ in range(2):  # the second time, from what the first one built
+        devices = read_devices(answer).devices
+        assert [(d.id, d.in_use) for d in devices] == [("a", True), ("a2", False), ("1", True), ("1.0", False),
+                                                       (None, False)]
+
+
 # -- the gauges against the stand-in -------------------------------------------------------------
 
 class Clocked:
