@@ -130,13 +130,16 @@ def test_odd_labels_and_ids_cost_only_themselves():
 
 
 def test_values_equal_in_python_but_not_in_json_are_read_each_as_itself():
-    """1, 1.0 and true are equal in Python: a device built once and reused must not stand for another."""
-    answer = b'{"handsets": {"handset": [{"deviceId": "a", "inUse": true}, {"deviceId": "a2", "inUse": 1.0}, ' \
-             b'{"deviceId": 1, "inUse": 1}, {"deviceId": 1.0}, {"deviceId": true}]}}'
-    for _ in range(2):  # the second time, from what the first one built
-        devices = read_devices(answer).devices
-        assert [(d.id, d.in_use) for d in devices] == [("a", True), ("a2", False), ("1", True), ("1.0", False),
-                                                       (None, False)]
+    """1, 1.0 and true are equal in Python: a device built for one answer and reused for the next
+    must not stand for another."""
+    def one(entry: str) -> tuple:
+        (device,) = read_devices(f'{{"handsets": {{"handset": [{entry}]}}}}'.encode()).devices
+        return device.id, device.in_use
+
+    assert [one(e) for e in ('{"deviceId": "x", "inUse": true}', '{"deviceId": "x", "inUse": 1.0}',
+                             '{"deviceId": "x", "inUse": 1}', '{"deviceId": 1}', '{"deviceId": 1.0}',
+                             '{"deviceId": true}')] == [
+        ("x", True), ("x", False), ("x", True), ("1", False), ("1.0", False), (None, False)]
 
 
 # -- the gauges against the stand-in -------------------------------------------------------------
