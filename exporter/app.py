@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from .exposition import Exposition, negotiate
-from .poller import CloudStatus, LicenseStatus
+from .poller import CloudStatus, DeviceStatus, LicenseStatus
 
 Route = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -55,9 +55,11 @@ def create_app(
     extra_routes: dict[str, Route] | None = None,
     license_statuses: Callable[[], list[LicenseStatus]] = list,
     telemetry_path: str = "/metrics",
+    device_statuses: Callable[[], list[DeviceStatus]] = list,
 ):
-    """``license_statuses``: the License API polls, shown on the landing page (never in readiness);
-    ``telemetry_path``: where the metrics are served (``--web.telemetry-path``)."""
+    """``license_statuses``, ``device_statuses``: the License API and device list polls, shown on
+    the landing page (never in readiness); ``telemetry_path``: where the metrics are served
+    (``--web.telemetry-path``)."""
     metrics_app = metrics_route(exposition, registry)
 
     def healthy(environ, start_response):
@@ -71,7 +73,8 @@ def create_app(
 
     def landing(environ, start_response):
         licenses = {s.cloud: s for s in license_statuses()}
-        page = _landing_page(statuses(), version, licenses, telemetry_path).encode()
+        devices = {s.cloud: s for s in device_statuses()}
+        page = _landing_page(statuses(), version, licenses, telemetry_path, devices).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))])
         return [page]
 
@@ -119,23 +122,25 @@ def _text(start_response, status: str, body: str, headers: tuple[tuple[str, str]
     return [data]
 
 
-def _state(status: CloudStatus | LicenseStatus) -> str:
+def _state(status: CloudStatus | LicenseStatus | DeviceStatus) -> str:
     return "not polled yet" if status.polls == 0 else ("up" if status.up else f"failing: {status.last_error}")
 
 
-def _license_state(status: LicenseStatus | None) -> str:
+def _optional_state(status: LicenseStatus | DeviceStatus | None) -> str:
+    """The state of a poll that may be off, or find its API absent."""
     if status is None:
         return "off"
     return "absent (asked again hourly)" if status.absent else _state(status)
 
 
 def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str, LicenseStatus],
-                  telemetry_path: str = "/metrics") -> str:
+                  telemetry_path: str = "/metrics", devices: dict[str, DeviceStatus] | None = None) -> str:
     rows = []
     for s in statuses:
         last = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_success)) if s.last_success else "never"
         running = sum(s.snapshot.running.values()) if s.snapshot else "-"
-        cells = (s.cloud, _without_credentials(s.url), _state(s), last, running, _license_state(licenses.get(s.cloud)))
+        cells = (s.cloud, _without_credentials(s.url), _state(s), last, running,
+                 _optional_state((devices or {}).get(s.cloud)), _optional_state(licenses.get(s.cloud)))
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Perfecto exporter</title></head>
@@ -149,7 +154,7 @@ def _landing_page(statuses: list[CloudStatus], version: str, licenses: dict[str,
 </ul>
 <table border="1" cellpadding="4">
 <tr><th>cloud</th><th>API</th><th>last poll</th><th>last success</th><th>running executions</th>
-<th>License API</th></tr>
+<th>device list</th><th>License API</th></tr>
 {''.join(rows)}
 </table>
 </body></html>

@@ -25,6 +25,8 @@ from .app import Route, create_app
 from .client import ApiStats, DeviceClient, ExecutionManagerClient, LicenseClient
 from .collectors import (
     DevicesCollector,
+    DevicesHealthCollector,
+    DeviceStatusCollector,
     ExecutionsCollector,
     HealthCollector,
     LicensesCollector,
@@ -124,8 +126,9 @@ class Exporter:
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
         if settings.devices != "off":
-            collectors.append(DevicesCollector(lambda: [p.status for p in self.device_pollers],
-                                               3 * settings.devices_interval, clock=clock))
+            device_statuses = lambda: [p.status for p in self.device_pollers]  # noqa: E731
+            collectors += [kind(device_statuses, 3 * settings.devices_interval, clock=clock)
+                           for kind in (DevicesCollector, DeviceStatusCollector, DevicesHealthCollector)]
         self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
                                      clock=clock)
         routes: dict[str, Route] = {}
@@ -139,7 +142,8 @@ class Exporter:
             self.registry.register(collector)
         collectors.append(RuntimeCollector(self.registry))  # process_*, python_*: registers its parts
         self.app = create_app(self.exposition, self.registry, statuses, __version__, routes,
-                              lambda: [p.status for p in self.license_pollers], settings.telemetry_path)
+                              lambda: [p.status for p in self.license_pollers], settings.telemetry_path,
+                              lambda: [p.status for p in self.device_pollers])
         self.web = web or WebConfig()
         self._basic_auth = None
         if self.web.users:

@@ -130,7 +130,7 @@ class _PerfectoSession:
         )
         self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
         self._session.proxies = requests.utils.get_environ_proxies(base_url)
-        self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}  # body-less calls, prepared once
+        self._prepared: dict[tuple[str, str, bool], requests.PreparedRequest] = {}  # constant calls, prepared once
 
     def _mount(self, path: str, retries: int) -> None:
         """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
@@ -187,13 +187,14 @@ class _PerfectoSession:
             self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
     def _prepare(self, method: str, path: str, body: dict | None) -> requests.PreparedRequest:
-        """The request; one without a body (the license poll's GET) is prepared once, which
-        halves requests' CPU for it."""
-        if body is not None:
+        """The request; one without a body (the license poll's GET) or with the empty filter (the
+        device list's POST) is prepared once, which halves requests' CPU for it."""
+        if body:
             return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body))
-        key = (method, path)
+        key = (method, path, body is not None)
         if key not in self._prepared:
-            self._prepared[key] = self._session.prepare_request(requests.Request(method, self.base_url + path))
+            self._prepared[key] = self._session.prepare_request(
+                requests.Request(method, self.base_url + path, json=body))
         return self._prepared[key]
 
     def _read_capped(self, response: requests.Response) -> bytearray:
@@ -433,13 +434,14 @@ class DeviceClient(_PerfectoSession):
                          stats=stats or ApiStats([cloud.name], device_clouds=[cloud.name]))
         self._mount(DEVICES_PATH, retries)
 
-    def devices(self) -> DeviceList:
-        """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`)."""
+    def devices(self, previous: DeviceList | None = None) -> DeviceList:
+        """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`);
+        ``previous`` itself when the answer says the same."""
 
         def read(response: requests.Response) -> DeviceList:
             body = self._read_capped(response)
             try:
-                return read_devices(body)
+                return read_devices(body, previous)
             except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
                 raise ApiError("invalid_response", f"devices answer is {err}",
                                messages=_user_messages(bytes(body), self._redact)) from None

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from .changes import Totals, advance
 from .client import ApiError, DeviceClient, ExecutionManagerClient, LicenseClient
@@ -214,13 +214,26 @@ class LicensePoller(_Loop[LicenseStatus]):
         return ABSENT_RETRY if self.status.absent else self.interval
 
 
+class DeviceSince(NamedTuple):
+    status: str
+    since: float  # when this exporter first saw the device in that status
+    model: str
+    os: str
+    location: str
+
+
 @dataclass(frozen=True)
 class DeviceStatus:
     cloud: str
     mode: str  # "auto" or "on"
     devices: DeviceList | None = None  # from the last successful poll
-    # device id -> (status, when this exporter first saw it in that status), from the same poll
-    since: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+    # device id -> (status, when this exporter first saw it in that status, model, os, location),
+    # from the same poll
+    since: Mapping[str, DeviceSince] = field(default_factory=dict)
+    # how often devices, since changed: an answer equal to the last one is the same object
+    # and changes neither, so the exposition renders its thousand series again only on a change
+    devices_changes: int = 0
+    since_changes: int = 0
     polls: int = 0
     up: bool = False
     absent: bool = False  # auto mode: the API answered 401/403/404 before any success; asked again hourly
@@ -228,8 +241,7 @@ class DeviceStatus:
     last_error: str | None = None
 
 
-def follow_statuses(before: Mapping[str, tuple[str, float]], devices: DeviceList,
-                    now: float) -> dict[str, tuple[str, float]]:
+def follow_statuses(before: Mapping[str, DeviceSince], devices: DeviceList, now: float) -> dict[str, DeviceSince]:
     """Each identified device's status and since when: kept from ``before`` while the status is
     the same, ``now`` for a change and for a device not seen before (the first poll after a
     start too); a device gone from the answer is gone from the result."""
@@ -237,7 +249,12 @@ def follow_statuses(before: Mapping[str, tuple[str, float]], devices: DeviceList
     for device in devices.devices:
         if device.id is not None:
             kept = before.get(device.id)
-            since[device.id] = kept if kept is not None and kept[0] == device.status else (device.status, now)
+            if kept is None or kept.status != device.status:
+                since[device.id] = DeviceSince(device.status, now, device.model, device.os, device.location)
+            elif (kept.model, kept.os, kept.location) == (device.model, device.os, device.location):
+                since[device.id] = kept
+            else:
+                since[device.id] = DeviceSince(device.status, kept.since, device.model, device.os, device.location)
     return since
 
 
@@ -254,7 +271,7 @@ class DevicePoller(_Loop[DeviceStatus]):
     def poll_once(self) -> DeviceStatus:
         status, extra = self.status, {"cloud": self.status.cloud}
         try:
-            devices = self.client.devices()
+            devices = self.client.devices(status.devices)
         except ApiError as err:
             # As the License API's: absent only until the API has answered once.
             absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
@@ -273,8 +290,14 @@ class DevicePoller(_Loop[DeviceStatus]):
             if devices.skipped_entries and devices.skipped_entries != before:
                 log.warning("device answer had entries not counted (not objects, or repeated device ids)",
                             extra={**extra, "skipped": devices.skipped_entries})
-            status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
-                             last_success=now, devices=devices, since=follow_statuses(status.since, devices, now))
+            same_devices = devices is status.devices or devices == status.devices
+            since = status.since if same_devices else follow_statuses(status.since, devices, now)
+            same_since = since is status.since or since == status.since
+            status = replace(
+                status, polls=status.polls + 1, up=True, absent=False, last_error=None, last_success=now,
+                devices=status.devices if same_devices else devices,
+                devices_changes=status.devices_changes + (not same_devices),
+                since=status.since if same_since else since, since_changes=status.since_changes + (not same_since))
         self.status = status
         self._on_poll()
         return status

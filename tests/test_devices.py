@@ -5,7 +5,6 @@ outages, the lab's own fleet and switch, and no personal field in a metric or a 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import requests
 from prometheus_client import generate_latest
 
+from exporter.collectors import DevicesCollector, DeviceStatusCollector
 from exporter.device_answer import STATUSES, Device, device_status, flag, read_devices
 from exporter.poller import ABSENT_RETRY
 from exporter.search_answer import UNKNOWN, InvalidAnswer
@@ -66,7 +66,7 @@ def test_the_known_answer_is_read_as_written():
 
 
 def test_only_the_fields_the_metrics_need_are_kept():
-    assert {f.name for f in dataclasses.fields(Device)} == {
+    assert set(Device._fields) == {
         "id", "model", "os", "location", "status", "in_use", "reserved", "available"}
     kept = repr(read_devices((DEVICES / "known.json").read_bytes()))
     assert all(value not in kept for value in personal_values(KNOWN))
@@ -127,6 +127,19 @@ def test_odd_labels_and_ids_cost_only_themselves():
     first, second = read_devices(json.dumps(answer).encode()).devices
     assert (first.id, first.model) == (None, UNKNOWN)
     assert (second.id, second.model, second.os, len(second.location)) == ("7.5", "12", UNKNOWN, 128)
+
+
+def test_values_equal_in_python_but_not_in_json_are_read_each_as_itself():
+    """1, 1.0 and true are equal in Python: a device built for one answer and reused for the next
+    must not stand for another."""
+    def one(entry: str) -> tuple:
+        (device,) = read_devices(f'{{"handsets": {{"handset": [{entry}]}}}}'.encode()).devices
+        return device.id, device.in_use
+
+    assert [one(e) for e in ('{"deviceId": "x", "inUse": true}', '{"deviceId": "x", "inUse": 1.0}',
+                             '{"deviceId": "x", "inUse": 1}', '{"deviceId": 1}', '{"deviceId": 1.0}',
+                             '{"deviceId": true}')] == [
+        ("x", True), ("x", False), ("x", True), ("1", False), ("1.0", False), (None, False)]
 
 
 # -- the gauges against the stand-in -------------------------------------------------------------
@@ -193,6 +206,34 @@ def test_the_gauges_equal_the_truth_and_follow_a_device_that_disconnects(start_l
     handsets[0] |= {"status": "Connected"}  # back: connected since its return, not since the start
     lab.lab.device_payload = json.dumps(later).encode()
     assert since_series(clocked.poll(60))["KNOWN-A1"] == ("connected", T0 + 130)
+
+
+def test_a_poll_renders_again_only_what_changed(start_lab):
+    """An answer that says what the last one said is the last list again; a session that starts
+    moves the counts but not the per-device series, whose thousand lines a status change alone
+    renders again."""
+    lab = start_lab(payload=DOCUMENT, device_payload=json.dumps(KNOWN).encode())
+    clocked = Clocked(lab.url)
+    clocked.poll()
+    collectors = [kind(lambda: [clocked.devices.status], 30, clock=lambda: clocked.now[0])
+                  for kind in (DevicesCollector, DeviceStatusCollector)]
+
+    def versions():
+        return [collector.version() for collector in collectors]
+
+    first, before = clocked.devices.status.devices, versions()
+    clocked.poll(1)
+    assert clocked.devices.status.devices is first and versions() == before
+    later = copy.deepcopy(KNOWN)
+    later["handsets"]["handset"][0]["inUse"] = "true"
+    lab.lab.device_payload = json.dumps(later).encode()
+    clocked.poll(1)
+    counts, per_device = versions()
+    assert counts != before[0] and per_device == before[1]
+    later["handsets"]["handset"][0]["status"] = "Error"
+    lab.lab.device_payload = json.dumps(later).encode()
+    clocked.poll(1)
+    assert versions()[0] != counts and versions()[1] != per_device
 
 
 def test_the_device_series_go_stale_after_three_intervals_and_the_times_survive_an_outage(start_lab):
@@ -299,6 +340,21 @@ def test_the_call_is_a_post_with_an_empty_filter_and_the_token_in_the_header(sta
     lab = start_lab(payload=DOCUMENT)
     Clocked(lab.url).poll()
     assert [body for endpoint, body in lab.lab.requests if endpoint == "devices"] == [{}]
+
+
+def test_the_landing_page_shows_the_device_list_state(start_lab):
+    def landing(exporter) -> str:
+        environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+        return b"".join(exporter.app(environ, lambda status, headers: None)).decode()
+
+    absent = Clocked(start_lab(payload=DOCUMENT, devices=None).url, "auto")
+    assert "<td>not polled yet</td><td>off</td></tr>" in landing(absent.exporter)  # licenses off
+    absent.poll()
+    assert "<td>absent (asked again hourly)</td><td>off</td></tr>" in landing(absent.exporter)
+    working = Clocked(start_lab(payload=DOCUMENT).url)
+    working.poll()
+    assert "<td>up</td><td>off</td></tr>" in landing(working.exporter)
+    assert "<td>off</td><td>off</td></tr>" in landing(build_exporter(start_lab(payload=DOCUMENT).url))
 
 
 # -- no personal field in a metric or a log line ------------------------------------------------

@@ -195,3 +195,38 @@ def test_license_answers_never_crash_and_never_give_negative_or_nan_samples(answ
         for device_type, pair in pairs.items():
             assert isinstance(device_type, str) and device_type
             assert all(v is None or (v >= 0 and v == v and v != float("inf")) for v in pair)
+
+
+device_words = json_values | st.sampled_from(["Connected", " ready ", "ERROR", "Not_Connected", "true", "TRUE", "no"])
+handsets = st.fixed_dictionaries(
+    {},
+    optional={name: device_words for name in ("deviceId", "model", "os", "location", "status", "available",
+                                              "inUse", "reserved", "phoneNumber", "reservedTo")},
+)
+device_answers = (
+    st.fixed_dictionaries({"handsets": st.fixed_dictionaries(
+        {}, optional={"items": json_values, "handset": st.lists(handsets | json_values, max_size=6) | handsets
+                      | json_values})})
+    | st.lists(handsets | json_values, max_size=6)
+    | json_values
+)
+
+
+@SETTINGS
+@given(answer=device_answers)
+def test_device_answers_never_crash_and_give_only_the_closed_set_of_statuses(answer):
+    from exporter.device_answer import STATUSES, read_devices
+    from exporter.search_answer import InvalidAnswer
+
+    body = json.dumps(answer).encode()
+    try:
+        devices = read_devices(body)
+    except InvalidAnswer:
+        return
+    assert read_devices(body, devices) is devices  # the same answer again: the same list
+    ids = [d.id for d in devices.devices if d.id is not None]
+    assert len(ids) == len(set(ids))
+    for device in devices.devices:
+        assert device.status in STATUSES
+        assert all(isinstance(v, str) and v and v.isprintable() for v in (device.model, device.os, device.location))
+        assert all(type(v) is bool for v in (device.in_use, device.reserved, device.available))

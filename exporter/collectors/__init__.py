@@ -8,12 +8,12 @@ real ``describe()`` (client_python's ``/metrics?name[]=`` selection needs it) an
 :mod:`exporter.exposition` knows when to render.
 """
 
-from .devices import DevicesCollector
+from .devices import DevicesCollector, DevicesHealthCollector, DeviceStatusCollector
 from .executions import ExecutionsCollector
 from .health import HealthCollector, RuntimeCollector
 from .licenses import LicensesCollector
 from .remediation import RemediationCollector
 from .usage import UsageCollector
 
-__all__ = ["DevicesCollector", "ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector",
-           "RuntimeCollector", "UsageCollector"]
+__all__ = ["DeviceStatusCollector", "DevicesCollector", "DevicesHealthCollector", "ExecutionsCollector",
+           "HealthCollector", "LicensesCollector", "RemediationCollector", "RuntimeCollector", "UsageCollector"]

@@ -7,7 +7,7 @@ that owner's. No token or an unknown one gets 401 with the documented
 ``[{"userMessage": ...}]`` body, as do malformed requests (400).
 
 Fault injection is off unless the lab is started with it. Then ``POST /-/lab/faults`` with
-``{"kind": K, "count": N, "endpoint": "search"|"stop"|"licenses"}`` makes the next N calls
+``{"kind": K, "count": N, "endpoint": "search"|"stop"|"licenses"|"devices"}`` makes the next N calls
 (all, if ``count`` is null or absent) of that endpoint (or of any) misbehave; ``DELETE /-/lab/faults``
 clears them. Kinds are :data:`FAULT_KINDS`.
 
