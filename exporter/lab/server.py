@@ -21,7 +21,8 @@ any Perfecto API: the ground truth for tests of the exporter's usage counters.
 
 With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
 that is how the golden-file tests feed the exporter exactly the document's examples;
-``license_payload`` does the same for the License API.
+``license_payload`` does the same for the License API, ``reporting_payload`` for every page of
+Smart Reporting's export API.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Lab:
         drip_seconds: float = 1.0,
         unrequested_ids: int = 100_000,
         report_delay_scale: float | None = None,
+        reporting_payload: bytes | None = None,
     ):
         """``user_tokens`` maps owner -> token. ``licenses``: per device type; None answers the
         License API as a Free Trial cloud does (it has none). ``report_delay_scale``: how much
@@ -121,7 +123,7 @@ class Lab:
         self.tokens: dict[str, str | None] = {t: owner for owner, t in (user_tokens or {}).items()}
         if admin_token:
             self.tokens[admin_token] = None
-        self.payload, self.license_payload = payload, license_payload
+        self.payload, self.license_payload, self.reporting_payload = payload, license_payload, reporting_payload
         self.fault_injection = fault_injection
         self.hang_seconds = hang_seconds
         self.oversized_bytes = oversized_bytes
@@ -322,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         return 200
 
     def _reports(self, owner: str | None) -> int:
+        if self.server.lab.reporting_payload is not None:
+            self._send(200, self.server.lab.reporting_payload)
+            return 200
         query = parse_qs(urlsplit(self.path).query)
 
         def number(name: str, default: float | None) -> float | None:
