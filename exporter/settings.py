@@ -197,7 +197,8 @@ class Settings(BaseSettings):
     # A floor of 1 s: below it the exporter becomes a load test of Perfecto's API (0.01 s: ~90 calls a second).
     poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of search.")
     request_timeout: float = Field(
-        10.0, gt=0, description="Deadline of one search or License API call, connect to last byte, seconds.")
+        10.0, gt=0,
+        description="Deadline of one search, License API or Smart Reporting call (a page), connect to last byte.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
     search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
     max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")

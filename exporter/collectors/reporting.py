@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ..outcomes import OutcomeLabels, Outcomes
 from ..poller import ReportingPoller
-from .families import Collector, buckets
+from .families import CACHED, Collector, buckets
 
 HEALTH = (  # (name, HELP) by cloud
     ("perfecto_reporting_up",
@@ -39,7 +39,8 @@ HEALTH = (  # (name, HELP) by cloud
     ("perfecto_reporting_last_successful_poll_timestamp_seconds",
      "When the last successful poll of Smart Reporting finished, seconds since the Unix epoch."),
     ("perfecto_reporting_skipped_entries",
-     "Reports of the last successful Smart Reporting poll not counted: not objects, or without id or start time."),
+     "Reports of the last successful Smart Reporting poll not counted: not objects, or without id or start time"
+     + CACHED + "."),
 )
 
 
