@@ -27,8 +27,9 @@ from .collectors import (
     ExecutionsCollector,
     HealthCollector,
     LicensesCollector,
+    OutcomesCollector,
     RemediationCollector,
-    ReportingCollector,
+    ReportingHealthCollector,
     RuntimeCollector,
     UsageCollector,
 )
@@ -136,7 +137,8 @@ class Exporter:
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
         if settings.reporting != "off":
-            collectors.append(ReportingCollector(lambda: self.reporting_pollers, OutcomeLabels.of(plan)))
+            collectors += [OutcomesCollector(lambda: self.reporting_pollers, OutcomeLabels.of(plan)),
+                           ReportingHealthCollector(lambda: [p.status for p in self.reporting_pollers])]
         routes: dict[str, Route] = {}
         if webhook_secret:
             webhook_stats = WebhookStats()

@@ -42,7 +42,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -54,7 +54,7 @@ from urllib3.util.retry import Retry
 from .counting import Observations, Tally
 from .license_answer import LicenseUsage, read_licenses
 from .redact import Redactor
-from .report_answer import Report, read_page
+from .report_answer import Report, ReportPage, read_page
 from .search_answer import InvalidAnswer, split_answer
 from .settings import Cloud
 
@@ -67,7 +67,9 @@ LICENSES_MAX_BYTES = 1 << 20  # a few entries per device type; anything this lar
 REPORTING_PATH = "/export/api/v1/test-executions"
 REPORTING_ENDPOINT = "reporting"
 REPORTING_MAX_BYTES = 32 * 2**20  # one page; reports are a few kB each
-REPORTING_MAX_PAGES = 50  # pages read per poll at most: a safety valve against a server that never stops paging
+# pages read per poll at most: a safety valve against a server that never stops paging (a sweep of
+# the lookback at 1,000 reports an hour is 60 pages of 100)
+REPORTING_MAX_PAGES = 500
 REASONS = ("auth", "bad_request", "server_error", "timeout", "deadline", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
@@ -441,28 +443,30 @@ class ReportingClient(_PerfectoSession):
         self.max_pages = max_pages
         self._mount(REPORTING_PATH, retries)
 
-    def reports(self, since: float, until: float) -> tuple[list[Report], int, bool]:
+    def reports(self, since: float, until: float,
+                known: Container[str] = frozenset()) -> tuple[list[Report], int, bool]:
         """The reports of tests that started between ``since`` and ``until`` (epoch seconds), every
-        page of them: ``(reports, resources skipped, whether max_pages cut the paging short)``.
-        Any page that fails fails the whole call."""
+        page of them, but those whose id is in ``known``: ``(reports, resources skipped, whether
+        max_pages cut the paging short)``. Any page that fails fails the whole call."""
         window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
         reports: list[Report] = []
         skipped = 0
         for page_number in range(1, self.max_pages + 1):
-            page = self._exchange(REPORTING_ENDPOINT, REPORTING_PATH, None, self._read_page, method="GET",
-                                  params={**window, "_page": str(page_number)})
+            page: ReportPage = self._exchange(
+                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known),
+                method="GET", params={**window, "_page": str(page_number)})
             reports += page.reports
             skipped += page.skipped
             if not page.truncated:
                 return reports, skipped, False
-            if not page.reports and not page.skipped:  # "more to come" with nothing in it: no end in sight
+            if not (page.reports or page.skipped or page.known):  # "more to come" with nothing in it
                 return reports, skipped, True
         return reports, skipped, True
 
-    def _read_page(self, response: requests.Response):
+    def _read_page(self, response: requests.Response, known: Container[str]) -> ReportPage:
         body = self._read_capped(response)
         try:
-            return read_page(body)
+            return read_page(body, known)
         except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
             raise ApiError("invalid_response", f"reporting answer is {err}",
                            messages=_user_messages(bytes(body), self._redact)) from None

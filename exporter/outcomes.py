@@ -34,7 +34,7 @@ sent to stop, its outcome unknown, which the ledger counts as stopped) is also c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 from .counting import FirstSeen, Observations, Tally
@@ -96,6 +96,11 @@ class Outcomes:
     @property
     def remembered(self) -> int:
         return len(self._counted)
+
+    @property
+    def counted_ids(self) -> Container[str]:
+        """The ids counted and remembered (read in the poller's thread only, as :meth:`count` writes)."""
+        return self._counted.keys()
 
     def window(self, now: float) -> tuple[float, float, bool]:
         """``(since, until, sweep)``: the start times the poll at ``now`` asks for."""

@@ -242,7 +242,7 @@ class ReportingPoller(_Loop[ReportingStatus]):
         now = self._clock()
         since, until, sweep = self.outcomes.window(now)
         try:
-            reports, skipped, cut = self.client.reports(since, until)
+            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids)
         except ApiError as err:
             absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
             if absent and not status.absent:

@@ -16,7 +16,9 @@ as tolerantly as the Execution Manager's answer:
   :data:`NONE`; platform values are read as the Execution Manager's are
   (:mod:`exporter.search_answer`, whose ``unknown`` and ``none`` they share).
 
-Only the fields the metrics use are ever decoded (typed structs, as ``search_answer`` does):
+A resource whose ``id`` the caller already counted is read no further than its ``id`` (a poll
+sees most reports again: windows overlap). Only the fields the metrics use are ever decoded
+(typed structs, as ``search_answer`` does):
 ``message`` (free text that can hold anything), ``artifacts``, ``videos``, links, ``tags``,
 ``project`` and ``mobileInfo``'s personal fields are skipped by the decoder and never become
 Python objects, so they cannot reach a metric or a log line.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Container
 from typing import Any, NamedTuple
 
 import msgspec
@@ -65,6 +68,10 @@ class _Report(msgspec.Struct):
     platforms: list[_Platform] | None = None
 
 
+class _Head(msgspec.Struct):
+    id: Any = None
+
+
 class _Page(msgspec.Struct):
     resources: list[msgspec.Raw] | None = None
     metadata: Any = None
@@ -72,6 +79,7 @@ class _Page(msgspec.Struct):
 
 _PAGE = msgspec.json.Decoder(_Page | list[msgspec.Raw])
 _REPORT = msgspec.json.Decoder(_Report)
+_HEAD = msgspec.json.Decoder(_Head)
 
 
 class Report(NamedTuple):
@@ -90,13 +98,14 @@ class Report(NamedTuple):
 
 
 class ReportPage(NamedTuple):
-    reports: list[Report]
+    reports: list[Report]  # those not known before
     truncated: bool
     skipped: int  # resources not read: not objects, or without id or start time
+    known: int = 0  # resources whose id was known: not read further
 
 
-def read_page(body: bytes | bytearray) -> ReportPage:
-    """The reports of one page; raises :class:`InvalidAnswer`."""
+def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> ReportPage:
+    """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`."""
     try:
         page = _PAGE.decode(body)
     except msgspec.ValidationError:
@@ -109,14 +118,25 @@ def read_page(body: bytes | bytearray) -> ReportPage:
         raise InvalidAnswer("a list, not an object with resources")
     if page.resources is None:
         raise InvalidAnswer("an object without resources")
-    reports, skipped = [], 0
+    reports, skipped, seen = [], 0, 0
     for raw in page.resources:
+        if known and _known(raw, known):
+            seen += 1
+            continue
         report = read_report(raw)
         if report is None:
             skipped += 1
         else:
             reports.append(report)
-    return ReportPage(reports, _truncated(page.metadata), skipped)
+    return ReportPage(reports, _truncated(page.metadata), skipped, seen)
+
+
+def _known(raw: msgspec.Raw, known: Container[str]) -> bool:
+    try:
+        report_id = text(_HEAD.decode(raw).id)
+    except (msgspec.DecodeError, RecursionError):
+        return False  # read whole, and skipped or not as any other resource
+    return report_id is not None and report_id in known
 
 
 def _is_error(entry: msgspec.Raw) -> bool:

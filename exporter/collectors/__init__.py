@@ -12,8 +12,8 @@ from .executions import ExecutionsCollector
 from .health import HealthCollector, RuntimeCollector
 from .licenses import LicensesCollector
 from .remediation import RemediationCollector
-from .reporting import ReportingCollector
+from .reporting import OutcomesCollector, ReportingHealthCollector
 from .usage import UsageCollector
 
-__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector", "ReportingCollector",
-           "RuntimeCollector", "UsageCollector"]
+__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "OutcomesCollector", "RemediationCollector",
+           "ReportingHealthCollector", "RuntimeCollector", "UsageCollector"]

@@ -19,6 +19,10 @@ Registered only when ``reporting`` is ``auto`` or ``on``. Sample output (one clo
 
 How reports are counted is :mod:`exporter.outcomes`. ``perfecto_reporting_up`` is left out while
 the API is found absent in ``auto`` mode (no alert then), and before the first poll.
+
+Two collectors: the outcomes change only when a poll counts a new report, the health with every
+poll; apart, a poll that finds nothing new re-renders only the few health lines, never the
+outcome series (hundreds, by job, reason, platform and owner).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..outcomes import OutcomeLabels, Outcomes
-from ..poller import ReportingPoller
+from ..poller import ReportingPoller, ReportingStatus
 from .families import CACHED, Collector, buckets
 
 HEALTH = (  # (name, HELP) by cloud
@@ -44,12 +48,15 @@ HEALTH = (  # (name, HELP) by cloud
 )
 
 
-class ReportingCollector(Collector):
+class OutcomesCollector(Collector):
+    """The outcome counters and durations of every cloud."""
+
     def __init__(self, pollers: Callable[[], list[ReportingPoller]], labels: OutcomeLabels):
         self._pollers, self._labels = pollers, labels
 
     def version(self) -> tuple:
-        return tuple((p.status.polls, p.outcomes.finished.generation) for p in self._pollers())
+        return tuple((p.outcomes.finished.generation, p.outcomes.stopped_by_remediation.generation)
+                     for p in self._pollers())
 
     def _families(self):
         labels = self._labels
@@ -65,16 +72,29 @@ class ReportingCollector(Collector):
         stopped = CounterMetricFamily(
             "perfecto_tests_stopped_by_remediation",
             "Finished tests whose execution the stop webhook stopped, by status.", labels=["cloud", "status"])
+        for poller in self._pollers():
+            _outcomes([poller.cloud], poller.outcomes, finished, durations, stopped)
+        return finished, durations, stopped
+
+
+class ReportingHealthCollector(Collector):
+    """The health of every cloud's Smart Reporting poll."""
+
+    def __init__(self, statuses: Callable[[], list[ReportingStatus]]):
+        self._statuses = statuses
+
+    def version(self) -> tuple:
+        return tuple(status.polls for status in self._statuses())
+
+    def _families(self):
         page_limit = CounterMetricFamily(
             "perfecto_reporting_page_limit_reached",
             "Smart Reporting polls whose paging stopped at the page limit (the rest counts at a later poll).",
             labels=["cloud"])
         up, absent, last_success, skipped = (GaugeMetricFamily(name, documentation, labels=["cloud"])
                                              for name, documentation in HEALTH)
-        for poller in self._pollers():
-            status, outcomes = poller.status, poller.outcomes
+        for status in self._statuses():
             cloud = [status.cloud]
-            _outcomes(cloud, outcomes, finished, durations, stopped)
             page_limit.add_metric(cloud, status.page_limit_hits)
             if status.polls and not status.absent:
                 up.add_metric(cloud, 1 if status.up else 0)
@@ -82,7 +102,7 @@ class ReportingCollector(Collector):
             if status.last_success is not None:
                 last_success.add_metric(cloud, status.last_success)
                 skipped.add_metric(cloud, status.skipped_entries)
-        return finished, durations, stopped, up, absent, last_success, skipped, page_limit
+        return up, absent, last_success, skipped, page_limit
 
 
 def _outcomes(cloud: list[str], outcomes: Outcomes, finished: CounterMetricFamily, durations: HistogramMetricFamily,
