@@ -313,6 +313,7 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
         "name": "acme-eu",
         "url": "https://acme-eu.executions.perfectomobile.com",
         "licenses_url": "https://acme-eu.perfectomobile.com",
+        "reporting_url": "https://acme-eu.app.perfectomobile.com",
         "token_file": f"{MOUNTS}/clouds/acme-eu/token",
     }
 
