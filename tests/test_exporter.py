@@ -618,6 +618,7 @@ def test_flags_override_environment_override_file(tmp_path):
             "url": "https://from-file.executions.perfectomobile.com",
             "licenses_url": "https://from-file.perfectomobile.com",
             "devices_url": "https://from-file.app.perfectomobile.com",
+            "reporting_url": "https://from-file.app.perfectomobile.com",
             "token": "********",
         }
     ]

@@ -210,6 +210,27 @@ device_answers = (
     | st.lists(handsets | json_values, max_size=6)
     | json_values
 )
+report_resources = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values | st.sampled_from(["r1", "r2", " r1 ", 7]),
+        "externalId": json_values,
+        "name": json_values,
+        "owner": json_values,
+        "status": json_values | st.sampled_from(["PASSED", "failed", "Blocked", "UNKNOWN", "SKIPPED"]),
+        "failureReasonName": json_values,
+        "startTime": license_numbers | st.integers(min_value=1, max_value=2**62),
+        "endTime": license_numbers,
+        "job": json_values | st.fixed_dictionaries({}, optional={"name": json_values}),
+        "platforms": platforms | json_values,
+        "message": json_values,
+    },
+)
+report_pages = (
+    st.fixed_dictionaries({"resources": st.lists(report_resources | json_values, max_size=8)},
+                          optional={"metadata": json_values | st.fixed_dictionaries({"truncated": json_values})})
+    | json_values
+)
 
 
 @SETTINGS
@@ -230,3 +251,20 @@ def test_device_answers_never_crash_and_give_only_the_closed_set_of_statuses(ans
         assert device.status in STATUSES
         assert all(isinstance(v, str) and v and v.isprintable() for v in (device.model, device.os, device.location))
         assert all(type(v) is bool for v in (device.in_use, device.reserved, device.available))
+
+
+@SETTINGS
+@given(page=report_pages)
+def test_reporting_pages_never_crash_and_give_label_values_from_closed_sets(page):
+    from exporter.report_answer import STATUSES, read_page
+    from exporter.search_answer import InvalidAnswer
+
+    try:
+        read = read_page(json.dumps(page).encode())
+    except InvalidAnswer:
+        return
+    assert read.skipped + len(read.reports) == len(page["resources"])
+    for report in read.reports:
+        assert report.status in STATUSES and report.id and report.start > 0
+        assert all(isinstance(v, str) and v for v in (report.ci_job, report.failure_reason, *report.platform))
+        assert report.end is None or report.end == report.end

@@ -289,6 +289,7 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
             "url": "https://acme.executions.perfectomobile.com",
             "licenses_url": "https://acme.perfectomobile.com",
             "devices_url": "https://acme.app.perfectomobile.com",
+            "reporting_url": "https://acme.app.perfectomobile.com",
             "token": "********",
         },
         {
@@ -296,6 +297,7 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
             "url": "https://acme-eu.executions.perfectomobile.com",
             "licenses_url": "https://acme-eu.perfectomobile.com",
             "devices_url": "https://acme-eu.app.perfectomobile.com",
+            "reporting_url": "https://acme-eu.app.perfectomobile.com",
             "token": "********",
         },
     ]
@@ -314,6 +316,7 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
         "url": "https://acme-eu.executions.perfectomobile.com",
         "licenses_url": "https://acme-eu.perfectomobile.com",
         "devices_url": "https://acme-eu.app.perfectomobile.com",
+        "reporting_url": "https://acme-eu.app.perfectomobile.com",
         "token_file": f"{MOUNTS}/clouds/acme-eu/token",
     }
 
@@ -347,12 +350,14 @@ def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
         "executions_url": "https://perfecto-proxy.internal:8443",
         "licenses_url": "https://perfecto-proxy.internal:8444",
         "devices_url": "https://perfecto-proxy.internal:8445",
+        "reporting_url": "https://perfecto-proxy.internal:8446",
         "clouds": [
             {
                 "name": "acme",
                 "url": "https://perfecto-proxy.internal:8443",
                 "licenses_url": "https://perfecto-proxy.internal:8444",
                 "devices_url": "https://perfecto-proxy.internal:8445",
+                "reporting_url": "https://perfecto-proxy.internal:8446",
                 "token": "********",
             }
         ],

@@ -13,7 +13,9 @@ from .executions import ExecutionsCollector
 from .health import HealthCollector, RuntimeCollector
 from .licenses import LicensesCollector
 from .remediation import RemediationCollector
+from .reporting import OutcomesCollector, ReportingHealthCollector
 from .usage import UsageCollector
 
 __all__ = ["DeviceStatusCollector", "DevicesCollector", "DevicesHealthCollector", "ExecutionsCollector",
-           "HealthCollector", "LicensesCollector", "RemediationCollector", "RuntimeCollector", "UsageCollector"]
+           "HealthCollector", "LicensesCollector", "OutcomesCollector", "RemediationCollector",
+           "ReportingHealthCollector", "RuntimeCollector", "UsageCollector"]
