@@ -4,6 +4,7 @@ Their behaviour on a real Prometheus and Alertmanager is in test_stack.py.
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -74,9 +75,15 @@ def test_promtool_unit_tests_pass(path):
 
 def test_every_recording_rule_is_unit_tested():
     tested = " ".join(case["expr"] for test in unit_tests() for case in test.get("promql_expr_test", ()))
+    recorded = {rule["record"] for rule in recording_rules()}
     for rule in recording_rules():
         assert rule["record"] in tested, f"{rule['record']} is never tested"
-        assert "without (instance, pod)" in rule["expr"], f"{rule['record']} must not double-count replicas"
+        # a rule built only on other recorded rules (deduplicated themselves) reads no replica's series
+        raw = rule["expr"]
+        for name in sorted(recorded, key=len, reverse=True):
+            raw = raw.replace(name, "")
+        if "perfecto_" in raw:
+            assert "without (instance, pod)" in rule["expr"], f"{rule['record']} must not double-count replicas"
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing():
@@ -174,6 +181,8 @@ def test_dashboard_structure(name):
     if name == "perfecto-usage.json":
         assert variables["team"]["query"] == 'label_values(perfecto_owner_info{cloud=~"$cloud"}, team)'
         assert variables["price"]["type"] == "textbox" and variables["price"]["query"] == "1"
+    if name == "perfecto-quality.json":
+        assert variables["ci_job"]["query"] == 'label_values(perfecto_tests_finished_total{cloud=~"$cloud"}, ci_job)'
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
@@ -235,3 +244,30 @@ def test_owner_device_overrides_give_ci_accounts_their_own_threshold(tmp_path):
                          'device_type="MOBILE",os="iOS",browser="none"}', "values": f"{n}x40"} for o, n in held.items()]
     promtool_test(tmp_path, series, rules,
                   firing=("PerfectoOwnerDevicesHigh", "owner", ["alice", "ci-deploy", "ci-nightly", "perf"], "35m"))
+
+
+def test_the_quality_board_shows_what_the_issue_asks_for():
+    """Perfecto / Quality: outcomes over time by status, pass rate per CI job and per team (the
+    recording rules), top failure reasons, BLOCKED by platform, slowest tests by p95; every
+    counter deduplicated over replicas before it is summed, and filtered by $cloud."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-quality.json").read_text())
+    assert board["title"] == "Perfecto / Quality" and board["uid"] == mixin.DASHBOARD_UIDS["quality"]
+    exprs = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in board["panels"]
+             if panel["type"] != "row"}
+    assert "sum by (status)" in exprs["Outcomes per minute by status"]
+    assert "cloud_ci_job:perfecto_tests_pass:ratio_rate1h" in exprs["Pass rate per CI job (last hour)"]
+    assert "cloud_team:perfecto_tests_pass:ratio_rate1h" in exprs["Pass rate per team (last hour)"]
+    assert "topk(10" in exprs["Top failure reasons"] and "failure_reason" in exprs["Top failure reasons"]
+    assert 'status="blocked"' in exprs["BLOCKED by platform"]
+    assert "sum by (device_type, os, browser)" in exprs["BLOCKED by platform"]
+    assert "histogram_quantile(0.95" in exprs["Slowest tests by p95 duration"]
+    assert "perfecto_test_duration_seconds_bucket" in exprs["Slowest tests by p95 duration"]
+    recorded = {rule["record"] for rule in recording_rules()}
+    for title, expr in exprs.items():
+        assert 'cloud=~"$cloud"' in expr, title
+        for metric in ("perfecto_tests_finished_total", "perfecto_test_duration_seconds_bucket",
+                       "perfecto_tests_stopped_by_remediation_total"):
+            if metric in expr:
+                assert "max without (instance, pod)" in expr, title
+        names = set(re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+", expr))
+        assert names <= recorded, (title, names - recorded)  # only rules that exist
