@@ -271,3 +271,13 @@ def test_the_quality_board_shows_what_the_issue_asks_for():
                 assert "max without (instance, pod)" in expr, title
         names = set(re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+", expr))
         assert names <= recorded, (title, names - recorded)  # only rules that exist
+
+
+def test_the_overdue_history_is_the_execution_history_only():
+    """README, Overdue executions: Smart Reporting's durations are one test each, not one session,
+    and bring no earlier history, so the overdue rules read perfecto_execution_duration_seconds only."""
+    groups = {group["name"]: group["rules"] for group in yaml.safe_load(RULES.read_text())["groups"]}
+    for name in ("perfecto-execution-history", "perfecto-execution-overdue"):
+        for rule in groups[name]:
+            assert "perfecto_test_duration_seconds" not in rule["expr"], rule
+    assert all("perfecto_execution_duration_seconds" in rule["expr"] for rule in groups["perfecto-execution-history"])
