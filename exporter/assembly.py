@@ -22,19 +22,22 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .app import Route, create_app
-from .client import ApiStats, ExecutionManagerClient, LicenseClient
+from .client import ApiStats, ExecutionManagerClient, LicenseClient, ReportingClient
 from .collectors import (
     ExecutionsCollector,
     HealthCollector,
     LicensesCollector,
+    OutcomesCollector,
     RemediationCollector,
+    ReportingHealthCollector,
     RuntimeCollector,
     UsageCollector,
 )
 from .collectors.families import Collector
 from .exposition import Exposition
 from .labels import LabelPlan
-from .poller import LicensePoller, Poller
+from .outcomes import OutcomeLabels, Outcomes
+from .poller import LicensePoller, Poller, ReportingPoller
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
 from .stop_policy import Remediator, StopPolicy
@@ -95,7 +98,9 @@ class Exporter:
         collectors: list[Collector | RuntimeCollector] = []
         self.exposition = Exposition(lambda: collectors)
         licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
-        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed))
+        reported = [cloud for cloud in clouds if cloud.reporting_url is not None]
+        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed),
+                                  (cloud.name for cloud in reported))
         self.pollers = [
             Poller(self._client(cloud, monotonic), plan, settings.poll_interval, clock=clock, monotonic=monotonic,
                    on_poll=self.exposition.refresh)
@@ -107,15 +112,33 @@ class Exporter:
                           clock=clock, monotonic=monotonic, on_poll=self.exposition.refresh)
             for cloud in licensed
         ]
+        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
+                                     clock=clock)
+        # Smart Reporting: a third loop per cloud (none with reporting: off), counting into Outcomes
+        owner_labels = {p.cloud: p.owner_labels for p in self.pollers}
+        started = clock()
+        self.reporting_pollers = [
+            ReportingPoller(self._reporting_client(cloud, monotonic),
+                            Outcomes(cloud.name, plan, started, max_ci_jobs=settings.max_ci_jobs,
+                                     max_failure_reasons=settings.max_failure_reasons,
+                                     owner_labels=owner_labels[cloud.name], stopped=self.remediator.stopped_among),
+                            settings.reporting, settings.reporting_interval, clock=clock, monotonic=monotonic,
+                            on_poll=self.exposition.refresh)
+            for cloud in reported
+        ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
+        reporting_owners = lambda: {p.cloud: p.status.owners for p in self.reporting_pollers}  # noqa: E731
+        caps = {"max_ci_jobs": settings.max_ci_jobs, "max_failure_reasons": settings.max_failure_reasons} \
+            if settings.reporting != "off" else {}
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
-                       UsageCollector(statuses, plan, Teams.from_settings(settings)),
-                       HealthCollector(statuses, self.api_stats, plan, build_labels())]
+                       UsageCollector(statuses, plan, Teams.from_settings(settings), reporting_owners),
+                       HealthCollector(statuses, self.api_stats, plan, build_labels(), caps)]
         if settings.licenses != "off":
             collectors.append(LicensesCollector(lambda: [p.status for p in self.license_pollers],
                                                 3 * settings.licenses_interval, clock=clock))
-        self.remediator = Remediator({p.cloud: p.client for p in self.pollers}, StopPolicy.from_settings(settings),
-                                     clock=clock)
+        if settings.reporting != "off":
+            collectors += [OutcomesCollector(lambda: self.reporting_pollers, OutcomeLabels.of(plan)),
+                           ReportingHealthCollector(lambda: [p.status for p in self.reporting_pollers])]
         routes: dict[str, Route] = {}
         if webhook_secret:
             webhook_stats = WebhookStats()
@@ -166,6 +189,12 @@ class Exporter:
                              retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
                              stats=self.api_stats)
 
+    def _reporting_client(self, cloud: Cloud, monotonic) -> ReportingClient:
+        s = self.settings
+        return ReportingClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
+                               retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
+                               stats=self.api_stats)
+
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)
         raise_descriptor_limit()
@@ -180,8 +209,8 @@ class Exporter:
         log.info("listening", extra={"address": f"{host}:{self.server.server_port}",
                                      "clouds": ",".join(p.cloud for p in self.pollers), **self._surface()})
 
-    def _loops(self) -> list[Poller | LicensePoller]:
-        return [*self.pollers, *self.license_pollers]
+    def _loops(self) -> list[Poller | LicensePoller | ReportingPoller]:
+        return [*self.pollers, *self.license_pollers, *self.reporting_pollers]
 
     @property
     def port(self) -> int:
@@ -209,7 +238,8 @@ class Exporter:
         self.exposition.close()
         for loop in self._loops():
             loop.stop(timeout=2)
-        for client in [*(p.client for p in self.pollers), *(p.client for p in self.license_pollers)]:
+        for client in [*(p.client for p in self.pollers), *(p.client for p in self.license_pollers),
+                       *(p.client for p in self.reporting_pollers)]:
             client.close()
         self.remediator.close()
 

@@ -174,7 +174,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--lab.listen-address", str(err)) from None
     settings = load_settings({
         "listen_address": args.listen_address or "127.0.0.1:9817", "poll_interval": args.poll_interval,
-        "licenses_interval": args.poll_interval, "log_level": args.log_level, "log_format": args.log_format,
+        "licenses_interval": args.poll_interval, "reporting_interval": args.poll_interval,
+        "log_level": args.log_level, "log_format": args.log_format,
         "telemetry_path": getattr(args, "telemetry_path", None), "teams": list(DEMO_TEAMS),
         # the lab's tests have a history then: show it by test, as the overdue alert needs
         "execution_name_durations": True if args.test_durations else None,
@@ -188,7 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         log.error("cannot listen", extra={"address": args.lab_listen_address, "error": err.strerror})
         return 1
     lab_url = f"http://{lab_host}:{lab_server.server_port}"
-    exporter = Exporter(settings, [Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url)])
+    exporter = Exporter(settings, [Cloud(name="demo", url=lab_url, token=args.admin_token, licenses_url=lab_url,
+                                         reporting_url=lab_url)])
     try:
         exporter.start()
     except OSError as err:
@@ -209,6 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{', '.join(str(team['name']) for team in DEMO_TEAMS)}, {settings.default_team})\n"
         f"  licenses:       {base}{settings.telemetry_path}?name[]=perfecto_licenses_in_use"
         "&name[]=perfecto_licenses_purchased&name[]=perfecto_license_burst_used_seconds\n"
+        f"  test outcomes:  {base}{settings.telemetry_path}?name[]=perfecto_tests_finished_total\n"
         f"  landing page:   {base}/\n"
         f"  simulated lab:  {lab_url}\n"
         f"  a fault:        curl -XPOST {lab_url}/-/lab/faults -d '{{\"kind\": \"server_error\"}}'"

@@ -1,5 +1,5 @@
 """The two Execution Manager calls, ``search`` and ``stop``, the License API's ``licenses``,
-and what they cost.
+Smart Reporting's ``reports``, and what they cost.
 
 Every failure is an :class:`ApiError` with one of :data:`REASONS`:
 
@@ -24,7 +24,10 @@ socket is shut down under it (:class:`_Deadline`), and a retry whose wait would 
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
 retried here: the webhook's caller (Alertmanager) owns retries of a stop. ``licenses`` (a GET
 on the cloud's other host, ``https://<cloud>.perfectomobile.com``) has its own session and is
-retried like ``search``. Redirects are not followed, so the token never travels to another host.
+retried like ``search``. ``reports`` (Smart Reporting's export API, a GET per page on
+``https://<cloud>.app.perfectomobile.com``) sends the token in the header that API documents,
+``PERFECTO_AUTHORIZATION``, and only there; it is retried like ``search``, each page on its own
+deadline. Redirects are not followed, so the token never travels to another host.
 
 A server's ``userMessage`` texts are kept (shortened) in :attr:`ApiError.messages`, with the
 client's own token, and any 16-character piece of it, masked *before* they are shortened:
@@ -39,7 +42,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -51,6 +54,7 @@ from urllib3.util.retry import Retry
 from .counting import Observations, Tally
 from .license_answer import LicenseUsage, read_licenses
 from .redact import Redactor
+from .report_answer import Report, ReportPage, read_page
 from .search_answer import InvalidAnswer, split_answer
 from .settings import Cloud
 
@@ -60,6 +64,12 @@ LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
 ENDPOINTS = ("search", "stop")
 LICENSES_ENDPOINT = "licenses"
 LICENSES_MAX_BYTES = 1 << 20  # a few entries per device type; anything this large is not the answer
+REPORTING_PATH = "/export/api/v1/test-executions"
+REPORTING_ENDPOINT = "reporting"
+REPORTING_MAX_BYTES = 32 * 2**20  # one page; reports are a few kB each
+# pages read per poll at most: a safety valve against a server that never stops paging (a sweep of
+# the lookback at 1,000 reports an hour is 60 pages of 100)
+REPORTING_MAX_PAGES = 500
 REASONS = ("auth", "bad_request", "server_error", "timeout", "deadline", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
@@ -91,10 +101,13 @@ class StopResult:
 class ApiStats:
     """Requests, failures by reason and durations, per cloud and endpoint, for every client."""
 
-    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = ()):
-        """``license_clouds``: the clouds whose License API is polled; only they get its series at 0."""
+    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = (),
+                 reporting_clouds: Iterable[str] = ()):
+        """``license_clouds``, ``reporting_clouds``: the clouds whose License API, or Smart Reporting,
+        is polled; only they get its series at 0."""
         known = [(cloud, endpoint) for cloud in clouds for endpoint in ENDPOINTS]
         known += [(cloud, LICENSES_ENDPOINT) for cloud in license_clouds]
+        known += [(cloud, REPORTING_ENDPOINT) for cloud in reporting_clouds]
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
         self.durations = Observations(("cloud", "endpoint"), known, REQUEST_DURATION_BUCKETS)
@@ -136,7 +149,7 @@ class _PerfectoSession:
         self._session.close()
 
     def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[requests.Response], object],
-                  method: str = "POST"):
+                  method: str = "POST", params: dict[str, str] | None = None):
         """Sends ``body`` (POST) or nothing (GET), checks the status, and reads the answer with
         ``read``; counts it all under ``endpoint``."""
         started, reason = self._clock(), None
@@ -146,7 +159,7 @@ class _PerfectoSession:
             try:
                 with _Deadline(deadline) as call:
                     try:
-                        with self._session.send(self._prepare(method, path, body), allow_redirects=False,
+                        with self._session.send(self._prepare(method, path, body, params), allow_redirects=False,
                                                 timeout=(min(connect_timeout, deadline), deadline),
                                                 stream=True) as response:
                             answered = True
@@ -177,11 +190,13 @@ class _PerfectoSession:
         finally:
             self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
-    def _prepare(self, method: str, path: str, body: dict | None) -> requests.PreparedRequest:
-        """The request; one without a body (the license poll's GET) is prepared once, which
-        halves requests' CPU for it."""
-        if body is not None:
-            return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body))
+    def _prepare(self, method: str, path: str, body: dict | None,
+                 params: dict[str, str] | None = None) -> requests.PreparedRequest:
+        """The request; one without a body or parameters (the license poll's GET) is prepared once,
+        which halves requests' CPU for it."""
+        if body is not None or params is not None:
+            return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body,
+                                                                  params=params))
         key = (method, path)
         if key not in self._prepared:
             self._prepared[key] = self._session.prepare_request(requests.Request(method, self.base_url + path))
@@ -409,6 +424,52 @@ class LicenseClient(_PerfectoSession):
                                messages=_user_messages(bytes(body), self._redact)) from None
 
         return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
+
+
+class ReportingClient(_PerfectoSession):
+    """Smart Reporting's export API of one cloud, at ``cloud.reporting_url``."""
+
+    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
+                 max_pages: int = REPORTING_MAX_PAGES, clock=time.perf_counter, user_agent: str = "perfecto-exporter",
+                 stats: ApiStats | None = None):
+        if cloud.reporting_url is None:
+            raise ValueError(f"cloud {cloud.name!r} has no reporting URL")
+        super().__init__(cloud, cloud.reporting_url, timeouts={REPORTING_ENDPOINT: (connect_timeout, timeout)},
+                         max_response_bytes=REPORTING_MAX_BYTES, clock=clock, user_agent=user_agent,
+                         stats=stats or ApiStats([cloud.name], reporting_clouds=[cloud.name]))
+        # the header the export API documents, in its spelling; the token is sent in no other
+        del self._session.headers["Perfecto-Authorization"]
+        self._session.headers["PERFECTO_AUTHORIZATION"] = cloud.token
+        self.max_pages = max_pages
+        self._mount(REPORTING_PATH, retries)
+
+    def reports(self, since: float, until: float,
+                known: Container[str] = frozenset()) -> tuple[list[Report], int, bool]:
+        """The reports of tests that started between ``since`` and ``until`` (epoch seconds), every
+        page of them, but those whose id is in ``known``: ``(reports, resources skipped, whether
+        max_pages cut the paging short)``. Any page that fails fails the whole call."""
+        window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
+        reports: list[Report] = []
+        skipped = 0
+        for page_number in range(1, self.max_pages + 1):
+            page: ReportPage = self._exchange(
+                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known),
+                method="GET", params={**window, "_page": str(page_number)})
+            reports += page.reports
+            skipped += page.skipped
+            if not page.truncated:
+                return reports, skipped, False
+            if not (page.reports or page.skipped or page.known):  # "more to come" with nothing in it
+                return reports, skipped, True
+        return reports, skipped, True
+
+    def _read_page(self, response: requests.Response, known: Container[str]) -> ReportPage:
+        body = self._read_capped(response)
+        try:
+            return read_page(body, known)
+        except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
+            raise ApiError("invalid_response", f"reporting answer is {err}",
+                           messages=_user_messages(bytes(body), self._redact)) from None
 
 
 def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:

@@ -119,6 +119,17 @@ class StopLedger:
                 found[(cloud, execution_id)] = "in_flight" if ("in_flight",) in rows else "stopped_before"
         return found
 
+    def stopped_among(self, cloud: str, execution_ids: list[str], now: float) -> set[str]:
+        """Of ``execution_ids``, those counted as stopped (``stopped`` or ``unknown``) within the memory."""
+        found: set[str] = set()
+        for start in range(0, len(execution_ids), 500):  # well under SQLite's limit of parameters
+            chunk = execution_ids[start:start + 500]
+            rows = self._query(f"SELECT execution_id FROM stops WHERE cloud = ? AND counted_at > ?"
+                               f" AND execution_id IN ({','.join('?' * len(chunk))})",
+                               (cloud, now - self.remember_seconds, *chunk))
+            found.update(row[0] for row in rows)
+        return found
+
     def usage(self, now: float) -> tuple[list[float], int]:
         """When each id counted in the window was counted, and how many are in flight."""
         rows = self._query("SELECT state, counted_at FROM stops WHERE state = 'in_flight' OR counted_at > ?",

@@ -12,6 +12,10 @@ status), as long as it has never answered: after one success the same statuses a
 The poller then logs that once, marks the cloud ``absent`` and asks again only every
 :data:`ABSENT_RETRY` seconds; the search token still works, or ``perfecto_up`` says otherwise.
 Every other failure, and every failure in ``on`` mode, is an outage like any other.
+
+:class:`ReportingPoller`, a third loop per cloud on its own interval, asks Smart Reporting for
+the reports of finished tests and counts each once (:mod:`exporter.outcomes`); its ``auto``
+mode is the License API's. A poll counts only when every page of it succeeded.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from .changes import Totals, advance
-from .client import ApiError, ExecutionManagerClient, LicenseClient
+from .client import ApiError, ExecutionManagerClient, LicenseClient, ReportingClient
 from .labels import LabelPlan, OwnerLabels
 from .license_answer import LicenseUsage
+from .outcomes import Outcomes
 from .snapshot import Snapshot, SnapshotBuilder
 from .testnames import TestNames
 
@@ -49,7 +54,7 @@ class CloudStatus:
     last_error: str | None = None  # the reason of the last failed poll, while it is failing
 
 
-StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus")
+StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus", "ReportingStatus")
 
 
 class _Loop(Generic[StatusT]):
@@ -113,7 +118,7 @@ class Poller(_Loop[CloudStatus]):
         self.plan = plan
         self.interval = interval
         self.status = CloudStatus(cloud=client.cloud.name, url=client.cloud.url, totals=Totals.empty(plan))
-        self._owner_labels = OwnerLabels(plan.max_owners)  # kept across polls
+        self.owner_labels = OwnerLabels(plan.max_owners)  # kept across polls, shared with the reporting poller
         self._test_names = TestNames(plan.name_patterns, plan.max_tests) if plan.by_test else None  # so are tests
         self._clock = clock
         super().__init__(client.cloud.name, "poller", monotonic)
@@ -130,7 +135,7 @@ class Poller(_Loop[CloudStatus]):
             )
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
-            builder = SnapshotBuilder(self.plan, now, self._owner_labels, self._test_names, steady=started)
+            builder = SnapshotBuilder(self.plan, now, self.owner_labels, self._test_names, steady=started)
             for entry in entries:
                 builder.add(entry)
             del entries  # the answer's bytes go with it
@@ -200,6 +205,65 @@ class LicensePoller(_Loop[LicenseStatus]):
                             extra={**extra, "skipped": usage.skipped_entries})
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
+        self.status = status
+        self._on_poll()
+        return status
+
+    def _wait(self) -> float:
+        return ABSENT_RETRY if self.status.absent else self.interval
+
+
+@dataclass(frozen=True)
+class ReportingStatus:
+    cloud: str
+    mode: str  # "auto" or "on"
+    polls: int = 0
+    up: bool = False
+    absent: bool = False  # auto mode: the API answered 401/403/404 before any success; asked again hourly
+    last_success: float | None = None
+    last_error: str | None = None
+    skipped_entries: int = 0  # resources of the last successful poll not read (no id, no start time)
+    page_limit_hits: int = 0  # polls whose paging the page limit cut short, since the start
+    owners: frozenset[str] = frozenset()  # owner label values counted so far
+
+
+class ReportingPoller(_Loop[ReportingStatus]):
+    """Smart Reporting of one cloud, on its own thread and interval (``reporting_interval``)."""
+
+    def __init__(self, client: ReportingClient, outcomes: Outcomes, mode: str, interval: float, *, clock=time.time,
+                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+        self.client, self.outcomes, self.mode, self.interval = client, outcomes, mode, interval
+        self._clock, self._on_poll = clock, on_poll
+        self.status = ReportingStatus(cloud=client.cloud.name, mode=mode)
+        super().__init__(client.cloud.name, "reporting", monotonic)
+
+    def poll_once(self) -> ReportingStatus:
+        status, extra = self.status, {"cloud": self.status.cloud}
+        now = self._clock()
+        since, until, sweep = self.outcomes.window(now)
+        try:
+            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids)
+        except ApiError as err:
+            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+            if absent and not status.absent:
+                log.warning("reporting API absent or refused; asked again hourly, no alert",
+                            extra={**extra, "status": err.status, "error": str(err)})
+            elif not absent:
+                log.warning("reporting poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
+            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+        else:
+            new = self.outcomes.count(reports, now, sweep)
+            if status.polls == 0 or not status.up:
+                log.info("reporting poll succeeded", extra={**extra, "reports": len(reports), "new": new})
+            if cut:
+                log.warning("reporting poll stopped paging at the page limit; the rest counts at a later poll",
+                            extra={**extra, "pages": self.client.max_pages, "reports": len(reports)})
+            if skipped and skipped != status.skipped_entries:
+                log.warning("reporting answer had resources not counted (not objects, or no id or start time)",
+                            extra={**extra, "skipped": skipped})
+            status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
+                             last_success=self._clock(), skipped_entries=skipped,
+                             page_limit_hits=status.page_limit_hits + cut, owners=frozenset(self.outcomes.owners))
         self.status = status
         self._on_poll()
         return status

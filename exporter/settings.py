@@ -29,6 +29,8 @@ Owners are mapped to teams in the same file (``teams``, see :mod:`exporter.teams
 The License API (``licenses``: ``auto``, ``on``, ``off``) lives on another host than the
 Execution Manager, ``https://<cloud>.perfectomobile.com``; when a cloud's executions URL is
 given (a proxy, the simulated lab) and its licenses URL is not, the executions URL serves both.
+Smart Reporting's export API (``reporting``: ``auto``, ``on``, ``off``) lives on that same
+host by default (``reporting_url``), and likewise falls back to the executions URL.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Cloud:
     url: str
     token: str = field(repr=False)
     licenses_url: str | None = None  # None: this cloud's License API is not polled
+    reporting_url: str | None = None  # None: this cloud's Smart Reporting is not polled
 
 
 def default_executions_url(cloud_name: str) -> str:
@@ -110,6 +113,10 @@ def default_executions_url(cloud_name: str) -> str:
 
 def default_licenses_url(cloud_name: str) -> str:
     return f"https://{cloud_name}.perfectomobile.com"
+
+
+def default_reporting_url(cloud_name: str) -> str:
+    return f"https://{cloud_name}.app.perfectomobile.com"
 
 
 def _comma_list(value: object) -> object:
@@ -128,6 +135,8 @@ class CloudSettings(BaseModel):
     url: str | None = Field(None, description="Executions server base URL; default from the name.")
     licenses_url: str | None = Field(
         None, description="License API base URL; default https://<name>.perfectomobile.com, or url when url is set.")
+    reporting_url: str | None = Field(
+        None, description="Smart Reporting base URL; default https://<name>.app.perfectomobile.com, or url when set.")
     token: SecretStr | None = Field(None, description="Security token.")
     token_file: Path | None = Field(None, description="File holding the security token.")
 
@@ -172,6 +181,8 @@ class Settings(BaseSettings):
     executions_url: str | None = Field(None, description="Override of the executions server URL.")
     licenses_url: str | None = Field(
         None, description="Override of the License API URL (default: the cloud's host, or executions_url if set).")
+    reporting_url: str | None = Field(
+        None, description="Override of the Smart Reporting URL (default: the cloud's app host, or executions_url).")
     clouds: list[CloudSettings] = Field(default_factory=list, description="Several clouds (YAML).")
 
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port of the HTTP server.")
@@ -186,7 +197,8 @@ class Settings(BaseSettings):
     # A floor of 1 s: below it the exporter becomes a load test of Perfecto's API (0.01 s: ~90 calls a second).
     poll_interval: float = Field(30.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of search.")
     request_timeout: float = Field(
-        10.0, gt=0, description="Deadline of one search or License API call, connect to last byte, seconds.")
+        10.0, gt=0,
+        description="Deadline of one search, License API or Smart Reporting call (a page), connect to last byte.")
     connect_timeout: float = Field(5.0, gt=0, description="Connect timeout, seconds.")
     search_retries: int = Field(2, ge=0, le=10, description="Retries of search on 5xx/connect errors.")
     max_response_bytes: int = Field(64 * 2**20, gt=0, description="Largest search answer read.")
@@ -194,6 +206,13 @@ class Settings(BaseSettings):
         "auto", description="Poll the License API: auto (quietly, hourly, if absent or refused), on, off.")
     licenses_interval: float = Field(
         60.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of the License API.")
+    reporting: Literal["auto", "on", "off"] = Field(
+        "auto", description="Poll Smart Reporting's export API: auto (quietly, hourly, if absent or refused), on, off.")
+    reporting_interval: float = Field(
+        60.0, ge=MIN_POLL_INTERVAL, description="Seconds between polls of Smart Reporting.")
+    max_ci_jobs: int = Field(100, ge=1, description="CI jobs with a label of their own; later ones share '(other)'.")
+    max_failure_reasons: int = Field(
+        50, ge=1, description="Failure reasons with a label of their own; later ones share '(other)'.")
     stale_after: float | None = Field(
         None, gt=0, description="Seconds execution series outlive the last good poll (3 polls)."
     )
@@ -299,20 +318,20 @@ class Settings(BaseSettings):
     def resolve_clouds(self) -> list[Cloud]:
         """Read tokens and build the list of clouds; raises :class:`ConfigError`."""
         single = (self.cloud_name, self.security_token, self.security_token_file, self.executions_url,
-                  self.licenses_url)
+                  self.licenses_url, self.reporting_url)
         if self.clouds:
             if any(v is not None for v in single):
                 raise ConfigError(
                     "clouds", "set either clouds (YAML) or PERFECTO_CLOUD_NAME and its token, not both"
                 )
-            entries = [(f"clouds[{i}].", c.name, c.url, c.token, c.token_file, c.licenses_url)
+            entries = [(f"clouds[{i}].", c.name, c.url, c.token, c.token_file, c.licenses_url, c.reporting_url)
                        for i, c in enumerate(self.clouds)]
         else:
             if not self.cloud_name:
                 raise ConfigError("cloud_name (PERFECTO_CLOUD_NAME)", "is required")
             entries = [("", self.cloud_name, self.executions_url, self.security_token, self.security_token_file,
-                        self.licenses_url)]
-        clouds = [_resolve_cloud(*entry, licenses=self.licenses) for entry in entries]
+                        self.licenses_url, self.reporting_url)]
+        clouds = [_resolve_cloud(*entry, licenses=self.licenses, reporting=self.reporting) for entry in entries]
         names = [c.name for c in clouds]
         for name in names:
             if names.count(name) > 1:
@@ -321,25 +340,31 @@ class Settings(BaseSettings):
 
 
 def _resolve_cloud(prefix: str, name: str, url: str | None, token: SecretStr | None, token_file: Path | None,
-                   licenses_url: str | None, *, licenses: str = "auto") -> Cloud:
+                   licenses_url: str | None, reporting_url: str | None = None, *, licenses: str = "auto",
+                   reporting: str = "auto") -> Cloud:
     token_setting = f"{prefix}token" if prefix else "security_token (PERFECTO_SECURITY_TOKEN)"
     file_setting = f"{prefix}token_file" if prefix else "security_token_file (PERFECTO_SECURITY_TOKEN_FILE)"
     url_setting = f"{prefix}url" if prefix else "executions_url (PERFECTO_EXECUTIONS_URL)"
     licenses_setting = f"{prefix}licenses_url" if prefix else "licenses_url (PERFECTO_LICENSES_URL)"
+    reporting_setting = f"{prefix}reporting_url" if prefix else "reporting_url (PERFECTO_REPORTING_URL)"
     if url is None:
         if not CLOUD_NAME_PATTERN.match(name):
             raise ConfigError(f"{prefix}name" if prefix else "cloud_name (PERFECTO_CLOUD_NAME)",
                               _not_a_cloud_name(name, url_setting))
         url = default_executions_url(name)
         licenses_url = licenses_url or default_licenses_url(name)
+        reporting_url = reporting_url or default_reporting_url(name)
     _check_url(url, url_setting)
     licenses_url = licenses_url or url  # a proxy or the lab given for executions serves the License API too
     _check_url(licenses_url, licenses_setting)
+    reporting_url = reporting_url or url  # and Smart Reporting
+    _check_url(reporting_url, reporting_setting)
     secret = read_secret(token, token_file, token_setting, file_setting)
     if secret is None:
         raise ConfigError(token_setting, f"is required (or {file_setting.split(' ')[0]})")
     return Cloud(name=name, url=url.rstrip("/"), token=secret,
-                 licenses_url=None if licenses == "off" else licenses_url.rstrip("/"))
+                 licenses_url=None if licenses == "off" else licenses_url.rstrip("/"),
+                 reporting_url=None if reporting == "off" else reporting_url.rstrip("/"))
 
 
 def _not_a_cloud_name(name: str, url_setting: str) -> str:
@@ -454,6 +479,7 @@ def masked(settings: Settings, clouds: list[Cloud]) -> dict:
     data["webhook"] = "enabled" if settings.resolve_webhook_token() else "disabled"
     data["stale_after"] = settings.effective_stale_after
     data["clouds"] = [
-        {"name": c.name, "url": c.url, "licenses_url": c.licenses_url, "token": "********"} for c in clouds
+        {"name": c.name, "url": c.url, "licenses_url": c.licenses_url, "reporting_url": c.reporting_url,
+         "token": "********"} for c in clouds
     ]
     return data

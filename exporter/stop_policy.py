@@ -192,6 +192,18 @@ class Remediator:
         with self._lock:
             self.ledger.close()
 
+    def stopped_among(self, cloud: str, execution_ids: list[str]) -> set[str]:
+        """Of ``execution_ids``, those the webhook stopped within ``remember_seconds`` (for the
+        outcomes of stopped tests). A ledger that cannot be read answers none, counted and logged
+        as any ledger failure; it never fails the caller's poll."""
+        with self._lock:
+            try:
+                self._open_ledger()
+                return self.ledger.stopped_among(cloud, execution_ids, self._clock())
+            except LedgerUnavailable as err:
+                self._ledger_failed(err)
+                return set()
+
     def skip(self, skipped: list[tuple[StopRequest, str]]) -> list[Decision]:
         """Alerts not meant to act (not firing, no stop label): each counted, all logged in one line."""
         decisions = [Decision(request, "ignored", reason) for request, reason in skipped]

@@ -59,6 +59,7 @@ CHART_MANAGED = {
     "cloud_name": "perfecto.cloudName",
     "executions_url": "perfecto.executionsUrl",
     "licenses_url": "perfecto.licensesUrl",
+    "reporting_url": "perfecto.reportingUrl",
     "security_token": "never in clear: perfecto.existingSecret or perfecto.securityToken, mounted as a file",
     "security_token_file": "perfecto.existingSecret or perfecto.securityToken (a Secret, mounted)",
     "clouds": "perfecto.clouds",

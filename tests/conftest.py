@@ -67,10 +67,10 @@ def wait_until(condition, timeout: float = 15.0, interval: float = 0.05, what: s
 def build_exporter(lab_url: str | None, *, cloud: str = "acme", clock=None, monotonic=None, **settings) -> Exporter:
     """An exporter assembled as ``run`` assembles it: cloud ``cloud`` at ``lab_url`` with the
     admin token, settings as keyword arguments, the webhook on when they name a secret.
-    The License API poll is off unless ``licenses`` is given (tests of it say so), so that the
-    expositions of the execution tests stay as they are."""
+    The License API and Smart Reporting polls are off unless ``licenses`` or ``reporting`` is
+    given (tests of them say so), so that the expositions of the execution tests stay as they are."""
     values = {"cloud_name": cloud, "executions_url": lab_url, "security_token": ADMIN_TOKEN,
-              "listen_address": "127.0.0.1:0", "licenses": "off", **settings}
+              "listen_address": "127.0.0.1:0", "licenses": "off", "reporting": "off", **settings}
     loaded = load_settings({k: v for k, v in values.items() if v is not None})
     timing = {k: v for k, v in (("clock", clock), ("monotonic", monotonic)) if v is not None}
     return Exporter(loaded, loaded.resolve_clouds(), loaded.resolve_webhook_token(), **timing)

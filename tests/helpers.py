@@ -201,3 +201,87 @@ def grafana_to_promql(expr: str) -> str:
     return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s").replace("$__range", "1h")
             .replace("$price", "2.5").replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"')
             .replace('=~"$team"', '=~".*"').replace('=~"$ci_job"', '=~".*"'))
+
+
+# -- Smart Reporting: a stand-in with known reports ----------------------------------------------
+
+class ReportStandIn:
+    """Smart Reporting's export API on loopback, serving known reports (for cases the lab cannot
+    express): each report becomes visible at its own time on the test's ``clock``; the window of
+    start times is honoured, ``page_size`` reports a page, oldest start first, ``truncated`` while
+    more follow. Knobs: ``status`` answers every call so (with a userMessage), ``error_list``
+    answers 200 with an error list, ``fail_page`` answers that page 400, ``repeat`` puts the last
+    report of each page again at the top of the next (duplicates across pages)."""
+
+    PATH = "/export/api/v1/test-executions"
+
+    def __init__(self, clock, page_size: int = 3, token: str = ADMIN_TOKEN):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        self.clock, self.page_size, self.token = clock, page_size, token
+        self.reports: list[tuple[float, dict]] = []  # (visible from, report)
+        self.status: int | None = None
+        self.error_list = False
+        self.fail_page: int | None = None
+        self.repeat = False
+        self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                stand_in.requests.append((self.path, dict(self.headers)))
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path != stand_in.PATH:
+                    return self.send(404, [{"userMessage": "not found"}])
+                if stand_in.status is not None:
+                    return self.send(stand_in.status, [{"userMessage": f"refused with {stand_in.status}"}])
+                if self.headers.get("PERFECTO_AUTHORIZATION") != stand_in.token:
+                    return self.send(401, [{"userMessage": "Invalid or missing security token"}])
+                if stand_in.error_list:
+                    return self.send(200, [{"userMessage": "Internal error", "developerMessage": "boom"}])
+                page = int(query.get("_page", "1"))
+                if page == stand_in.fail_page:
+                    return self.send(400, [{"userMessage": "bad page"}])
+                self.send(200, stand_in.page(query, page))
+
+            def send(self, status: int, answer: object) -> None:
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def add(self, visible_from: float, **report) -> None:
+        self.reports.append((visible_from, report))
+
+    def page(self, query: dict, page: int) -> dict:
+        since, until = (float(query[k]) if k in query else None
+                        for k in ("startExecutionTime[0]", "endExecutionTime[0]"))
+        now = self.clock()
+        start = lambda r: float(r.get("startTime") or 0)  # noqa: E731
+        found = sorted((r for visible, r in self.reports if visible <= now
+                        and (since is None or start(r) >= since) and (until is None or start(r) <= until)),
+                       key=lambda r: (start(r), str(r.get("id"))))
+        first = (page - 1) * self.page_size
+        resources = found[first:first + self.page_size]
+        if self.repeat and page > 1:
+            resources = [found[first - 1], *resources]
+        return {"resources": resources, "metadata": {"truncated": first + self.page_size < len(found)}}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -115,9 +115,9 @@ def test_the_readme_names_every_family_without_cloud(start_lab):
 def test_the_readme_names_every_gauge_whose_help_does_not_say_cached(start_lab):
     """The README's sentence on cached data holds for every family the exporter can serve."""
     lab = start_lab()
-    exporter = build_exporter(lab.url, licenses="on", execution_name_durations=True,
+    exporter = build_exporter(lab.url, licenses="on", reporting="on", execution_name_durations=True,
                               webhook_token="hook-secret-1234567890")
-    for poller in [*exporter.pollers, *exporter.license_pollers]:
+    for poller in [*exporter.pollers, *exporter.license_pollers, *exporter.reporting_pollers]:
         poller.poll_once()
     families = {f.name + ("_info" if f.type == "info" else ""): f  # as exposed: an info family is a gauge
                 for f in exporter.registry.collect()}  # with their types: the text format has no gauge histograms

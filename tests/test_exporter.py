@@ -617,6 +617,7 @@ def test_flags_override_environment_override_file(tmp_path):
             "name": "from-file",
             "url": "https://from-file.executions.perfectomobile.com",
             "licenses_url": "https://from-file.perfectomobile.com",
+            "reporting_url": "https://from-file.app.perfectomobile.com",
             "token": "********",
         }
     ]

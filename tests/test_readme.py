@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 
 import bcrypt
 import requests
@@ -292,15 +293,22 @@ def test_the_configuration_table_is_every_setting_with_its_variable_flag_and_def
 
 def test_the_metrics_tables_are_what_the_exporter_exports(start_lab):
     """The README's metrics tables cannot drift from the collectors: every perfecto_* family the
-    exporter exports with every option on (License API, webhook, durations by test), with its type
-    and its labels besides cloud, and nothing else."""
+    exporter exports with every option on (License API, Smart Reporting, webhook, durations by test),
+    with its type and its labels besides cloud, and nothing else."""
+    from exporter.lab import Workload
+
     from .conftest import build_exporter
 
-    exporter = build_exporter(
-        start_lab().url, licenses="on", webhook_token="hook-secret-for-tables", execution_name_durations="true"
-    )
+    now = [time.time()]
+    workload = Workload(seed=7, executions=30, clock=lambda: now[0])
+    exporter = build_exporter(start_lab(workload, report_delay_scale=0.0).url, clock=lambda: now[0], licenses="on",
+                              reporting="on", webhook_token="hook-secret-for-tables", execution_name_durations="true")
+    now[0] += 1
+    workload.begin("SearchSmoke", 1.0)  # a test that starts and ends while the exporter runs: a report to count
+    now[0] += 120
     exporter.pollers[0].poll_once()
     exporter.license_pollers[0].poll_once()
+    exporter.reporting_pollers[0].poll_once()
     exported = {}
     for family in exporter.registry.collect():
         if family.name.startswith("perfecto_"):

@@ -12,7 +12,8 @@ from .executions import ExecutionsCollector
 from .health import HealthCollector, RuntimeCollector
 from .licenses import LicensesCollector
 from .remediation import RemediationCollector
+from .reporting import OutcomesCollector, ReportingHealthCollector
 from .usage import UsageCollector
 
-__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "RemediationCollector", "RuntimeCollector",
-           "UsageCollector"]
+__all__ = ["ExecutionsCollector", "HealthCollector", "LicensesCollector", "OutcomesCollector", "RemediationCollector",
+           "ReportingHealthCollector", "RuntimeCollector", "UsageCollector"]

@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 class HealthCollector(Collector):
     def __init__(self, statuses: Callable[[], list[CloudStatus]], api: ApiStats, plan: LabelPlan,
-                 build: dict[str, str]):
-        """``build``: the labels of ``perfecto_exporter_build_info`` (version, revision, pythonversion)."""
+                 build: dict[str, str], caps: dict[str, int] | None = None):
+        """``build``: the labels of ``perfecto_exporter_build_info`` (version, revision, pythonversion);
+        ``caps``: more caps of ``perfecto_exporter_cap`` (Smart Reporting's, while it is polled)."""
         self._statuses, self._api, self._plan, self._build = statuses, api, plan, dict(sorted(build.items()))
+        self._caps = caps or {}
 
     def version(self) -> tuple:
         polls = tuple(status.polls for status in self._statuses())
@@ -65,8 +67,11 @@ class HealthCollector(Collector):
         caps = GaugeMetricFamily("perfecto_exporter_cap", "The exporter's configured cardinality caps.", labels=["cap"])
         caps.add_metric(["max_owners"], self._plan.max_owners)
         caps.add_metric(["max_execution_series"], self._plan.max_start_series)
-        if self._plan.by_test:
+        # Smart Reporting's test durations are capped by it too
+        if self._plan.by_test or (self._caps and "execution_name" in self._plan.start):
             caps.add_metric(["max_execution_names"], self._plan.max_tests)
+        for cap, value in self._caps.items():
+            caps.add_metric([cap], value)
         return (
             up, last_success, poll_duration,
             counter("perfecto_api_requests", "Requests made to the Perfecto API.", self._api.requests),

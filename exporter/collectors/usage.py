@@ -20,13 +20,14 @@ seconds are counted is in :mod:`exporter.changes`. The counters carry the labels
 
 ``perfecto_owner_info`` names the team (:mod:`exporter.teams`) of every owner with a label of
 its own (they stay, like the counters) and of every owner of a start series now, so that any
-owner-labelled series joins with ``* on (cloud, owner) group_left (team) perfecto_owner_info``.
+owner-labelled series joins with ``* on (cloud, owner) group_left (team) perfecto_owner_info``;
+the owners of Smart Reporting's outcomes (``perfecto_tests_finished_total``) are named too.
 It is not exported when ``owner`` is in ``drop_labels``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 
 from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
 
@@ -37,11 +38,13 @@ from .families import Collector
 
 
 class UsageCollector(Collector):
-    def __init__(self, statuses: Callable[[], list[CloudStatus]], plan: LabelPlan, teams: Teams):
-        self._statuses, self._plan, self._teams = statuses, plan, teams
+    def __init__(self, statuses: Callable[[], list[CloudStatus]], plan: LabelPlan, teams: Teams,
+                 more_owners: Callable[[], Mapping[str, Set[str]]] = dict):
+        """``more_owners``: owner label values by cloud that other families carry (Smart Reporting's)."""
+        self._statuses, self._plan, self._teams, self._more_owners = statuses, plan, teams, more_owners
 
     def version(self) -> tuple:
-        return tuple(status.polls for status in self._statuses())
+        return tuple(status.polls for status in self._statuses()), tuple(map(len, self._more_owners().values()))
 
     def _families(self):
         plan = self._plan
@@ -55,13 +58,14 @@ class UsageCollector(Collector):
         teams = InfoMetricFamily(
             "perfecto_owner", "The team of each owner, from the teams setting (default_team when none matches).",
             labels=["cloud", "owner"])
+        more_owners = self._more_owners()
         for status in self._statuses():
             cloud = [status.cloud]
             for key, seconds in sorted(status.totals.platform_seconds.items()):
                 held.add_metric(cloud + list(key), seconds)
             for key, seconds in sorted(status.totals.execution_seconds.items()):
                 ran.add_metric(cloud + list(key), seconds)
-            for owner in sorted(self._owners(status)):
+            for owner in sorted(self._owners(status) | set(more_owners.get(status.cloud, ()))):
                 teams.add_metric(cloud + [owner], {"team": self._teams.team_of(owner)})
         return held, ran, teams
 

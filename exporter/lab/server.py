@@ -1,15 +1,19 @@
-"""The simulated Execution Manager (``search``, ``stop``) and License API (``GET
+"""The simulated Execution Manager (``search``, ``stop``), License API (``GET
 /enforcement/api/v1/usageInfo/licenses`` and ``.../licenses/{type}``, see
-:mod:`exporter.lab.license_pool`) over real HTTP, with fault injection.
+:mod:`exporter.lab.license_pool`) and Smart Reporting export API (``GET
+/export/api/v1/test-executions``, see :mod:`exporter.lab.reports`) over real HTTP, with fault
+injection.
 
 Tokens: an admin token sees and stops every execution; a user token (``OWNER=TOKEN``) only
 that owner's. No token or an unknown one gets 401 with the documented
 ``[{"userMessage": ...}]`` body, as do malformed requests (400).
 
 Fault injection is off unless the lab is started with it. Then ``POST /-/lab/faults`` with
-``{"kind": K, "count": N, "endpoint": "search"|"stop"|"licenses"}`` makes the next N calls
+``{"kind": K, "count": N, "endpoint": "search"|"stop"|"licenses"|"reporting"}`` makes the next N calls
 (all, if ``count`` is null or absent) of that endpoint (or of any) misbehave; ``DELETE /-/lab/faults``
-clears them. Kinds are :data:`FAULT_KINDS`.
+clears them. Kinds are :data:`FAULT_KINDS`. ``POST /-/lab/reporting/blocked?share=S`` sets the
+share of tests ending ``BLOCKED`` from then on (``share=none`` or ``DELETE``: as seeded; see
+:mod:`exporter.lab.reports`).
 
 ``GET /-/lab/usage?since=S&until=U`` (epoch seconds; the admin token) answers the lab's own
 record of usage in that window (:meth:`~exporter.lab.workload.Workload.usage`), not part of
@@ -17,7 +21,8 @@ any Perfecto API: the ground truth for tests of the exporter's usage counters.
 
 With ``payload`` set, ``search`` answers those recorded bytes verbatim after authentication:
 that is how the golden-file tests feed the exporter exactly the document's examples;
-``license_payload`` does the same for the License API.
+``license_payload`` does the same for the License API, ``reporting_payload`` for every page of
+Smart Reporting's export API.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .license_pool import DEFAULT_BURST_MINUTES, DEFAULT_LICENSES, FREE_TRIAL_MESSAGE, FREE_TRIAL_STATUS, LicensePool
 from .queries import BadRequest, parse_search, parse_stop
+from .reports import Reports
 from .workload import Workload
 
 log = logging.getLogger("exporter.lab")
@@ -42,7 +48,10 @@ log = logging.getLogger("exporter.lab")
 SEARCH_PATH = "/execution-manager/api/v1/executions/search"
 STOP_PATH = "/execution-manager/api/v1/executions/stop"
 LICENSES_PATH = "/enforcement/api/v1/usageInfo/licenses"
-ENDPOINTS = ("search", "stop", "licenses")
+REPORTING_PATH = "/export/api/v1/test-executions"
+ENDPOINTS = ("search", "stop", "licenses", "reporting")
+TOKEN_HEADERS = {"reporting": "PERFECTO_AUTHORIZATION"}  # the export API's own spelling; others: Perfecto-Authorization
+BLOCKED_PATHS = ("/-/lab/reporting/blocked", "/lab/reporting/blocked")
 FAULTS_PATH = "/-/lab/faults"
 USAGE_PATH = "/-/lab/usage"
 FAULT_KINDS = (
@@ -101,15 +110,20 @@ class Lab:
         license_payload: bytes | None = None,
         drip_seconds: float = 1.0,
         unrequested_ids: int = 100_000,
+        report_delay_scale: float | None = None,
+        reporting_payload: bytes | None = None,
     ):
         """``user_tokens`` maps owner -> token. ``licenses``: per device type; None answers the
-        License API as a Free Trial cloud does (it has none)."""
+        License API as a Free Trial cloud does (it has none). ``report_delay_scale``: how much
+        sooner reports appear than in life (default: the workload's ``duration_scale``)."""
         self.workload = workload or Workload()
         self.licenses = LicensePool(self.workload, licenses, burst_minutes)
+        scale = self.workload.duration_scale if report_delay_scale is None else report_delay_scale
+        self.reports = Reports(self.workload, delay_scale=scale)
         self.tokens: dict[str, str | None] = {t: owner for owner, t in (user_tokens or {}).items()}
         if admin_token:
             self.tokens[admin_token] = None
-        self.payload, self.license_payload = payload, license_payload
+        self.payload, self.license_payload, self.reporting_payload = payload, license_payload, reporting_payload
         self.fault_injection = fault_injection
         self.hang_seconds = hang_seconds
         self.oversized_bytes = oversized_bytes
@@ -124,7 +138,7 @@ class Lab:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if endpoint not in (None, *ENDPOINTS):
-            raise ValueError("endpoint must be search, stop, licenses or null")
+            raise ValueError("endpoint must be search, stop, licenses, reporting or null")
         with self._faults_lock:
             self._faults.append(Fault(kind, count, endpoint))
             self._faults_cleared.clear()
@@ -188,16 +202,25 @@ class _Handler(BaseHTTPRequestHandler):
         if path == LICENSES_PATH or path.startswith(LICENSES_PATH + "/"):
             device_type = path.removeprefix(LICENSES_PATH).strip("/").upper() or None
             return self._serve("licenses", lambda: None, lambda owner, body, fault: self._licenses(device_type))
+        if path == REPORTING_PATH:
+            return self._serve("reporting", lambda: None, lambda owner, body, fault: self._reports(owner))
         self._json(404, _messages("not found"))
 
     def do_DELETE(self):
-        self._control() if self._path() == FAULTS_PATH else self._json(404, _messages("not found"))
+        path = self._path()
+        if path == FAULTS_PATH:
+            return self._control()
+        if path in BLOCKED_PATHS:
+            return self._blocked()
+        self._json(404, _messages("not found"))
 
     def do_POST(self):
         path = self._path()
         endpoint = {SEARCH_PATH: "search", STOP_PATH: "stop"}.get(path)
         if path == FAULTS_PATH:
             return self._control()
+        if path in BLOCKED_PATHS:
+            return self._blocked()
         if endpoint is None:
             return self._json(404, _messages(f"no such endpoint: {path}"))
         self._serve(endpoint, self._json_body,
@@ -208,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         the status); one log line, without the token."""
         started = time.monotonic()
         lab = self.server.lab
-        token = self.headers.get("Perfecto-Authorization")
+        token = self.headers.get(TOKEN_HEADERS.get(endpoint, "Perfecto-Authorization"))
         who = "anonymous"
         status = 200
         try:
@@ -299,6 +322,46 @@ class _Handler(BaseHTTPRequestHandler):
             return 404
         self._send(200, json.dumps({"licenseList": pool.answer(device_type)}).encode())
         return 200
+
+    def _reports(self, owner: str | None) -> int:
+        if self.server.lab.reporting_payload is not None:
+            self._send(200, self.server.lab.reporting_payload)
+            return 200
+        query = parse_qs(urlsplit(self.path).query)
+
+        def number(name: str, default: float | None) -> float | None:
+            values = query.get(name)
+            if not values:
+                return default
+            try:
+                return float(values[0])
+            except ValueError:
+                raise BadRequest(f"{name} must be a number") from None
+
+        page = number("_page", 1)
+        if page is None or page < 1 or page != int(page):
+            raise BadRequest("_page must be 1 or more")
+        answer = self.server.lab.reports.page(owner, number("startExecutionTime[0]", None),
+                                              number("endExecutionTime[0]", None), int(page))
+        self._send(200, json.dumps(answer).encode())
+        return 200
+
+    def _blocked(self):
+        lab = self.server.lab
+        if not lab.fault_injection:
+            return self._json(404, _messages("not found"))
+        share = (parse_qs(urlsplit(self.path).query).get("share") or ["none"])[0]
+        if self.command == "DELETE" or share.strip().lower() == "none":
+            lab.reports.blocked_share = None
+        else:
+            try:
+                value = float(share)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 1:
+                return self._json(400, _messages("share must be a number from 0 to 1, or none"))
+            lab.reports.blocked_share = value
+        self._send(200, json.dumps({"blocked_share": lab.reports.blocked_share}).encode())
 
     def _path(self) -> str:
         return urlsplit(self.path).path

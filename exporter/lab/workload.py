@@ -105,7 +105,9 @@ class Workload:
         self._unstoppable: set[str] = set()
         self._last = clock()
         self._due = 0.0
-        self._ended: deque[tuple[dict, float]] = deque(maxlen=LEDGER_SIZE)  # (execution, end in seconds)
+        # (execution, end in seconds, whether stop ended it); ended_count: how many ever ended
+        self._ended: deque[tuple[dict, float, bool]] = deque(maxlen=LEDGER_SIZE)
+        self.ended_count = 0
         now_ms = self._last * 1000
         for _ in range(stuck):
             execution = self._new_execution(now_ms - self._rng.uniform(6, 20) * 3600_000)
@@ -150,15 +152,27 @@ class Workload:
             stopped = [i for i in ids if i not in self._unstoppable]
             now = self._clock()
             for execution_id in stopped:
-                self._remove(execution_id, now)
+                self._remove(execution_id, now, stopped=True)
             return stopped, [i for i in ids if i in self._unstoppable]
 
-    def _remove(self, execution_id: str, now: float) -> None:
+    def now(self) -> float:
+        return self._clock()
+
+    def ended_after(self, count: int) -> tuple[list[tuple[dict, float, bool]], int]:
+        """What ended since ``ended_count`` was ``count`` (at most the last LEDGER_SIZE), and the
+        count now: ``(execution, end, stopped)`` each, in the order they ended."""
+        with self._lock:
+            self._advance()
+            new = min(self.ended_count - count, len(self._ended))
+            return (list(self._ended)[len(self._ended) - new:] if new > 0 else []), self.ended_count
+
+    def _remove(self, execution_id: str, now: float, stopped: bool = False) -> None:
         """Every execution leaves the lab here, finished or stopped (an unknown id is no error), so
-        that the usage record sees it end."""
+        that the usage record and the reports see it end."""
         execution = self._executions.pop(execution_id, None)
         if execution is not None:
-            self._ended.append((execution, now))
+            self._ended.append((execution, now, stopped))
+            self.ended_count += 1
         self._stuck.discard(execution_id)
         self._ends.pop(execution_id, None)
         self.factors.pop(execution_id, None)
@@ -193,7 +207,7 @@ class Workload:
             spans = [(e, until) for e in self._executions.values()] + list(self._ended)
         platform_seconds: dict[tuple[str, str], list] = {}
         execution_seconds: dict[str, list] = {}
-        for execution, end in spans:
+        for execution, end, *_ in spans:
             start = execution.get("startTime")
             if isinstance(start, int | float) and not isinstance(start, bool):
                 held = min(end, until) - max(start / 1000, since)

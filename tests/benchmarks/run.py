@@ -19,6 +19,12 @@
 6. Usage accounting: what ``advance()`` adds to a poll (starts, finishes, durations, and the
    usage counters of issue 14) between two polls of the same lab with 2 % churn, and the
    render of the usage collector, against building the snapshot itself. Target <= 10 %.
+7. The Smart Reporting poll at 10k executions: CPU time of the polling thread for one poll of
+   the last 15 minutes and for one sweep of the lookback (6 hours), with about 1,000 reports an
+   hour, against one execution poll of the same exporter; per unit of time at the default
+   intervals (29 polls and a sweep every 30 minutes, against an execution poll every 30 s).
+   Target <= 1 % per unit of time. Alone: ``python -c "from tests.benchmarks import run;
+   print(run.report_section_7(run.reporting_poll()))"``.
 
 Everything runs on loopback: the simulated lab and the exporter as separate processes (as in
 production), the load from this one. It prints a Markdown table and writes it to --output.
@@ -402,6 +408,76 @@ def license_poll(size: int = 10_000) -> dict:
     }
 
 
+def reporting_poll(size: int = 10_000, per_hour: int = 1000) -> dict:
+    """One Smart Reporting poll (of the recent window, and a sweep of the lookback) against one
+    execution poll, both as the exporter runs them (the poll, then the exposition's refresh), on
+    this thread, with the exporter started a lookback and an hour before: every report of the
+    lookback is one it has counted, as in a steady state."""
+    from exporter.outcomes import LOOKBACK, SWEEP_EVERY
+    from exporter.settings import Cloud
+
+    now = [time.time() - LOOKBACK - 3600]
+    executions_lab = Lab(Workload(seed=1, executions=size), TOKEN)
+    history = Workload(seed=2, executions=50, churn=per_hour / 60, clock=lambda: now[0])
+    reports_lab = Lab(history, TOKEN)
+    servers = [serve_lab(lab, "127.0.0.1", 0)[0] for lab in (executions_lab, reports_lab)]
+    urls = [f"http://127.0.0.1:{server.server_port}" for server in servers]
+    settings = load_settings({"cloud_name": "bench", "security_token": TOKEN, "licenses": "off",
+                              "reporting": "on", "listen_address": "127.0.0.1:0"})
+    cloud = Cloud(name="bench", url=urls[0], token=TOKEN, reporting_url=urls[1])
+    exporter = Exporter(settings, [cloud], clock=lambda: now[0])
+    try:
+        executions, reporting = exporter.pollers[0], exporter.reporting_pollers[0]
+        for _ in range(int((LOOKBACK + 3600) / 60)):  # the lab's history, a minute at a time
+            now[0] += 60
+            history.running()
+        reporting.poll_once()  # a sweep: counts the lookback
+        executions.poll_once()
+        exporter.exposition.body(None, False)
+        exporter.exposition.body(None, True)
+        remembered = reporting.outcomes.remembered
+
+        def sweep():
+            reporting.outcomes._last_sweep = None
+            reporting.poll_once()
+
+        execution_cpu = best_of(executions.poll_once, 7, timer=time.thread_time)
+        recent_cpu = best_of(reporting.poll_once, 21, timer=time.thread_time)
+        sweep_cpu = best_of(sweep, 7, timer=time.thread_time)
+        requests_per = {name: len(reports_lab.requests) for name in ("before",)}
+        reporting.poll_once()
+        recent_pages = len(reports_lab.requests) - requests_per["before"]
+        sweep()
+        sweep_pages = len(reports_lab.requests) - requests_per["before"] - recent_pages
+    finally:
+        exporter.stop()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    intervals = {name: Settings.model_fields[name].default for name in ("poll_interval", "reporting_interval")}
+    polls = SWEEP_EVERY / intervals["reporting_interval"]  # in each sweep period: one sweep, the rest recent
+    reporting_per_second = ((polls - 1) * recent_cpu + sweep_cpu) / SWEEP_EVERY
+    return {
+        "size": size, "per_hour": per_hour, "remembered": remembered,
+        "execution_ms": execution_cpu * 1000, "recent_ms": recent_cpu * 1000, "sweep_ms": sweep_cpu * 1000,
+        "recent_pages": recent_pages, "sweep_pages": sweep_pages, **intervals,
+        "per_time": reporting_per_second / (execution_cpu / intervals["poll_interval"]),
+    }
+
+
+def report_section_7(r: dict) -> str:
+    return "\n".join([
+        f"### 7. Smart Reporting poll against execution poll at {r['size']:,} executions, about {r['per_hour']:,} "
+        f"reports an hour ({r['remembered']:,} in the lookback; CPU of the polling thread, re-render included)",
+        "",
+        "| execution poll ms | recent poll ms (pages) | sweep ms (pages) | ratio per unit of time, polls every "
+        f"{r['poll_interval']:g} s and {r['reporting_interval']:g} s, a sweep every 30 min (target <= 1 %) |",
+        "|---:|---:|---:|---:|",
+        f"| {r['execution_ms']:.1f} | {r['recent_ms']:.2f} ({r['recent_pages']}) | {r['sweep_ms']:.1f} "
+        f"({r['sweep_pages']}) | {r['per_time']:.2%} |",
+    ]) + "\n"
+
+
 def usage(size: int = 10_000) -> dict:
     """One poll's accounting between two answers of the same lab a minute apart (2 % of the
     executions replaced), and the usage collector's render, against building the snapshot."""
@@ -524,6 +600,8 @@ def report(results: dict) -> str:
         f"{u['series']:,} | "
         f"{u['ratio']:.1%} |",
     ]
+    if "reporting_poll" in results:
+        lines += ["", report_section_7(results["reporting_poll"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -539,6 +617,7 @@ def main() -> None:
     results["webhook"] = webhook()
     results["license_poll"] = license_poll()
     results["usage"] = usage()
+    results["reporting_poll"] = reporting_poll()
     table = report(results)
     print(table)
     Path(args.output).write_text(table)

@@ -97,6 +97,9 @@ The exporter's YAML settings file: .Values.config as it is, and the settings the
 {{- with .Values.perfecto.licensesUrl }}
 {{- $_ := set $config "licenses_url" . }}
 {{- end }}
+{{- with .Values.perfecto.reportingUrl }}
+{{- $_ := set $config "reporting_url" . }}
+{{- end }}
 {{- $_ := set $config "security_token_file" (printf "%s/clouds/default/token" $dir) }}
 {{- end }}
 {{- if .Values.webhook.enabled }}

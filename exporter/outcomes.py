@@ -1,0 +1,152 @@
+"""Test outcomes from Smart Reporting: which reports to ask for, and counting each one once.
+
+The counting rule. A report is counted once, by its ``id``, into
+``perfecto_tests_finished_total`` (and, for passed and failed tests, its duration into
+``perfecto_test_duration_seconds``), at the first successful poll that returns it:
+
+- reports appear only after the test ended, and minutes late at that, with their original start
+  time; the API filters by *start* time. So every poll asks for the window of start times
+  ``[now - RECENT, now]`` (short tests and late arrivals), and a sweep every ``SWEEP_EVERY``
+  seconds asks for ``[now - LOOKBACK, now]`` (tests that ran for hours: their report is counted at
+  the first sweep after it appears). Windows never reach before the exporter's start: reports of
+  tests that started before it are never counted, so a restart does not add history to a
+  counter (and a test that was running at the start is left out for good);
+- the ids counted are remembered while their start time is within ``LOOKBACK`` of now, then
+  forgotten, which bounds memory (a few hundred bytes per report of the last ``LOOKBACK``); a
+  report whose start time is older than that is not counted, whenever it arrives, so a
+  forgotten id is never counted again;
+- a poll whose pages do not all succeed counts nothing: its ids are not remembered, so the
+  next poll counts them (see :class:`~exporter.poller.ReportingPoller`).
+
+Labels. ``status`` is the closed set of :data:`~exporter.report_answer.STATUSES`. ``ci_job`` and
+``failure_reason`` keep their first ``max_ci_jobs`` and ``max_failure_reasons`` values for good
+(``none`` is not one of them), later ones share ``(other)``. ``device_type``, ``os``, ``browser``
+(the first platform) and ``owner`` are read and capped as the execution families' are, with the
+same ``drop_labels``; the owner cap is shared with the cloud's execution poller, so one owner has
+one label value everywhere. Test durations are keyed by the report's name normalised to a test
+name exactly as execution names are (:class:`~exporter.testnames.TestNames`, same cap).
+
+Stopped by remediation: a new report whose ``externalId`` the stop ledger holds as stopped (or
+sent to stop, its outcome unknown, which the ledger counts as stopped) is also counted in
+``perfecto_tests_stopped_by_remediation_total{status}``. The ledger remembers ids for
+``stop_remember`` (6 hours by default), longer than reports take to arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass
+
+from .counting import FirstSeen, Observations, Tally
+from .labels import LabelPlan, OwnerLabels
+from .report_answer import NONE, STATUSES, Report
+from .testnames import TestNames
+
+RECENT = 900.0  # every poll: tests that started in the last 15 minutes
+SWEEP_EVERY = 1800.0  # every 30 minutes: the whole lookback
+LOOKBACK = 6 * 3600.0  # tests up to 6 hours long, with their reports' late arrival
+OTHER = "(other)"
+PLATFORM_LABELS = ("device_type", "os", "browser")
+TIMED_STATUSES = ("passed", "failed")  # a blocked or unknown test's duration says nothing about the test
+
+StoppedLookup = Callable[[str, list[str]], set[str]]  # (cloud, execution ids) -> those stopped by remediation
+
+
+@dataclass(frozen=True)
+class OutcomeLabels:
+    """Which labels the outcome families carry (besides ``cloud``), from the :class:`LabelPlan`."""
+
+    finished: tuple[str, ...]
+    by_test: bool
+
+    @classmethod
+    def of(cls, plan: LabelPlan) -> OutcomeLabels:
+        kept = [label for label in PLATFORM_LABELS if label in plan.platform]
+        owner = ["owner"] if "owner" in plan.execution else []
+        return cls(("status", "ci_job", "failure_reason", *kept, *owner), "execution_name" in plan.start)
+
+
+class Outcomes:
+    """One cloud's counted reports: the counters, the ids remembered, and the windows to ask for."""
+
+    def __init__(self, cloud: str, plan: LabelPlan, started: float, *, max_ci_jobs: int = 100,
+                 max_failure_reasons: int = 50, owner_labels: OwnerLabels | None = None,
+                 stopped: StoppedLookup | None = None, lookback: float = LOOKBACK, recent: float = RECENT,
+                 sweep_every: float = SWEEP_EVERY):
+        """``started``: the exporter's start (epoch seconds); no report of a test started before it counts."""
+        self.cloud, self.started = cloud, started
+        self.lookback, self.recent, self.sweep_every = lookback, recent, sweep_every
+        self.labels = OutcomeLabels.of(plan)
+        self._platform_positions = [PLATFORM_LABELS.index(label) for label in self.labels.finished
+                                    if label in PLATFORM_LABELS]
+        self._by_owner = "owner" in self.labels.finished
+        self._owners = owner_labels or OwnerLabels(plan.max_owners)
+        self._jobs = FirstSeen(max_ci_jobs, OTHER)
+        self._reasons = FirstSeen(max_failure_reasons, OTHER)
+        self._tests = TestNames(plan.name_patterns, plan.max_tests)
+        self._stopped = stopped
+        self.finished = Tally(self.labels.finished)
+        self.stopped_by_remediation = Tally(("status",), [(status,) for status in STATUSES])
+        duration_labels = ("execution_name",) if self.labels.by_test else ()
+        self.durations = Observations(duration_labels, [] if self.labels.by_test else [()], plan.duration_buckets)
+        self.owners: set[str] = set()  # owner label values counted, for perfecto_owner_info
+        self._counted: dict[str, float] = {}  # report id -> its start time
+        self._last_sweep: float | None = None
+
+    @property
+    def remembered(self) -> int:
+        return len(self._counted)
+
+    @property
+    def counted_ids(self) -> Container[str]:
+        """The ids counted and remembered (read in the poller's thread only, as :meth:`count` writes)."""
+        return self._counted.keys()
+
+    def window(self, now: float) -> tuple[float, float, bool]:
+        """``(since, until, sweep)``: the start times the poll at ``now`` asks for."""
+        sweep = self._last_sweep is None or now - self._last_sweep >= self.sweep_every
+        since = now - (self.lookback if sweep else self.recent)
+        return max(since, self.started), now, sweep
+
+    def count(self, reports: Iterable[Report], now: float, sweep: bool) -> int:
+        """Counts the reports not counted before (after a poll whose every page succeeded);
+        returns how many were new."""
+        horizon = max(self.started, now - self.lookback)
+        self._counted = {i: start for i, start in self._counted.items() if start >= horizon}
+        new = [r for r in reports if r.start >= horizon and r.id not in self._counted]
+        fresh = {}
+        for report in new:
+            if report.id in fresh:  # the same id twice in one poll (on two pages): once
+                continue
+            fresh[report.id] = report
+            self._counted[report.id] = report.start
+        stopped = self._stopped_ids(fresh.values())
+        for report in fresh.values():
+            self._count_one(report, report.external_id in stopped)
+        if sweep:
+            self._last_sweep = now
+        return len(fresh)
+
+    def _stopped_ids(self, reports: Iterable[Report]) -> set[str]:
+        ids = [r.external_id for r in reports if r.external_id is not None]
+        if not ids or self._stopped is None:
+            return set()
+        return self._stopped(self.cloud, ids)
+
+    def _count_one(self, report: Report, stopped: bool) -> None:
+        key = [report.status, _capped(self._jobs, report.ci_job), _capped(self._reasons, report.failure_reason)]
+        key += [report.platform[i] for i in self._platform_positions]
+        if self._by_owner:
+            owner = self._owners(report.owner)
+            self.owners.add(owner)
+            key.append(owner)
+        self.finished.add(tuple(key))
+        if stopped:
+            self.stopped_by_remediation.add((report.status,))
+        if report.status in TIMED_STATUSES and report.end is not None and report.end >= report.start:
+            test = (self._tests(report.name),) if self.labels.by_test else ()
+            self.durations.observe(test, report.end - report.start)
+
+
+def _capped(labels: FirstSeen, value: str) -> str:
+    return value if value == NONE else labels(value)

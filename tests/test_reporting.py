@@ -1,0 +1,548 @@
+"""Smart Reporting: tolerant reading of a page, counting each report once against a stand-in
+with known reports (paged, late, overlapping windows, from before the start, repeated across
+pages; across polls and a restart), the auto/on/off modes, failed polls, the join with the stop
+ledger, the lab's export API, and that no message, link, personal field or token gets out.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import subprocess
+
+import pytest
+import requests
+from prometheus_client import generate_latest
+
+from exporter.client import REPORTING_PATH
+from exporter.outcomes import LOOKBACK, SWEEP_EVERY
+from exporter.poller import ABSENT_RETRY
+from exporter.report_answer import NONE, read_page
+from exporter.search_answer import InvalidAnswer
+from exporter.settings import ConfigError, load_settings
+from exporter.stop_policy import StopRequest
+
+from .conftest import ADMIN_TOKEN, FIXTURES, USER, USER_TOKEN, build_exporter, require_tool, samples, wait_until
+from .helpers import ReportStandIn, assert_golden
+
+REPORTING = FIXTURES / "reporting"
+DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
+T_DOCUMENT = 1_764_599_000.0  # just before the recorded reports start
+T0 = 1_800_000_000.0
+FINISHED = "perfecto_tests_finished_total"
+SECRETS = ("secret-message", "secret-video", "secret-artifact", "secret-link", "356938035643809", "+15550001111",
+           "15551234567", "310260000000000", ADMIN_TOKEN)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def test_the_documents_example():
+    page = read_page((REPORTING / "document.json").read_bytes())
+    (report,) = page.reports
+    assert (page.truncated, page.skipped) == (False, 0)
+    assert report._asdict() == {
+        "id": "5f0c1a2b3c4d5e6f7a8b9c0d", "external_id": "1764600000000-ab12cd", "name": "Login with valid user",
+        "owner": "jane@example.com", "status": "failed", "failure_reason": "Element not found",
+        "ci_job": "nightly-android", "start": 1764600000.0, "end": 1764600090.0,
+        "platform": ("MOBILE", "Android", "none")}
+
+
+def test_an_odd_page_is_read_and_a_bad_resource_costs_only_itself():
+    page = read_page((REPORTING / "odd.json").read_bytes())
+    assert page.skipped == 3  # no id, no start time, not an object
+    by_id = {r.id: r for r in page.reports}
+    assert by_id["r1"].start == 1764600100.0 and by_id["r1"].owner == "ci-bot@acme.example"  # strings, spaces
+    assert by_id["r2"].status == "blocked" and by_id["r2"].platform == ("MOBILE", "iOS", "none")  # the first platform
+    assert (by_id["r3"].status, by_id["r3"].ci_job) == ("unknown", NONE)  # ABORTED; a job that is a string
+    assert (by_id["r7"].failure_reason, by_id["r7"].external_id) == (NONE, "7")  # empty reason; a number
+    assert by_id["r10"].failure_reason == "Timeout waiting for element"  # free text on one line
+    assert by_id["r10"].owner == "unknown" and by_id["r10"].platform == ("unknown",) * 3
+
+
+@pytest.mark.parametrize("body, why", [
+    (b'[{"userMessage": "Internal error", "developerMessage": "NPE"}]', "an error list"),
+    (b"[]", "a list"),
+    (b'{"items": []}', "without resources"),
+    (b'{"resources": {"id": 1}}', "neither"),
+    (b"<html>502</html>", "not JSON"),
+    (b'{"resources": [', "not JSON"),
+])
+def test_what_is_not_a_page_is_invalid(body, why):
+    with pytest.raises(InvalidAnswer, match=why):
+        read_page(body)
+
+
+@pytest.mark.parametrize("truncated, expected", [(True, True), ("true", True), ("TRUE", True), (False, False),
+                                                 ("false", False), (None, False), (1, False)])
+def test_truncated_is_read_tolerantly(truncated, expected):
+    metadata = "" if truncated is None else f', "metadata": {{"truncated": {_json(truncated)}}}'
+    assert read_page(f'{{"resources": []{metadata}}}'.encode()).truncated is expected
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+def test_the_reporting_url_defaults_as_the_licenses_url_does(tmp_path):
+    base = {"cloud_name": "acme", "security_token": "t0ken-t0ken"}
+    (cloud,) = load_settings(base).resolve_clouds()
+    assert cloud.reporting_url == "https://acme.app.perfectomobile.com"
+    (cloud,) = load_settings({**base, "executions_url": "http://proxy:8080/"}).resolve_clouds()
+    assert cloud.reporting_url == "http://proxy:8080"
+    (cloud,) = load_settings({**base, "reporting_url": "https://acme.reporting.perfectomobile.com"}).resolve_clouds()
+    assert cloud.reporting_url == "https://acme.reporting.perfectomobile.com"
+    (cloud,) = load_settings({**base, "reporting": "off"}).resolve_clouds()
+    assert cloud.reporting_url is None
+    config = tmp_path / "clouds.yaml"
+    config.write_text("clouds:\n  - {name: a, token: t0ken-t0ken, reporting_url: 'http://r:1'}\n"
+                      "  - {name: b, token: t0ken-t0ken}\n")
+    clouds = load_settings({"config_file": str(config)}).resolve_clouds()
+    assert [c.reporting_url for c in clouds] == ["http://r:1", "https://b.app.perfectomobile.com"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"reporting": "sometimes"}, "reporting (PERFECTO_REPORTING): Input should be 'auto', 'on' or 'off'"),
+    ({"reporting_interval": 0.5}, "reporting_interval (PERFECTO_REPORTING_INTERVAL)"),
+    ({"max_ci_jobs": 0}, "max_ci_jobs (PERFECTO_MAX_CI_JOBS)"),
+    ({"max_failure_reasons": -1}, "max_failure_reasons (PERFECTO_MAX_FAILURE_REASONS)"),
+    ({"reporting_url": "ftp://x"}, "reporting_url (PERFECTO_REPORTING_URL): must be an http:// or https:// URL"),
+])
+def test_bad_reporting_settings_name_the_setting(settings, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"cloud_name": "acme", "security_token": "t0ken-t0ken", **settings}).resolve_clouds()
+    assert str(caught.value).startswith(message)
+
+
+# -- counting against a stand-in with known reports --------------------------------------------
+
+STATUSES = (("PASSED", 70), ("FAILED", 15), ("BLOCKED", 10), ("UNKNOWN", 3), ("SKIPPED", 2))
+JOBS = ("nightly-android", "nightly-ios", "pr-checks", None)
+REASONS = {"FAILED": ("Element not found", "Assertion failed"), "BLOCKED": ("Device not available",)}
+
+
+class Truth:
+    """Known reports on a stand-in, and what the counters must say of them."""
+
+    def __init__(self, stand_in: ReportStandIn, seed: int = 3):
+        self.stand_in, self.rng = stand_in, random.Random(seed)
+        self.counted: list[dict] = []  # what the exporter must count
+        self.serial = 0
+
+    def report(self, start: float, duration: float, delay: float, counted: bool = True) -> dict:
+        rng = self.rng
+        self.serial += 1
+        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+        report = {"id": f"report-{self.serial}", "externalId": f"exec-{self.serial}", "name": "Checkout-12",
+                  "owner": rng.choice(("ci-bot@acme.example", "alice.nguyen@acme.example")), "status": status,
+                  "startTime": int(start * 1000), "endTime": int((start + duration) * 1000),
+                  "message": "secret-message", "platforms": [{"deviceType": "MOBILE", "os": "Android"}]}
+        if status in REASONS:
+            report["failureReasonName"] = rng.choice(REASONS[status])
+        job = rng.choice(JOBS)
+        if job:
+            report["job"] = {"name": job, "number": self.serial}
+        self.stand_in.add(start + duration + delay, **report)
+        if counted:
+            self.counted.append(report)
+        return report
+
+    def by(self, label: str) -> dict[str, int]:
+        def value(report: dict) -> str:
+            if label == "status":
+                status = report["status"].lower()
+                return status if status in ("passed", "failed", "blocked") else "unknown"
+            if label == "ci_job":
+                return report.get("job", {}).get("name", NONE)
+            return report.get("failureReasonName", NONE)
+
+        return dict(collections.Counter(value(r) for r in self.counted))
+
+
+class Clocked:
+    """An exporter whose Smart Reporting poll is driven by hand, on a clock the test moves."""
+
+    def __init__(self, url: str, now: list[float], mode: str = "on", **settings):
+        self.now = now
+        self.exporter = build_exporter(url, clock=lambda: now[0], monotonic=lambda: now[0], reporting=mode,
+                                       search_retries=0, request_timeout=2, **settings)
+        (self.poller,) = self.exporter.reporting_pollers
+
+    def poll(self) -> dict:
+        self.poller.poll_once()
+        return samples(generate_latest(self.exporter.registry).decode())
+
+    def values(self) -> dict:
+        return samples(generate_latest(self.exporter.registry).decode())
+
+
+def counted_by(values: dict, label: str) -> dict[str, float]:
+    totals: dict[str, float] = collections.Counter()
+    for (name, labels), value in values.items():
+        if name == FINISHED and value:
+            totals[dict(labels)[label]] += value
+    return dict(totals)
+
+
+@pytest.fixture
+def stand_in():
+    now = [T0]
+    made = ReportStandIn(lambda: now[0])
+    made.now = now
+    yield made
+    made.close()
+
+
+def test_counters_equal_the_truth_across_polls_late_arrivals_and_a_restart(stand_in):
+    now, truth = stand_in.now, Truth(stand_in)
+    for _ in range(4):  # tests from before the start, some of whose reports arrive after it: never counted
+        truth.report(T0 - truth.rng.uniform(60, 1800), 30, truth.rng.uniform(60, 300), counted=False)
+    for _ in range(80):  # an hour of tests after the start; a tenth of the reports minutes late
+        delay = truth.rng.uniform(120, 600) if truth.rng.random() < 0.1 else truth.rng.uniform(5, 60)
+        truth.report(T0 + truth.rng.uniform(0, 3600), truth.rng.uniform(10, 600), delay)
+    for _ in range(3):  # two-hour tests: their reports arrive long after their start
+        truth.report(T0 + truth.rng.uniform(0, 600), 7200, 30)
+    truth.report(T0 + 100, 10, LOOKBACK + 60, counted=False)  # a report later than the lookback: not counted
+    clocked = Clocked(stand_in.url, now)
+    stand_in.page_size = 10
+    for step in range(3 * 60):
+        now[0] = T0 + 60 * step
+        clocked.poller.poll_once()
+    now[0] += SWEEP_EVERY  # the sweep after the long tests' reports
+    values = clocked.poll()
+    for label in ("status", "ci_job", "failure_reason"):
+        assert counted_by(values, label) == truth.by(label), label
+    assert sum(counted_by(values, "status").values()) == len(truth.counted)
+    durations = values[("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Checkout")))]
+    assert durations == sum(r["status"] in ("PASSED", "FAILED") for r in truth.counted)
+    for _ in range(40):  # further polls, overlapping sweeps among them, add nothing
+        now[0] += 60
+        assert counted_by(clocked.poll(), "status") == truth.by("status")
+    assert clocked.poller.outcomes.remembered == len(truth.counted)
+    now[0] = T0 + LOOKBACK + 300  # the report later than the lookback is there now; ids are being forgotten
+    assert counted_by(clocked.poll(), "status") == truth.by("status")
+    assert clocked.poller.outcomes.remembered < len(truth.counted)
+
+    restarted = Clocked(stand_in.url, now)  # a new exporter on the same reports counts nothing old
+    assert counted_by(restarted.poll(), "status") == {}
+    after = Truth(stand_in, seed=4)
+    after.serial = 1000
+    for _ in range(10):
+        after.report(now[0] + after.rng.uniform(1, 600), 20, 10)
+    for _ in range(20):
+        now[0] += 60
+        restarted.poll()
+    assert counted_by(restarted.values(), "status") == after.by("status")
+
+
+def test_reports_repeated_across_pages_count_once(stand_in):
+    now, truth = stand_in.now, Truth(stand_in)
+    stand_in.repeat = True
+    for i in range(10):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)  # the exporter starts at T0
+    now[0] = T0 + 60
+    values = clocked.poll()
+    assert sum(counted_by(values, "status").values()) == 10
+    assert sum(1 for path, _ in stand_in.requests if "_page=" in path) == 4  # 3 a page: 4 pages
+
+
+def test_a_poll_that_fails_part_way_counts_nothing_and_the_next_counts_all(stand_in, caplog):
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(8):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    stand_in.fail_page = 2
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert counted_by(values, "status") == {}
+    assert values[("perfecto_reporting_up", (("cloud", "acme"),))] == 0
+    (line,) = [r for r in caplog.records if r.getMessage() == "reporting poll failed"]
+    assert line.reason == "bad_request"
+    stand_in.fail_page = None
+    now[0] += 60
+    values = clocked.poll()
+    assert counted_by(values, "status") == truth.by("status")
+    assert values[("perfecto_reporting_up", (("cloud", "acme"),))] == 1
+
+
+def test_an_error_list_with_status_200_is_a_failed_poll(stand_in, caplog):
+    now = stand_in.now
+    Truth(stand_in).report(T0 + 1, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] += 60
+    stand_in.error_list = True
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    failures = {dict(labels)["reason"]: v for (name, labels), v in values.items()
+                if name == "perfecto_api_request_failures_total" and dict(labels)["endpoint"] == "reporting" and v}
+    assert failures == {"invalid_response": 1}
+    assert values[("perfecto_reporting_up", (("cloud", "acme"),))] == 0 and counted_by(values, "status") == {}
+    (line,) = [r for r in caplog.records if r.getMessage() == "reporting poll failed"]
+    assert "Internal error" in line.error and "boom" not in line.error  # userMessage only
+    stand_in.error_list = False
+    assert sum(counted_by(clocked.poll(), "status").values()) == 1
+
+
+def test_the_page_limit_stops_paging_and_is_counted(stand_in, caplog):
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(12):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    clocked.poller.client.max_pages = 2
+    now[0] += 60
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert sum(counted_by(values, "status").values()) == 6  # two pages of three
+    assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    assert [r for r in caplog.records if "page limit" in r.getMessage()]
+
+
+def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
+    now = stand_in.now
+    clocked = Clocked(stand_in.url, now)
+    for _ in range(4):
+        clocked.poll()
+        now[0] += 600
+    now[0] = T0 + LOOKBACK + 3600
+    clocked.poll()
+    windows = []
+    for path, _ in stand_in.requests:
+        query = dict(part.split("=") for part in path.split("?")[1].split("&"))
+        windows.append((int(query["startExecutionTime%5B0%5D"]) / 1000, int(query["endExecutionTime%5B0%5D"]) / 1000))
+    assert windows == [(T0, T0), (T0, T0 + 600), (T0 + 300, T0 + 1200),  # the last 15 minutes, never before T0
+                       (T0, T0 + 1800), (T0 + 3600, T0 + LOOKBACK + 3600)]  # sweeps: the whole lookback
+
+
+# -- the golden exposition of a recorded answer ------------------------------------------------
+
+def reporting_exposition(lab, mode: str = "on", **settings) -> str:
+    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: T_DOCUMENT, monotonic=lambda: 0.0,
+                              reporting=mode, search_retries=0, **settings)
+    for poller in [*exporter.pollers, *exporter.reporting_pollers]:
+        poller.poll_once()
+    return generate_latest(exporter.registry).decode()
+
+
+@pytest.mark.parametrize("name, settings", [("document", {}), ("odd", {}),
+                                            ("odd-capped", {"max_ci_jobs": 1, "max_failure_reasons": 1,
+                                                            "max_owners": 1, "max_execution_names": 1}),
+                                            ("odd-dropped", {"drop_labels": "owner,browser,execution_name"})])
+def test_recorded_reporting_answer_gives_exact_exposition(start_lab, name, settings):
+    lab = start_lab(payload=DOCUMENT, reporting_payload=(REPORTING / f"{name.split('-')[0]}.json").read_bytes())
+    text = reporting_exposition(lab, **settings)
+    assert_golden(f"reporting-{name}", text)
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+    assert not [secret for secret in SECRETS if secret in text]
+
+
+def test_reporting_owners_are_named_in_owner_info(start_lab):
+    lab = start_lab(payload=b"[]", reporting_payload=(REPORTING / "odd.json").read_bytes())
+    values = samples(reporting_exposition(lab))
+    owners = {dict(labels)["owner"] for (name, labels) in values if name == "perfecto_owner_info"}
+    assert owners == {"ci-bot@acme.example", "alice.nguyen@acme.example", "bob.schmidt@acme.example", "unknown"}
+
+
+# -- auto, on, off -----------------------------------------------------------------------------
+
+UP = ("perfecto_reporting_up", (("cloud", "acme"),))
+ABSENT = ("perfecto_reporting_api_absent", (("cloud", "acme"),))
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_auto_mode_takes_a_refusal_before_any_success_as_absent(stand_in, status, caplog):
+    stand_in.status = status
+    clocked = Clocked(stand_in.url, stand_in.now, mode="auto")
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = [clocked.poll() for _ in range(2)]
+    assert UP not in values[-1] and values[-1][ABSENT] == 1
+    assert clocked.poller._wait() == ABSENT_RETRY
+    assert len([r for r in caplog.records if r.getMessage().startswith("reporting API absent")]) == 1
+    stand_in.status = None  # it comes back, and after a success the same refusal is an outage
+    assert (clocked.poll()[UP], clocked.values()[ABSENT]) == (1, 0)
+    stand_in.status = status
+    values = clocked.poll()
+    assert (values[UP], values[ABSENT]) == (0, 0)
+
+
+def test_auto_mode_keeps_other_failures_as_outages(stand_in):
+    stand_in.status = 500
+    values = Clocked(stand_in.url, stand_in.now, mode="auto").poll()
+    assert (values[UP], values[ABSENT]) == (0, 0)
+
+
+def test_on_mode_takes_404_as_an_outage(stand_in):
+    stand_in.status = 404
+    values = Clocked(stand_in.url, stand_in.now, mode="on").poll()
+    assert (values[UP], values[ABSENT]) == (0, 0)
+
+
+def test_reporting_off_polls_nothing_and_exports_nothing(start_lab):
+    lab = start_lab()
+    exporter = build_exporter(lab.url, reporting="off")
+    assert exporter.reporting_pollers == []
+    exporter.pollers[0].poll_once()
+    text = generate_latest(exporter.registry).decode()
+    assert "reporting" not in text and "perfecto_tests_" not in text and "max_ci_jobs" not in text
+    assert all(endpoint != "reporting" for endpoint, _ in lab.lab.requests)
+
+
+# -- the join with remediation -----------------------------------------------------------------
+
+def test_tests_stopped_by_the_webhook_are_counted_by_status(start_lab):
+    from exporter.lab import Workload
+
+    now = [T0]
+    workload = Workload(seed=2, executions=0, clock=lambda: now[0])
+    lab = start_lab(workload, report_delay_scale=0.0)
+    exporter = build_exporter(lab.url, clock=lambda: now[0], reporting="on", webhook_token="hook-secret-for-tests")
+    stopped, finished = workload.begin("LoginFlowTest", 100.0), workload.begin("SearchSmoke", 1.0)
+    now[0] += 30
+    (decision,) = exporter.remediator.execute([StopRequest("acme", (stopped,), alertname="test")])
+    assert decision.result == "stopped"
+    now[0] += 120  # SearchSmoke's 60 s are up: it finished on its own
+    (poller,) = exporter.reporting_pollers
+    poller.poll_once()
+    values = samples(generate_latest(exporter.registry).decode())
+    by_status = {dict(labels)["status"]: v for (name, labels), v in values.items()
+                 if name == "perfecto_tests_stopped_by_remediation_total"}
+    assert by_status == {"passed": 0, "failed": 0, "blocked": 0, "unknown": 1}  # the lab's stopped test
+    assert sum(counted_by(values, "status").values()) == 2
+    assert finished != stopped
+
+
+# -- the lab's export API ----------------------------------------------------------------------
+
+def get_reports(lab, token: str = ADMIN_TOKEN, **params) -> requests.Response:
+    return requests.get(lab.url + REPORTING_PATH, params=params, headers={"PERFECTO_AUTHORIZATION": token}, timeout=5)
+
+
+def test_the_lab_serves_each_finished_execution_as_a_report_paged_and_windowed(start_lab):
+    from exporter.lab import Workload
+
+    now = [T0]
+    workload = Workload(seed=5, executions=0, clock=lambda: now[0], owners=(USER,))
+    lab = start_lab(workload, report_delay_scale=0.0)
+    ids = [workload.begin("SearchSmoke", 1.0) for _ in range(250)]
+    now[0] += 3600
+    pages = [get_reports(lab, _page=page).json() for page in (1, 2, 3)]
+    assert [len(p["resources"]) for p in pages] == [100, 100, 50]
+    assert [p["metadata"]["truncated"] for p in pages] == [True, True, False]
+    reports = [r for p in pages for r in p["resources"]]
+    assert sorted(r["externalId"] for r in reports) == sorted(ids) and len({r["id"] for r in reports}) == 250
+    assert get_reports(lab, **{"startExecutionTime[0]": int(T0 * 1000) + 1}).json()["resources"] == []
+    assert requests.get(lab.url + REPORTING_PATH, headers={"Perfecto-Authorization": ADMIN_TOKEN},
+                        timeout=5).status_code == 401  # the export API's own header, nothing else
+    mine = get_reports(lab, USER_TOKEN).json()["resources"]
+    assert mine and {r["owner"] for r in mine} == {USER}
+
+
+def test_the_labs_outcomes_are_mostly_passing_with_blocked_on_one_model(start_lab):
+    from exporter.lab import Workload
+    from exporter.lab.reports import BLOCKED_MODEL
+
+    now = [T0]
+    workload = Workload(seed=6, executions=2000, churn=0, clock=lambda: now[0], test_durations=True)
+    lab = start_lab(workload, report_delay_scale=0.0, fault_injection=True)
+    now[0] += 4 * 3600  # every test's time is up
+    reports = [r for page in range(1, 30) for r in get_reports(lab, _page=page).json()["resources"]]
+    assert len(reports) == 2000
+    statuses = collections.Counter(r["status"] for r in reports)
+    assert statuses["PASSED"] > 0.7 * len(reports) and statuses["FAILED"] and statuses["BLOCKED"]
+    model = lambda r: (r["platforms"][:1] or [{}])[0].get("mobileInfo", {}).get("model")  # noqa: E731
+    on_model = [r for r in reports if model(r) == BLOCKED_MODEL]
+    share = lambda rs: sum(r["status"] == "BLOCKED" for r in rs) / len(rs)  # noqa: E731
+    assert share(on_model) > 5 * share([r for r in reports if r not in on_model])
+    failing = collections.Counter(r["name"] for r in reports if r["status"] == "FAILED")
+    assert failing.most_common(1)[0][0] == "CheckoutRegression"  # a test that fails again and again
+    response = requests.post(lab.url + "/lab/reporting/blocked?share=0.6", timeout=5)
+    assert response.json() == {"blocked_share": 0.6}
+    for _ in range(300):
+        workload.begin("SearchSmoke", 1.0)
+    now[0] += 3600
+    later = [r for page in range(1, 40) for r in get_reports(lab, _page=page).json()["resources"]][2000:]
+    assert len(later) == 300 and 0.5 < share(later) < 0.7
+    requests.delete(lab.url + "/-/lab/reporting/blocked", timeout=5)
+    assert lab.lab.reports.blocked_share is None
+
+
+def test_a_fault_aimed_at_reporting_fails_the_poll(start_lab):
+    lab = start_lab(fault_injection=True)
+    exporter = build_exporter(lab.url, reporting="on", search_retries=0)
+    requests.post(lab.url + "/-/lab/faults", json={"kind": "wrong_shape", "endpoint": "reporting"}, timeout=5)
+    status = exporter.reporting_pollers[0].poll_once()
+    assert (status.up, status.last_error) == (False, "invalid_response")
+    exporter.pollers[0].poll_once()
+    assert exporter.pollers[0].status.up  # search is untouched
+
+
+def test_counts_against_the_lab_equal_its_reports(start_lab):
+    from exporter.lab import Workload
+
+    now = [T0]
+    workload = Workload(seed=8, executions=40, churn=30, clock=lambda: now[0], test_durations=True,
+                        duration_scale=0.1)
+    lab = start_lab(workload)
+    exporter = build_exporter(lab.url, clock=lambda: now[0], reporting="on")
+    (poller,) = exporter.reporting_pollers
+    for _ in range(90):
+        now[0] += 20
+        workload.running()  # the lab moves on with requests
+        poller.poll_once()
+    now[0] += SWEEP_EVERY + 600
+    workload.running()
+    poller.poll_once()
+    truth = [r for r in lab.lab.reports._available() if r["startTime"] >= T0 * 1000]
+    values = samples(generate_latest(exporter.registry).decode())
+    expected = collections.Counter(r["status"].lower() for r in truth)
+    assert counted_by(values, "status") == dict(expected) and len(truth) > 50
+
+
+# -- nothing personal, no link, no token -------------------------------------------------------
+
+def test_no_message_link_personal_field_or_token_in_metrics_or_logs(stand_in, caplog):
+    import json
+
+    now = stand_in.now
+    for report in json.loads((REPORTING / "odd.json").read_text())["resources"]:
+        if isinstance(report, dict):  # the recorded page, moved to after the exporter's start
+            moved = int(float(report.get("startTime", 0)) - 1764600000000 + T0 * 1000 + 1000)
+            stand_in.add(T0, **{**report, **({"startTime": moved} if "startTime" in report else {})})
+    clocked = Clocked(stand_in.url, now)
+    now[0] += 3600
+    with caplog.at_level(logging.DEBUG):
+        clocked.poll()
+        stand_in.error_list = True
+        clocked.poll()
+    text = generate_latest(clocked.exporter.registry).decode()
+    logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "perfecto_tests_finished_total" in text
+    for secret in SECRETS:
+        assert secret not in text and secret not in logs, secret
+    for path, headers in stand_in.requests:
+        assert ADMIN_TOKEN not in path and headers.get("PERFECTO_AUTHORIZATION") == ADMIN_TOKEN
+        assert "Perfecto-Authorization" not in headers
+
+
+def test_reporting_polls_are_counted_by_endpoint(stand_in):
+    clocked = Clocked(stand_in.url, stand_in.now)
+    values = clocked.poll()
+    assert values[("perfecto_api_requests_total", (("cloud", "acme"), ("endpoint", "reporting")))] == 1
+    caps = {dict(labels)["cap"]: v for (name, labels), v in values.items() if name == "perfecto_exporter_cap"}
+    assert (caps["max_ci_jobs"], caps["max_failure_reasons"]) == (100, 50)
+
+
+def test_the_lab_reports_appear_on_their_own_thread(start_lab):
+    lab = start_lab()
+    exporter = build_exporter(lab.url, reporting="on", reporting_interval=1)
+    exporter.start()
+    try:
+        wait_until(lambda: exporter.reporting_pollers[0].status.polls >= 2, what="two reporting polls")
+    finally:
+        exporter.stop()
