@@ -96,11 +96,15 @@ class FirstSeen:
     def __init__(self, cap: int, other: str):
         self.cap, self.other = cap, other
         self._own: set[str] = set()
+        # Two pollers share a cloud's owners (executions and Smart Reporting): a value is taken
+        # under the lock, so that the cap holds; one already taken needs none.
+        self._taking = threading.Lock()
 
     def __call__(self, value: str) -> str:
         if value in self._own:
             return value
-        if len(self._own) < self.cap:
-            self._own.add(value)
-            return value
+        with self._taking:
+            if value in self._own or len(self._own) < self.cap:
+                self._own.add(value)
+                return value
         return self.other

@@ -256,7 +256,7 @@ class ReportingPoller(_Loop[ReportingStatus]):
             if status.polls == 0 or not status.up:
                 log.info("reporting poll succeeded", extra={**extra, "reports": len(reports), "new": new})
             if cut:
-                log.warning("reporting poll stopped paging at the page limit; the rest counts at a later poll",
+                log.warning("reporting poll stopped paging at the page limit; what it read is counted",
                             extra={**extra, "pages": self.client.max_pages, "reports": len(reports)})
             if skipped and skipped != status.skipped_entries:
                 log.warning("reporting answer had resources not counted (not objects, or no id or start time)",

@@ -195,3 +195,43 @@ def test_license_answers_never_crash_and_never_give_negative_or_nan_samples(answ
         for device_type, pair in pairs.items():
             assert isinstance(device_type, str) and device_type
             assert all(v is None or (v >= 0 and v == v and v != float("inf")) for v in pair)
+
+
+report_resources = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values | st.sampled_from(["r1", "r2", " r1 ", 7]),
+        "externalId": json_values,
+        "name": json_values,
+        "owner": json_values,
+        "status": json_values | st.sampled_from(["PASSED", "failed", "Blocked", "UNKNOWN", "SKIPPED"]),
+        "failureReasonName": json_values,
+        "startTime": license_numbers | st.integers(min_value=1, max_value=2**62),
+        "endTime": license_numbers,
+        "job": json_values | st.fixed_dictionaries({}, optional={"name": json_values}),
+        "platforms": platforms | json_values,
+        "message": json_values,
+    },
+)
+report_pages = (
+    st.fixed_dictionaries({"resources": st.lists(report_resources | json_values, max_size=8)},
+                          optional={"metadata": json_values | st.fixed_dictionaries({"truncated": json_values})})
+    | json_values
+)
+
+
+@SETTINGS
+@given(page=report_pages)
+def test_reporting_pages_never_crash_and_give_label_values_from_closed_sets(page):
+    from exporter.report_answer import STATUSES, read_page
+    from exporter.search_answer import InvalidAnswer
+
+    try:
+        read = read_page(json.dumps(page).encode())
+    except InvalidAnswer:
+        return
+    assert read.skipped + len(read.reports) == len(page["resources"])
+    for report in read.reports:
+        assert report.status in STATUSES and report.id and report.start > 0
+        assert all(isinstance(v, str) and v for v in (report.ci_job, report.failure_reason, *report.platform))
+        assert report.end is None or report.end == report.end

@@ -288,12 +288,14 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
             "name": "acme",
             "url": "https://acme.executions.perfectomobile.com",
             "licenses_url": "https://acme.perfectomobile.com",
+            "reporting_url": "https://acme.app.perfectomobile.com",
             "token": "********",
         },
         {
             "name": "acme-eu",
             "url": "https://acme-eu.executions.perfectomobile.com",
             "licenses_url": "https://acme-eu.perfectomobile.com",
+            "reporting_url": "https://acme-eu.app.perfectomobile.com",
             "token": "********",
         },
     ]
@@ -311,6 +313,7 @@ def test_several_clouds_and_the_chart_wiring_is_accepted_by_the_exporter(tmp_pat
         "name": "acme-eu",
         "url": "https://acme-eu.executions.perfectomobile.com",
         "licenses_url": "https://acme-eu.perfectomobile.com",
+        "reporting_url": "https://acme-eu.app.perfectomobile.com",
         "token_file": f"{MOUNTS}/clouds/acme-eu/token",
     }
 
@@ -343,11 +346,13 @@ def test_the_chart_renders_every_setting_of_check_config_from_values(tmp_path):
         "cloud_name": "acme",
         "executions_url": "https://perfecto-proxy.internal:8443",
         "licenses_url": "https://perfecto-proxy.internal:8444",
+        "reporting_url": "https://perfecto-proxy.internal:8445",
         "clouds": [
             {
                 "name": "acme",
                 "url": "https://perfecto-proxy.internal:8443",
                 "licenses_url": "https://perfecto-proxy.internal:8444",
+                "reporting_url": "https://perfecto-proxy.internal:8445",
                 "token": "********",
             }
         ],

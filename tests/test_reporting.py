@@ -546,3 +546,19 @@ def test_the_lab_reports_appear_on_their_own_thread(start_lab):
         wait_until(lambda: exporter.reporting_pollers[0].status.polls >= 2, what="two reporting polls")
     finally:
         exporter.stop()
+
+
+def test_the_ledger_answers_which_ids_were_stopped_within_its_memory(tmp_path):
+    from exporter.ledger import StopLedger
+
+    ledger = StopLedger(str(tmp_path / "stops.sqlite"), window_seconds=3600, remember_seconds=6 * 3600)
+    ledger.open(T0)
+    ledger.reserve([("acme", "stopped"), ("acme", "unknown"), ("acme", "refused"), ("acme", "flying"),
+                    ("other", "elsewhere")], T0)
+    ledger.settle("acme", {"stopped": "stopped", "unknown": "unknown", "refused": "not_stopped"}, T0)
+    ledger.settle("other", {"elsewhere": "stopped"}, T0)
+    many = [f"id{n}" for n in range(1200)]  # more than one query's worth of parameters
+    asked = ["stopped", "unknown", "refused", "flying", "elsewhere", "never", *many]
+    assert ledger.stopped_among("acme", asked, T0 + 60) == {"stopped", "unknown"}
+    assert ledger.stopped_among("acme", asked, T0 + 6 * 3600 + 1) == set()  # forgotten with the memory
+    ledger.close()

@@ -89,7 +89,7 @@ class ReportingHealthCollector(Collector):
     def _families(self):
         page_limit = CounterMetricFamily(
             "perfecto_reporting_page_limit_reached",
-            "Smart Reporting polls whose paging stopped at the page limit (the rest counts at a later poll).",
+            "Smart Reporting polls whose paging stopped at the page limit; what they read was counted.",
             labels=["cloud"])
         up, absent, last_success, skipped = (GaugeMetricFamily(name, documentation, labels=["cloud"])
                                              for name, documentation in HEALTH)
