@@ -102,3 +102,17 @@ def test_every_query_of_the_quality_board_returns_data_from_the_lab(quality_stac
     result = wait_until(lambda: quality_stack["query"](promql), timeout=90, interval=1,
                         what=f"data for the panel {title!r}")
     assert result
+
+
+def test_the_ci_job_filter_offers_the_labs_jobs(quality_stack):
+    """The board's $ci_job variable (label_values of ci_job): the lab's CI jobs, and none for the
+    tests that name no job."""
+    from exporter.lab.reports import JOBS_BY_OS
+
+    def jobs() -> set[str]:
+        return {r["metric"]["ci_job"] for r in quality_stack["query"]('count by (ci_job) '
+                                                                     '(perfecto_tests_finished_total{cloud=~".*"})')}
+
+    found = wait_until(lambda: (j := jobs()) >= {*JOBS_BY_OS.values(), "none"} and j, timeout=60, interval=1,
+                       what="the lab's CI jobs")
+    assert "(other)" not in found
