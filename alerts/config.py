@@ -38,7 +38,7 @@ REPLICA_LABELS = ("instance", "pod")
 RUNBOOK_URL = ""
 DASHBOARD_URL = ""
 DASHBOARD_UIDS = {"executions": "perfecto-executions", "health": "perfecto-exporter-health", "usage": "perfecto-usage",
-                  "devices": "perfecto-devices"}
+                  "devices": "perfecto-devices", "quality": "perfecto-quality"}
 
 DURATION_PATTERN = "^([0-9]+(ms|s|m|h|d|w|y))+$"
 URL_PATTERN = r"^(https?://[^\s#]+)?$"
@@ -181,6 +181,31 @@ THRESHOLDS = {
     "overdueAction": Knob("", 'The perfecto_action label of PerfectoExecutionOverdue: "stop" routes it to the '
                               'remediation webhook; empty (the default): no such label, nothing is stopped.',
                           {"type": "string", "enum": ["", "stop"]}),
+    # test outcomes from Smart Reporting (reporting: on, or auto where the API answers)
+    "blockedWindow": _duration("30m", "The recent window of PerfectoTestsBlockedShareHigh: the BLOCKED share of a "
+                                      "cloud's finished tests over it is compared with the usual share."),
+    "blockedBaselineWindow": _duration("1d", "How much history, ending blockedWindow ago, a cloud's usual BLOCKED "
+                                             "share is taken from."),
+    "blockedMinTests": _count(20, "Finished tests within blockedWindow before a cloud's BLOCKED share counts (1 "
+                                  "of 2 does not page)."),
+    "blockedMultiple": Knob(2, "A cloud's BLOCKED share must reach this multiple of its usual share (and exceed it by "
+                               "blockedRisePercent points) before PerfectoTestsBlockedShareHigh fires.",
+                            {"type": "number", "minimum": 1}),
+    "blockedRisePercent": _percent(10, "Percentage points by which a cloud's BLOCKED share must exceed its usual "
+                                         "share (as well as reach blockedMultiple times it)."),
+    "blockedFor": _duration("10m", "The for: of PerfectoTestsBlockedShareHigh."),
+    "ciJobWindow": _duration("1h", "The recent window of PerfectoCiJobFailureRateHigh: a CI job's failure rate "
+                                   "(failed of passed and failed) over it is compared with the job's usual rate."),
+    "ciJobBaselineWindow": _duration("7d", "How much of a CI job's history, ending ciJobWindow ago, its usual failure "
+                                           "rate is taken from; a job without any has no alert."),
+    "ciJobMinTests": _count(20, "Passed and failed tests of a CI job within ciJobWindow before its failure rate "
+                                "counts."),
+    "ciJobMultiple": Knob(2, "A CI job's failure rate must reach this multiple of its usual rate (and exceed it by "
+                             "ciJobRisePercent points) before PerfectoCiJobFailureRateHigh fires.",
+                          {"type": "number", "minimum": 1}),
+    "ciJobRisePercent": _percent(20, "Percentage points by which a CI job's failure rate must exceed its usual "
+                                       "rate (as well as reach ciJobMultiple times it)."),
+    "ciJobFor": _duration("15m", "The for: of PerfectoCiJobFailureRateHigh."),
 }
 
 KNOBS = {**LINKS, **THRESHOLDS}

@@ -51,9 +51,9 @@ def rules(t: dict) -> dict:
         {"name": "perfecto-usage", "interval": "1m", "rules": usage_rules(t)},
         {"name": "perfecto-execution-history", "interval": t["overdueHistoryInterval"], "rules": history_rules(t)},
         {"name": "perfecto-execution-overdue", "rules": overdue_rules(t, alert)},
+        {"name": "perfecto-quality", "interval": "1m", "rules": quality_rules(t)},
+        {"name": "perfecto-quality-alerts", "rules": quality_alert_rules(t, alert)},
     ]}
-
-
 
 
 def alert_maker(t: dict):
@@ -236,11 +236,7 @@ def usage_rules(t: dict) -> list[dict]:
     s = t["selector"]
 
     def team_of(window: str | None) -> str:
-        info = f"perfecto_owner_info{{{s}}}"
-        return f"topk by (cloud, owner) (1, {dedupe(f'last_over_time({info}[{window}])' if window else info)})"
-
-    def record(name: str, expr: str) -> dict:
-        return {"record": name, "expr": expr}
+        return owners_team(t, window)
 
     found = []
     for window in ("1h", "1d"):
@@ -261,6 +257,132 @@ def usage_rules(t: dict) -> list[dict]:
     found.append(record("cloud_team:perfecto_platforms_running:sum",
                         f"sum by (cloud, team) ({devices} * on (cloud, owner) group_left (team) {team_of(None)})"))
     return found
+
+
+def owners_team(t: dict, window: str | None) -> str:
+    """Each owner's team, one per owner, looked up over ``window`` (None: now), for
+    ``* on (cloud, owner) group_left (team)``: see :func:`usage_rules`."""
+    info = f"perfecto_owner_info{{{t['selector']}}}"
+    return f"topk by (cloud, owner) (1, {dedupe(f'last_over_time({info}[{window}])' if window else info)})"
+
+
+def record(name: str, expr: str) -> dict:
+    return {"record": name, "expr": expr}
+
+
+# Recorded by quality_rules: finished tests (Smart Reporting) per hour, pass ratios, and the
+# usual shares the quality alerts compare with
+JOB_OUTCOMES = "cloud_ci_job_status:perfecto_tests_finished:increase1h"
+OUTCOMES = "cloud_status:perfecto_tests_finished:increase1h"
+TEAM_OUTCOMES = "cloud_team_status:perfecto_tests_finished:increase1h"
+JOB_PASS = "cloud_ci_job:perfecto_tests_pass:ratio_rate1h"
+TEAM_PASS = "cloud_team:perfecto_tests_pass:ratio_rate1h"
+USUAL_BLOCKED = "cloud:perfecto_tests_blocked:ratio_baseline"
+USUAL_FAILED = "cloud_ci_job:perfecto_tests_failed:ratio_baseline"
+# A CI job's label when the report names none, and the mixture of the jobs beyond max_ci_jobs:
+# neither is one job with a history of its own
+NOT_A_JOB = ', ci_job!="none", ci_job!="(other)"'
+DECIDED, FAILED, BLOCKED = ', status=~"passed|failed"', ', status="failed"', ', status="blocked"'
+
+
+def share(part: str, whole: str) -> str:
+    """``part / whole`` (vectors with the same labels) where ``whole`` is above 0; 0 where ``part``
+    has no series (a job that never passed has a pass ratio of 0, not none)."""
+    return f"({part} or 0 * {whole}) / ({whole} > 0)"
+
+
+def quality_rules(t: dict) -> list[dict]:
+    """Recording rules of test outcomes (``perfecto_tests_finished_total``, from Smart Reporting).
+
+    Finished tests per hour by status, per (cloud, CI job), per cloud and per (cloud, team); the
+    pass ratio (passed of every finished test, BLOCKED and UNKNOWN included) per (cloud, CI job)
+    and per (cloud, team), teams joined through ``perfecto_owner_info`` as the usage rules join
+    them. Then the usual shares the quality alerts compare with: a cloud's BLOCKED share and a
+    job's failure rate (failed of passed and failed) over a baseline window that ends where the
+    alert's recent window begins (``offset``), so that the trouble itself does not raise the bar.
+    They are sums of the hourly counts over the baseline, weighted by volume as a share over the
+    whole baseline would be, and touch a few recorded series rather than every label combination
+    of the counter."""
+    s = t["selector"]
+    finished = dedupe(f"increase(perfecto_tests_finished_total{{{s}}}[1h])")
+    by_owner = f"sum by (cloud, owner, status) ({finished})"
+
+    def usual(rule: str, part: str, whole: str, by: str, baseline: str, window: str) -> str:
+        """The share ``part`` of ``whole`` (matchers of ``rule``) summed over ``baseline``, ``window`` ago."""
+        def over(matchers: str) -> str:
+            selected = f"{rule}{{{matchers.removeprefix(', ')}}}" if matchers else rule
+            return f"sum by ({by}) (sum_over_time({selected}[{baseline}] offset {window}))"
+
+        return share(over(part), over(whole))
+
+    return [
+        record(JOB_OUTCOMES, f"sum by (cloud, ci_job, status) ({finished})"),
+        record(OUTCOMES, f"sum by (cloud, status) ({JOB_OUTCOMES})"),
+        record(TEAM_OUTCOMES, f"sum by (cloud, team, status) "
+                              f"({by_owner} * on (cloud, owner) group_left (team) {owners_team(t, '1h')})"),
+        record(JOB_PASS, share(f'sum by (cloud, ci_job) ({JOB_OUTCOMES}{{status="passed"}})',
+                               f"sum by (cloud, ci_job) ({JOB_OUTCOMES})")),
+        record(TEAM_PASS, share(f'sum by (cloud, team) ({TEAM_OUTCOMES}{{status="passed"}})',
+                                f"sum by (cloud, team) ({TEAM_OUTCOMES})")),
+        record(USUAL_BLOCKED, usual(OUTCOMES, BLOCKED, "", "cloud", t["blockedBaselineWindow"], t["blockedWindow"])),
+        record(USUAL_FAILED, usual(JOB_OUTCOMES, FAILED + NOT_A_JOB, DECIDED + NOT_A_JOB, "cloud, ci_job",
+                                   t["ciJobBaselineWindow"], t["ciJobWindow"])),
+    ]
+
+
+def well_above(now: str, usual: str, multiple, rise, on: str) -> str:
+    """``now`` where it is at least ``multiple`` times ``usual`` and ``rise`` percentage points
+    above it: relative to each series' own history, and never for a rise of a point or two on a
+    share that is usually 0."""
+    floor = f"{usual} + {rise} / 100"
+    return f"{now} > on ({on}) ({multiple} * {usual} > {floor} or {floor})"
+
+
+def quality_alert_rules(t: dict, alert) -> list[dict]:
+    """Test outcomes against their own history: the share over the recent window, with at least
+    the minimum of tests in it, against the usual share recorded by :func:`quality_rules`. No
+    history, no alert: a cloud or a job whose baseline holds no finished test is not judged.
+
+    PerfectoTestsBlockedShareHigh: the lab's own failure (BLOCKED: device not available, app
+    install failure), which pages the lab's owners (critical). PerfectoCiJobFailureRateHigh: FAILED
+    of PASSED and FAILED (BLOCKED is the lab's, not the job's), per CI job; tests without a job
+    (``none``) and the jobs beyond the exporter's cap (``(other)``) are not a job's history."""
+    s = t["selector"]
+
+    def recent(matchers: str, by: str, window: str) -> str:
+        return f"sum by ({by}) ({dedupe(f'increase(perfecto_tests_finished_total{{{s}{matchers}}}[{window}])')})"
+
+    bw, bb = t["blockedWindow"], t["blockedBaselineWindow"]
+    every = recent("", "cloud", bw)
+    blocked_now = f"({recent(BLOCKED, 'cloud', bw)} or 0 * {every}) / ({every} >= {t['blockedMinTests']})"
+    jw, jb = t["ciJobWindow"], t["ciJobBaselineWindow"]
+    decided = recent(DECIDED + NOT_A_JOB, "cloud, ci_job", jw)
+    failing_now = (f"({recent(FAILED + NOT_A_JOB, 'cloud, ci_job', jw)} or 0 * {decided}) / "
+                   f"({decided} >= {t['ciJobMinTests']})")
+    return [
+        alert("PerfectoTestsBlockedShareHigh",
+              well_above(f"({blocked_now})", USUAL_BLOCKED, t["blockedMultiple"], t["blockedRisePercent"], "cloud"),
+              t["blockedFor"], "critical",
+              "Many tests on cloud {{ $labels.cloud }} are BLOCKED: the lab is failing them.",
+              "{{ $value | humanizePercentage }} of the tests that finished on {{ $labels.cloud }} in the last "
+              f"{bw} were BLOCKED (device not available, app install failure: the lab's failure, not the "
+              f"tests'), against {{{{ with printf \"{USUAL_BLOCKED}{{cloud=%q}}\" $labels.cloud | query }}}}"
+              "{{ . | first | value | humanizePercentage }}{{ end }} usually (over the "
+              f"{bb} before; the alert needs {t['blockedMultiple']} times that and {t['blockedRisePercent']} "
+              "points more). The Quality dashboard shows which devices and failure reasons.", board="quality"),
+        alert("PerfectoCiJobFailureRateHigh",
+              well_above(f"({failing_now})", USUAL_FAILED, t["ciJobMultiple"], t["ciJobRisePercent"],
+                         "cloud, ci_job"),
+              t["ciJobFor"], "warning",
+              "CI job {{ $labels.ci_job }} fails far more tests than it usually does.",
+              "{{ $value | humanizePercentage }} of the passed and failed tests of CI job {{ $labels.ci_job }} on "
+              f"{{{{ $labels.cloud }}}} failed in the last {jw}, against "
+              f"{{{{ with printf \"{USUAL_FAILED}{{cloud=%q,ci_job=%q}}\" $labels.cloud $labels.ci_job | query }}}}"
+              "{{ . | first | value | humanizePercentage }}{{ end }} usually (over the "
+              f"{jb} before; the alert needs {t['ciJobMultiple']} times that and {t['ciJobRisePercent']} points "
+              "more): a change in the app or the tests, not the lab (BLOCKED tests are not counted).",
+              board="quality"),
+    ]
 
 
 # Recorded by history_rules: per (cloud, test), over overdueHistoryWindow, tests with enough runs only
@@ -460,6 +582,16 @@ def conditions(t: dict) -> dict[str, str]:
                                     f"than {_hours(t['longRunningSeconds'])} for a test with fewer than "
                                     f"{t['overdueMinRuns']} runs, for {t['overdueFor']}; needs "
                                     "`execution_name_durations: true`",
+        "PerfectoTestsBlockedShareHigh": f"the BLOCKED share of a cloud's finished tests over {t['blockedWindow']} "
+                                         f"(at least {t['blockedMinTests']} tests) is {t['blockedMultiple']} × its "
+                                         f"share of the {t['blockedBaselineWindow']} before and "
+                                         f"{t['blockedRisePercent']} points more, for {t['blockedFor']}; needs "
+                                         "`reporting`",
+        "PerfectoCiJobFailureRateHigh": f"a CI job's failed share of its passed and failed tests over "
+                                        f"{t['ciJobWindow']} (at least {t['ciJobMinTests']} tests) is "
+                                        f"{t['ciJobMultiple']} × its rate of the {t['ciJobBaselineWindow']} before "
+                                        f"and {t['ciJobRisePercent']} points more, for {t['ciJobFor']}; needs "
+                                        "`reporting`",
     }
 
 

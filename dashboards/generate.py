@@ -495,8 +495,107 @@ def devices() -> dashboard.Dashboard:
                      since="now-24h", refresh="1m")
 
 
+
+CLOUD_JOB = 'cloud=~"$cloud", ci_job=~"$ci_job"'
+FINISHED = "perfecto_tests_finished_total"
+PASSED, BLOCKED = ', status="passed"', ', status="blocked"'
+FAILING = ', status!="passed", failure_reason!="none"'
+STOPPED_TESTS = "perfecto_tests_stopped_by_remediation_total"
+
+
+def finished(by: str, matchers: str = "", window: str = "$__range") -> str:
+    """Tests finished within ``window`` (the dashboard's range by default), summed ``by`` labels
+    (none: the total), replicas collapsed after ``increase``."""
+    counted = dedupe(f"increase({FINISHED}{{{CLOUD_JOB}{matchers}}}[{window}])")
+    return f"sum by ({by}) ({counted})" if by else f"sum({counted})"
+
+
+def of_all(part: str, whole: str) -> str:
+    """``part / whole``: 0 where ``part`` has no series, nothing where ``whole`` is 0."""
+    return f"({part} or 0 * {whole}) / ({whole} > 0)"
+
+
+def quality() -> dashboard.Dashboard:
+    """Test outcomes from Smart Reporting (``reporting``): what finished and how, per CI job and
+    team, why tests fail, where the lab blocks them, which tests are slowest. Empty while the
+    exporter's reporting is off or the cloud has no Smart Reporting API."""
+    ci_job = (dashboard.QueryVariable("ci_job").label("CI job").datasource(DATASOURCE)
+              .query(f"label_values({FINISHED}{{{CLOUD}}}, ci_job)").multi(True).include_all(True)
+              .all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
+    blocked_platforms = "device_type, os, browser"
+    percent = "percentunit"
+    panels = [
+        stat.Panel().title("Tests finished").unit("short").height(4).span(6)
+        .description("Tests of the chosen CI jobs that finished over the time range, whatever their status.")
+        .with_target(query(finished(""), instant=True)),
+        stat.Panel().title("Pass rate").unit(percent).height(4).span(6).decimals(1)
+        .description("Passed of every finished test over the time range (BLOCKED and UNKNOWN included).")
+        .with_target(query(of_all(finished("", PASSED), finished("")), instant=True)),
+        stat.Panel().title("BLOCKED share").unit(percent).height(4).span(6).decimals(1)
+        .description("BLOCKED of every finished test over the time range: tests the lab could not run (device not "
+                     "available, app install failure), not the tests' fault.")
+        .with_target(query(of_all(finished("", BLOCKED), finished("")), instant=True)),
+        stat.Panel().title("Outcomes of executions stopped by remediation").unit("short").height(4).span(6)
+        .description("Finished tests whose execution the remediation webhook stopped, over the time range, by "
+                     "status. Empty unless the webhook stops executions.")
+        .with_target(query(f"sum by (status) ({dedupe(f'increase({STOPPED_TESTS}{{{CLOUD}}}[$__range])')})",
+                           "{{status}}", instant=True)),
+        timeseries.Panel().title("Outcomes per minute by status").unit("short").height(8).span(12)
+        .description("Tests that finished per minute, by Smart Reporting's status.")
+        .with_target(query(f"60 * sum by (status) ({dedupe(f'rate({FINISHED}{{{CLOUD_JOB}}}[$__rate_interval])')})",
+                           "{{status}}")),
+        timeseries.Panel().title("BLOCKED share against its usual level").unit(percent).height(8).span(12)
+        .description("Each cloud's BLOCKED share over the last hour, and the usual share that "
+                     "PerfectoTestsBlockedShareHigh compares its recent window with (the baseline before it).")
+        .with_target(query(of_all(f'sum by (cloud) (cloud_status:perfecto_tests_finished:increase1h{{{CLOUD}, '
+                                  'status="blocked"})',
+                                  f"sum by (cloud) (cloud_status:perfecto_tests_finished:increase1h{{{CLOUD}}})"),
+                           "{{cloud}} last hour"))
+        .with_target(query(f"cloud:perfecto_tests_blocked:ratio_baseline{{{CLOUD}}}", "{{cloud}} usual", ref="B")),
+        timeseries.Panel().title("Pass rate per CI job (last hour)").unit(percent).height(8).span(12)
+        .description("Passed of every finished test of each CI job in the hour before each point (recording rule); "
+                     "none: tests that name no job.")
+        .with_target(query(f"cloud_ci_job:perfecto_tests_pass:ratio_rate1h{{{CLOUD_JOB}}}", "{{cloud}} {{ci_job}}")),
+        timeseries.Panel().title("Pass rate per team (last hour)").unit(percent).height(8).span(12)
+        .description("Passed of every finished test of each team's owners in the hour before each point (recording "
+                     "rule; teams from the exporter's teams setting).")
+        .with_target(query(f"cloud_team:perfecto_tests_pass:ratio_rate1h{{{CLOUD}}}", "{{cloud}} {{team}}")),
+        bargauge.Panel().title("Pass rate by CI job").unit(percent).height(9).span(12)
+        .description("Passed of every finished test of each CI job over the time range, lowest first.")
+        .display_mode(BarGaugeDisplayMode.BASIC).orientation(VizOrientation.HORIZONTAL)
+        .with_target(query(f"sort({of_all(finished('ci_job', PASSED), finished('ci_job'))})",
+                           "{{ci_job}}", instant=True)),
+        bargauge.Panel().title("Top failure reasons").unit("short").height(9).span(12)
+        .description("The 10 failure reasons of the most failed, BLOCKED and unknown tests over the time range.")
+        .display_mode(BarGaugeDisplayMode.BASIC).orientation(VizOrientation.HORIZONTAL)
+        .with_target(query(f"sort_desc(topk(10, {finished('failure_reason, status', FAILING)}))",
+                           "{{failure_reason}} ({{status}})", instant=True)),
+        table.Panel().title("BLOCKED by platform").unit("short").height(9).span(12)
+        .description("BLOCKED tests by device type, OS and browser over the time range: which devices and browsers "
+                     "the lab fails.")
+        .with_target(query(f"sort_desc({finished(blocked_platforms, BLOCKED)} > 0)", instant=True,
+                           fmt=PromQueryFormat.TABLE)),
+        timeseries.Panel().title("BLOCKED share by platform").unit(percent).height(9).span(12)
+        .description("BLOCKED of the tests finished on each device type, OS and browser, over time.")
+        .with_target(query(of_all(finished(blocked_platforms, BLOCKED, "$__rate_interval"),
+                                  finished(blocked_platforms, "", "$__rate_interval")),
+                           "{{device_type}} {{os}} {{browser}}")),
+        table.Panel().title("Slowest tests by p95 duration").unit("s").height(9).span(24)
+        .description("The 10 tests with the longest p95 duration over the time range, from Smart Reporting's start "
+                     "and end of each passed or failed test (read from histogram buckets: up to one bucket high).")
+        .with_target(query("topk(10, histogram_quantile(0.95, sum by (cloud, execution_name, le) "
+                           f"({dedupe(f'increase(perfecto_test_duration_seconds_bucket{{{CLOUD}}}[$__range])')})))",
+                           instant=True, fmt=PromQueryFormat.TABLE)),
+    ]
+    return new_board(DASHBOARD_UIDS["quality"], "Perfecto / Quality",
+                     "How Perfecto tests end, from Smart Reporting: outcomes by status, pass rates per CI job and "
+                     "team, failure reasons, BLOCKED tests (the lab's failures) by platform, and the slowest tests.",
+                     False, panels, extra_variables=(ci_job,))
+
+
+
 DASHBOARDS = {"perfecto-executions.json": executions_overview, "perfecto-exporter-health.json": exporter_health,
-              "perfecto-usage.json": usage, "perfecto-devices.json": devices}
+              "perfecto-usage.json": usage, "perfecto-devices.json": devices, "perfecto-quality.json": quality}
 
 
 def render(build) -> str:

@@ -210,7 +210,7 @@ def start_prometheus(tmp: Path, targets: list[str], rules: dict, processes: list
 # Prometheus and Alertmanager, the README's set-up from nothing, and property-based tests
 # (hypothesis: hundreds of examples each) and the 50,000-name cardinality run.
 SLOW_MODULES = {"test_soak", "test_hostile_clients", "test_benchmarks_run", "test_stack", "test_overdue_stack",
-                "test_usage_stack", "test_devices_stack", "test_fuzz"}
+                "test_usage_stack", "test_devices_stack", "test_fuzz", "test_quality_stack"}
 SLOW_TESTS = {"test_the_readme_sets_up_and_runs_the_demo_on_a_fresh_copy",
               "test_fifty_thousand_owners_and_names_stay_within_the_caps",
               "test_fan_out_with_retries_never_stops_more_than_the_window"}

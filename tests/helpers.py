@@ -200,7 +200,8 @@ def recording_rules() -> list[dict]:
 def grafana_to_promql(expr: str) -> str:
     return (expr.replace("$__rate_interval", "10s").replace("$__interval", "5s").replace("$__range", "1h")
             .replace("$price", "2.5").replace('=~"$cloud"', '=~".*"').replace('=~"$owner"', '=~".*"')
-            .replace('=~"$team"', '=~".*"').replace('=~"$model"', '=~".*"').replace('=~"$location"', '=~".*"'))
+            .replace('=~"$team"', '=~".*"').replace('=~"$model"', '=~".*"').replace('=~"$location"', '=~".*"')
+            .replace('=~"$ci_job"', '=~".*"'))
 
 
 # -- Smart Reporting: a stand-in with known reports ----------------------------------------------

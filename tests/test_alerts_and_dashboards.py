@@ -4,6 +4,7 @@ Their behaviour on a real Prometheus and Alertmanager is in test_stack.py.
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -74,9 +75,15 @@ def test_promtool_unit_tests_pass(path):
 
 def test_every_recording_rule_is_unit_tested():
     tested = " ".join(case["expr"] for test in unit_tests() for case in test.get("promql_expr_test", ()))
+    recorded = {rule["record"] for rule in recording_rules()}
     for rule in recording_rules():
         assert rule["record"] in tested, f"{rule['record']} is never tested"
-        assert "without (instance, pod)" in rule["expr"], f"{rule['record']} must not double-count replicas"
+        # a rule built only on other recorded rules (deduplicated themselves) reads no replica's series
+        raw = rule["expr"]
+        for name in sorted(recorded, key=len, reverse=True):
+            raw = raw.replace(name, "")
+        if "perfecto_" in raw:
+            assert "without (instance, pod)" in rule["expr"], f"{rule['record']} must not double-count replicas"
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing():
@@ -177,6 +184,8 @@ def test_dashboard_structure(name):
     if name == "perfecto-devices.json":
         for label in ("model", "location"):
             assert variables[label]["query"] == f'label_values(perfecto_devices{{cloud=~"$cloud"}}, {label})'
+    if name == "perfecto-quality.json":
+        assert variables["ci_job"]["query"] == 'label_values(perfecto_tests_finished_total{cloud=~"$cloud"}, ci_job)'
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
@@ -283,3 +292,40 @@ def test_the_devices_boards_status_history_gives_each_device_its_status_code(tmp
     result = subprocess.run([require_tool("promtool"), "test", "rules", str(tmp_path / "test.yaml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_quality_board_shows_what_the_issue_asks_for():
+    """Perfecto / Quality: outcomes over time by status, pass rate per CI job and per team (the
+    recording rules), top failure reasons, BLOCKED by platform, slowest tests by p95; every
+    counter deduplicated over replicas before it is summed, and filtered by $cloud."""
+    board = json.loads((ROOT / "dashboards" / "perfecto-quality.json").read_text())
+    assert board["title"] == "Perfecto / Quality" and board["uid"] == mixin.DASHBOARD_UIDS["quality"]
+    exprs = {panel["title"]: " ".join(t["expr"] for t in panel["targets"]) for panel in board["panels"]
+             if panel["type"] != "row"}
+    assert "sum by (status)" in exprs["Outcomes per minute by status"]
+    assert "cloud_ci_job:perfecto_tests_pass:ratio_rate1h" in exprs["Pass rate per CI job (last hour)"]
+    assert "cloud_team:perfecto_tests_pass:ratio_rate1h" in exprs["Pass rate per team (last hour)"]
+    assert "topk(10" in exprs["Top failure reasons"] and "failure_reason" in exprs["Top failure reasons"]
+    assert 'status="blocked"' in exprs["BLOCKED by platform"]
+    assert "sum by (device_type, os, browser)" in exprs["BLOCKED by platform"]
+    assert "histogram_quantile(0.95" in exprs["Slowest tests by p95 duration"]
+    assert "perfecto_test_duration_seconds_bucket" in exprs["Slowest tests by p95 duration"]
+    recorded = {rule["record"] for rule in recording_rules()}
+    for title, expr in exprs.items():
+        assert 'cloud=~"$cloud"' in expr, title
+        for metric in ("perfecto_tests_finished_total", "perfecto_test_duration_seconds_bucket",
+                       "perfecto_tests_stopped_by_remediation_total"):
+            if metric in expr:
+                assert "max without (instance, pod)" in expr, title
+        names = set(re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+", expr))
+        assert names <= recorded, (title, names - recorded)  # only rules that exist
+
+
+def test_the_overdue_history_is_the_execution_history_only():
+    """README, Overdue executions: Smart Reporting's durations are one test each, not one session,
+    and bring no earlier history, so the overdue rules read perfecto_execution_duration_seconds only."""
+    groups = {group["name"]: group["rules"] for group in yaml.safe_load(RULES.read_text())["groups"]}
+    for name in ("perfecto-execution-history", "perfecto-execution-overdue"):
+        for rule in groups[name]:
+            assert "perfecto_test_duration_seconds" not in rule["expr"], rule
+    assert all("perfecto_execution_duration_seconds" in rule["expr"] for rule in groups["perfecto-execution-history"])
