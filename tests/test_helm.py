@@ -512,7 +512,7 @@ def test_dashboards_are_the_projects_own():
         for c in by_kind(render(CHART / "ci" / "monitoring-values.yaml"), "ConfigMap")
         if "config.yaml" not in c["data"]
     ]
-    assert len(docs) == len(list((ROOT / "dashboards").glob("*.json"))) == 4
+    assert len(docs) == len(list((ROOT / "dashboards").glob("*.json"))) == 5
     shipped = {}
     for config_map in docs:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
