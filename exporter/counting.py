@@ -56,6 +56,10 @@ class Tally:
             self._values[key] = self._values.get(key, 0) + amount
             self.generation += 1
 
+    def touch(self, key: Key) -> None:
+        """The series of ``key`` at 0, if it has none yet."""
+        self.add(key, 0)
+
     def read(self) -> dict[Key, int]:
         """A consistent copy, known keys first in the order given, then others as they came."""
         with self._lock:
@@ -81,6 +85,13 @@ class Observations:
         with self._lock:
             self._values[key] = self._values[key].plus(observed) if key in self._values else observed
             self.generation += 1
+
+    def touch(self, key: Key) -> None:
+        """The series of ``key`` with no observation, if it has none yet."""
+        with self._lock:
+            if key not in self._values:
+                self._values[key] = BucketCounts.of((), self.buckets)
+                self.generation += 1
 
     def read(self) -> dict[Key, BucketCounts]:
         """A consistent copy, known keys first in the order given, then others as they came."""

@@ -26,6 +26,12 @@ same ``drop_labels``; the owner cap is shared with the cloud's execution poller,
 one label value everywhere. Test durations are keyed by the report's name normalised to a test
 name exactly as execution names are (:class:`~exporter.testnames.TestNames`, same cap).
 
+New series. A label combination seen for the first time is exported at 0 and its first report
+is added at the next successful poll, as the usage counters do: ``increase()`` and ``rate()``
+never count a series' first value, so a series born at 1 would lose its first test (most
+combinations of job, reason, platform and owner are rare, so that would be most BLOCKED tests).
+The same holds for a test's first duration.
+
 Stopped by remediation: a new report whose ``externalId`` the stop ledger holds as stopped (or
 sent to stop, its outcome unknown, which the ledger counts as stopped) is also counted in
 ``perfecto_tests_stopped_by_remediation_total{status}``. The ledger remembers ids for
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from .counting import FirstSeen, Observations, Tally
 from .labels import LabelPlan, OwnerLabels
@@ -90,6 +97,8 @@ class Outcomes:
         duration_labels = ("execution_name",) if self.labels.by_test else ()
         self.durations = Observations(duration_labels, [] if self.labels.by_test else [()], plan.duration_buckets)
         self.owners: set[str] = set()  # owner label values counted, for perfecto_owner_info
+        self._series: set[tuple] = set()  # (family, key) exported so far
+        self._carried: list[Callable[[], None]] = []  # first amounts of new series, for the next poll
         self._counted: dict[str, float] = {}  # report id -> its start time
         self._last_sweep: float | None = None
 
@@ -111,6 +120,9 @@ class Outcomes:
     def count(self, reports: Iterable[Report], now: float, sweep: bool) -> int:
         """Counts the reports not counted before (after a poll whose every page succeeded);
         returns how many were new."""
+        carried, self._carried = self._carried, []
+        for add in carried:
+            add()
         horizon = max(self.started, now - self.lookback)
         self._counted = {i: start for i, start in self._counted.items() if start >= horizon}
         new = [r for r in reports if r.start >= horizon and r.id not in self._counted]
@@ -140,12 +152,22 @@ class Outcomes:
             owner = self._owners(report.owner)
             self.owners.add(owner)
             key.append(owner)
-        self.finished.add(tuple(key))
+        self._once_exported(self.finished, tuple(key), partial(self.finished.add, tuple(key)))
         if stopped:
-            self.stopped_by_remediation.add((report.status,))
+            self.stopped_by_remediation.add((report.status,))  # its series exist from the start
         if report.status in TIMED_STATUSES and report.end is not None and report.end >= report.start:
             test = (self._tests(report.name),) if self.labels.by_test else ()
-            self.durations.observe(test, report.end - report.start)
+            self._once_exported(self.durations, test, partial(self.durations.observe, test, report.end - report.start))
+
+    def _once_exported(self, family: Tally | Observations, key: tuple[str, ...], add: Callable[[], None]) -> None:
+        """``add()`` now if the series of ``key`` is exported already; else the series at 0 now,
+        and ``add()`` at the next poll (see "New series" above)."""
+        if (id(family), key) in self._series:
+            add()
+            return
+        self._series.add((id(family), key))
+        family.touch(key)
+        self._carried.append(add)
 
 
 def _capped(labels: FirstSeen, value: str) -> str:

@@ -179,6 +179,10 @@ class Clocked:
     def values(self) -> dict:
         return samples(generate_latest(self.exporter.registry).decode())
 
+    def settled(self) -> dict:
+        """After one more poll: the first report of a new series is added then (it is born at 0)."""
+        return self.poll()
+
 
 def counted_by(values: dict, label: str) -> dict[str, float]:
     totals: dict[str, float] = collections.Counter()
@@ -246,9 +250,9 @@ def test_reports_repeated_across_pages_count_once(stand_in):
         truth.report(T0 + i, 5, 1)
     clocked = Clocked(stand_in.url, now)  # the exporter starts at T0
     now[0] = T0 + 60
-    values = clocked.poll()
-    assert sum(counted_by(values, "status").values()) == 10
+    clocked.poll()
     assert sum(1 for path, _ in stand_in.requests if "_page=" in path) == 4  # 3 a page: 4 pages
+    assert sum(counted_by(clocked.settled(), "status").values()) == 10
 
 
 def test_a_poll_that_fails_part_way_counts_nothing_and_the_next_counts_all(stand_in, caplog):
@@ -266,7 +270,8 @@ def test_a_poll_that_fails_part_way_counts_nothing_and_the_next_counts_all(stand
     assert line.reason == "bad_request"
     stand_in.fail_page = None
     now[0] += 60
-    values = clocked.poll()
+    clocked.poll()
+    values = clocked.settled()
     assert counted_by(values, "status") == truth.by("status")
     assert values[("perfecto_reporting_up", (("cloud", "acme"),))] == 1
 
@@ -286,7 +291,8 @@ def test_an_error_list_with_status_200_is_a_failed_poll(stand_in, caplog):
     (line,) = [r for r in caplog.records if r.getMessage() == "reporting poll failed"]
     assert "Internal error" in line.error and "boom" not in line.error  # userMessage only
     stand_in.error_list = False
-    assert sum(counted_by(clocked.poll(), "status").values()) == 1
+    clocked.poll()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 1
 
 
 def test_the_page_limit_stops_paging_and_is_counted(stand_in, caplog):
@@ -298,8 +304,9 @@ def test_the_page_limit_stops_paging_and_is_counted(stand_in, caplog):
     now[0] += 60
     with caplog.at_level(logging.WARNING, logger="exporter.poller"):
         values = clocked.poll()
-    assert sum(counted_by(values, "status").values()) == 6  # two pages of three
     assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    clocked.poller.client.max_pages = 1  # the next poll reads no further: it only adds what the first counted
+    assert sum(counted_by(clocked.settled(), "status").values()) == 6  # two pages of three
     assert [r for r in caplog.records if "page limit" in r.getMessage()]
 
 
@@ -324,8 +331,8 @@ def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
 def reporting_exposition(lab, mode: str = "on", **settings) -> str:
     exporter = build_exporter(lab.url, cloud="golden", clock=lambda: T_DOCUMENT, monotonic=lambda: 0.0,
                               reporting=mode, search_retries=0, **settings)
-    for poller in [*exporter.pollers, *exporter.reporting_pollers]:
-        poller.poll_once()
+    for poller in [*exporter.pollers, *exporter.reporting_pollers, *exporter.reporting_pollers]:
+        poller.poll_once()  # reporting twice: a new series' first report is added at the next poll
     return generate_latest(exporter.registry).decode()
 
 
@@ -408,6 +415,7 @@ def test_tests_stopped_by_the_webhook_are_counted_by_status(start_lab):
     assert decision.result == "stopped"
     now[0] += 120  # SearchSmoke's 60 s are up: it finished on its own
     (poller,) = exporter.reporting_pollers
+    poller.poll_once()
     poller.poll_once()
     values = samples(generate_latest(exporter.registry).decode())
     by_status = {dict(labels)["status"]: v for (name, labels), v in values.items()
@@ -498,6 +506,7 @@ def test_counts_against_the_lab_equal_its_reports(start_lab):
     now[0] += SWEEP_EVERY + 600
     workload.running()
     poller.poll_once()
+    poller.poll_once()
     truth = [r for r in lab.lab.reports._available() if r["startTime"] >= T0 * 1000]
     values = samples(generate_latest(exporter.registry).decode())
     expected = collections.Counter(r["status"].lower() for r in truth)
@@ -562,3 +571,22 @@ def test_the_ledger_answers_which_ids_were_stopped_within_its_memory(tmp_path):
     assert ledger.stopped_among("acme", asked, T0 + 60) == {"stopped", "unknown"}
     assert ledger.stopped_among("acme", asked, T0 + 6 * 3600 + 1) == set()  # forgotten with the memory
     ledger.close()
+
+
+def test_a_new_series_is_born_at_0_and_its_first_report_added_at_the_next_poll(stand_in):
+    """increase() never counts a series' first value: a combination seen for the first time is
+    exported at 0, and its report added at the next poll, so that Prometheus sees every test."""
+    now, truth = stand_in.now, Truth(stand_in)
+    clocked = Clocked(stand_in.url, now)
+    first = truth.report(T0 + 1, 5, 1)
+    now[0] += 60
+    values = clocked.poll()
+    assert {v for (name, _), v in values.items() if name == FINISHED} == {0}
+    durations = [v for (name, _), v in values.items() if name == "perfecto_test_duration_seconds_count"]
+    assert durations == ([0] if first["status"] in ("PASSED", "FAILED") else [])
+    now[0] += 60
+    assert counted_by(clocked.poll(), "status") == truth.by("status")
+    second = dict(first, id="report-again")  # the same labels again: that series exists, counted at once
+    stand_in.add(now[0], **second)
+    now[0] += 60
+    assert sum(counted_by(clocked.poll(), "status").values()) == 2
