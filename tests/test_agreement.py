@@ -31,8 +31,7 @@ def entry(execution_id: str, owner: str, start: float, os: str = "Android") -> m
 
 def snapshot_of(plan: LabelPlan, now: float, entries, owners: OwnerLabels | None = None):
     builder = SnapshotBuilder(plan, now, owners)
-    for raw in entries:
-        builder.add(raw)
+    builder.add(list(entries))
     return builder.build()
 
 

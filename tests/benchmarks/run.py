@@ -104,8 +104,7 @@ def processing(size: int) -> dict:
 
     def snapshot():
         builder = SnapshotBuilder(plan, now)
-        for entry in split_answer(body):
-            builder.add(entry)
+        builder.add(split_answer(body))
         return builder.build()
 
     repeats = 3 if size >= 50_000 else (7 if size >= 10_000 else 25)
@@ -518,8 +517,7 @@ def usage(size: int = 10_000) -> dict:
 
     def snapshot(body: bytes, when: float):
         builder = SnapshotBuilder(plan, when)
-        for entry in split_answer(body):
-            builder.add(entry)
+        builder.add(split_answer(body))
         return builder.build()
 
     first_body = json.dumps(workload.running()).encode()
