@@ -84,6 +84,7 @@ class SnapshotBuilder:
         # (start, id, name as answered, owner label, test label): the start series' labels are read
         # only for the max_start_series kept
         self._timed: list[tuple[float, str, object, str, str | None]] = []
+        self._omitted = 0  # executions with a start left out of the start series by the cap
         self.skipped = 0
 
     def add(self, entries: list[msgspec.Raw]) -> None:
@@ -95,6 +96,7 @@ class SnapshotBuilder:
         followed, timed, running, ages_by_key = self._followed, self._timed, self._running, self._ages
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
+        keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
         for entry in decoded_entries(entries, self._platform_labels):
             if entry is None:  # not an execution
                 self.skipped += 1
@@ -121,6 +123,8 @@ class SnapshotBuilder:
                 test = self._test(execution_id, entry.name) if by_test else None
                 if start is not None and keep_starts:
                     timed.append((start, execution_id, entry.name, owner, test))
+                    if len(timed) > keep_at_most:
+                        self._keep_oldest()
 
     def _owner(self, answered: object) -> tuple[str, str, tuple[str, ...]]:
         """The owner's label, that label capped, and the execution key."""
@@ -167,15 +171,14 @@ class SnapshotBuilder:
 
     def build(self) -> Snapshot:
         # The oldest executions are kept: they are the ones the long-running alerts are about.
-        self._timed.sort()  # by start, then id: ids are unique (repeats were skipped), so nothing further is compared
-        cap = self.plan.max_start_series
+        self._keep_oldest()
         return Snapshot(
             time=self.now,
             running=self._running,
             platforms=self._platforms,
             ages={key: BucketCounts.of(ages, self.plan.age_buckets) for key, ages in self._ages.items()},
-            starts=tuple([(self._start_labels(item), item[0]) for item in self._timed[:cap]]),
-            starts_omitted=max(0, len(self._timed) - cap) if self.plan.start_series else 0,
+            starts=tuple([(self._start_labels(item), item[0]) for item in self._timed]),
+            starts_omitted=self._omitted,
             skipped_entries=self.skipped,
             followed=self._followed,
             owners_folded=len(self._folded),
@@ -183,6 +186,14 @@ class SnapshotBuilder:
             tests_folded=len(self._tests_folded),
             steady=self.steady,
         )
+
+    def _keep_oldest(self) -> None:
+        """Cuts the start series to the oldest ``max_start_series``, from time to time while adding
+        (a 50,000-execution answer would otherwise keep every name to the end)."""
+        timed, cap = self._timed, self.plan.max_start_series
+        timed.sort()  # by start, then id: ids are unique (repeats were skipped), so nothing further is compared
+        self._omitted += max(0, len(timed) - cap)
+        del timed[cap:]
 
     def _start_labels(self, item: tuple[float, str, object, str, str | None]) -> tuple[str, ...]:
         _, execution_id, name, owner, test = item

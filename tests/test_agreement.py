@@ -51,6 +51,19 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
     assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
 
 
+def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
+    # More entries than the builder holds before cutting to the cap (2 x cap + 1000), in an order
+    # that puts some of the oldest last; equal starts are ordered by id.
+    plan = LabelPlan(max_start_series=3)
+    starts = {f"e{i:04d}": 100 + (i * 7919) % 2500 for i in range(2500)}
+    starts["z-last"] = starts["a-tied"] = 50  # the oldest, listed last, tied
+    snapshot = snapshot_of(plan, 10_000.0, [entry(i, "alice", start) for i, start in starts.items()])
+    oldest = sorted(starts.items(), key=lambda item: (item[1], item[0]))[:3]
+    assert [(key[0], start) for key, start in snapshot.starts] == [(i, float(start)) for i, start in oldest]
+    assert snapshot.starts[0][0] == ("a-tied", "test-a-tied", "alice")
+    assert snapshot.starts_omitted == len(starts) - 3
+
+
 def test_a_duration_across_an_outage_is_measured_to_the_midpoint():
     plan = LabelPlan()
     before = snapshot_of(plan, 1000.0, [entry("a", "alice", 400)])

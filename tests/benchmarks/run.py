@@ -190,7 +190,7 @@ class Stack:
         return subprocess.Popen(args, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def polls(self) -> int:
-        text = requests.get(self.url + "/metrics", headers=PROMETHEUS_HEADERS, timeout=60).text  # as rendered for Prometheus
+        text = requests.get(self.url + "/metrics", headers=PROMETHEUS_HEADERS, timeout=60).text  # as for Prometheus
         return sum(
             int(float(line.split()[-1]))
             for line in text.splitlines()
