@@ -1,13 +1,15 @@
-"""Tolerant reading of a ``search`` answer into plain records.
+"""Tolerant reading of a ``search`` answer into typed records.
 
 Any field may be missing, null, of another type, or new; none of that is an error. An entry
 that is not a JSON object at all is skipped and counted (by the snapshot builder).
 
-Each entry is first decoded into typed structs that name only the fields the metrics use:
-msgspec skips everything else without building Python objects for it, so ``mobileInfo``'s
-personal data (imei, imsi, phone number) is never even decoded, and a large answer costs a
-fraction of ``json.loads``. An entry whose fields have unexpected types is decoded again
-generically and read field by field, with the same results.
+The answer is first split into still-encoded entries (:func:`split_answer`). Then each slice of
+entries is decoded in one typed decode into structs that name only the fields the labels need,
+typed as the document has them (strings): msgspec skips everything else without building Python
+objects for it, so ``mobileInfo``'s personal data (imei, imsi, phone number) is never even
+decoded, and a large answer costs a fraction of ``json.loads``. Only a slice that the typed
+decode refuses is decoded entry by entry, and only an entry whose fields have other types (a
+number for a string, say) is decoded generically and read field by field, with the same results.
 
 Missing values become :data:`UNKNOWN`; a platform without ``browserInfo`` has browser
 :data:`NO_BROWSER`. An execution without ``startTime`` counts as running but has no age and no

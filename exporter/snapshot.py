@@ -54,10 +54,12 @@ class Snapshot:
 
 
 class SnapshotBuilder:
-    """Aggregates the entries of one search answer, one at a time, into a :class:`Snapshot`.
+    """Aggregates the entries of one search answer into a :class:`Snapshot`, straight from the
+    decoded structs: no record per execution is built only to be counted.
 
-    Nothing per execution is kept but what the snapshot needs (its id for the next poll's
-    difference, and its start for the start-time series), so a large answer costs little memory.
+    Nothing per execution is kept but what the next poll needs (its id, key, start and platform
+    keys, for the differences and usage); of the start series only the oldest
+    ``max_start_series`` are kept while the answer is read. So a large answer costs little memory.
     """
 
     def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
