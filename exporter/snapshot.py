@@ -17,6 +17,7 @@ What changes from one poll to the next (starts, finishes, durations, usage) is
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -69,7 +70,7 @@ class SnapshotBuilder:
         # owner as answered -> its label, that label capped, and the execution key
         self._owners: dict[str, tuple[str, str, tuple[str, ...]]] = {}
         # capped owner -> platform as decoded -> its labels (the platform key)
-        self._platforms_by_owner: dict[str, dict[Platform, tuple[str, ...]]] = {}
+        self._platforms_by_owner: dict[str, dict[Platform, tuple[tuple[str, ...]]]] = {}
         self._folded: set[str] = set()
         self._test_label = (test_names or TestNames(plan.name_patterns, plan.max_tests)) if plan.by_test else None
         self._tests: dict[str, str] = {}
@@ -80,7 +81,10 @@ class SnapshotBuilder:
         self._platform_values = platform_reader(self._platform_labels)
         self._running: dict[tuple[str, ...], int] = {}
         self._platforms: dict[tuple[str, ...], int] = {}
-        self._ages: dict[tuple[str, ...], list[float]] = {}
+        # the age histogram by key: counts per bucket (the last is +Inf) and the sum, added to as
+        # the answer is read (in its order, as BucketCounts.of adds), rather than a list of ages
+        self._age_counts: dict[tuple[str, ...], list[int]] = {}
+        self._age_sums: dict[tuple[str, ...], float] = {}
         self._followed: dict[str, Followed] = {}
         self._platform_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key, shared
         # (start, id, name as answered, owner label, test label): the start series' labels are read
@@ -95,7 +99,8 @@ class SnapshotBuilder:
         The loop runs once per execution (10,000s per poll), so it works on local names and
         leaves everything that is the same for many executions to dictionaries: an owner's labels
         and cap, and a platform's labels, are worked out once per answer."""
-        followed, timed, running, ages_by_key = self._followed, self._timed, self._running, self._ages
+        followed, timed, running = self._followed, self._timed, self._running
+        age_counts, age_sums, bounds = self._age_counts, self._age_sums, self.plan.age_buckets
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
         keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
@@ -114,10 +119,12 @@ class SnapshotBuilder:
             start = entry.startTime
             start = start / 1000.0 if type(start) is int and start > 0 else epoch_seconds(start)
             if start is not None:
-                ages = ages_by_key.get(key)
-                if ages is None:
-                    ages = ages_by_key[key] = []
-                ages.append(max(0.0, now - start))  # a clock ahead of ours gives age 0
+                age = max(0.0, now - start)  # a clock ahead of ours gives age 0
+                counts = age_counts.get(key)
+                if counts is None:
+                    counts, age_sums[key] = age_counts.setdefault(key, [0] * (len(bounds) + 1)), 0.0
+                counts[bisect_left(bounds, age)] += 1
+                age_sums[key] += age
             platforms = entry.platforms if entry.platforms is not None else entry.devices
             held = self._count_platforms(platforms_by_owner[capped], capped, platforms) if platforms else ()
             if execution_id is not None:
@@ -140,22 +147,22 @@ class SnapshotBuilder:
         self._platforms_by_owner.setdefault(capped, {})
         return known
 
-    def _count_platforms(self, known: dict[Platform, tuple[str, ...]], capped: str,
+    def _count_platforms(self, known: dict[Platform, tuple[tuple[str, ...]]], capped: str,
                          platforms: Sequence[Platform]) -> tuple[tuple[str, ...], ...]:
-        """Counts an execution's platforms; returns their (shared) label tuples. ``known``: the
-        label tuples of the platforms of this (capped) owner seen so far in the answer."""
+        """Counts an execution's platforms; returns their label tuples (shared). ``known``: the
+        platforms of this (capped) owner seen so far in the answer, each with its label tuple alone in a tuple."""
         counts = self._platforms
-        held = []
+        held: tuple[tuple[str, ...], ...] = ()
         for platform in platforms:
             try:
-                values = known[platform]
+                one = known[platform]
             except KeyError:
-                values = known[platform] = self._platform_key(capped, platform)
+                one = known[platform] = (self._platform_key(capped, platform),)
             except TypeError:  # a platform read field by field is never hashable: read its labels
-                values = self._platform_key(capped, platform)
-            counts[values] = counts.get(values, 0) + 1
-            held.append(values)
-        return tuple(held)
+                one = (self._platform_key(capped, platform),)
+            counts[one[0]] = counts.get(one[0], 0) + 1
+            held = held + one if held else one  # one platform (the most): a tuple shared, not one per execution
+        return held
 
     def _platform_key(self, capped: str, platform: Platform) -> tuple[str, ...]:
         values = self._platform_values(platform)
@@ -178,7 +185,7 @@ class SnapshotBuilder:
             time=self.now,
             running=self._running,
             platforms=self._platforms,
-            ages={key: BucketCounts.of(ages, self.plan.age_buckets) for key, ages in self._ages.items()},
+            ages={key: BucketCounts(tuple(counts), self._age_sums[key]) for key, counts in self._age_counts.items()},
             starts=tuple([(self._start_labels(item), item[0]) for item in self._timed]),
             starts_omitted=self._omitted,
             skipped_entries=self.skipped,
