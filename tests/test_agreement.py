@@ -64,6 +64,22 @@ def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
     assert snapshot.starts_omitted == len(starts) - 3
 
 
+def test_an_odd_entry_in_a_large_answer_costs_only_itself():
+    # 1,500 entries: the typed decode of the slice holding the odd ones is refused, and that slice
+    # is read entry by entry; a number where a string belongs is read field by field.
+    plan = LabelPlan()
+    entries = [entry(f"e{i}", "alice", 100) for i in range(1500)]
+    entries[700] = msgspec.Raw(msgspec.json.encode({
+        "id": 700, "owner": 5, "startTime": "100000", "platforms": [{"deviceType": 7, "os": "iOS"}, "x"]}))
+    entries[701] = msgspec.Raw(b"[]")  # not an execution
+    snapshot = snapshot_of(plan, 1000.0, entries)
+    assert snapshot.running == {("alice",): 1498, ("5",): 1}
+    assert snapshot.platforms == {("alice", "MOBILE", "Android", "none"): 1498, ("5", "7", "iOS", "none"): 1}
+    assert snapshot.skipped_entries == 1
+    assert snapshot.followed["700"].start == 100.0
+    assert snapshot.followed["e1499"].platforms == snapshot.followed["e0"].platforms
+
+
 def test_a_duration_across_an_outage_is_measured_to_the_midpoint():
     plan = LabelPlan()
     before = snapshot_of(plan, 1000.0, [entry("a", "alice", 400)])
