@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
 Format = tuple[str, bool]  # (content type, gzipped)
@@ -67,10 +68,10 @@ class _Rendered:
 
 
 class _One:
-    """A registry of one collector, as client_python's encoders take it."""
+    """A registry of one family, as client_python's encoders take it."""
 
-    def __init__(self, collector):
-        self.collect = collector.collect
+    def __init__(self, family: Metric):
+        self.collect = lambda: (family,)
 
 
 class Exposition:
@@ -80,6 +81,8 @@ class Exposition:
         self._formats: dict[Format, Callable] = {}  # every format asked for -> its encoder
         self._render_lock = threading.Lock()
         self._current = _Rendered(object())
+        # (content type, family name) -> the family and its rendering, as last rendered
+        self._families: dict[tuple[str, str], tuple[Metric, bytes]] = {}
         self._closing = threading.Event()
         self._nudged = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="exposition", daemon=True)
@@ -128,14 +131,30 @@ class Exposition:
 
     def _part(self, collector, version: Hashable, old: _Part | None) -> _Part:
         plain, deflated = dict(old.plain) if old else {}, dict(old.deflated) if old else {}
+        families: list[Metric] | None = None
         for content_type, gzipped in self._formats:
             if content_type not in plain:
-                text = self._formats[(content_type, gzipped)](_One(collector))
-                plain[content_type] = text.removesuffix(EOF) if text.endswith(EOF) else text
+                if families is None:
+                    families = list(collector.collect())
+                encoder = self._formats[(content_type, gzipped)]
+                plain[content_type] = b"".join([self._family(content_type, encoder, f) for f in families])
             if gzipped and content_type not in deflated:
                 compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
                 deflated[content_type] = compressor.compress(plain[content_type]) + compressor.flush(zlib.Z_FULL_FLUSH)
         return _Part(version, plain, deflated)
+
+    def _family(self, content_type: str, encoder: Callable, family: Metric) -> bytes:
+        """One family's rendering; again only if its samples changed. Most of a large lab's
+        exposition is the start series of its oldest executions, which change only when one of
+        them ends, and client_python's writer takes about 17 µs a line in OpenMetrics."""
+        key = (content_type, family.name)
+        cached = self._families.get(key)
+        if cached is not None and cached[0] == family:  # name, type, help, unit and samples
+            return cached[1]
+        text = encoder(_One(family))
+        text = text.removesuffix(EOF) if text.endswith(EOF) else text
+        self._families[key] = (family, text)
+        return text
 
     def _tick_loop(self) -> None:
         while not self._closing.is_set():

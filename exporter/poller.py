@@ -142,8 +142,7 @@ class Poller(_Loop[CloudStatus]):
             log.warning("poll failed", extra={"cloud": status.cloud, "reason": err.reason, "error": str(err)})
         else:
             builder = SnapshotBuilder(self.plan, now, self.owner_labels, self._test_names, steady=started)
-            for entry in entries:
-                builder.add(entry)
+            builder.add(entries)
             del entries  # the answer's bytes go with it
             snapshot = builder.build()
             status = replace(

@@ -17,18 +17,17 @@ What changes from one poll to the next (starts, finishes, durations, usage) is
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
 
 from .counting import BucketCounts
 from .labels import OTHER_OWNER, LabelPlan, OwnerLabels
-from .search_answer import execution_reader
+from .search_answer import Platform, decoded_entries, epoch_seconds, label, platform_reader, text
 from .testnames import OTHER_TEST, TestNames
-
-_EXECUTION_FIELDS = {"execution_id": 0, "execution_name": 1, "owner": 2}  # positions in Execution
 
 
 class Followed(NamedTuple):
@@ -56,81 +55,139 @@ class Snapshot:
 
 
 class SnapshotBuilder:
-    """Aggregates the entries of one search answer, one at a time, into a :class:`Snapshot`.
+    """Aggregates the entries of one search answer into a :class:`Snapshot`, straight from the
+    decoded structs: no record per execution is built only to be counted.
 
-    Nothing per execution is kept but what the snapshot needs (its id for the next poll's
-    difference, and its start for the start-time series), so a large answer costs little memory.
+    Nothing per execution is kept but what the next poll needs (its id, key, start and platform
+    keys, for the differences and usage); of the start series only the oldest
+    ``max_start_series`` are kept while the answer is read. So a large answer costs little memory.
     """
 
     def __init__(self, plan: LabelPlan, now: float, owner_labels: OwnerLabels | None = None,
                  test_names: TestNames | None = None, steady: float | None = None):
         self.plan, self.now, self.steady = plan, now, steady
         self._owner_label = owner_labels or OwnerLabels(plan.max_owners)
+        # owner as answered -> its label, that label capped, and the execution key
+        self._owners: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        # capped owner -> platform as decoded -> its labels (the platform key)
+        self._platforms_by_owner: dict[str, dict[Platform, tuple[tuple[str, ...]]]] = {}
         self._folded: set[str] = set()
         self._test_label = (test_names or TestNames(plan.name_patterns, plan.max_tests)) if plan.by_test else None
         self._tests: dict[str, str] = {}
         self._tests_folded: set[str] = set()
         self._by_owner = plan.execution == ("owner",)
         self._owner_first = plan.platform[:1] == ("owner",)  # PLATFORM_LABELS start with owner
-        self._read = execution_reader(tuple(label for label in plan.platform if label != "owner"))
-        self._start_key = _key_function(plan.start) if plan.start_series else None
+        self._platform_labels = tuple(label for label in plan.platform if label != "owner")
+        self._platform_values = platform_reader(self._platform_labels)
         self._running: dict[tuple[str, ...], int] = {}
         self._platforms: dict[tuple[str, ...], int] = {}
-        self._ages: dict[tuple[str, ...], list[float]] = {}
+        # the age histogram by key: counts per bucket (the last is +Inf) and the sum, added to as
+        # the answer is read (in its order, as BucketCounts.of adds), rather than a list of ages
+        self._age_counts: dict[tuple[str, ...], list[int]] = {}
+        self._age_sums: dict[tuple[str, ...], float] = {}
         self._followed: dict[str, Followed] = {}
         self._platform_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key, shared
-        self._timed: list[tuple[float, str, tuple[str, ...]]] = []
+        # (start, id, name as answered, owner label, test label): the start series' labels are read
+        # only for the max_start_series kept
+        self._timed: list[tuple[float, str, object, str, str | None]] = []
+        self._omitted = 0  # executions with a start left out of the start series by the cap
         self.skipped = 0
 
-    def add(self, entry: msgspec.Raw) -> None:
-        """One still-encoded entry of the search answer."""
-        execution = self._read(entry)
-        if execution is None or execution.id in self._followed:  # not an execution, or a repeat
-            self.skipped += 1
-            return
-        owner = self._owner_label(execution.owner)
-        if owner is OTHER_OWNER:
-            self._folded.add(execution.owner)
-        key = (owner,) if self._by_owner else ()
-        running = self._running
-        running[key] = running.get(key, 0) + 1
-        platforms, shared = self._platforms, self._platform_keys
-        held = []
-        for values in execution.platforms:
-            if self._owner_first:
-                values = (owner, *values)
-            platforms[values] = platforms.get(values, 0) + 1
-            held.append(shared.setdefault(values, values))
-        start = execution.start_time
-        if start is not None:
-            ages = self._ages.get(key)
-            if ages is None:
-                ages = self._ages[key] = []
-            ages.append(max(0.0, self.now - start))  # a clock ahead of ours gives age 0
-        if execution.id is not None:
-            self._followed[execution.id] = Followed(key, start, tuple(held))
-            if self._test_label is None:
-                if start is not None and self._start_key is not None:
-                    self._timed.append((start, execution.id, self._start_key(execution)))
-                return
-            test = self._tests[execution.id] = self._test_label(execution.name)
-            if test is OTHER_TEST:
-                self._tests_folded.add(self._test_label.normalise(execution.name))
-            if start is not None and self._start_key is not None:
-                self._timed.append((start, execution.id, (*self._start_key(execution), test)))
+    def add(self, entries: list[msgspec.Raw]) -> None:
+        """Still-encoded entries of the search answer (of :func:`~exporter.search_answer.split_answer`).
+
+        The loop runs once per execution (10,000s per poll), so it works on local names and
+        leaves everything that is the same for many executions to dictionaries: an owner's labels
+        and cap, and a platform's labels, are worked out once per answer."""
+        followed, timed, running = self._followed, self._timed, self._running
+        age_counts, age_sums, bounds = self._age_counts, self._age_sums, self.plan.age_buckets
+        owners, platforms_by_owner = self._owners, self._platforms_by_owner
+        keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
+        keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
+        for entry in decoded_entries(entries, self._platform_labels):
+            if entry is None:  # not an execution
+                self.skipped += 1
+                continue
+            execution_id = text(entry.id)
+            if execution_id in followed:  # a repeat
+                self.skipped += 1
+                continue
+            answered = entry.owner
+            known = owners.get(answered) if type(answered) is str else None
+            owner, capped, key = known if known is not None else self._owner(answered)
+            running[key] = running.get(key, 0) + 1
+            start = entry.startTime
+            start = start / 1000.0 if type(start) is int and start > 0 else epoch_seconds(start)
+            if start is not None:
+                age = max(0.0, now - start)  # a clock ahead of ours gives age 0
+                counts = age_counts.get(key)
+                if counts is None:
+                    counts, age_sums[key] = age_counts.setdefault(key, [0] * (len(bounds) + 1)), 0.0
+                counts[bisect_left(bounds, age)] += 1
+                age_sums[key] += age
+            platforms = entry.platforms if entry.platforms is not None else entry.devices
+            held = self._count_platforms(platforms_by_owner[capped], capped, platforms) if platforms else ()
+            if execution_id is not None:
+                followed[execution_id] = Followed(key, start, held)
+                test = self._test(execution_id, entry.name) if by_test else None
+                if start is not None and keep_starts:
+                    timed.append((start, execution_id, entry.name, owner, test))
+                    if len(timed) > keep_at_most:
+                        self._keep_oldest()
+
+    def _owner(self, answered: object) -> tuple[str, str, tuple[str, ...]]:
+        """The owner's label, that label capped, and the execution key."""
+        owner = label(answered)
+        capped = self._owner_label(owner)
+        if capped is OTHER_OWNER:
+            self._folded.add(owner)
+        known = (owner, capped, (capped,) if self._by_owner else ())
+        if type(answered) is str:
+            self._owners[answered] = known
+        self._platforms_by_owner.setdefault(capped, {})
+        return known
+
+    def _count_platforms(self, known: dict[Platform, tuple[tuple[str, ...]]], capped: str,
+                         platforms: Sequence[Platform]) -> tuple[tuple[str, ...], ...]:
+        """Counts an execution's platforms; returns their label tuples (shared). ``known``: the
+        platforms of this (capped) owner seen so far in the answer, each with its label tuple alone in a tuple."""
+        counts = self._platforms
+        held: tuple[tuple[str, ...], ...] = ()
+        for platform in platforms:
+            try:
+                one = known[platform]
+            except KeyError:
+                one = known[platform] = (self._platform_key(capped, platform),)
+            except TypeError:  # a platform read field by field is never hashable: read its labels
+                one = (self._platform_key(capped, platform),)
+            counts[one[0]] = counts.get(one[0], 0) + 1
+            held = held + one if held else one  # one platform (the most): a tuple shared, not one per execution
+        return held
+
+    def _platform_key(self, capped: str, platform: Platform) -> tuple[str, ...]:
+        values = self._platform_values(platform)
+        if self._owner_first:
+            values = (capped, *values)
+        return self._platform_keys.setdefault(values, values)
+
+    def _test(self, execution_id: str, name: object) -> str:
+        assert self._test_label is not None
+        normalised_from = label(name)
+        test = self._tests[execution_id] = self._test_label(normalised_from)
+        if test is OTHER_TEST:
+            self._tests_folded.add(self._test_label.normalise(normalised_from))
+        return test
 
     def build(self) -> Snapshot:
         # The oldest executions are kept: they are the ones the long-running alerts are about.
-        self._timed.sort(key=lambda item: item[:2])
-        starts = [(key, start) for start, _, key in self._timed]  # ids are unique: repeats were skipped
-        cap = self.plan.max_start_series
+        self._keep_oldest()
         return Snapshot(
             time=self.now,
             running=self._running,
             platforms=self._platforms,
-            ages={key: BucketCounts.of(ages, self.plan.age_buckets) for key, ages in self._ages.items()},
-            starts=tuple(starts[:cap]),
-            starts_omitted=max(0, len(starts) - cap) if self._start_key is not None else 0,
+            ages={key: BucketCounts(tuple(counts), self._age_sums[key]) for key, counts in self._age_counts.items()},
+            starts=tuple([(self._start_labels(item), item[0]) for item in self._timed]),
+            starts_omitted=self._omitted,
             skipped_entries=self.skipped,
             followed=self._followed,
             owners_folded=len(self._folded),
@@ -139,9 +196,16 @@ class SnapshotBuilder:
             steady=self.steady,
         )
 
+    def _keep_oldest(self) -> None:
+        """Cuts the start series to the oldest ``max_start_series``, from time to time while adding
+        (a 50,000-execution answer would otherwise keep every name to the end)."""
+        timed, cap = self._timed, self.plan.max_start_series
+        timed.sort()  # by start, then id: ids are unique (repeats were skipped), so nothing further is compared
+        self._omitted += max(0, len(timed) - cap)
+        del timed[cap:]
 
-def _key_function(labels: tuple[str, ...]):
-    fields = [_EXECUTION_FIELDS[label] for label in labels]
-    if len(fields) > 1:
-        return itemgetter(*fields)  # a tuple, built in C
-    return lambda execution: tuple([execution[i] for i in fields])
+    def _start_labels(self, item: tuple[float, str, object, str, str | None]) -> tuple[str, ...]:
+        _, execution_id, name, owner, test = item
+        values = {"execution_id": execution_id, "execution_name": label(name), "owner": owner}
+        labels = tuple([values[field] for field in self.plan.start])
+        return labels if test is None else (*labels, test)

@@ -31,8 +31,7 @@ def entry(execution_id: str, owner: str, start: float, os: str = "Android") -> m
 
 def snapshot_of(plan: LabelPlan, now: float, entries, owners: OwnerLabels | None = None):
     builder = SnapshotBuilder(plan, now, owners)
-    for raw in entries:
-        builder.add(raw)
+    builder.add(list(entries))
     return builder.build()
 
 
@@ -50,6 +49,35 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
     totals = advance(advance(advance(Totals.empty(plan), None, first, plan), first, second, plan), second, third, plan)
     assert totals.finished == {("alice",): 2}
     assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
+
+
+def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
+    # More entries than the builder holds before cutting to the cap (2 x cap + 1000), in an order
+    # that puts some of the oldest last; equal starts are ordered by id.
+    plan = LabelPlan(max_start_series=3)
+    starts = {f"e{i:04d}": 100 + (i * 7919) % 2500 for i in range(2500)}
+    starts["z-last"] = starts["a-tied"] = 50  # the oldest, listed last, tied
+    snapshot = snapshot_of(plan, 10_000.0, [entry(i, "alice", start) for i, start in starts.items()])
+    oldest = sorted(starts.items(), key=lambda item: (item[1], item[0]))[:3]
+    assert [(key[0], start) for key, start in snapshot.starts] == [(i, float(start)) for i, start in oldest]
+    assert snapshot.starts[0][0] == ("a-tied", "test-a-tied", "alice")
+    assert snapshot.starts_omitted == len(starts) - 3
+
+
+def test_an_odd_entry_in_a_large_answer_costs_only_itself():
+    # 1,500 entries: the typed decode of the slice holding the odd ones is refused, and that slice
+    # is read entry by entry; a number where a string belongs is read field by field.
+    plan = LabelPlan()
+    entries = [entry(f"e{i}", "alice", 100) for i in range(1500)]
+    entries[700] = msgspec.Raw(msgspec.json.encode({
+        "id": 700, "owner": 5, "startTime": "100000", "platforms": [{"deviceType": 7, "os": "iOS"}, "x"]}))
+    entries[701] = msgspec.Raw(b"[]")  # not an execution
+    snapshot = snapshot_of(plan, 1000.0, entries)
+    assert snapshot.running == {("alice",): 1498, ("5",): 1}
+    assert snapshot.platforms == {("alice", "MOBILE", "Android", "none"): 1498, ("5", "7", "iOS", "none"): 1}
+    assert snapshot.skipped_entries == 1
+    assert snapshot.followed["700"].start == 100.0
+    assert snapshot.followed["e1499"].platforms == snapshot.followed["e0"].platforms
 
 
 def test_a_duration_across_an_outage_is_measured_to_the_midpoint():

@@ -1,5 +1,8 @@
 """The benchmark script stays runnable (its numbers are not asserted: see docs/performance.md)."""
 
+import os
+import time
+
 from tests.benchmarks import run
 
 
@@ -9,9 +12,25 @@ def test_processing_benchmark_measures_the_real_path():
     assert result["snapshot_ms"] > 0 and result["json_loads_ms"] > 0 and result["render_ms"] > 0
 
 
+def test_poll_cpu_measures_both_exporters_from_outside():
+    result = run.poll_cpu(size=50, polls=2)
+    assert result["ours_ms"] > 0 and result["naive_ms"] > 0 and result["json_loads_ms"] > 0
+    assert result["ratio"] == result["ours_ms"] / result["json_loads_ms"]
+
+
+def test_process_cpu_reads_this_process():
+    before = run._process_cpu(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert run._process_cpu(os.getpid()) > before
+
+
 def test_report_renders_every_section():
     load = {"rps": 1.0, "p50_ms": 1.0, "p99_ms": 2.0}
     results = {
+        "poll_cpu": {"size": 10, "polls": 3, "body_mb": 0.1, "ours_ms": 2.0, "naive_ms": 7.0, "json_loads_ms": 1.0,
+                     "ratio": 2.0, "naive_ratio": 3.5},
         "processing": [run.processing(20)],
         "scrape": {"size": 10, "scrapers": 2, "metrics_bytes_gzip": 2048,
                    **{k: {"metrics": load, "healthy": load, "p99_ratio": 1.0} for k in ("paced", "flat_out")},
@@ -26,5 +45,7 @@ def test_report_renders_every_section():
     table = run.report(results)
     for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7."):
         assert heading in table
+    assert "| CPU per poll of a naive exporter ÷ ours | 3.50 (7 ms vs 2 ms) | >= 3 |" in table
+    assert "| peak RSS at 20 executions, every poller on | 40 MB | <= 150 MB |" in table
     assert "| 20 |" in table and "a poll landing every second (5 in the run)" in table
     assert results["usage"]["advance_ms"] > 0 and results["usage"]["series"] > 0

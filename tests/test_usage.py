@@ -375,11 +375,11 @@ POLLS = st.lists(
 def snapshot_of(plan: LabelPlan, owners: OwnerLabels, entries: list[dict], wall: float, steady: float | None = None):
     """The snapshot of a poll at ``wall`` whose answer lists ``entries`` (start times relative to it)."""
     builder = SnapshotBuilder(plan, wall, owners, steady=steady)
-    for entry in entries:
-        start = entry["startTime"]
-        builder.add(
-            msgspec.Raw(json.dumps({**entry, "startTime": None if start is None else int((wall + start) * 1000)}))
-        )
+    builder.add([
+        msgspec.Raw(json.dumps({**entry, "startTime": None if entry["startTime"] is None
+                                else int((wall + entry["startTime"]) * 1000)}))
+        for entry in entries
+    ])
     return builder.build()
 
 
