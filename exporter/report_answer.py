@@ -38,10 +38,10 @@ from .search_answer import (
     NO_BROWSER,
     UNKNOWN,
     InvalidAnswer,
-    _label,
-    _Platform,
+    Platform,
     _tolerant_platform,
     epoch_seconds,
+    label,
     text,
 )
 
@@ -65,7 +65,7 @@ class _Report(msgspec.Struct):
     startTime: Any = None
     endTime: Any = None
     job: _Job | None = None
-    platforms: list[_Platform] | None = None
+    platforms: list[Platform] | None = None
 
 
 class _Head(msgspec.Struct):
@@ -173,8 +173,8 @@ def read_report(raw: msgspec.Raw) -> Report | None:
     return Report(
         id=report_id,
         external_id=text(entry.externalId),
-        name=_label(entry.name),
-        owner=_label(entry.owner),
+        name=label(entry.name),
+        owner=label(entry.owner),
         status=status if status in STATUSES else UNKNOWN,
         failure_reason=_free_text(entry.failureReasonName),
         ci_job=_free_text(job),
@@ -189,11 +189,11 @@ def _free_text(value: object) -> str:
     return " ".join(found.split())[:MAX_LABEL_CHARS] if found else NONE
 
 
-def _platform_values(platform: _Platform | None) -> tuple[str, str, str]:
+def _platform_values(platform: Platform | None) -> tuple[str, str, str]:
     if platform is None:
         return UNKNOWN, UNKNOWN, UNKNOWN
-    browser = NO_BROWSER if platform.browserInfo is None else _label(platform.browserInfo.browserType)
-    return _label(platform.deviceType), _label(platform.os), browser
+    browser = NO_BROWSER if platform.browserInfo is None else label(platform.browserInfo.browserType)
+    return label(platform.deviceType), label(platform.os), browser
 
 
 def _tolerant_report(raw: msgspec.Raw) -> _Report | None:
