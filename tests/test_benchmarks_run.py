@@ -30,7 +30,7 @@ def test_report_renders_every_section():
     load = {"rps": 1.0, "p50_ms": 1.0, "p99_ms": 2.0}
     results = {
         "poll_cpu": {"size": 10, "polls": 3, "body_mb": 0.1, "ours_ms": 2.0, "naive_ms": 7.0, "json_loads_ms": 1.0,
-                     "ratio": 2.0, "naive_ratio": 3.5},
+                     "ratio": 2.0, "naive_ratio": 3.5, "naive_capped_ms": 5.0, "naive_capped_ratio": 2.5},
         "processing": [run.processing(20)],
         "scrape": {"size": 10, "scrapers": 2, "metrics_bytes_gzip": 2048,
                    **{k: {"metrics": load, "healthy": load, "p99_ratio": 1.0} for k in ("paced", "flat_out")},

@@ -1,11 +1,15 @@
 """A naive exporter, the benchmark's yardstick: what one writes first with requests, json and
 client_python's ``Gauge``, for the families of running executions the exporter exports.
 
-    python -m tests.benchmarks.naive EXECUTIONS_URL TOKEN PORT [INTERVAL]
+    python -m tests.benchmarks.naive EXECUTIONS_URL TOKEN PORT [INTERVAL [START_SERIES]]
 
 It polls the same search as the exporter (the same ``layout``), start to start every INTERVAL
 seconds, then ``clear()``s each gauge and sets every series again with ``labels().set()``.
 It writes one line to stdout per poll, so the benchmark counts polls without scraping it.
+
+As one writes it first, it exports the start of every running execution; START_SERIES (a
+number) caps them to the oldest ones as the exporter's ``max_execution_series`` does, which is
+already a design decision no first version makes, so the benchmark reports both.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from prometheus_client import Counter, Gauge, start_http_server
 SEARCH = "/execution-manager/api/v1/executions/search"
 LAYOUT = ["id", "name", "owner", "startTime", "platforms"]
 AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
-START_SERIES = 2000
 
 running = Gauge("perfecto_executions_running", "Running executions.", ["cloud", "owner"])
 platforms_running = Gauge(
@@ -38,7 +41,8 @@ started = Counter("perfecto_executions_started", "Executions seen to start.", ["
 finished = Counter("perfecto_executions_finished", "Executions seen to finish.", ["cloud", "owner"])
 
 
-def poll(session: requests.Session, url: str, cloud: str, previous: dict[str, str] | None) -> dict[str, str]:
+def poll(session: requests.Session, url: str, cloud: str, previous: dict[str, str] | None,
+         start_series: int | None = None) -> dict[str, str]:
     answer = session.post(url + SEARCH, json={"layout": LAYOUT}, timeout=120)
     executions = json.loads(answer.content)
     now = time.time()
@@ -75,7 +79,7 @@ def poll(session: requests.Session, url: str, cloud: str, previous: dict[str, st
             age_buckets.labels(cloud, owner, str(bound)).set(cumulative)
         age_count.labels(cloud, owner).set(len(values))
         age_sum.labels(cloud, owner).set(sum(values))
-    for start, execution_id, name, owner in sorted(timed)[:START_SERIES]:
+    for start, execution_id, name, owner in sorted(timed)[:start_series] if start_series else timed:
         starts.labels(cloud, execution_id, name, owner).set(start)
     if previous is not None:
         for execution_id in owners.keys() - previous.keys():
@@ -88,13 +92,14 @@ def poll(session: requests.Session, url: str, cloud: str, previous: dict[str, st
 def main() -> None:
     url, token, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     interval = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+    start_series = int(sys.argv[5]) if len(sys.argv) > 5 else None
     start_http_server(port, "127.0.0.1")
     session = requests.Session()
     session.headers["Perfecto-Authorization"] = token
     previous = None
     next_at = time.monotonic()
     while True:
-        previous = poll(session, url, "bench", previous)
+        previous = poll(session, url, "bench", previous, start_series)
         print("poll", flush=True)
         next_at += interval
         time.sleep(max(0.0, next_at - time.monotonic()))
