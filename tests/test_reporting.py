@@ -590,3 +590,27 @@ def test_a_new_series_is_born_at_0_and_its_first_report_added_at_the_next_poll(s
     stand_in.add(now[0], **second)
     now[0] += 60
     assert sum(counted_by(clocked.poll(), "status").values()) == 2
+
+
+def test_a_duration_added_alone_at_the_next_poll_is_rendered(stand_in):
+    """The first duration of a test whose outcome series exists already is carried to the next poll,
+    which may count nothing else: the served exposition must still show it."""
+    now, truth = stand_in.now, Truth(stand_in)
+    clocked = Clocked(stand_in.url, now)
+    exposition = clocked.exporter.exposition
+    first = truth.report(T0 + 1, 5, 1)
+    while first["status"] not in ("PASSED", "FAILED"):
+        first = truth.report(T0 + 1, 5, 1)
+    now[0] += 60
+    clocked.poll()
+    now[0] += 60
+    clocked.poll()  # the outcome series exist now; counts added
+    again = dict(first, id="same-labels-other-test", name="Another test")
+    stand_in.add(now[0], **again)
+    now[0] += 60
+    clocked.poll()  # its outcome series exists (counted now); its test's duration series is born at 0
+    exposition.body(None, False)  # a scraper asks: from now on the polls keep that format up to date
+    now[0] += 60
+    clocked.poll()  # nothing new: only the carried duration is added
+    served = samples(exposition.body(None, False)[1].decode())
+    assert served[("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Another test")))] == 1

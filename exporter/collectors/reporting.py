@@ -55,8 +55,8 @@ class OutcomesCollector(Collector):
         self._pollers, self._labels = pollers, labels
 
     def version(self) -> tuple:
-        return tuple((p.outcomes.finished.generation, p.outcomes.stopped_by_remediation.generation)
-                     for p in self._pollers())
+        return tuple((p.outcomes.finished.generation, p.outcomes.durations.generation,
+                      p.outcomes.stopped_by_remediation.generation) for p in self._pollers())
 
     def _families(self):
         labels = self._labels
