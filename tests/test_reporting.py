@@ -613,4 +613,5 @@ def test_a_duration_added_alone_at_the_next_poll_is_rendered(stand_in):
     now[0] += 60
     clocked.poll()  # nothing new: only the carried duration is added
     served = samples(exposition.body(None, False)[1].decode())
-    assert served[("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Another test")))] == 1
+    key = ("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Another test")))
+    assert served[key] == 1
