@@ -590,3 +590,26 @@ def test_a_new_series_is_born_at_0_and_its_first_report_added_at_the_next_poll(s
     stand_in.add(now[0], **second)
     now[0] += 60
     assert sum(counted_by(clocked.poll(), "status").values()) == 2
+
+
+# -- audit of issues 25 and 26: what an outside implementation of the API documents exposes ---------
+
+def _page_of(**fields) -> bytes:
+    import json
+
+    report = {"id": "a", "status": "PASSED", "startTime": 1764600000000, "endTime": 1764600090000, **fields}
+    return json.dumps({"resources": [report]}).encode()
+
+
+@pytest.mark.parametrize("start, end", [(1764600000, 1764600090), ("1764600000", "1764600090.0"),
+                                        (1764600000.0, 1764600090000)])
+def test_times_in_seconds_are_read_as_seconds_not_as_1970(start, end):
+    # milliseconds before 1973 are no test's start: such a value is seconds; read as milliseconds it
+    # put the test in January 1970, before every window, and it was never counted nor said to be skipped
+    (report,) = read_page(_page_of(startTime=start, endTime=end)).reports
+    assert (report.start, report.end) == (1764600000.0, 1764600090.0)
+
+
+def test_an_integral_float_id_is_the_same_id_as_the_integer():
+    assert read_page(_page_of(id=7.0)).reports[0].id == read_page(_page_of(id=7)).reports[0].id == "7"
+    assert read_page(_page_of(id=7.5)).reports[0].id == "7.5"
