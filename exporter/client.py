@@ -486,22 +486,25 @@ class ReportingClient(_PerfectoSession):
         window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
         reports: list[Report] = []
         skipped = 0
+        seen: set[str] = set()  # the ids of this poll's pages so far
         for page_number in range(1, self.max_pages + 1):
             page: ReportPage = self._exchange(
-                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known),
+                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known, seen),
                 method="GET", params={**window, "_page": str(page_number)})
             reports += page.reports
             skipped += page.skipped
             if not page.truncated:
                 return reports, skipped, False
-            if not (page.reports or page.skipped or page.known):  # "more to come" with nothing in it
+            # "more to come" with nothing in it, or only what earlier pages had (a server that
+            # ignores _page): asking on would cost max_pages requests a poll and find nothing
+            if not (page.reports or page.skipped or page.known):
                 return reports, skipped, True
         return reports, skipped, True
 
-    def _read_page(self, response: requests.Response, known: Container[str]) -> ReportPage:
+    def _read_page(self, response: requests.Response, known: Container[str], seen: set[str]) -> ReportPage:
         body = self._read_capped(response)
         try:
-            return read_page(body, known)
+            return read_page(body, known, seen)
         except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
             raise ApiError("invalid_response", f"reporting answer is {err}",
                            messages=_user_messages(bytes(body), self._redact)) from None

@@ -106,10 +106,14 @@ class ReportPage(NamedTuple):
     truncated: bool
     skipped: int  # resources not read: not objects, or without id or start time
     known: int = 0  # resources whose id was known: not read further
+    repeated: int = 0  # resources whose id an earlier page of the same poll had: not read further
 
 
-def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> ReportPage:
-    """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`."""
+def read_page(body: bytes | bytearray, known: Container[str] = frozenset(),
+              seen: set[str] | None = None) -> ReportPage:
+    """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`.
+    ``seen``: the ids of the poll's earlier pages, to which this page's are added; a resource
+    whose id is in it is counted as ``repeated`` (a server that ignores ``_page`` repeats itself)."""
     try:
         page = _PAGE.decode(body)
     except msgspec.ValidationError:
@@ -122,25 +126,35 @@ def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> R
         raise InvalidAnswer("a list, not an object with resources")
     if page.resources is None:
         raise InvalidAnswer("an object without resources")
-    reports, skipped, seen = [], 0, 0
+    seen = set() if seen is None else seen
+    reports, skipped, old, repeated = [], 0, 0, 0
     for raw in page.resources:
-        if known and _known(raw, known):
-            seen += 1
+        known_id = _known(raw, known) if known else None
+        if known_id is not None:
+            if known_id in seen:
+                repeated += 1
+            else:
+                seen.add(known_id)
+                old += 1
             continue
         report = read_report(raw)
         if report is None:
             skipped += 1
+        elif report.id in seen:
+            repeated += 1
         else:
+            seen.add(report.id)
             reports.append(report)
-    return ReportPage(reports, _truncated(page.metadata), skipped, seen)
+    return ReportPage(reports, _truncated(page.metadata), skipped, old, repeated)
 
 
-def _known(raw: msgspec.Raw, known: Container[str]) -> bool:
+def _known(raw: msgspec.Raw, known: Container[str]) -> str | None:
+    """The resource's id if it is in ``known``."""
     try:
         report_id = _report_id(_HEAD.decode(raw).id)
     except (msgspec.DecodeError, RecursionError):
-        return False  # read whole, and skipped or not as any other resource
-    return report_id is not None and report_id in known
+        return None  # read whole, and skipped or not as any other resource
+    return report_id if report_id is not None and report_id in known else None
 
 
 def _is_error(entry: msgspec.Raw) -> bool:

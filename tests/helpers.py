@@ -212,7 +212,9 @@ class ReportStandIn:
     start times is honoured, ``page_size`` reports a page, oldest start first, ``truncated`` while
     more follow. Knobs: ``status`` answers every call so (with a userMessage), ``error_list``
     answers 200 with an error list, ``fail_page`` answers that page 400, ``repeat`` puts the last
-    report of each page again at the top of the next (duplicates across pages)."""
+    report of each page again at the top of the next (duplicates across pages), ``ignore_page``
+    answers every ``_page`` with the first page, ``truncated`` true (a server or proxy that drops
+    the parameter)."""
 
     PATH = "/export/api/v1/test-executions"
 
@@ -226,6 +228,7 @@ class ReportStandIn:
         self.error_list = False
         self.fail_page: int | None = None
         self.repeat = False
+        self.ignore_page = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         stand_in = self
 
@@ -248,7 +251,7 @@ class ReportStandIn:
                     return self.send(401, [{"userMessage": "Invalid or missing security token"}])
                 if stand_in.error_list:
                     return self.send(200, [{"userMessage": "Internal error", "developerMessage": "boom"}])
-                page = int(query.get("_page", "1"))
+                page = 1 if stand_in.ignore_page else int(query.get("_page", "1"))
                 if page == stand_in.fail_page:
                     return self.send(400, [{"userMessage": "bad page"}])
                 self.send(200, stand_in.page(query, page))
@@ -281,7 +284,8 @@ class ReportStandIn:
         resources = found[first:first + self.page_size]
         if self.repeat and page > 1:
             resources = [found[first - 1], *resources]
-        return {"resources": resources, "metadata": {"truncated": first + self.page_size < len(found)}}
+        truncated = self.ignore_page or first + self.page_size < len(found)
+        return {"resources": resources, "metadata": {"truncated": truncated}}
 
     def close(self) -> None:
         self.server.shutdown()

@@ -613,3 +613,25 @@ def test_times_in_seconds_are_read_as_seconds_not_as_1970(start, end):
 def test_an_integral_float_id_is_the_same_id_as_the_integer():
     assert read_page(_page_of(id=7.0)).reports[0].id == read_page(_page_of(id=7)).reports[0].id == "7"
     assert read_page(_page_of(id=7.5)).reports[0].id == "7.5"
+
+
+@pytest.mark.parametrize("counted_before", [False, True])
+def test_a_server_that_ignores_the_page_parameter_is_asked_twice_not_max_pages_times(stand_in, caplog,
+                                                                                      counted_before):
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(8):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    if counted_before:  # the next poll's first page is all known ids
+        clocked.poll()
+    stand_in.ignore_page = True  # every _page answered with the first page, "truncated": true
+    stand_in.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert len(stand_in.requests) == 2  # was the page limit, 500 requests a poll
+    assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    assert [r for r in caplog.records if "page limit" in r.getMessage()]
+    stand_in.ignore_page = False
+    clocked.poll()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 8  # each once
