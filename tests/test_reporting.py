@@ -635,3 +635,24 @@ def test_a_server_that_ignores_the_page_parameter_is_asked_twice_not_max_pages_t
     stand_in.ignore_page = False
     clocked.poll()
     assert sum(counted_by(clocked.settled(), "status").values()) == 8  # each once
+
+
+def test_platform_values_are_capped_so_that_invented_values_cannot_grow_the_counters_for_ever():
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import MAX_PLATFORM_VALUES, OTHER, Outcomes
+    from exporter.report_answer import Report
+
+    outcomes = Outcomes("acme", LabelPlan(), T0)
+    odd = ["unknown", "x" * 10_000, "Andr\u00f6id \u2603", 'a"b\\c\nd']  # unknown: no cap slot
+    for poll in range(5):  # counters never forget a series: each invented os, browser, type would stay
+        reports = [Report(f"r{poll}-{i}", None, "T", "ci-bot", "passed", NONE, NONE, T0 + 1, T0 + 2,
+                          (f"type-{i}", (odd[i] if i < len(odd) else f"os-{poll}-{i}"), f"browser-{i}"))
+                   for i in range(400)]
+        outcomes.count(reports, T0 + 60 * poll, sweep=False)
+    keys = outcomes.finished.read()
+    for position, name in enumerate(("device_type", "os", "browser")):
+        values = {key[3 + position] for key in keys}
+        assert len(values - {"unknown"}) == MAX_PLATFORM_VALUES + 1 and OTHER in values, name
+    assert odd[1] in {key[4] for key in keys}  # the first values seen keep their own, as job names do
+    outcomes.count([], T0 + 300, sweep=False)  # the last poll's new series are added at the next
+    assert sum(outcomes.finished.read().values()) == 5 * 400
