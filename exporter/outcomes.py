@@ -15,6 +15,9 @@ The counting rule. A report is counted once, by its ``id``, into
   forgotten, which bounds memory (a few hundred bytes per report of the last ``LOOKBACK``); a
   report whose start time is older than that is not counted, whenever it arrives, so a
   forgotten id is never counted again;
+- a report whose start time is after the poll's ``now`` (the end of the window it asked for: the
+  API filters on the exporter's clock) is not counted by that poll, but by the first whose
+  window reaches it; one from the far future never is, nor is it remembered;
 - a poll whose pages do not all succeed counts nothing: its ids are not remembered, so the
   next poll counts them (see :class:`~exporter.poller.ReportingPoller`).
 
@@ -132,7 +135,9 @@ class Outcomes:
             add()
         horizon = max(self.started, now - self.lookback)
         self._counted = {i: start for i, start in self._counted.items() if start >= horizon}
-        new = [r for r in reports if r.start >= horizon and r.id not in self._counted]
+        # a start after ``now`` (the window's end) answers no question asked: counted, one from the far
+        # future (a time in microseconds) would be remembered for good; within reach, a later poll counts it
+        new = [r for r in reports if horizon <= r.start <= now and r.id not in self._counted]
         fresh = {}
         for report in new:
             if report.id in fresh:  # the same id twice in one poll (on two pages): once

@@ -29,6 +29,7 @@ from .helpers import ReportStandIn, assert_golden
 REPORTING = FIXTURES / "reporting"
 DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
 T_DOCUMENT = 1_764_599_000.0  # just before the recorded reports start
+T_DOCUMENT_REPORTED = T_DOCUMENT + 3600  # after they all started
 T0 = 1_800_000_000.0
 FINISHED = "perfecto_tests_finished_total"
 SECRETS = ("secret-message", "secret-video", "secret-artifact", "secret-link", "356938035643809", "+15550001111",
@@ -329,10 +330,15 @@ def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
 # -- the golden exposition of a recorded answer ------------------------------------------------
 
 def reporting_exposition(lab, mode: str = "on", **settings) -> str:
-    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: T_DOCUMENT, monotonic=lambda: 0.0,
+    now = [T_DOCUMENT]
+    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: now[0], monotonic=lambda: 0.0,
                               reporting=mode, search_retries=0, **settings)
-    for poller in [*exporter.pollers, *exporter.reporting_pollers, *exporter.reporting_pollers]:
+    for poller in exporter.pollers:
+        poller.poll_once()
+    now[0] = T_DOCUMENT_REPORTED  # the reports are counted once their tests started
+    for poller in [*exporter.reporting_pollers, *exporter.reporting_pollers]:
         poller.poll_once()  # reporting twice: a new series' first report is added at the next poll
+    now[0] = T_DOCUMENT
     return generate_latest(exporter.registry).decode()
 
 
@@ -642,10 +648,10 @@ def test_platform_values_are_capped_so_that_invented_values_cannot_grow_the_coun
     from exporter.outcomes import MAX_PLATFORM_VALUES, OTHER, Outcomes
     from exporter.report_answer import Report
 
-    outcomes = Outcomes("acme", LabelPlan(), T0)
+    outcomes = Outcomes("acme", LabelPlan(), T0 - 60)
     odd = ["unknown", "x" * 10_000, "Andr\u00f6id \u2603", 'a"b\\c\nd']  # unknown: no cap slot
     for poll in range(5):  # counters never forget a series: each invented os, browser, type would stay
-        reports = [Report(f"r{poll}-{i}", None, "T", "ci-bot", "passed", NONE, NONE, T0 + 1, T0 + 2,
+        reports = [Report(f"r{poll}-{i}", None, "T", "ci-bot", "passed", NONE, NONE, T0 - 1, T0 + 2,
                           (f"type-{i}", (odd[i] if i < len(odd) else f"os-{poll}-{i}"), f"browser-{i}"))
                    for i in range(400)]
         outcomes.count(reports, T0 + 60 * poll, sweep=False)
@@ -656,3 +662,27 @@ def test_platform_values_are_capped_so_that_invented_values_cannot_grow_the_coun
     assert odd[1] in {key[4] for key in keys}  # the first values seen keep their own, as job names do
     outcomes.count([], T0 + 300, sweep=False)  # the last poll's new series are added at the next
     assert sum(outcomes.finished.read().values()) == 5 * 400
+
+
+def test_a_report_that_starts_after_the_window_asked_for_waits_and_one_from_the_far_future_never_counts():
+    # The API filters by start <= the window's end, which is the exporter's own clock: what starts
+    # later is no answer to the question. Counted, a start in microseconds (year 57,000) was never
+    # forgotten (ids are forgotten once their start is older than the lookback): memory for good.
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import Outcomes
+    from exporter.report_answer import Report
+
+    def report(report_id: str, start: float) -> Report:
+        return Report(report_id, None, "T", "ci-bot", "passed", NONE, NONE, start, start + 5,
+                      ("MOBILE", "iOS", "none"))
+
+    outcomes = Outcomes("acme", LabelPlan(), T0)
+    now = T0 + 60
+    answer = [report("now", now - 10), report("skewed", now + 30), report("micro", (now - 10) * 1000)]
+    assert outcomes.count(answer, now, sweep=False) == 1
+    assert outcomes.remembered == 1
+    assert outcomes.count(answer, now + 60, sweep=False) == 1  # the skewed one, once its start is in the window
+    for minutes in range(2, 8 * 60, 10):
+        outcomes.count(answer, now + 60 * minutes, sweep=False)
+    assert outcomes.remembered == 0  # all forgotten after the lookback
+    assert sum(outcomes.finished.read().values()) == 2
