@@ -11,9 +11,10 @@ one object per device, values often strings. Read it as tolerantly as the Execut
 - an entry that is not an object, or repeats a ``deviceId`` listed before in the same answer,
   is skipped and counted; an entry without a usable ``deviceId`` is counted in the totals but
   has no series of its own (it cannot be followed from poll to poll);
-- ``status`` is mapped case- and whitespace-insensitively onto :data:`STATUSES`
-  (:data:`STATUS_MAP`); booleans (``available``, ``inUse``, ``reserved``) may be real booleans
-  or strings in any case; null or missing is not true (``inUse`` is null for a device in error);
+- ``status`` is mapped onto :data:`STATUSES` by its letters alone (:data:`STATUS_MAP`: case,
+  spaces, ``_``, ``-`` and other separators aside); booleans (``available``, ``inUse``,
+  ``reserved``) may be real booleans or strings in any case; null or missing is not true
+  (``inUse`` is null for a device in error);
 - ``model``, ``os`` and ``location`` missing or empty are :data:`UNKNOWN`; unknown extra fields
   are ignored.
 
@@ -36,6 +37,8 @@ from .search_answer import ERROR_FIELDS, UNKNOWN, InvalidAnswer, text
 CONNECTED, DISCONNECTED, UNAVAILABLE = "connected", "disconnected", "unavailable"
 STATUSES = (CONNECTED, DISCONNECTED, UNAVAILABLE, UNKNOWN)
 # Both vocabularies of the API document, lower case, words single-spaced; anything else is unknown.
+# A word is compared with its letters alone (:func:`_letters`): "Not Connected", "NOT_CONNECTED",
+# "not-connected" and "NotConnected" are one word.
 STATUS_MAP = {
     "connected": CONNECTED, "ready": CONNECTED,
     "disconnected": DISCONNECTED, "not connected": DISCONNECTED, "never connected": DISCONNECTED,
@@ -227,7 +230,14 @@ def device_status(value: object) -> str:
 
 @functools.lru_cache(maxsize=256)  # a few words, met a thousand times a poll
 def _status_of_word(word: str) -> str:
-    return STATUS_MAP.get(" ".join(word.replace("_", " ").split()).lower(), UNKNOWN)
+    return _STATUS_BY_LETTERS.get(_letters(word), UNKNOWN)
+
+
+def _letters(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalpha())
+
+
+_STATUS_BY_LETTERS = {_letters(word): status for word, status in STATUS_MAP.items()}
 
 
 def flag(value: object) -> bool:

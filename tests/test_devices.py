@@ -443,3 +443,16 @@ def test_a_bad_setting_is_named(settings, named):
     with pytest.raises(ConfigError) as raised:
         load_settings({"cloud_name": "acme", "security_token": "t", **settings}).resolve_clouds()
     assert str(raised.value).startswith(named + ":")
+
+
+# -- audit of issue 26 ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("word, status", [
+    ("NotConnected", "disconnected"), ("not-connected", "disconnected"), ("NEVER-CONNECTED", "disconnected"),
+    ("neverConnected", "disconnected"), ("ReadyToConnect", "unavailable"), ("ready-to-connect", "unavailable"),
+    ("Dis-connected", "disconnected"), ("Connected.", "connected"),
+    ("Disconnecting", "unknown"), ("Not Connected Yet", "unknown"),  # other words stay unknown
+])
+def test_status_words_written_without_spaces_or_with_hyphens_map_as_their_spaced_forms(word, status):
+    # an enum-like spelling of a disconnected device was unknown: out of service, and no alert said so
+    assert device_status(word) == status
