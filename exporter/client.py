@@ -85,6 +85,10 @@ class ApiError(Exception):
     """A failed API call. The message never holds the token or the response body, only the
     server's ``userMessage`` texts, shortened and with the token masked."""
 
+    # Smart Reporting: the page that failed was not the first, so the API answered this poll (a
+    # 401, 403 or 404 then says nothing of whether the API exists)
+    after_first_page = False
+
     def __init__(self, reason: str, detail: str, status: int | None = None, messages: tuple[str, ...] = ()):
         self.reason, self.detail, self.status, self.messages = reason, detail, status, messages
         text = f"{reason}: {detail}"
@@ -488,9 +492,13 @@ class ReportingClient(_PerfectoSession):
         skipped = 0
         seen: set[str] = set()  # the ids of this poll's pages so far
         for page_number in range(1, self.max_pages + 1):
-            page: ReportPage = self._exchange(
-                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known, seen),
-                method="GET", params={**window, "_page": str(page_number)})
+            try:
+                page: ReportPage = self._exchange(
+                    REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known, seen),
+                    method="GET", params={**window, "_page": str(page_number)})
+            except ApiError as err:
+                err.after_first_page = page_number > 1
+                raise
             reports += page.reports
             skipped += page.skipped
             if not page.truncated:

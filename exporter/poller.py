@@ -341,7 +341,8 @@ class ReportingPoller(_Loop[ReportingStatus]):
         try:
             reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids)
         except ApiError as err:
-            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+            absent = (self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+                      and not err.after_first_page)  # a later page refused: the API is there
             if absent and not status.absent:
                 log.warning("reporting API absent or refused; asked again hourly, no alert",
                             extra={**extra, "status": err.status, "error": str(err)})

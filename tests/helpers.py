@@ -211,7 +211,7 @@ class ReportStandIn:
     express): each report becomes visible at its own time on the test's ``clock``; the window of
     start times is honoured, ``page_size`` reports a page, oldest start first, ``truncated`` while
     more follow. Knobs: ``status`` answers every call so (with a userMessage), ``error_list``
-    answers 200 with an error list, ``fail_page`` answers that page 400, ``repeat`` puts the last
+    answers 200 with an error list, ``fail_page`` answers that page ``fail_status`` (400), ``repeat`` puts the last
     report of each page again at the top of the next (duplicates across pages), ``ignore_page``
     answers every ``_page`` with the first page, ``truncated`` true (a server or proxy that drops
     the parameter)."""
@@ -227,6 +227,7 @@ class ReportStandIn:
         self.status: int | None = None
         self.error_list = False
         self.fail_page: int | None = None
+        self.fail_status = 400  # what fail_page answers
         self.repeat = False
         self.ignore_page = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
@@ -253,7 +254,7 @@ class ReportStandIn:
                     return self.send(200, [{"userMessage": "Internal error", "developerMessage": "boom"}])
                 page = 1 if stand_in.ignore_page else int(query.get("_page", "1"))
                 if page == stand_in.fail_page:
-                    return self.send(400, [{"userMessage": "bad page"}])
+                    return self.send(stand_in.fail_status, [{"userMessage": "bad page"}])
                 self.send(200, stand_in.page(query, page))
 
             def send(self, status: int, answer: object) -> None:

@@ -686,3 +686,20 @@ def test_a_report_that_starts_after_the_window_asked_for_waits_and_one_from_the_
         outcomes.count(answer, now + 60 * minutes, sweep=False)
     assert outcomes.remembered == 0  # all forgotten after the lookback
     assert sum(outcomes.finished.read().values()) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_refusal_of_a_later_page_in_auto_mode_is_an_outage_not_an_absent_api(stand_in, status, caplog):
+    # page 1 answered: the API is there. Taken as absent, auto mode stopped asking but hourly and
+    # raised nothing, for a server that (say) answers 404 past its last page while saying "truncated"
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(8):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now, mode="auto")
+    now[0] = T0 + 60
+    stand_in.fail_page, stand_in.fail_status = 2, status
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert (values[UP], values[ABSENT]) == (0, 0)
+    assert clocked.poller._wait() == clocked.poller.interval
+    assert not [r for r in caplog.records if r.getMessage().startswith("reporting API absent")]
