@@ -228,6 +228,7 @@ class ReportStandIn:
         self.error_list = False
         self.fail_page: int | None = None
         self.fail_status = 400  # what fail_page answers
+        self.message: str | None = None  # the userMessage of a status answer
         self.repeat = False
         self.ignore_page = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
@@ -247,7 +248,8 @@ class ReportStandIn:
                 if url.path != stand_in.PATH:
                     return self.send(404, [{"userMessage": "not found"}])
                 if stand_in.status is not None:
-                    return self.send(stand_in.status, [{"userMessage": f"refused with {stand_in.status}"}])
+                    message = stand_in.message or f"refused with {stand_in.status}"
+                    return self.send(stand_in.status, [{"userMessage": message}])
                 if self.headers.get("PERFECTO_AUTHORIZATION") != stand_in.token:
                     return self.send(401, [{"userMessage": "Invalid or missing security token"}])
                 if stand_in.error_list:

@@ -703,3 +703,38 @@ def test_a_refusal_of_a_later_page_in_auto_mode_is_an_outage_not_an_absent_api(s
     assert (values[UP], values[ABSENT]) == (0, 0)
     assert clocked.poller._wait() == clocked.poller.interval
     assert not [r for r in caplog.records if r.getMessage().startswith("reporting API absent")]
+
+
+def test_odd_free_text_labels_stay_one_line_capped_and_valid_for_promtool(stand_in):
+    now = stand_in.now
+    odd = ['say "hi"\\n', "line one\nline two\r\n\tend", "x" * 10_000, "Géraldine ☃ 測試", "", "   \t "]
+    for i, value in enumerate(odd):
+        stand_in.add(T0 + 1, id=f"odd-{i}", status="FAILED", startTime=int((T0 + 1) * 1000),
+                     endTime=int((T0 + 2) * 1000), failureReasonName=value, job={"name": value}, owner=value,
+                     name=value, platforms=[{"deviceType": value, "os": value, "browserInfo": {"browserType": value}}])
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    clocked.poll()
+    text = generate_latest(clocked.exporter.registry).decode()
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    values = clocked.settled()
+    for label in ("failure_reason", "ci_job"):
+        found = set(counted_by(values, label))
+        assert found == {'say "hi"\\n', "line one line two end", "x" * 120, "Géraldine ☃ 測試", NONE}, label
+    assert sum(counted_by(values, "status").values()) == len(odd)
+
+
+@pytest.mark.parametrize("mode, status", [("auto", 401), ("auto", 403), ("on", 401), ("on", 500)])
+def test_a_gateway_that_echoes_the_reporting_header_never_shows_the_token(stand_in, caplog, mode, status):
+    stand_in.status = status
+    stand_in.message = (f"Refused PERFECTO_AUTHORIZATION: {ADMIN_TOKEN}; header was "
+                        f"PERFECTO_AUTHORIZATION={ADMIN_TOKEN[:20]}… and {ADMIN_TOKEN[-18:]}")
+    clocked = Clocked(stand_in.url, stand_in.now, mode=mode)
+    with caplog.at_level(logging.DEBUG):
+        clocked.poll()
+    text = generate_latest(clocked.exporter.registry).decode()
+    logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "Refused PERFECTO_AUTHORIZATION" in logs  # the message is there, masked
+    for piece in (ADMIN_TOKEN, ADMIN_TOKEN[:16], ADMIN_TOKEN[-16:]):
+        assert piece not in logs and piece not in text
