@@ -456,3 +456,32 @@ def test_a_bad_setting_is_named(settings, named):
 def test_status_words_written_without_spaces_or_with_hyphens_map_as_their_spaced_forms(word, status):
     # an enum-like spelling of a disconnected device was unknown: out of service, and no alert said so
     assert device_status(word) == status
+
+
+PHONE, IMSI, IMEI, MAC, USER = "+15550109876", "310150123456789", "356938035643809", "a4:5e:60:e2:11:9f", "jane@x.example"
+PERSONAL = {"phoneNumber": PHONE, "imsi": IMSI, "nativeImei": IMEI, "wifiMacAddress": MAC, "reservedTo": USER,
+            "allocatedTo": USER}
+
+
+@pytest.mark.parametrize("payload", [
+    json.dumps({"handsets": {"handset": [{"deviceId": "D1", "status": "Error", **PERSONAL},
+                                         {"deviceId": "D1", "status": "Connected", **PERSONAL}]}}),  # a duplicate
+    json.dumps({"handsets": {"handset": [{"deviceId": "D1", **PERSONAL}]}})[:-30],  # cut off in the middle
+    json.dumps({"handsets": {"handset": [{"deviceId": {"nativeImei": IMEI}, "model": [PHONE], "os": {"imsi": IMSI},
+                                          "location": {"reservedTo": USER}, "status": MAC, **PERSONAL}]}}),
+    json.dumps({"handsets": PERSONAL}),  # no handset: an object of personal fields
+    json.dumps({"handsets": [PERSONAL]}),  # handsets a list: not the shape
+    json.dumps([{"developerMessage": f"device {IMEI} of {USER}", "userMessage": "Device error"}]),  # 200 error list
+    json.dumps({"handsets": {"handset": json.dumps(PERSONAL)}}),  # a device as a string of JSON
+])
+def test_no_personal_field_reaches_a_metric_or_log_line_when_the_answer_is_malformed_around_it(
+        start_lab, caplog, payload):
+    lab = start_lab(device_payload=payload.encode())
+    with caplog.at_level(logging.DEBUG):
+        clocked = Clocked(lab.url, "on", log_level="debug")
+        clocked.poll()
+        clocked.poll()
+    everything = generate_latest(clocked.exporter.registry).decode()
+    everything += "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    for value in (PHONE, IMSI, IMEI, MAC, USER, "15550109876", "a45e60e2119f"):
+        assert value not in everything, value
