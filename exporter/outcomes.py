@@ -123,7 +123,8 @@ class Outcomes:
 
     def window(self, now: float) -> tuple[float, float, bool]:
         """``(since, until, sweep)``: the start times the poll at ``now`` asks for."""
-        sweep = self._last_sweep is None or now - self._last_sweep >= self.sweep_every
+        last = self._last_sweep
+        sweep = last is None or now - last >= self.sweep_every or now < last  # a clock set back sweeps now
         since = now - (self.lookback if sweep else self.recent)
         return max(since, self.started), now, sweep
 

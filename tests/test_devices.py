@@ -458,7 +458,8 @@ def test_status_words_written_without_spaces_or_with_hyphens_map_as_their_spaced
     assert device_status(word) == status
 
 
-PHONE, IMSI, IMEI, MAC, USER = "+15550109876", "310150123456789", "356938035643809", "a4:5e:60:e2:11:9f", "jane@x.example"
+PHONE, IMSI, IMEI = "+15550109876", "310150123456789", "356938035643809"
+MAC, USER = "a4:5e:60:e2:11:9f", "jane@x.example"
 PERSONAL = {"phoneNumber": PHONE, "imsi": IMSI, "nativeImei": IMEI, "wifiMacAddress": MAC, "reservedTo": USER,
             "allocatedTo": USER}
 

@@ -738,3 +738,17 @@ def test_a_gateway_that_echoes_the_reporting_header_never_shows_the_token(stand_
     assert "Refused PERFECTO_AUTHORIZATION" in logs  # the message is there, masked
     for piece in (ADMIN_TOKEN, ADMIN_TOKEN[:16], ADMIN_TOKEN[-16:]):
         assert piece not in logs and piece not in text
+
+
+def test_a_clock_set_back_does_not_stop_the_sweeps_until_it_catches_up():
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import Outcomes
+
+    outcomes = Outcomes("acme", LabelPlan(), T0 - 86_400)
+    assert outcomes.window(T0)[2]  # the first poll sweeps
+    outcomes.count([], T0, sweep=True)
+    assert not outcomes.window(T0 + 60)[2]
+    back = T0 - 3600  # NTP sets the clock an hour back: the last sweep is in the future now
+    assert outcomes.window(back)[2]  # was: no sweep for an hour and a half, long tests' reports left out
+    outcomes.count([], back, sweep=True)
+    assert not outcomes.window(back + 60)[2] and outcomes.window(back + SWEEP_EVERY)[2]
