@@ -752,3 +752,39 @@ def test_a_clock_set_back_does_not_stop_the_sweeps_until_it_catches_up():
     assert outcomes.window(back)[2]  # was: no sweep for an hour and a half, long tests' reports left out
     outcomes.count([], back, sweep=True)
     assert not outcomes.window(back + 60)[2] and outcomes.window(back + SWEEP_EVERY)[2]
+
+
+REPORTING_FAULTS = [("unauthorized", "auth"), ("forbidden", "auth"), ("bad_request", "bad_request"),
+                    ("server_error", "server_error"), ("bad_gateway", "server_error"),
+                    ("garbage", "invalid_response"), ("truncated", "invalid_response"),
+                    ("wrong_shape", "invalid_response"), ("empty", "invalid_response"), ("reset", "connection"),
+                    ("hang", "timeout"), ("drip", "deadline"), ("oversized", "invalid_response")]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+@pytest.mark.parametrize("fault, reason", REPORTING_FAULTS, ids=[f for f, _ in REPORTING_FAULTS])
+def test_a_fault_after_a_success_is_an_outage_that_counts_nothing_twice(start_lab, caplog, mode, fault, reason):
+    lab = start_lab(payload=DOCUMENT, reporting_payload=(REPORTING / "odd.json").read_bytes(), fault_injection=True,
+                    hang_seconds=3, drip_seconds=0.1, oversized_bytes=40 * 2**20)
+    now = [T_DOCUMENT]
+    exporter = build_exporter(lab.url, clock=lambda: now[0], monotonic=lambda: 0.0, reporting=mode,
+                              search_retries=0, request_timeout=0.5)
+    (poller,) = exporter.reporting_pollers
+    now[0] = T_DOCUMENT_REPORTED
+    poller.poll_once()
+    poller.poll_once()
+    counted = counted_by(samples(generate_latest(exporter.registry).decode()), "status")
+    assert sum(counted.values()) > 0
+    lab.lab.inject(fault, endpoint="reporting")
+    with caplog.at_level(logging.DEBUG):
+        status = poller.poll_once()
+    lab.lab.clear_faults()
+    values = samples(generate_latest(exporter.registry).decode())
+    assert (status.up, status.absent, status.last_error) == (False, False, reason)
+    assert (values[UP], values[ABSENT]) == (0, 0)
+    assert counted_by(values, "status") == counted
+    assert poller._wait() == poller.interval
+    poller.poll_once()
+    assert counted_by(samples(generate_latest(exporter.registry).decode()), "status") == counted  # nothing twice
+    logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert ADMIN_TOKEN not in logs and not [s for s in SECRETS if s in logs]
