@@ -9,8 +9,9 @@ one object per device, values often strings. Read it as tolerantly as the Execut
 - a list of error objects (``[{"userMessage": ...}]``), or one such object, is invalid even with
   status 200: it is no answer about devices;
 - an entry that is not an object, or repeats a ``deviceId`` listed before in the same answer,
-  is skipped and counted; an entry without a usable ``deviceId`` is counted in the totals but
-  has no series of its own (it cannot be followed from poll to poll);
+  is skipped and counted; an entry without a usable ``deviceId`` (or with one shaped as an
+  IMEI, IMSI, phone number or MAC address: :data:`PERSONAL_ID_SHAPE`) is counted in the totals
+  but has no series of its own;
 - ``status`` is mapped onto :data:`STATUSES` by its letters alone (:data:`STATUS_MAP`: case,
   spaces, ``_``, ``-`` and other separators aside); booleans (``available``, ``inUse``,
   ``reserved``) may be real booleans or strings in any case; null or missing is not true
@@ -27,6 +28,7 @@ addresses in ``reservedTo`` and ``allocatedTo``) are never even decoded.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -51,6 +53,10 @@ STATUS_MAP = {
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 MAX_ID_LENGTH = 128  # ids are serial numbers and UDIDs; anything longer is no id to label a series with
 MAX_LABEL_LENGTH = 128
+# A device id shaped as personal data is no label: some labs name devices by their IMEI, and an
+# IMEI (15 digits, 16 with its software version), IMSI (15 digits), phone number or MAC address
+# never becomes one. Serial numbers and UDIDs have letters or other lengths.
+PERSONAL_ID_SHAPE = re.compile(r"\d{15,16}|\+[\d ()-]{7,20}|(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}")
 DEVICE_FIELDS = frozenset({"deviceId", "model", "os", "location", "status", "available", "inUse", "reserved"})
 
 
@@ -270,6 +276,6 @@ def _any_label(value: object) -> str:
 
 def _device_id(value: object) -> str | None:
     found = text(value)
-    if found is None or len(found) > MAX_ID_LENGTH or not found.isprintable():
+    if found is None or len(found) > MAX_ID_LENGTH or not found.isprintable() or PERSONAL_ID_SHAPE.fullmatch(found):
         return None
     return found

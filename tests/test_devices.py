@@ -486,3 +486,19 @@ def test_no_personal_field_reaches_a_metric_or_log_line_when_the_answer_is_malfo
     everything += "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     for value in (PHONE, IMSI, IMEI, MAC, USER, "15550109876", "a45e60e2119f"):
         assert value not in everything, value
+
+
+@pytest.mark.parametrize("device_id, kept", [
+    ("356938035643809", False), ("3569380356438091", False), (356938035643809, False),  # an IMEI, IMEISV, as a number
+    ("310150123456789", False),  # an IMSI
+    ("+15550109876", False), ("+44 20 7946 0958", False),  # phone numbers
+    ("a4:5e:60:e2:11:9f", False), ("A4-5E-60-E2-11-9F", False),  # MAC addresses
+    ("R5CT1234", True), ("00008110-001A2B3C0E12801E", True), ("0123456789ABCDEF", True),  # serials and UDIDs
+    ("a45e60e2119f", True), ("12345678", True), ("KNOWN-A1", True),
+])
+def test_a_device_id_shaped_as_personal_data_is_counted_but_never_a_label(device_id, kept):
+    # some labs name devices by their IMEI; the issue says an IMEI, IMSI, phone number or MAC
+    # address is never a label, so such a device has no series of its own
+    answer = {"handsets": {"handset": [{"deviceId": device_id, "model": "M", "status": "Connected"}]}}
+    (device,) = read_devices(json.dumps(answer).encode()).devices
+    assert (device.id is not None) is kept
