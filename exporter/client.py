@@ -482,15 +482,18 @@ class ReportingClient(_PerfectoSession):
         self.max_pages = max_pages
         self._mount(REPORTING_PATH, retries)
 
-    def reports(self, since: float, until: float,
-                known: Container[str] = frozenset()) -> tuple[list[Report], int, bool]:
+    def reports(self, since: float, until: float, known: Container[str] = frozenset(),
+                budget: float | None = None) -> tuple[list[Report], int, bool]:
         """The reports of tests that started between ``since`` and ``until`` (epoch seconds), every
         page of them, but those whose id is in ``known``: ``(reports, resources skipped, whether
-        max_pages cut the paging short)``. Any page that fails fails the whole call."""
+        max_pages or ``budget`` cut the paging short)``. Any page that fails fails the whole call.
+        ``budget``: seconds after which no further page is asked for (each page has its deadline;
+        a slow server saying "truncated" would otherwise hold a poll for max_pages deadlines)."""
         window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
         reports: list[Report] = []
         skipped = 0
         seen: set[str] = set()  # the ids of this poll's pages so far
+        started = self._clock()
         for page_number in range(1, self.max_pages + 1):
             try:
                 page: ReportPage = self._exchange(
@@ -506,6 +509,8 @@ class ReportingClient(_PerfectoSession):
             # "more to come" with nothing in it, or only what earlier pages had (a server that
             # ignores _page): asking on would cost max_pages requests a poll and find nothing
             if not (page.reports or page.skipped or page.known):
+                return reports, skipped, True
+            if budget is not None and self._clock() - started >= budget:
                 return reports, skipped, True
         return reports, skipped, True
 

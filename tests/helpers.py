@@ -229,6 +229,8 @@ class ReportStandIn:
         self.fail_page: int | None = None
         self.fail_status = 400  # what fail_page answers
         self.message: str | None = None  # the userMessage of a status answer
+        self.page_seconds = 0.0  # each page moves the test's clock on by this (a slow server)
+        self.advance = None  # the test's clock, as a list to move on: [now]
         self.repeat = False
         self.ignore_page = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
@@ -255,6 +257,8 @@ class ReportStandIn:
                 if stand_in.error_list:
                     return self.send(200, [{"userMessage": "Internal error", "developerMessage": "boom"}])
                 page = 1 if stand_in.ignore_page else int(query.get("_page", "1"))
+                if stand_in.page_seconds and stand_in.advance is not None:
+                    stand_in.advance[0] += stand_in.page_seconds
                 if page == stand_in.fail_page:
                     return self.send(stand_in.fail_status, [{"userMessage": "bad page"}])
                 self.send(200, stand_in.page(query, page))

@@ -788,3 +788,23 @@ def test_a_fault_after_a_success_is_an_outage_that_counts_nothing_twice(start_la
     assert counted_by(samples(generate_latest(exporter.registry).decode()), "status") == counted  # nothing twice
     logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert ADMIN_TOKEN not in logs and not [s for s in SECRETS if s in logs]
+
+
+def test_paging_stops_once_a_poll_has_taken_its_interval(stand_in, caplog):
+    # each page within its deadline, and truncated: a poll went on for max_pages deadlines (83
+    # minutes at 10 s), its up and counts those of the poll before for all that time
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(30):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    stand_in.page_seconds, stand_in.advance = 25.0, now  # 3 reports a page, 25 s a page; the interval is 60 s
+    stand_in.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert len(stand_in.requests) == 3  # 75 s: past the interval after the third
+    assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    assert values[UP] == 1  # what it read counts
+    stand_in.page_seconds = 0.0
+    clocked.poll()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 30
