@@ -39,7 +39,7 @@ from .collectors import (
 from .collectors.families import Collector
 from .exposition import Exposition
 from .labels import LabelPlan
-from .outcomes import OutcomeLabels, Outcomes
+from .outcomes import MAX_PLATFORM_VALUES, OutcomeLabels, Outcomes
 from .poller import DevicePoller, LicensePoller, Poller, ReportingPoller
 from .server import HttpServer, Lane, raise_descriptor_limit
 from .settings import Cloud, Settings, split_listen_address
@@ -139,8 +139,8 @@ class Exporter:
         ]
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         reporting_owners = lambda: {p.cloud: p.status.owners for p in self.reporting_pollers}  # noqa: E731
-        caps = {"max_ci_jobs": settings.max_ci_jobs, "max_failure_reasons": settings.max_failure_reasons} \
-            if settings.reporting != "off" else {}
+        caps = {"max_ci_jobs": settings.max_ci_jobs, "max_failure_reasons": settings.max_failure_reasons,
+                "max_report_platform_values": MAX_PLATFORM_VALUES} if settings.reporting != "off" else {}
         collectors += [ExecutionsCollector(statuses, plan, settings.effective_stale_after, clock=clock),
                        UsageCollector(statuses, plan, Teams.from_settings(settings), reporting_owners),
                        HealthCollector(statuses, self.api_stats, plan, build_labels(), caps)]

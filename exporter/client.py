@@ -85,6 +85,10 @@ class ApiError(Exception):
     """A failed API call. The message never holds the token or the response body, only the
     server's ``userMessage`` texts, shortened and with the token masked."""
 
+    # Smart Reporting: the page that failed was not the first, so the API answered this poll (a
+    # 401, 403 or 404 then says nothing of whether the API exists)
+    after_first_page = False
+
     def __init__(self, reason: str, detail: str, status: int | None = None, messages: tuple[str, ...] = ()):
         self.reason, self.detail, self.status, self.messages = reason, detail, status, messages
         text = f"{reason}: {detail}"
@@ -478,30 +482,42 @@ class ReportingClient(_PerfectoSession):
         self.max_pages = max_pages
         self._mount(REPORTING_PATH, retries)
 
-    def reports(self, since: float, until: float,
-                known: Container[str] = frozenset()) -> tuple[list[Report], int, bool]:
+    def reports(self, since: float, until: float, known: Container[str] = frozenset(),
+                budget: float | None = None) -> tuple[list[Report], int, bool]:
         """The reports of tests that started between ``since`` and ``until`` (epoch seconds), every
         page of them, but those whose id is in ``known``: ``(reports, resources skipped, whether
-        max_pages cut the paging short)``. Any page that fails fails the whole call."""
+        max_pages or ``budget`` cut the paging short)``. Any page that fails fails the whole call.
+        ``budget``: seconds after which no further page is asked for (each page has its deadline;
+        a slow server saying "truncated" would otherwise hold a poll for max_pages deadlines)."""
         window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
         reports: list[Report] = []
         skipped = 0
+        seen: set[str] = set()  # the ids of this poll's pages so far
+        started = self._clock()
         for page_number in range(1, self.max_pages + 1):
-            page: ReportPage = self._exchange(
-                REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known),
-                method="GET", params={**window, "_page": str(page_number)})
+            try:
+                page: ReportPage = self._exchange(
+                    REPORTING_ENDPOINT, REPORTING_PATH, None, lambda response: self._read_page(response, known, seen),
+                    method="GET", params={**window, "_page": str(page_number)})
+            except ApiError as err:
+                err.after_first_page = page_number > 1
+                raise
             reports += page.reports
             skipped += page.skipped
             if not page.truncated:
                 return reports, skipped, False
-            if not (page.reports or page.skipped or page.known):  # "more to come" with nothing in it
+            # "more to come" with nothing in it, or only what earlier pages had (a server that
+            # ignores _page): asking on would cost max_pages requests a poll and find nothing
+            if not (page.reports or page.skipped or page.known):
+                return reports, skipped, True
+            if budget is not None and self._clock() - started >= budget:
                 return reports, skipped, True
         return reports, skipped, True
 
-    def _read_page(self, response: requests.Response, known: Container[str]) -> ReportPage:
+    def _read_page(self, response: requests.Response, known: Container[str], seen: set[str]) -> ReportPage:
         body = self._read_capped(response)
         try:
-            return read_page(body, known)
+            return read_page(body, known, seen)
         except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
             raise ApiError("invalid_response", f"reporting answer is {err}",
                            messages=_user_messages(bytes(body), self._redact)) from None

@@ -9,11 +9,13 @@ one object per device, values often strings. Read it as tolerantly as the Execut
 - a list of error objects (``[{"userMessage": ...}]``), or one such object, is invalid even with
   status 200: it is no answer about devices;
 - an entry that is not an object, or repeats a ``deviceId`` listed before in the same answer,
-  is skipped and counted; an entry without a usable ``deviceId`` is counted in the totals but
-  has no series of its own (it cannot be followed from poll to poll);
-- ``status`` is mapped case- and whitespace-insensitively onto :data:`STATUSES`
-  (:data:`STATUS_MAP`); booleans (``available``, ``inUse``, ``reserved``) may be real booleans
-  or strings in any case; null or missing is not true (``inUse`` is null for a device in error);
+  is skipped and counted; an entry without a usable ``deviceId`` (or with one shaped as an
+  IMEI, IMSI, phone number or MAC address: :data:`PERSONAL_ID_SHAPE`) is counted in the totals
+  but has no series of its own;
+- ``status`` is mapped onto :data:`STATUSES` by its letters alone (:data:`STATUS_MAP`: case,
+  spaces, ``_``, ``-`` and other separators aside); booleans (``available``, ``inUse``,
+  ``reserved``) may be real booleans or strings in any case; null or missing is not true
+  (``inUse`` is null for a device in error);
 - ``model``, ``os`` and ``location`` missing or empty are :data:`UNKNOWN`; unknown extra fields
   are ignored.
 
@@ -26,6 +28,7 @@ addresses in ``reservedTo`` and ``allocatedTo``) are never even decoded.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,6 +39,8 @@ from .search_answer import ERROR_FIELDS, UNKNOWN, InvalidAnswer, text
 CONNECTED, DISCONNECTED, UNAVAILABLE = "connected", "disconnected", "unavailable"
 STATUSES = (CONNECTED, DISCONNECTED, UNAVAILABLE, UNKNOWN)
 # Both vocabularies of the API document, lower case, words single-spaced; anything else is unknown.
+# A word is compared with its letters alone (:func:`_letters`): "Not Connected", "NOT_CONNECTED",
+# "not-connected" and "NotConnected" are one word.
 STATUS_MAP = {
     "connected": CONNECTED, "ready": CONNECTED,
     "disconnected": DISCONNECTED, "not connected": DISCONNECTED, "never connected": DISCONNECTED,
@@ -48,6 +53,10 @@ STATUS_MAP = {
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 MAX_ID_LENGTH = 128  # ids are serial numbers and UDIDs; anything longer is no id to label a series with
 MAX_LABEL_LENGTH = 128
+# A device id shaped as personal data is no label: some labs name devices by their IMEI, and an
+# IMEI (15 digits, 16 with its software version), IMSI (15 digits), phone number or MAC address
+# never becomes one. Serial numbers and UDIDs have letters or other lengths.
+PERSONAL_ID_SHAPE = re.compile(r"\d{15,16}|\+[\d ()-]{7,20}|(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}")
 DEVICE_FIELDS = frozenset({"deviceId", "model", "os", "location", "status", "available", "inUse", "reserved"})
 
 
@@ -227,7 +236,14 @@ def device_status(value: object) -> str:
 
 @functools.lru_cache(maxsize=256)  # a few words, met a thousand times a poll
 def _status_of_word(word: str) -> str:
-    return STATUS_MAP.get(" ".join(word.replace("_", " ").split()).lower(), UNKNOWN)
+    return _STATUS_BY_LETTERS.get(_letters(word), UNKNOWN)
+
+
+def _letters(word: str) -> str:
+    return "".join(c for c in word.lower() if c.isalpha())
+
+
+_STATUS_BY_LETTERS = {_letters(word): status for word, status in STATUS_MAP.items()}
 
 
 def flag(value: object) -> bool:
@@ -260,6 +276,6 @@ def _any_label(value: object) -> str:
 
 def _device_id(value: object) -> str | None:
     found = text(value)
-    if found is None or len(found) > MAX_ID_LENGTH or not found.isprintable():
+    if found is None or len(found) > MAX_ID_LENGTH or not found.isprintable() or PERSONAL_ID_SHAPE.fullmatch(found):
         return None
     return found

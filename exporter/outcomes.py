@@ -15,16 +15,23 @@ The counting rule. A report is counted once, by its ``id``, into
   forgotten, which bounds memory (a few hundred bytes per report of the last ``LOOKBACK``); a
   report whose start time is older than that is not counted, whenever it arrives, so a
   forgotten id is never counted again;
+- a report whose start time is after the poll's ``now`` (the end of the window it asked for: the
+  API filters on the exporter's clock) is not counted by that poll, but by the first whose
+  window reaches it; one from the far future never is, nor is it remembered;
 - a poll whose pages do not all succeed counts nothing: its ids are not remembered, so the
   next poll counts them (see :class:`~exporter.poller.ReportingPoller`).
 
 Labels. ``status`` is the closed set of :data:`~exporter.report_answer.STATUSES`. ``ci_job`` and
 ``failure_reason`` keep their first ``max_ci_jobs`` and ``max_failure_reasons`` values for good
 (``none`` is not one of them), later ones share ``(other)``. ``device_type``, ``os``, ``browser``
-(the first platform) and ``owner`` are read and capped as the execution families' are, with the
-same ``drop_labels``; the owner cap is shared with the cloud's execution poller, so one owner has
-one label value everywhere. Test durations are keyed by the report's name normalised to a test
-name exactly as execution names are (:class:`~exporter.testnames.TestNames`, same cap).
+(the first platform) and ``owner`` are read as the execution families' are, with the same
+``drop_labels``; each platform label keeps its first :data:`MAX_PLATFORM_VALUES` values for good
+(``unknown`` and ``none`` are not among them), later ones share ``(other)``: a counter never
+forgets a series, so values an answer invents (a version in the os, free text) would otherwise
+grow the families for as long as the exporter runs. The owner cap is shared with the cloud's
+execution poller, so one owner has one label value everywhere. Test durations are keyed by the
+report's name normalised to a test name exactly as execution names are
+(:class:`~exporter.testnames.TestNames`, same cap).
 
 New series. A label combination seen for the first time is exported at 0 and its first report
 is added at the next successful poll, as the usage counters do: ``increase()`` and ``rate()``
@@ -47,6 +54,7 @@ from functools import partial
 from .counting import FirstSeen, Observations, Tally
 from .labels import LabelPlan, OwnerLabels
 from .report_answer import NONE, STATUSES, Report
+from .search_answer import NO_BROWSER, UNKNOWN
 from .testnames import TestNames
 
 RECENT = 900.0  # every poll: tests that started in the last 15 minutes
@@ -54,6 +62,7 @@ SWEEP_EVERY = 1800.0  # every 30 minutes: the whole lookback
 LOOKBACK = 6 * 3600.0  # tests up to 6 hours long, with their reports' late arrival
 OTHER = "(other)"
 PLATFORM_LABELS = ("device_type", "os", "browser")
+MAX_PLATFORM_VALUES = 50  # per platform label and cloud: a cloud has a handful of device types, systems, browsers
 TIMED_STATUSES = ("passed", "failed")  # a blocked or unknown test's duration says nothing about the test
 
 StoppedLookup = Callable[[str, list[str]], set[str]]  # (cloud, execution ids) -> those stopped by remediation
@@ -90,6 +99,7 @@ class Outcomes:
         self._owners = owner_labels or OwnerLabels(plan.max_owners)
         self._jobs = FirstSeen(max_ci_jobs, OTHER)
         self._reasons = FirstSeen(max_failure_reasons, OTHER)
+        self._platform_values = [FirstSeen(MAX_PLATFORM_VALUES, OTHER) for _ in PLATFORM_LABELS]
         self._tests = TestNames(plan.name_patterns, plan.max_tests)
         self._stopped = stopped
         self.finished = Tally(self.labels.finished)
@@ -113,7 +123,8 @@ class Outcomes:
 
     def window(self, now: float) -> tuple[float, float, bool]:
         """``(since, until, sweep)``: the start times the poll at ``now`` asks for."""
-        sweep = self._last_sweep is None or now - self._last_sweep >= self.sweep_every
+        last = self._last_sweep
+        sweep = last is None or now - last >= self.sweep_every or now < last  # a clock set back sweeps now
         since = now - (self.lookback if sweep else self.recent)
         return max(since, self.started), now, sweep
 
@@ -125,7 +136,9 @@ class Outcomes:
             add()
         horizon = max(self.started, now - self.lookback)
         self._counted = {i: start for i, start in self._counted.items() if start >= horizon}
-        new = [r for r in reports if r.start >= horizon and r.id not in self._counted]
+        # a start after ``now`` (the window's end) answers no question asked: counted, one from the far
+        # future (a time in microseconds) would be remembered for good; within reach, a later poll counts it
+        new = [r for r in reports if horizon <= r.start <= now and r.id not in self._counted]
         fresh = {}
         for report in new:
             if report.id in fresh:  # the same id twice in one poll (on two pages): once
@@ -147,7 +160,7 @@ class Outcomes:
 
     def _count_one(self, report: Report, stopped: bool) -> None:
         key = [report.status, _capped(self._jobs, report.ci_job), _capped(self._reasons, report.failure_reason)]
-        key += [report.platform[i] for i in self._platform_positions]
+        key += [_capped(self._platform_values[i], report.platform[i]) for i in self._platform_positions]
         if self._by_owner:
             owner = self._owners(report.owner)
             self.owners.add(owner)
@@ -171,4 +184,7 @@ class Outcomes:
 
 
 def _capped(labels: FirstSeen, value: str) -> str:
-    return value if value == NONE else labels(value)
+    return value if value in _UNCAPPED else labels(value)
+
+
+_UNCAPPED = frozenset({NONE, NO_BROWSER, UNKNOWN})  # what the exporter says for a value absent: never (other)

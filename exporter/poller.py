@@ -324,6 +324,11 @@ class ReportingStatus:
     owners: frozenset[str] = frozenset()  # owner label values counted so far
 
 
+# Paging stops once a poll has taken its interval, but never before this: a short interval must
+# not cut a sweep of the lookback (60 pages of a busy cloud) short every time.
+REPORTING_PAGING_BUDGET = 60.0
+
+
 class ReportingPoller(_Loop[ReportingStatus]):
     """Smart Reporting of one cloud, on its own thread and interval (``reporting_interval``)."""
 
@@ -339,9 +344,11 @@ class ReportingPoller(_Loop[ReportingStatus]):
         now = self._clock()
         since, until, sweep = self.outcomes.window(now)
         try:
-            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids)
+            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids,
+                                                        budget=max(self.interval, REPORTING_PAGING_BUDGET))
         except ApiError as err:
-            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+            absent = (self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+                      and not err.after_first_page)  # a later page refused: the API is there
             if absent and not status.absent:
                 log.warning("reporting API absent or refused; asked again hourly, no alert",
                             extra={**extra, "status": err.status, "error": str(err)})

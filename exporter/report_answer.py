@@ -10,7 +10,8 @@ as tolerantly as the Execution Manager's answer:
   any other list, an object without ``resources`` (or with one that is not a list), and
   anything not JSON: such a page is no answer about tests, never "no tests";
 - a resource that is not an object, or lacks an ``id`` or a ``startTime`` (both needed to count
-  it once), is skipped and counted; one bad resource costs only itself;
+  it once), is skipped and counted; one bad resource costs only itself; ids ``7``, ``"7"`` and
+  ``7.0`` are one id; a time below :data:`SECONDS_BELOW` is seconds, not milliseconds;
 - values may be missing, null, of another type or in another case: ``status`` is lower-cased
   into :data:`STATUSES` (anything else is ``unknown``); a missing failure reason or CI job is
   :data:`NONE`; platform values are read as the Execution Manager's are
@@ -48,6 +49,9 @@ from .search_answer import (
 STATUSES = ("passed", "failed", "blocked", "unknown")
 NONE = "none"  # no failure reason, no CI job
 MAX_LABEL_CHARS = 120  # failure reasons and job names are free text: a label value stays readable
+# Milliseconds below this are before March 1973, no test's time: such a value is seconds since the
+# epoch (a proxy's or an older server's), read as such rather than as a start in January 1970.
+SECONDS_BELOW = 1e11
 REPORT_FIELDS = {"id", "externalId", "name", "owner", "status", "startTime", "endTime", "platforms"}
 
 
@@ -102,10 +106,14 @@ class ReportPage(NamedTuple):
     truncated: bool
     skipped: int  # resources not read: not objects, or without id or start time
     known: int = 0  # resources whose id was known: not read further
+    repeated: int = 0  # resources whose id an earlier page of the same poll had: not read further
 
 
-def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> ReportPage:
-    """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`."""
+def read_page(body: bytes | bytearray, known: Container[str] = frozenset(),
+              seen: set[str] | None = None) -> ReportPage:
+    """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`.
+    ``seen``: the ids of the poll's earlier pages, to which this page's are added; a resource
+    whose id is in it is counted as ``repeated`` (a server that ignores ``_page`` repeats itself)."""
     try:
         page = _PAGE.decode(body)
     except msgspec.ValidationError:
@@ -118,25 +126,35 @@ def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> R
         raise InvalidAnswer("a list, not an object with resources")
     if page.resources is None:
         raise InvalidAnswer("an object without resources")
-    reports, skipped, seen = [], 0, 0
+    seen = set() if seen is None else seen
+    reports, skipped, old, repeated = [], 0, 0, 0
     for raw in page.resources:
-        if known and _known(raw, known):
-            seen += 1
+        known_id = _known(raw, known) if known else None
+        if known_id is not None:
+            if known_id in seen:
+                repeated += 1
+            else:
+                seen.add(known_id)
+                old += 1
             continue
         report = read_report(raw)
         if report is None:
             skipped += 1
+        elif report.id in seen:
+            repeated += 1
         else:
+            seen.add(report.id)
             reports.append(report)
-    return ReportPage(reports, _truncated(page.metadata), skipped, seen)
+    return ReportPage(reports, _truncated(page.metadata), skipped, old, repeated)
 
 
-def _known(raw: msgspec.Raw, known: Container[str]) -> bool:
+def _known(raw: msgspec.Raw, known: Container[str]) -> str | None:
+    """The resource's id if it is in ``known``."""
     try:
-        report_id = text(_HEAD.decode(raw).id)
+        report_id = _report_id(_HEAD.decode(raw).id)
     except (msgspec.DecodeError, RecursionError):
-        return False  # read whole, and skipped or not as any other resource
-    return report_id is not None and report_id in known
+        return None  # read whole, and skipped or not as any other resource
+    return report_id if report_id is not None and report_id in known else None
 
 
 def _is_error(entry: msgspec.Raw) -> bool:
@@ -163,10 +181,10 @@ def read_report(raw: msgspec.Raw) -> Report | None:
         entry = _tolerant_report(raw)
         if entry is None:
             return None
-    report_id, start = text(entry.id), epoch_seconds(entry.startTime)
+    report_id, start = _report_id(entry.id), _epoch(entry.startTime)
     if report_id is None or start is None:
         return None
-    end = epoch_seconds(entry.endTime)
+    end = _epoch(entry.endTime)
     status = (text(entry.status) or UNKNOWN).lower()
     job = entry.job.name if entry.job is not None else None
     platform = entry.platforms[0] if entry.platforms else None
@@ -182,6 +200,18 @@ def read_report(raw: msgspec.Raw) -> Report | None:
         end=end if end is not None and math.isfinite(end) else None,
         platform=_platform_values(platform),
     )
+
+
+def _epoch(value: object) -> float | None:
+    seconds = epoch_seconds(value)
+    return seconds * 1000.0 if seconds is not None and seconds < SECONDS_BELOW / 1000.0 else seconds
+
+
+def _report_id(value: object) -> str | None:
+    """7, "7" and 7.0 are one id: JSON has one number type, and a server may write it either way."""
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return text(value)
 
 
 def _free_text(value: object) -> str:

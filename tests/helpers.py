@@ -211,8 +211,10 @@ class ReportStandIn:
     express): each report becomes visible at its own time on the test's ``clock``; the window of
     start times is honoured, ``page_size`` reports a page, oldest start first, ``truncated`` while
     more follow. Knobs: ``status`` answers every call so (with a userMessage), ``error_list``
-    answers 200 with an error list, ``fail_page`` answers that page 400, ``repeat`` puts the last
-    report of each page again at the top of the next (duplicates across pages)."""
+    answers 200 with an error list, ``fail_page`` answers that page ``fail_status`` (400), ``repeat`` puts the last
+    report of each page again at the top of the next (duplicates across pages), ``ignore_page``
+    answers every ``_page`` with the first page, ``truncated`` true (a server or proxy that drops
+    the parameter)."""
 
     PATH = "/export/api/v1/test-executions"
 
@@ -225,7 +227,12 @@ class ReportStandIn:
         self.status: int | None = None
         self.error_list = False
         self.fail_page: int | None = None
+        self.fail_status = 400  # what fail_page answers
+        self.message: str | None = None  # the userMessage of a status answer
+        self.page_seconds = 0.0  # each page moves the test's clock on by this (a slow server)
+        self.advance = None  # the test's clock, as a list to move on: [now]
         self.repeat = False
+        self.ignore_page = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         stand_in = self
 
@@ -243,14 +250,17 @@ class ReportStandIn:
                 if url.path != stand_in.PATH:
                     return self.send(404, [{"userMessage": "not found"}])
                 if stand_in.status is not None:
-                    return self.send(stand_in.status, [{"userMessage": f"refused with {stand_in.status}"}])
+                    message = stand_in.message or f"refused with {stand_in.status}"
+                    return self.send(stand_in.status, [{"userMessage": message}])
                 if self.headers.get("PERFECTO_AUTHORIZATION") != stand_in.token:
                     return self.send(401, [{"userMessage": "Invalid or missing security token"}])
                 if stand_in.error_list:
                     return self.send(200, [{"userMessage": "Internal error", "developerMessage": "boom"}])
-                page = int(query.get("_page", "1"))
+                page = 1 if stand_in.ignore_page else int(query.get("_page", "1"))
+                if stand_in.page_seconds and stand_in.advance is not None:
+                    stand_in.advance[0] += stand_in.page_seconds
                 if page == stand_in.fail_page:
-                    return self.send(400, [{"userMessage": "bad page"}])
+                    return self.send(stand_in.fail_status, [{"userMessage": "bad page"}])
                 self.send(200, stand_in.page(query, page))
 
             def send(self, status: int, answer: object) -> None:
@@ -281,7 +291,8 @@ class ReportStandIn:
         resources = found[first:first + self.page_size]
         if self.repeat and page > 1:
             resources = [found[first - 1], *resources]
-        return {"resources": resources, "metadata": {"truncated": first + self.page_size < len(found)}}
+        truncated = self.ignore_page or first + self.page_size < len(found)
+        return {"resources": resources, "metadata": {"truncated": truncated}}
 
     def close(self) -> None:
         self.server.shutdown()

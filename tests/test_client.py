@@ -194,3 +194,45 @@ def test_stop_answer_of_the_wrong_shape(client):
 
 def test_token_never_in_repr():
     assert TOKEN not in repr(Cloud("acme", BASE, TOKEN))
+
+
+# -- Smart Reporting and the device list: redirects, echoes (audit of issues 25 and 26) ------------
+
+APP = "https://acme.app.perfectomobile.com"
+REPORTS = APP + "/export/api/v1/test-executions"
+DEVICES = APP + "/api/v1/device-management/devices"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("page", [1, 2])
+@responses.activate
+def test_a_reporting_redirect_is_not_followed_on_any_page_and_the_token_goes_nowhere_else(status, page):
+    from exporter.client import ReportingClient
+
+    answer = {"resources": [{"id": "r1", "startTime": 1764600000000}], "metadata": {"truncated": True}}
+    if page == 2:
+        responses.get(REPORTS, json=answer, match=[responses.matchers.query_param_matcher({"_page": "1"},
+                                                                                          strict_match=False)])
+    responses.get(REPORTS, status=status, headers={"Location": f"https://elsewhere.example/?echo={TOKEN}"})
+    responses.get("https://elsewhere.example/", json={"resources": []})
+    client = ReportingClient(Cloud("acme", BASE, TOKEN, reporting_url=APP), retries=0)
+    with pytest.raises(ApiError) as caught:
+        client.reports(1764599000, 1764601000)
+    assert caught.value.reason == "invalid_response" and TOKEN not in str(caught.value)
+    assert [call.request.url.split("?")[0] for call in responses.calls] == [REPORTS] * page
+    assert all(call.request.headers["PERFECTO_AUTHORIZATION"] == TOKEN for call in responses.calls)
+    assert all("Perfecto-Authorization" not in call.request.headers for call in responses.calls)
+    client.close()
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@responses.activate
+def test_a_device_list_redirect_is_not_followed(status):
+    from exporter.client import DeviceClient
+
+    responses.post(DEVICES, status=status, headers={"Location": "https://elsewhere.example/"})
+    client = DeviceClient(Cloud("acme", BASE, TOKEN, devices_url=APP), retries=0)
+    with pytest.raises(ApiError) as caught:
+        client.devices()
+    assert caught.value.reason == "invalid_response" and len(responses.calls) == 1
+    client.close()

@@ -443,3 +443,62 @@ def test_a_bad_setting_is_named(settings, named):
     with pytest.raises(ConfigError) as raised:
         load_settings({"cloud_name": "acme", "security_token": "t", **settings}).resolve_clouds()
     assert str(raised.value).startswith(named + ":")
+
+
+# -- audit of issue 26 ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("word, status", [
+    ("NotConnected", "disconnected"), ("not-connected", "disconnected"), ("NEVER-CONNECTED", "disconnected"),
+    ("neverConnected", "disconnected"), ("ReadyToConnect", "unavailable"), ("ready-to-connect", "unavailable"),
+    ("Dis-connected", "disconnected"), ("Connected.", "connected"),
+    ("Disconnecting", "unknown"), ("Not Connected Yet", "unknown"),  # other words stay unknown
+])
+def test_status_words_written_without_spaces_or_with_hyphens_map_as_their_spaced_forms(word, status):
+    # an enum-like spelling of a disconnected device was unknown: out of service, and no alert said so
+    assert device_status(word) == status
+
+
+PHONE, IMSI, IMEI = "+15550109876", "310150123456789", "356938035643809"
+MAC, USER = "a4:5e:60:e2:11:9f", "jane@x.example"
+PERSONAL = {"phoneNumber": PHONE, "imsi": IMSI, "nativeImei": IMEI, "wifiMacAddress": MAC, "reservedTo": USER,
+            "allocatedTo": USER}
+
+
+@pytest.mark.parametrize("payload", [
+    json.dumps({"handsets": {"handset": [{"deviceId": "D1", "status": "Error", **PERSONAL},
+                                         {"deviceId": "D1", "status": "Connected", **PERSONAL}]}}),  # a duplicate
+    json.dumps({"handsets": {"handset": [{"deviceId": "D1", **PERSONAL}]}})[:-30],  # cut off in the middle
+    json.dumps({"handsets": {"handset": [{"deviceId": {"nativeImei": IMEI}, "model": [PHONE], "os": {"imsi": IMSI},
+                                          "location": {"reservedTo": USER}, "status": MAC, **PERSONAL}]}}),
+    json.dumps({"handsets": PERSONAL}),  # no handset: an object of personal fields
+    json.dumps({"handsets": [PERSONAL]}),  # handsets a list: not the shape
+    json.dumps([{"developerMessage": f"device {IMEI} of {USER}", "userMessage": "Device error"}]),  # 200 error list
+    json.dumps({"handsets": {"handset": json.dumps(PERSONAL)}}),  # a device as a string of JSON
+])
+def test_no_personal_field_reaches_a_metric_or_log_line_when_the_answer_is_malformed_around_it(
+        start_lab, caplog, payload):
+    lab = start_lab(device_payload=payload.encode())
+    with caplog.at_level(logging.DEBUG):
+        clocked = Clocked(lab.url, "on", log_level="debug")
+        clocked.poll()
+        clocked.poll()
+    everything = generate_latest(clocked.exporter.registry).decode()
+    everything += "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    for value in (PHONE, IMSI, IMEI, MAC, USER, "15550109876", "a45e60e2119f"):
+        assert value not in everything, value
+
+
+@pytest.mark.parametrize("device_id, kept", [
+    ("356938035643809", False), ("3569380356438091", False), (356938035643809, False),  # an IMEI, IMEISV, as a number
+    ("310150123456789", False),  # an IMSI
+    ("+15550109876", False), ("+44 20 7946 0958", False),  # phone numbers
+    ("a4:5e:60:e2:11:9f", False), ("A4-5E-60-E2-11-9F", False),  # MAC addresses
+    ("R5CT1234", True), ("00008110-001A2B3C0E12801E", True), ("0123456789ABCDEF", True),  # serials and UDIDs
+    ("a45e60e2119f", True), ("12345678", True), ("KNOWN-A1", True),
+])
+def test_a_device_id_shaped_as_personal_data_is_counted_but_never_a_label(device_id, kept):
+    # some labs name devices by their IMEI; the issue says an IMEI, IMSI, phone number or MAC
+    # address is never a label, so such a device has no series of its own
+    answer = {"handsets": {"handset": [{"deviceId": device_id, "model": "M", "status": "Connected"}]}}
+    (device,) = read_devices(json.dumps(answer).encode()).devices
+    assert (device.id is not None) is kept

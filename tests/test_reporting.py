@@ -29,6 +29,7 @@ from .helpers import ReportStandIn, assert_golden
 REPORTING = FIXTURES / "reporting"
 DOCUMENT = (FIXTURES / "document_search_response.json").read_bytes()
 T_DOCUMENT = 1_764_599_000.0  # just before the recorded reports start
+T_DOCUMENT_REPORTED = T_DOCUMENT + 3600  # after they all started
 T0 = 1_800_000_000.0
 FINISHED = "perfecto_tests_finished_total"
 SECRETS = ("secret-message", "secret-video", "secret-artifact", "secret-link", "356938035643809", "+15550001111",
@@ -329,10 +330,15 @@ def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
 # -- the golden exposition of a recorded answer ------------------------------------------------
 
 def reporting_exposition(lab, mode: str = "on", **settings) -> str:
-    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: T_DOCUMENT, monotonic=lambda: 0.0,
+    now = [T_DOCUMENT]
+    exporter = build_exporter(lab.url, cloud="golden", clock=lambda: now[0], monotonic=lambda: 0.0,
                               reporting=mode, search_retries=0, **settings)
-    for poller in [*exporter.pollers, *exporter.reporting_pollers, *exporter.reporting_pollers]:
+    for poller in exporter.pollers:
+        poller.poll_once()
+    now[0] = T_DOCUMENT_REPORTED  # the reports are counted once their tests started
+    for poller in [*exporter.reporting_pollers, *exporter.reporting_pollers]:
         poller.poll_once()  # reporting twice: a new series' first report is added at the next poll
+    now[0] = T_DOCUMENT
     return generate_latest(exporter.registry).decode()
 
 
@@ -615,3 +621,215 @@ def test_a_duration_added_alone_at_the_next_poll_is_rendered(stand_in):
     served = samples(exposition.body(None, False)[1].decode())
     key = ("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Another test")))
     assert served[key] == 1
+
+
+# -- audit of issues 25 and 26: what an outside implementation of the API documents exposes ---------
+
+def _page_of(**fields) -> bytes:
+    import json
+
+    report = {"id": "a", "status": "PASSED", "startTime": 1764600000000, "endTime": 1764600090000, **fields}
+    return json.dumps({"resources": [report]}).encode()
+
+
+@pytest.mark.parametrize("start, end", [(1764600000, 1764600090), ("1764600000", "1764600090.0"),
+                                        (1764600000.0, 1764600090000)])
+def test_times_in_seconds_are_read_as_seconds_not_as_1970(start, end):
+    # milliseconds before 1973 are no test's start: such a value is seconds; read as milliseconds it
+    # put the test in January 1970, before every window, and it was never counted nor said to be skipped
+    (report,) = read_page(_page_of(startTime=start, endTime=end)).reports
+    assert (report.start, report.end) == (1764600000.0, 1764600090.0)
+
+
+def test_an_integral_float_id_is_the_same_id_as_the_integer():
+    assert read_page(_page_of(id=7.0)).reports[0].id == read_page(_page_of(id=7)).reports[0].id == "7"
+    assert read_page(_page_of(id=7.5)).reports[0].id == "7.5"
+
+
+@pytest.mark.parametrize("counted_before", [False, True])
+def test_a_server_that_ignores_the_page_parameter_is_asked_twice_not_max_pages_times(stand_in, caplog,
+                                                                                      counted_before):
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(8):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    if counted_before:  # the next poll's first page is all known ids
+        clocked.poll()
+    stand_in.ignore_page = True  # every _page answered with the first page, "truncated": true
+    stand_in.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert len(stand_in.requests) == 2  # was the page limit, 500 requests a poll
+    assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    assert [r for r in caplog.records if "page limit" in r.getMessage()]
+    stand_in.ignore_page = False
+    clocked.poll()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 8  # each once
+
+
+def test_platform_values_are_capped_so_that_invented_values_cannot_grow_the_counters_for_ever():
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import MAX_PLATFORM_VALUES, OTHER, Outcomes
+    from exporter.report_answer import Report
+
+    outcomes = Outcomes("acme", LabelPlan(), T0 - 60)
+    odd = ["unknown", "x" * 10_000, "Andr\u00f6id \u2603", 'a"b\\c\nd']  # unknown: no cap slot
+    for poll in range(5):  # counters never forget a series: each invented os, browser, type would stay
+        reports = [Report(f"r{poll}-{i}", None, "T", "ci-bot", "passed", NONE, NONE, T0 - 1, T0 + 2,
+                          (f"type-{i}", (odd[i] if i < len(odd) else f"os-{poll}-{i}"), f"browser-{i}"))
+                   for i in range(400)]
+        outcomes.count(reports, T0 + 60 * poll, sweep=False)
+    keys = outcomes.finished.read()
+    for position, name in enumerate(("device_type", "os", "browser")):
+        values = {key[3 + position] for key in keys}
+        assert len(values - {"unknown"}) == MAX_PLATFORM_VALUES + 1 and OTHER in values, name
+    assert odd[1] in {key[4] for key in keys}  # the first values seen keep their own, as job names do
+    outcomes.count([], T0 + 300, sweep=False)  # the last poll's new series are added at the next
+    assert sum(outcomes.finished.read().values()) == 5 * 400
+
+
+def test_a_report_that_starts_after_the_window_asked_for_waits_and_one_from_the_far_future_never_counts():
+    # The API filters by start <= the window's end, which is the exporter's own clock: what starts
+    # later is no answer to the question. Counted, a start in microseconds (year 57,000) was never
+    # forgotten (ids are forgotten once their start is older than the lookback): memory for good.
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import Outcomes
+    from exporter.report_answer import Report
+
+    def report(report_id: str, start: float) -> Report:
+        return Report(report_id, None, "T", "ci-bot", "passed", NONE, NONE, start, start + 5,
+                      ("MOBILE", "iOS", "none"))
+
+    outcomes = Outcomes("acme", LabelPlan(), T0)
+    now = T0 + 60
+    answer = [report("now", now - 10), report("skewed", now + 30), report("micro", (now - 10) * 1000)]
+    assert outcomes.count(answer, now, sweep=False) == 1
+    assert outcomes.remembered == 1
+    assert outcomes.count(answer, now + 60, sweep=False) == 1  # the skewed one, once its start is in the window
+    for minutes in range(2, 8 * 60, 10):
+        outcomes.count(answer, now + 60 * minutes, sweep=False)
+    assert outcomes.remembered == 0  # all forgotten after the lookback
+    assert sum(outcomes.finished.read().values()) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_refusal_of_a_later_page_in_auto_mode_is_an_outage_not_an_absent_api(stand_in, status, caplog):
+    # page 1 answered: the API is there. Taken as absent, auto mode stopped asking but hourly and
+    # raised nothing, for a server that (say) answers 404 past its last page while saying "truncated"
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(8):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now, mode="auto")
+    now[0] = T0 + 60
+    stand_in.fail_page, stand_in.fail_status = 2, status
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert (values[UP], values[ABSENT]) == (0, 0)
+    assert clocked.poller._wait() == clocked.poller.interval
+    assert not [r for r in caplog.records if r.getMessage().startswith("reporting API absent")]
+
+
+def test_odd_free_text_labels_stay_one_line_capped_and_valid_for_promtool(stand_in):
+    now = stand_in.now
+    odd = ['say "hi"\\n', "line one\nline two\r\n\tend", "x" * 10_000, "Géraldine ☃ 測試", "", "   \t "]
+    for i, value in enumerate(odd):
+        stand_in.add(T0 + 1, id=f"odd-{i}", status="FAILED", startTime=int((T0 + 1) * 1000),
+                     endTime=int((T0 + 2) * 1000), failureReasonName=value, job={"name": value}, owner=value,
+                     name=value, platforms=[{"deviceType": value, "os": value, "browserInfo": {"browserType": value}}])
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    clocked.poll()
+    text = generate_latest(clocked.exporter.registry).decode()
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    values = clocked.settled()
+    for label in ("failure_reason", "ci_job"):
+        found = set(counted_by(values, label))
+        assert found == {'say "hi"\\n', "line one line two end", "x" * 120, "Géraldine ☃ 測試", NONE}, label
+    assert sum(counted_by(values, "status").values()) == len(odd)
+
+
+@pytest.mark.parametrize("mode, status", [("auto", 401), ("auto", 403), ("on", 401), ("on", 500)])
+def test_a_gateway_that_echoes_the_reporting_header_never_shows_the_token(stand_in, caplog, mode, status):
+    stand_in.status = status
+    stand_in.message = (f"Refused PERFECTO_AUTHORIZATION: {ADMIN_TOKEN}; header was "
+                        f"PERFECTO_AUTHORIZATION={ADMIN_TOKEN[:20]}… and {ADMIN_TOKEN[-18:]}")
+    clocked = Clocked(stand_in.url, stand_in.now, mode=mode)
+    with caplog.at_level(logging.DEBUG):
+        clocked.poll()
+    text = generate_latest(clocked.exporter.registry).decode()
+    logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "Refused PERFECTO_AUTHORIZATION" in logs  # the message is there, masked
+    for piece in (ADMIN_TOKEN, ADMIN_TOKEN[:16], ADMIN_TOKEN[-16:]):
+        assert piece not in logs and piece not in text
+
+
+def test_a_clock_set_back_does_not_stop_the_sweeps_until_it_catches_up():
+    from exporter.labels import LabelPlan
+    from exporter.outcomes import Outcomes
+
+    outcomes = Outcomes("acme", LabelPlan(), T0 - 86_400)
+    assert outcomes.window(T0)[2]  # the first poll sweeps
+    outcomes.count([], T0, sweep=True)
+    assert not outcomes.window(T0 + 60)[2]
+    back = T0 - 3600  # NTP sets the clock an hour back: the last sweep is in the future now
+    assert outcomes.window(back)[2]  # was: no sweep for an hour and a half, long tests' reports left out
+    outcomes.count([], back, sweep=True)
+    assert not outcomes.window(back + 60)[2] and outcomes.window(back + SWEEP_EVERY)[2]
+
+
+REPORTING_FAULTS = [("unauthorized", "auth"), ("forbidden", "auth"), ("bad_request", "bad_request"),
+                    ("server_error", "server_error"), ("bad_gateway", "server_error"),
+                    ("garbage", "invalid_response"), ("truncated", "invalid_response"),
+                    ("wrong_shape", "invalid_response"), ("empty", "invalid_response"), ("reset", "connection"),
+                    ("hang", "timeout"), ("drip", "deadline"), ("oversized", "invalid_response")]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+@pytest.mark.parametrize("fault, reason", REPORTING_FAULTS, ids=[f for f, _ in REPORTING_FAULTS])
+def test_a_fault_after_a_success_is_an_outage_that_counts_nothing_twice(start_lab, caplog, mode, fault, reason):
+    lab = start_lab(payload=DOCUMENT, reporting_payload=(REPORTING / "odd.json").read_bytes(), fault_injection=True,
+                    hang_seconds=3, drip_seconds=0.1, oversized_bytes=40 * 2**20)
+    now = [T_DOCUMENT]
+    exporter = build_exporter(lab.url, clock=lambda: now[0], monotonic=lambda: 0.0, reporting=mode,
+                              search_retries=0, request_timeout=0.5)
+    (poller,) = exporter.reporting_pollers
+    now[0] = T_DOCUMENT_REPORTED
+    poller.poll_once()
+    poller.poll_once()
+    counted = counted_by(samples(generate_latest(exporter.registry).decode()), "status")
+    assert sum(counted.values()) > 0
+    lab.lab.inject(fault, endpoint="reporting")
+    with caplog.at_level(logging.DEBUG):
+        status = poller.poll_once()
+    lab.lab.clear_faults()
+    values = samples(generate_latest(exporter.registry).decode())
+    assert (status.up, status.absent, status.last_error) == (False, False, reason)
+    assert (values[UP], values[ABSENT]) == (0, 0)
+    assert counted_by(values, "status") == counted
+    assert poller._wait() == poller.interval
+    poller.poll_once()
+    assert counted_by(samples(generate_latest(exporter.registry).decode()), "status") == counted  # nothing twice
+    logs = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert ADMIN_TOKEN not in logs and not [s for s in SECRETS if s in logs]
+
+
+def test_paging_stops_once_a_poll_has_taken_its_interval(stand_in, caplog):
+    # each page within its deadline, and truncated: a poll went on for max_pages deadlines (83
+    # minutes at 10 s), its up and counts those of the poll before for all that time
+    now, truth = stand_in.now, Truth(stand_in)
+    for i in range(30):
+        truth.report(T0 + i, 5, 1)
+    clocked = Clocked(stand_in.url, now)
+    now[0] = T0 + 60
+    stand_in.page_seconds, stand_in.advance = 25.0, now  # 3 reports a page, 25 s a page; the interval is 60 s
+    stand_in.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="exporter.poller"):
+        values = clocked.poll()
+    assert len(stand_in.requests) == 3  # 75 s: past the interval after the third
+    assert values[("perfecto_reporting_page_limit_reached_total", (("cloud", "acme"),))] == 1
+    assert values[UP] == 1  # what it read counts
+    stand_in.page_seconds = 0.0
+    clocked.poll()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 30
