@@ -117,11 +117,14 @@ class ApiStats:
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
         self.durations = Observations(("cloud", "endpoint"), known, REQUEST_DURATION_BUCKETS)
+        self.execution_manager_generation = 0  # grows with each search or stop call; requests.generation with all
 
     def record(self, cloud: str, endpoint: str, seconds: float, reason: str | None) -> None:
         self.durations.observe((cloud, endpoint), seconds)
         if reason:
             self.failures.add((cloud, endpoint, reason))
+        if endpoint in ENDPOINTS:
+            self.execution_manager_generation += 1  # one writer per cloud and endpoint; a lost race only delays
         self.requests.add((cloud, endpoint))  # last: its generation says the three changed
 
 

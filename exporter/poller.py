@@ -234,8 +234,8 @@ class DeviceStatus:
     # device id -> (status, when this exporter first saw it in that status, model, os, location),
     # from the same poll
     since: Mapping[str, DeviceSince] = field(default_factory=dict)
-    # how often devices, since changed: an answer equal to the last one is the same object
-    # and changes neither, so the exposition renders its thousand series again only on a change
+    # how often devices, since changed: an answer equal to the last one changes neither, so the
+    # exposition renders its thousand series again only on a change
     devices_changes: int = 0
     since_changes: int = 0
     polls: int = 0
@@ -299,7 +299,7 @@ class DevicePoller(_Loop[DeviceStatus]):
             same_since = since is status.since or since == status.since
             status = replace(
                 status, polls=status.polls + 1, up=True, absent=False, last_error=None, last_success=now,
-                devices=status.devices if same_devices else devices,
+                devices=devices,  # when equal, the newer: its bytes are what the next answer is compared with
                 devices_changes=status.devices_changes + (not same_devices),
                 since=status.since if same_since else since, since_changes=status.since_changes + (not same_since))
         self.status = status
