@@ -137,6 +137,9 @@ class Exporter:
                             on_poll=self.exposition.refresh)
             for cloud in reported
         ]
+        for reporting in self.reporting_pollers:  # the ends the execution poller sees, for the lookups
+            next(p for p in self.pollers if p.cloud == reporting.cloud).followers.append(
+                reporting.outcomes.executions_polled)
         statuses = lambda: [p.status for p in self.pollers]  # noqa: E731
         reporting_owners = lambda: {p.cloud: p.status.owners for p in self.reporting_pollers}  # noqa: E731
         caps = {"max_ci_jobs": settings.max_ci_jobs, "max_failure_reasons": settings.max_failure_reasons} \

@@ -43,6 +43,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
@@ -202,15 +203,20 @@ class _PerfectoSession:
     def _prepare(self, method: str, path: str, body: dict | None,
                  params: dict[str, str] | None = None) -> requests.PreparedRequest:
         """The request; one without parameters and without a body (the license poll's GET) or with
-        the empty filter (the device list's POST) is prepared once, which halves requests' CPU for it."""
-        if body or params is not None:
+        the empty filter (the device list's POST) is prepared once, which halves requests' CPU for it;
+        a GET with parameters (Smart Reporting's pages) is a copy of that with its query string."""
+        if body or (params is not None and (method != "GET" or "?" in self.base_url)):
             return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body,
                                                                   params=params))
         key = (method, path, body is not None)
         if key not in self._prepared:
             self._prepared[key] = self._session.prepare_request(
                 requests.Request(method, self.base_url + path, json=body))
-        return self._prepared[key]
+        if params is None:
+            return self._prepared[key]
+        request = self._prepared[key].copy()  # 15 µs, where preparing anew takes 175 µs
+        request.url = f"{request.url}?{urllib.parse.urlencode(params)}"
+        return request
 
     def _read_capped(self, response: requests.Response) -> bytearray:
         declared = response.headers.get("Content-Length", "")
@@ -481,12 +487,18 @@ class ReportingClient(_PerfectoSession):
         self.max_pages = max_pages
         self._mount(REPORTING_PATH, retries)
 
-    def reports(self, since: float, until: float,
-                known: Container[str] = frozenset()) -> tuple[list[Report], int, bool]:
+    def reports(self, since: float, until: float, known: Container[str] = frozenset(),
+                external_ids: Iterable[str] = ()) -> tuple[list[Report], int, bool]:
         """The reports of tests that started between ``since`` and ``until`` (epoch seconds), every
         page of them, but those whose id is in ``known``: ``(reports, resources skipped, whether
-        max_pages cut the paging short)``. Any page that fails fails the whole call."""
+        max_pages cut the paging short)``. Any page that fails fails the whole call.
+
+        ``external_ids``: only the reports of these executions, as ``externalId[0]``,
+        ``externalId[1]``, … (the document names the indexed filter; that a server takes several
+        values of it is an assumption: one that honours only the first answers that one's report,
+        and the sweeps count the others')."""
         window = {"startExecutionTime[0]": str(int(since * 1000)), "endExecutionTime[0]": str(int(until * 1000))}
+        window |= {f"externalId[{i}]": external_id for i, external_id in enumerate(external_ids)}
         reports: list[Report] = []
         skipped = 0
         for page_number in range(1, self.max_pages + 1):

@@ -127,6 +127,9 @@ class Poller(_Loop[CloudStatus]):
         self.owner_labels = OwnerLabels(plan.max_owners)  # kept across polls, shared with the reporting poller
         self._test_names = TestNames(plan.name_patterns, plan.max_tests) if plan.by_test else None  # so are tests
         self._clock = clock
+        # called after each poll with the executions that left the answer (id -> start time), or
+        # None after a failed poll: Smart Reporting looks up the reports of those that ended
+        self.followers: list[Callable[[Mapping[str, float | None] | None, float], None]] = []
         super().__init__(client.cloud.name, "poller", monotonic)
 
     def poll_once(self) -> CloudStatus:
@@ -156,6 +159,11 @@ class Poller(_Loop[CloudStatus]):
                 log.warning("search answer had entries not counted (not executions, or repeated ids)",
                             extra={"cloud": status.cloud, "skipped": snapshot.skipped_entries})
         self.status = status
+        if self.followers:
+            ended = ({i: vanished.followed.start for i, vanished in status.totals.vanished.items()}
+                     if status.up else None)
+            for follower in self.followers:
+                follower(ended, now)
         self._on_poll()
         return status
 
@@ -338,8 +346,13 @@ class ReportingPoller(_Loop[ReportingStatus]):
         status, extra = self.status, {"cloud": self.status.cloud}
         now = self._clock()
         since, until, sweep = self.outcomes.window(now)
+        lookups = [] if sweep else self.outcomes.lookups(now)  # a sweep reads them all anyway
         try:
             reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids)
+            for earliest, external_ids in lookups:
+                found, more_skipped, more_cut = self.client.reports(earliest, until, self.outcomes.counted_ids,
+                                                                    external_ids)
+                reports, skipped, cut = reports + found, skipped + more_skipped, cut or more_cut
         except ApiError as err:
             absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
             if absent and not status.absent:
@@ -350,6 +363,8 @@ class ReportingPoller(_Loop[ReportingStatus]):
             status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
         else:
             new = self.outcomes.count(reports, now, sweep)
+            if lookups:
+                self.outcomes.looked_up(lookups, now)
             if status.polls == 0 or not status.up:
                 log.info("reporting poll succeeded", extra={**extra, "reports": len(reports), "new": new})
             if cut:

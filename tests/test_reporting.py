@@ -322,8 +322,9 @@ def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
     for path, _ in stand_in.requests:
         query = dict(part.split("=") for part in path.split("?")[1].split("&"))
         windows.append((int(query["startExecutionTime%5B0%5D"]) / 1000, int(query["endExecutionTime%5B0%5D"]) / 1000))
-    assert windows == [(T0, T0), (T0, T0 + 600), (T0 + 300, T0 + 1200),  # the last 15 minutes, never before T0
-                       (T0, T0 + 1800), (T0 + 3600, T0 + LOOKBACK + 3600)]  # sweeps: the whole lookback
+    assert windows == [(T0, T0), (T0 + 300, T0 + 600), (T0 + 900, T0 + 1200),  # the last 5 minutes, never before T0
+                       # sweeps: the whole lookback, every 30 minutes with no execution poll seen
+                       (T0, T0 + 1800), (T0 + 3600, T0 + LOOKBACK + 3600)]
 
 
 # -- the golden exposition of a recorded answer ------------------------------------------------
