@@ -53,7 +53,7 @@ from .testnames import TestNames
 
 RECENT = 300.0  # every poll: tests that started in the last 5 minutes (one page at 1,000 reports an hour)
 SWEEP_EVERY = 1800.0  # the whole lookback every 30 minutes, while the execution poller's view has a gap
-WATCHED_SWEEP_EVERY = 6 * 3600.0  # and every 6 hours while it saw every end
+WATCHED_SWEEP_EVERY = 3 * 3600.0  # every 3 h while it saw every end: half the lookback (tests up to 3 h long)
 SETTLE = 900.0  # how late a report may appear after its test ended, for the view's gaps
 LOOKUP_EVERY = 300.0  # ended executions' reports are looked up by externalId this often
 LOOKUP_AFTER = (300.0, 1200.0, 3600.0)  # after an end: each try's earliest time; none after the last
