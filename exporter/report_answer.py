@@ -77,7 +77,13 @@ class _Page(msgspec.Struct):
     metadata: Any = None
 
 
+class _Heads(msgspec.Struct):  # a page read no further than its ids
+    resources: list[_Head]
+    metadata: Any = None
+
+
 _PAGE = msgspec.json.Decoder(_Page | list[msgspec.Raw])
+_HEADS = msgspec.json.Decoder(_Heads)
 _REPORT = msgspec.json.Decoder(_Report)
 _HEAD = msgspec.json.Decoder(_Head)
 
@@ -106,6 +112,13 @@ class ReportPage(NamedTuple):
 
 def read_page(body: bytes | bytearray, known: Container[str] = frozenset()) -> ReportPage:
     """The reports of one page whose ids are not in ``known``; raises :class:`InvalidAnswer`."""
+    if known:  # the usual page of a poll: every id known, and one decode that reads only the ids
+        try:
+            heads = _HEADS.decode(body)
+        except (msgspec.DecodeError, RecursionError):  # any other shape: read below, resource by resource
+            heads = None
+        if heads is not None and all((text(head.id) or "") in known for head in heads.resources):
+            return ReportPage([], _truncated(heads.metadata), 0, len(heads.resources))
     try:
         page = _PAGE.decode(body)
     except msgspec.ValidationError:

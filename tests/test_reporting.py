@@ -60,6 +60,19 @@ def test_an_odd_page_is_read_and_a_bad_resource_costs_only_itself():
     assert by_id["r10"].owner == "unknown" and by_id["r10"].platform == ("unknown",) * 3
 
 
+def test_a_page_of_known_ids_is_read_no_further_and_one_new_resource_reads_the_rest_as_before():
+    body = (REPORTING / "odd.json").read_bytes()
+    whole = read_page(body)
+    ids = {r.id for r in whole.reports}
+    known = read_page(body, ids)  # resources without an id are read, and skipped
+    assert (known.reports, known.truncated, known.skipped) == ([], whole.truncated, whole.skipped)
+    document = (REPORTING / "document.json").read_bytes()
+    (report,) = read_page(document).reports
+    assert read_page(document, {report.id}) == ([], False, 0, 1)  # one decode of the ids alone
+    assert read_page(document, {"another"}).reports == [report]
+    assert [r.id for r in read_page(body, ids - {"r2"}).reports] == ["r2"]
+
+
 @pytest.mark.parametrize("body, why", [
     (b'[{"userMessage": "Internal error", "developerMessage": "NPE"}]', "an error list"),
     (b"[]", "a list"),
