@@ -631,6 +631,30 @@ def test_counts_against_the_lab_equal_its_reports(start_lab):
     assert counted_by(values, "status") == dict(expected) and len(truth) > 50
 
 
+def test_the_execution_poller_tells_smart_reporting_which_executions_ended(start_lab):
+    """End to end against the lab: tests longer than the recent window, whose reports appear as
+    they end, are counted by the lookups of the executions the execution poller saw end, before
+    the first sweep after the start could count them."""
+    from exporter.lab import Workload
+
+    now = [T0]
+    workload = Workload(seed=9, executions=0, clock=lambda: now[0], test_durations=True)
+    lab = start_lab(workload, report_delay_scale=0.0)
+    exporter = build_exporter(lab.url, clock=lambda: now[0], reporting="on")
+    executions, (reporting,) = exporter.pollers[0], exporter.reporting_pollers
+    ids = []
+    for step in range(int(SWEEP_EVERY // 60) - 1):  # until just before the second sweep
+        now[0] = T0 + 60 * step
+        if step in (1, 2):
+            ids += [workload.begin("CheckoutRegression", 1.0) for _ in range(3)]  # about 15 minutes each
+        executions.poll_once()
+        reporting.poll_once()
+    values = samples(generate_latest(exporter.registry).decode())
+    assert sum(counted_by(values, "status").values()) == len(ids) == 6
+    assert reporting.outcomes.pending == 0
+    assert not any(r["startTime"] >= now[0] * 1000 - RECENT * 1000 for r in lab.lab.reports._available())
+
+
 # -- nothing personal, no link, no token -------------------------------------------------------
 
 def test_no_message_link_personal_field_or_token_in_metrics_or_logs(stand_in, caplog):
