@@ -6,13 +6,24 @@ The counting rule. A report is counted once, by its ``id``, into
 
 - reports appear only after the test ended, and minutes late at that, with their original start
   time; the API filters by *start* time. So every poll asks for the window of start times
-  ``[now - RECENT, now]`` (short tests and late arrivals), and a sweep every ``SWEEP_EVERY``
-  seconds asks for ``[now - LOOKBACK, now]`` (tests that ran for hours: their report is counted at
-  the first sweep after it appears). Windows never reach before the exporter's start: reports of
-  tests that started before it are never counted, so a restart does not add history to a
-  counter (and a test that was running at the start is left out for good);
+  ``[now - RECENT, now]`` (short tests). A longer test's report is looked up by its execution:
+  the cloud's execution poller tells :meth:`Outcomes.executions_polled` which executions left its
+  answer (id, the reports' ``externalId``, and start), and every ``LOOKUP_EVERY`` seconds a poll
+  also asks for those due (``LOOKUP_AFTER`` their end; ``externalId[0]``, ``externalId[1]``, … in
+  batches of ``LOOKUP_BATCH``) until their report is counted or the tries are spent. That the
+  indexed filter takes several values is an assumption (the document shows the notation, not
+  the semantics): a server that honours only ``externalId[0]`` answers one report a call, and
+  the sweeps count the rest. A sweep asks for ``[now - LOOKBACK, now]`` every
+  ``WATCHED_SWEEP_EVERY`` seconds while the execution poller saw every end (no failed poll since
+  ``SETTLE`` before the last sweep), every ``SWEEP_EVERY`` otherwise (a gap, or no execution poll
+  at all): executions that started and ended unseen have no lookup, and a late report of one
+  whose start has left the recent window waits for a sweep. Windows never reach before the
+  exporter's start: reports of tests that started before it are never counted, so a restart
+  does not add history to a counter (and a test that was running at the start is left out for
+  good);
 - the ids counted are remembered while their start time is within ``LOOKBACK`` of now, then
-  forgotten, which bounds memory (a few hundred bytes per report of the last ``LOOKBACK``); a
+  forgotten (every ``PRUNE_EVERY`` seconds), which bounds memory (a few hundred bytes per report
+  of the last ``LOOKBACK``, and the ended executions pending, at most ``MAX_PENDING``); a
   report whose start time is older than that is not counted, whenever it arrives, so a
   forgotten id is never counted again;
 - a poll whose pages do not all succeed counts nothing: its ids are not remembered, so the

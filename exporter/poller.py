@@ -20,7 +20,11 @@ exporter first saw it in its current status (:func:`follow_statuses`).
 
 :class:`ReportingPoller`, a fourth loop per cloud on its own interval, asks Smart Reporting for
 the reports of finished tests and counts each once (:mod:`exporter.outcomes`); its ``auto``
-mode is the License API's. A poll counts only when every page of it succeeded.
+mode is the License API's. A poll counts only when every page of it succeeded, its lookups'
+included: the reports of executions the cloud's :class:`Poller` saw end (its ``followers``).
+
+The side loops (licenses, devices, reporting) do not render the exposition themselves (the
+assembly gives them no ``on_poll``): its ticker renders within a second.
 """
 
 from __future__ import annotations
