@@ -666,7 +666,7 @@ def reporting_poll(size: int = 10_000, per_hour: int = 1000) -> dict:
 def _reporting_table(r: dict) -> str:
     return "\n".join([
         f"### 9. Smart Reporting poll against execution poll at {r['size']:,} executions, about {r['per_hour']:,} "
-        f"reports an hour ({r['remembered']:,} in the lookback; CPU of the polling thread, re-render included)",
+        f"reports an hour ({r['remembered']:,} in the lookback; CPU of the polling thread, with the render it adds)",
         "",
         "| execution poll ms | recent poll ms (pages) | a lookup of 50 ended executions ms | sweep ms (pages) | "
         f"ratio per unit of time: execution polls every {r['poll_interval']:g} s; recent polls every "
@@ -827,7 +827,7 @@ def _webhook_section(w: dict) -> list[str]:
 def _license_section(lic: dict) -> list[str]:
     return [
         f"### 6. License API poll against execution poll at {lic['size']:,} executions (CPU of the polling "
-        "thread, re-render included)",
+        "thread, with the render it adds)",
         "",
         "| execution poll ms | license poll ms | ratio per poll | ratio per unit of time, polls every "
         f"{lic['poll_interval']:g} s and {lic['licenses_interval']:g} s (target < 1 %) |",
@@ -852,7 +852,7 @@ def _usage_section(u: dict) -> list[str]:
 def _device_section(d: dict) -> list[str]:
     return [
         f"### 8. Device list poll of {d['devices']:,} devices against execution poll at {d['size']:,} executions "
-        "(CPU of the polling thread, re-render included)",
+        "(CPU of the polling thread, with the render it adds)",
         "",
         "| execution poll ms | device poll ms | ratio per poll | ratio per unit of time, polls every "
         f"{d['poll_interval']:g} s and {d['devices_interval']:g} s (target <= 1 %) | device poll ms, a status "
