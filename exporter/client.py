@@ -18,8 +18,8 @@ Every call has a deadline for the whole of it (connect, send, retries, read): ``
 each socket operation alone, so an answer that drips a byte within each read timeout would
 hold a poll (and keep ``perfecto_up`` at 1) for as long as it drips; at the deadline the call's
 socket is shut down under it (:class:`_Deadline`, kept by one watchdog thread for every call),
-and a retry whose wait would end past it
-(a ``Retry-After`` of an hour) is not made (:class:`_DeadlineRetry`).
+and a retry whose wait would end past it (a ``Retry-After`` of an hour) is not made
+(:class:`_DeadlineRetry`).
 
 ``search`` is retried with backoff on connection errors and 5xx by urllib3's ``Retry``; a read
 timeout is not retried, so a hanging API costs one timeout per poll. ``stop`` is never
