@@ -130,6 +130,7 @@ class Outcomes:
         self._view_since: float | None = None
         self._pending: dict[str, tuple[float, float, int]] = {}
         self._last_lookup = -math.inf
+        self._pending_pruned = -math.inf
         self._pruned = -math.inf  # when ids past the lookback were last forgotten
         self._last_sweep: float | None = None
 
@@ -157,6 +158,11 @@ class Outcomes:
             if self._view_since is None:
                 self._view_since = now
             horizon = max(self.started, now - self.lookback)
+            if now - self._pending_pruned >= PRUNE_EVERY:  # ids whose tries passed unasked (no reporting poll)
+                given_up = now - LOOKUP_AFTER[-1] - 2 * LOOKUP_EVERY
+                self._pending = {i: entry for i, entry in self._pending.items()
+                                 if entry[0] >= horizon and entry[1] >= given_up}
+                self._pending_pruned = now
             for execution_id, start in ended.items():
                 if (start is not None and start >= horizon and execution_id not in self._counted_external
                         and len(self._pending) < MAX_PENDING):  # beyond it (no reporting poll for hours) the sweeps

@@ -16,7 +16,15 @@ import requests
 from prometheus_client import generate_latest
 
 from exporter.client import REPORTING_PATH
-from exporter.outcomes import LOOKBACK, LOOKUP_AFTER, LOOKUP_EVERY, RECENT, SWEEP_EVERY, WATCHED_SWEEP_EVERY
+from exporter.outcomes import (
+    LOOKBACK,
+    LOOKUP_AFTER,
+    LOOKUP_EVERY,
+    PRUNE_EVERY,
+    RECENT,
+    SWEEP_EVERY,
+    WATCHED_SWEEP_EVERY,
+)
 from exporter.poller import ABSENT_RETRY
 from exporter.report_answer import NONE, read_page
 from exporter.search_answer import InvalidAnswer
@@ -421,6 +429,17 @@ def test_a_server_that_honours_only_the_first_filter_value_counts_the_others_at_
         ends.poll(now[0])
         clocked.poller.poll_once()
     assert sum(counted_by(clocked.settled(), "status").values()) == 5
+
+
+def test_ended_executions_wait_for_their_lookups_a_bounded_time_without_a_reporting_poll(stand_in):
+    """A cloud whose Smart Reporting never answers (absent in auto mode) still hears of every end:
+    what waits for a lookup is given up once its tries would be over, so it stays about an hour's."""
+    now = stand_in.now
+    outcomes = Clocked(stand_in.url, now).poller.outcomes
+    for minute in range(6 * 60):
+        now[0] = T0 + 60 * minute
+        outcomes.executions_polled({f"exec-{minute}-{i}": now[0] - 30 for i in range(17)}, now[0])
+    assert outcomes.pending <= 17 * (LOOKUP_AFTER[-1] + 2 * LOOKUP_EVERY + PRUNE_EVERY) / 60
 
 
 def test_a_gap_in_the_execution_pollers_view_brings_the_30_minute_sweeps_back(stand_in):
