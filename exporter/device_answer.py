@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import msgspec
@@ -129,11 +129,15 @@ class DeviceList:
     skipped_entries: int = 0  # not objects, or a deviceId listed before
     # what it was read from (only the fields above): an answer that says the same is this list again
     source: list = field(default_factory=list, compare=False, repr=False)
+    # and its bytes: an answer byte for byte the same (the usual one) is not even decoded
+    body: bytes = field(default=b"", compare=False, repr=False)
 
 
 def read_devices(body: bytes | bytearray, previous: DeviceList | None = None) -> DeviceList:
     """The devices of a device list answer; ``previous`` itself when the answer says what it
     said (a lab's list changes a device or two a poll, if any). Raises :class:`InvalidAnswer`."""
+    if previous is not None and previous.body and body == previous.body:  # 0.02 ms; the decode 1 ms at 1,000
+        return previous
     devices: list[Device] = []
     seen: set[str] = set()
     try:
@@ -141,7 +145,7 @@ def read_devices(body: bytes | bytearray, previous: DeviceList | None = None) ->
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # any other shape, or not JSON
         handsets, skipped = _handsets(_entries(body))
     if previous is not None and skipped == previous.skipped_entries and handsets == previous.source:
-        return previous
+        return replace(previous, body=bytes(body))  # equal: the same devices, its series not rendered again
     for handset in handsets:
         fields = msgspec.structs.astuple(handset)
         # Only strings, booleans and nulls make a key: 1 == 1.0 == True would share one device
@@ -152,7 +156,7 @@ def read_devices(body: bytes | bytearray, previous: DeviceList | None = None) ->
                 continue
             seen.add(device.id)
         devices.append(device)
-    return DeviceList(tuple(devices), skipped, handsets)
+    return DeviceList(tuple(devices), skipped, handsets, bytes(body))
 
 
 def _handsets(entries: list[msgspec.Raw]) -> tuple[list[_Handset], int]:

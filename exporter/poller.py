@@ -20,7 +20,11 @@ exporter first saw it in its current status (:func:`follow_statuses`).
 
 :class:`ReportingPoller`, a fourth loop per cloud on its own interval, asks Smart Reporting for
 the reports of finished tests and counts each once (:mod:`exporter.outcomes`); its ``auto``
-mode is the License API's. A poll counts only when every page of it succeeded.
+mode is the License API's. A poll counts only when every page of it succeeded, its lookups'
+included: the reports of executions the cloud's :class:`Poller` saw end (its ``followers``).
+
+The side loops (licenses, devices, reporting) do not render the exposition themselves (the
+assembly gives them no ``on_poll``): its ticker renders within a second.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ class Poller(_Loop[CloudStatus]):
         self.owner_labels = OwnerLabels(plan.max_owners)  # kept across polls, shared with the reporting poller
         self._test_names = TestNames(plan.name_patterns, plan.max_tests) if plan.by_test else None  # so are tests
         self._clock = clock
+        # called after each poll with the executions that left the answer (id -> start time), or
+        # None after a failed poll: Smart Reporting looks up the reports of those that ended
+        self.followers: list[Callable[[Mapping[str, float | None] | None, float], None]] = []
         super().__init__(client.cloud.name, "poller", monotonic)
 
     def poll_once(self) -> CloudStatus:
@@ -156,6 +163,11 @@ class Poller(_Loop[CloudStatus]):
                 log.warning("search answer had entries not counted (not executions, or repeated ids)",
                             extra={"cloud": status.cloud, "skipped": snapshot.skipped_entries})
         self.status = status
+        if self.followers:
+            ended = ({i: vanished.followed.start for i, vanished in status.totals.vanished.items()}
+                     if status.up else None)
+            for follower in self.followers:
+                follower(ended, now)
         self._on_poll()
         return status
 
@@ -234,8 +246,8 @@ class DeviceStatus:
     # device id -> (status, when this exporter first saw it in that status, model, os, location),
     # from the same poll
     since: Mapping[str, DeviceSince] = field(default_factory=dict)
-    # how often devices, since changed: an answer equal to the last one is the same object
-    # and changes neither, so the exposition renders its thousand series again only on a change
+    # how often devices, since changed: an answer equal to the last one changes neither, so the
+    # exposition renders its thousand series again only on a change
     devices_changes: int = 0
     since_changes: int = 0
     polls: int = 0
@@ -299,7 +311,7 @@ class DevicePoller(_Loop[DeviceStatus]):
             same_since = since is status.since or since == status.since
             status = replace(
                 status, polls=status.polls + 1, up=True, absent=False, last_error=None, last_success=now,
-                devices=status.devices if same_devices else devices,
+                devices=devices,  # when equal, the newer: its bytes are what the next answer is compared with
                 devices_changes=status.devices_changes + (not same_devices),
                 since=status.since if same_since else since, since_changes=status.since_changes + (not same_since))
         self.status = status
@@ -343,9 +355,18 @@ class ReportingPoller(_Loop[ReportingStatus]):
         status, extra = self.status, {"cloud": self.status.cloud}
         now = self._clock()
         since, until, sweep = self.outcomes.window(now)
+        lookups = [] if sweep else self.outcomes.lookups(now)  # a sweep reads them all anyway
         try:
-            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids,
-                                                        budget=max(self.interval, REPORTING_PAGING_BUDGET))
+            budget = max(self.interval, REPORTING_PAGING_BUDGET)
+            reports, skipped, cut = self.client.reports(since, until, self.outcomes.counted_ids, budget=budget)
+            for earliest, external_ids in lookups:
+                try:
+                    found, more_skipped, more_cut = self.client.reports(
+                        earliest, until, self.outcomes.counted_ids, external_ids, budget=budget)
+                except ApiError as err:
+                    err.after_first_page = True  # the window's call answered: the API is there
+                    raise
+                reports, skipped, cut = reports + found, skipped + more_skipped, cut or more_cut
         except ApiError as err:
             absent = (self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
                       and not err.after_first_page)  # a later page refused: the API is there
@@ -357,6 +378,8 @@ class ReportingPoller(_Loop[ReportingStatus]):
             status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
         else:
             new = self.outcomes.count(reports, now, sweep)
+            if lookups:
+                self.outcomes.looked_up(lookups, now)
             if status.polls == 0 or not status.up:
                 log.info("reporting poll succeeded", extra={**extra, "reports": len(reports), "new": new})
             if cut:

@@ -214,7 +214,8 @@ class ReportStandIn:
     answers 200 with an error list, ``fail_page`` answers that page ``fail_status`` (400), ``repeat`` puts the last
     report of each page again at the top of the next (duplicates across pages), ``ignore_page``
     answers every ``_page`` with the first page, ``truncated`` true (a server or proxy that drops
-    the parameter)."""
+    the parameter). ``externalId[i]`` is honoured (any of the values), or with
+    ``first_filter_value_only`` only ``externalId[0]``."""
 
     PATH = "/export/api/v1/test-executions"
 
@@ -233,6 +234,7 @@ class ReportStandIn:
         self.advance = None  # the test's clock, as a list to move on: [now]
         self.repeat = False
         self.ignore_page = False
+        self.first_filter_value_only = False
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         stand_in = self
 
@@ -282,10 +284,14 @@ class ReportStandIn:
     def page(self, query: dict, page: int) -> dict:
         since, until = (float(query[k]) if k in query else None
                         for k in ("startExecutionTime[0]", "endExecutionTime[0]"))
+        # externalId[0], externalId[1], …: any of them (only the first, with first_filter_value_only)
+        external = [v for k, v in query.items() if k.startswith("externalId[")]
+        external = external[:1] if self.first_filter_value_only else external
         now = self.clock()
         start = lambda r: float(r.get("startTime") or 0)  # noqa: E731
         found = sorted((r for visible, r in self.reports if visible <= now
-                        and (since is None or start(r) >= since) and (until is None or start(r) <= until)),
+                        and (since is None or start(r) >= since) and (until is None or start(r) <= until)
+                        and (not external or r.get("externalId") in external)),
                        key=lambda r: (start(r), str(r.get("id"))))
         first = (page - 1) * self.page_size
         resources = found[first:first + self.page_size]

@@ -3,12 +3,14 @@
 import json
 import random
 import string
+import threading
+import time
 
 import pytest
 import requests
 import responses
 
-from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient
+from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient, _Deadline
 from exporter.settings import Cloud
 
 from .conftest import FIXTURES
@@ -236,3 +238,27 @@ def test_a_device_list_redirect_is_not_followed(status):
         client.devices()
     assert caught.value.reason == "invalid_response" and len(responses.calls) == 1
     client.close()
+
+
+def test_one_watchdog_thread_passes_each_deadline_in_time_and_none_after_its_call():
+    """Every call's deadline is kept by one thread: an earlier deadline added after a later one
+    still passes in time, and one whose call ended never passes."""
+    later = _Deadline(30)
+    opened = threading.Event()
+
+    def long_call():
+        with later:
+            opened.set()
+            time.sleep(0.5)
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    opened.wait(5)
+    with _Deadline(0.05) as soon:
+        time.sleep(0.3)
+    with _Deadline(0.05) as finished:
+        pass
+    time.sleep(0.2)
+    caller.join(5)
+    assert soon.passed and not finished.passed and not later.passed
+    assert [t.name for t in threading.enumerate()].count("deadlines") == 1

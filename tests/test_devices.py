@@ -208,6 +208,20 @@ def test_the_gauges_equal_the_truth_and_follow_a_device_that_disconnects(start_l
     assert since_series(clocked.poll(60))["KNOWN-A1"] == ("connected", T0 + 130)
 
 
+def test_an_answer_byte_for_byte_the_same_is_not_decoded_and_one_that_reads_the_same_is_equal():
+    body = json.dumps(KNOWN).encode()
+    first = read_devices(bytearray(body))
+    assert read_devices(bytearray(body), first) is first  # the same bytes: the same list, no decode
+    reordered = copy.deepcopy(KNOWN)
+    reordered["handsets"]["handset"][0]["phoneNumber"] = "+1 555 0100"  # a field not read
+    second = read_devices(json.dumps(reordered).encode(), first)
+    assert second == first and second.body != first.body  # equal devices; its own bytes for the next
+    assert read_devices(json.dumps(reordered).encode(), second) is second
+    changed = copy.deepcopy(KNOWN)
+    changed["handsets"]["handset"][0]["inUse"] = "true"
+    assert read_devices(json.dumps(changed).encode(), second) != first
+
+
 def test_a_poll_renders_again_only_what_changed(start_lab):
     """An answer that says what the last one said is the last list again; a session that starts
     moves the counts but not the per-device series, whose thousand lines a status change alone

@@ -347,3 +347,28 @@ def test_the_landing_page_never_shows_a_urls_credentials(start_lab):
     page = landing(exporter)
     assert "URLSECRETPW" not in page and "proxyuser" not in page
     assert f"<td>{lab.url}</td>" in page
+
+
+def test_a_side_pollers_requests_reach_the_exposition_with_the_next_execution_poll_or_within_the_lag():
+    """The request families hold every endpoint's series: a license call alone does not render
+    them again, the next search call does, and so does the lag's end; the counts are then current."""
+    from exporter.client import ApiStats
+    from exporter.collectors import HealthCollector
+    from exporter.collectors.health import SIDE_REQUESTS_LAG
+    from exporter.labels import LabelPlan
+
+    stats, clock = ApiStats(["acme"], ["acme"]), [100.0]
+    health = HealthCollector(lambda: [], stats, LabelPlan(), {"version": "test"}, monotonic=lambda: clock[0])
+    before = health.version()
+    stats.record("acme", "licenses", 0.01, None)
+    clock[0] += SIDE_REQUESTS_LAG - 1
+    assert health.version() == before
+    stats.record("acme", "search", 0.01, None)
+    after_search = health.version()
+    assert after_search != before
+    stats.record("acme", "licenses", 0.01, None)
+    assert health.version() == after_search
+    clock[0] += SIDE_REQUESTS_LAG
+    assert health.version() != after_search
+    requests_family = next(f for f in health.collect() if f.name == "perfecto_api_requests")
+    assert {s.labels["endpoint"]: s.value for s in requests_family.samples}["licenses"] == 2

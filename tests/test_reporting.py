@@ -16,7 +16,15 @@ import requests
 from prometheus_client import generate_latest
 
 from exporter.client import REPORTING_PATH
-from exporter.outcomes import LOOKBACK, SWEEP_EVERY
+from exporter.outcomes import (
+    LOOKBACK,
+    LOOKUP_AFTER,
+    LOOKUP_EVERY,
+    PRUNE_EVERY,
+    RECENT,
+    SWEEP_EVERY,
+    WATCHED_SWEEP_EVERY,
+)
 from exporter.poller import ABSENT_RETRY
 from exporter.report_answer import NONE, read_page
 from exporter.search_answer import InvalidAnswer
@@ -59,6 +67,19 @@ def test_an_odd_page_is_read_and_a_bad_resource_costs_only_itself():
     assert (by_id["r7"].failure_reason, by_id["r7"].external_id) == (NONE, "7")  # empty reason; a number
     assert by_id["r10"].failure_reason == "Timeout waiting for element"  # free text on one line
     assert by_id["r10"].owner == "unknown" and by_id["r10"].platform == ("unknown",) * 3
+
+
+def test_a_page_of_known_ids_is_read_no_further_and_one_new_resource_reads_the_rest_as_before():
+    body = (REPORTING / "odd.json").read_bytes()
+    whole = read_page(body)
+    ids = {r.id for r in whole.reports}
+    known = read_page(body, ids)  # resources without an id are read, and skipped
+    assert (known.reports, known.truncated, known.skipped) == ([], whole.truncated, whole.skipped)
+    document = (REPORTING / "document.json").read_bytes()
+    (report,) = read_page(document).reports
+    assert read_page(document, {report.id}) == ([], False, 0, 1, 0)  # one decode of the ids alone
+    assert read_page(document, {"another"}).reports == [report]
+    assert [r.id for r in read_page(body, ids - {"r2"}).reports] == ["r2"]
 
 
 @pytest.mark.parametrize("body, why", [
@@ -323,8 +344,122 @@ def test_the_windows_overlap_and_sweep_the_lookback(stand_in):
     for path, _ in stand_in.requests:
         query = dict(part.split("=") for part in path.split("?")[1].split("&"))
         windows.append((int(query["startExecutionTime%5B0%5D"]) / 1000, int(query["endExecutionTime%5B0%5D"]) / 1000))
-    assert windows == [(T0, T0), (T0, T0 + 600), (T0 + 300, T0 + 1200),  # the last 15 minutes, never before T0
-                       (T0, T0 + 1800), (T0 + 3600, T0 + LOOKBACK + 3600)]  # sweeps: the whole lookback
+    assert windows == [(T0, T0), (T0 + 300, T0 + 600), (T0 + 900, T0 + 1200),  # the last 5 minutes, never before T0
+                       # sweeps: the whole lookback, every 30 minutes with no execution poll seen
+                       (T0, T0 + 1800), (T0 + 3600, T0 + LOOKBACK + 3600)]
+
+
+class WatchedEnds:
+    """What the cloud's execution poller tells Smart Reporting: at each poll, the executions that
+    ended since the last one (the stand-in's reports' ``externalId`` and start)."""
+
+    def __init__(self, outcomes, reports: list[dict]):
+        self.outcomes, self.reports, self.last = outcomes, reports, None
+
+    def poll(self, now: float, failed: bool = False) -> None:
+        if failed:
+            self.outcomes.executions_polled(None, now)
+            return
+        ended = {r["externalId"]: r["startTime"] / 1000 for r in self.reports
+                 if self.last is not None and self.last < r["endTime"] / 1000 <= now}
+        self.outcomes.executions_polled(ended, now)
+        self.last = now
+
+
+def request_kinds(stand_in: ReportStandIn) -> collections.Counter:
+    """Requests by kind: a lookup (externalId given), a sweep (a window longer than the recent
+    one), or a recent poll; first pages only."""
+    kinds: collections.Counter = collections.Counter()
+    for path, _ in stand_in.requests:
+        query = dict(part.split("=") for part in path.split("?")[1].split("&"))
+        if query.get("_page") != "1":
+            continue
+        since, until = (int(query[k]) / 1000 for k in ("startExecutionTime%5B0%5D", "endExecutionTime%5B0%5D"))
+        kinds["lookup" if "externalId%5B0%5D" in query else "sweep" if until - since > RECENT else "recent"] += 1
+    return kinds
+
+
+def test_long_tests_reports_are_looked_up_by_external_id_and_counted_without_a_sweep(stand_in):
+    """With the execution poller's view of every end, the lookback is swept only at the start
+    and once the view has settled; tests longer than the recent window, late reports among them,
+    are counted by the lookups of their executions, in batches of externalId[0], externalId[1], …"""
+    now, truth = stand_in.now, Truth(stand_in)
+    for _ in range(60):  # 10 minutes to 2 hours long, a tenth of the reports minutes late
+        delay = truth.rng.uniform(120, 600) if truth.rng.random() < 0.1 else truth.rng.uniform(5, 60)
+        truth.report(T0 + truth.rng.uniform(0, 3600), truth.rng.uniform(600, 7200), delay)
+    for _ in range(20):  # short tests: the recent window counts them
+        truth.report(T0 + truth.rng.uniform(0, 3600), truth.rng.uniform(10, 120), truth.rng.uniform(5, 60))
+    clocked = Clocked(stand_in.url, now)
+    stand_in.page_size = 10
+    ends = WatchedEnds(clocked.poller.outcomes, truth.counted)
+    for step in range(4 * 60):
+        now[0] = T0 + 60 * step
+        ends.poll(now[0])
+        clocked.poller.poll_once()
+    values = clocked.settled()
+    for label in ("status", "ci_job", "failure_reason"):
+        assert counted_by(values, label) == truth.by(label), label
+    kinds = request_kinds(stand_in)
+    assert kinds["sweep"] == 2  # at the start, and 30 minutes later (the view's first end may be a report late)
+    assert 0 < kinds["lookup"] <= 4 * 60 / (LOOKUP_EVERY / 60)  # a call a batch, at most every 5 minutes
+    assert clocked.poller.outcomes.pending == 0
+    lookups = [path for path, _ in stand_in.requests if "externalId%5B0%5D" in path]
+    assert any("externalId%5B1%5D" in path for path in lookups)  # several ids a call
+
+
+def test_a_server_that_honours_only_the_first_filter_value_counts_the_others_at_the_next_sweep(stand_in):
+    """The assumption that externalId[i] takes several values: a server that reads only
+    externalId[0] answers one report a batch, one a try; the others are counted by the next
+    sweep, which comes every WATCHED_SWEEP_EVERY while the execution poller saw every end."""
+    now, truth = stand_in.now, Truth(stand_in)
+    stand_in.first_filter_value_only = True
+    for i in range(5):  # five two-hour tests that end together: one batch
+        truth.report(T0 + 600 + i, 7200 - i, 30)
+    clocked = Clocked(stand_in.url, now)
+    ends = WatchedEnds(clocked.poller.outcomes, truth.counted)
+    step = 0
+    while now[0] < T0 + 600 + 7200 + LOOKUP_AFTER[-1] + 2 * LOOKUP_EVERY:
+        now[0] = T0 + 60 * step
+        ends.poll(now[0])
+        clocked.poller.poll_once()
+        step += 1
+    assert sum(counted_by(clocked.settled(), "status").values()) == len(LOOKUP_AFTER)  # the first of each try
+    assert clocked.poller.outcomes.pending == 0  # given up after its tries
+    while now[0] < T0 + SWEEP_EVERY + WATCHED_SWEEP_EVERY:
+        now[0] += 60
+        ends.poll(now[0])
+        clocked.poller.poll_once()
+    assert sum(counted_by(clocked.settled(), "status").values()) == 5
+
+
+def test_ended_executions_wait_for_their_lookups_a_bounded_time_without_a_reporting_poll(stand_in):
+    """A cloud whose Smart Reporting never answers (absent in auto mode) still hears of every end:
+    what waits for a lookup is given up once its tries would be over, so it stays about an hour's."""
+    now = stand_in.now
+    outcomes = Clocked(stand_in.url, now).poller.outcomes
+    for minute in range(6 * 60):
+        now[0] = T0 + 60 * minute
+        outcomes.executions_polled({f"exec-{minute}-{i}": now[0] - 30 for i in range(17)}, now[0])
+    assert outcomes.pending <= 17 * (LOOKUP_AFTER[-1] + 2 * LOOKUP_EVERY + PRUNE_EVERY) / 60
+
+
+def test_a_gap_in_the_execution_pollers_view_brings_the_30_minute_sweeps_back(stand_in):
+    """Executions that started and ended while the execution poll failed were never seen, so
+    their reports have no lookup: until the view has been whole for SETTLE, the lookback is
+    swept every SWEEP_EVERY again."""
+    now = stand_in.now
+    clocked = Clocked(stand_in.url, now)
+    ends = WatchedEnds(clocked.poller.outcomes, [])
+    outcomes = clocked.poller.outcomes
+    sweeps = []
+    for step in range(5 * 60):
+        now[0] = T0 + 60 * step
+        ends.poll(now[0], failed=T0 + 4 * 3600 <= now[0] < T0 + 4 * 3600 + 300)  # five failed polls
+        sweeps += [now[0] - T0] if outcomes.window(now[0])[2] else []
+        clocked.poller.poll_once()
+    watched = SWEEP_EVERY + WATCHED_SWEEP_EVERY
+    assert sweeps == [0, SWEEP_EVERY, watched,  # at the start, when the view has settled, then watched
+                      4 * 3600, 4 * 3600 + SWEEP_EVERY]  # the gap: 30 minutes on, until it has settled again
 
 
 # -- the golden exposition of a recorded answer ------------------------------------------------
@@ -451,6 +586,8 @@ def test_the_lab_serves_each_finished_execution_as_a_report_paged_and_windowed(s
     reports = [r for p in pages for r in p["resources"]]
     assert sorted(r["externalId"] for r in reports) == sorted(ids) and len({r["id"] for r in reports}) == 250
     assert get_reports(lab, **{"startExecutionTime[0]": int(T0 * 1000) + 1}).json()["resources"] == []
+    looked_up = get_reports(lab, **{"externalId[0]": ids[7], "externalId[1]": ids[42]}).json()["resources"]
+    assert sorted(r["externalId"] for r in looked_up) == sorted([ids[7], ids[42]])
     assert requests.get(lab.url + REPORTING_PATH, headers={"Perfecto-Authorization": ADMIN_TOKEN},
                         timeout=5).status_code == 401  # the export API's own header, nothing else
     mine = get_reports(lab, USER_TOKEN).json()["resources"]
@@ -517,6 +654,30 @@ def test_counts_against_the_lab_equal_its_reports(start_lab):
     values = samples(generate_latest(exporter.registry).decode())
     expected = collections.Counter(r["status"].lower() for r in truth)
     assert counted_by(values, "status") == dict(expected) and len(truth) > 50
+
+
+def test_the_execution_poller_tells_smart_reporting_which_executions_ended(start_lab):
+    """End to end against the lab: tests longer than the recent window, whose reports appear as
+    they end, are counted by the lookups of the executions the execution poller saw end, before
+    the first sweep after the start could count them."""
+    from exporter.lab import Workload
+
+    now = [T0]
+    workload = Workload(seed=9, executions=0, clock=lambda: now[0], test_durations=True)
+    lab = start_lab(workload, report_delay_scale=0.0)
+    exporter = build_exporter(lab.url, clock=lambda: now[0], reporting="on")
+    executions, (reporting,) = exporter.pollers[0], exporter.reporting_pollers
+    ids = []
+    for step in range(int(SWEEP_EVERY // 60) - 1):  # until just before the second sweep
+        now[0] = T0 + 60 * step
+        if step in (1, 2):
+            ids += [workload.begin("CheckoutRegression", 1.0) for _ in range(3)]  # about 15 minutes each
+        executions.poll_once()
+        reporting.poll_once()
+    values = samples(generate_latest(exporter.registry).decode())
+    assert sum(counted_by(values, "status").values()) == len(ids) == 6
+    assert reporting.outcomes.pending == 0
+    assert not any(r["startTime"] >= now[0] * 1000 - RECENT * 1000 for r in lab.lab.reports._available())
 
 
 # -- nothing personal, no link, no token -------------------------------------------------------
@@ -618,6 +779,7 @@ def test_a_duration_added_alone_at_the_next_poll_is_rendered(stand_in):
     exposition.body(None, False)  # a scraper asks: from now on the polls keep that format up to date
     now[0] += 60
     clocked.poll()  # nothing new: only the carried duration is added
+    exposition.refresh()  # as the exposition's ticker does every second: renders what changed
     served = samples(exposition.body(None, False)[1].decode())
     key = ("perfecto_test_duration_seconds_count", (("cloud", "acme"), ("execution_name", "Another test")))
     assert served[key] == 1

@@ -3,7 +3,8 @@
 ``GET /export/api/v1/test-executions`` (token in the ``PERFECTO_AUTHORIZATION`` header, as the
 vendor's samples send it) answers ``{"resources": [...], "metadata": {"truncated": ...,
 "processingStatus": ...}}``: the reports whose test started within ``startExecutionTime[0]`` and
-``endExecutionTime[0]`` (milliseconds; either may be left out), oldest start first,
+``endExecutionTime[0]`` (milliseconds; either may be left out) and, if given, whose
+``externalId`` is one of ``externalId[0]``, ``externalId[1]``, …, oldest start first,
 :data:`PAGE_SIZE` per ``_page`` (1, 2, …), ``truncated`` while more pages follow. A user token
 sees its own owner's reports.
 
@@ -67,11 +68,13 @@ class Reports:
         self._published: deque[dict] = deque(maxlen=PUBLISHED_SIZE)
         self._job_numbers: dict[str, int] = {}
 
-    def page(self, owner: str | None, since_ms: float | None, until_ms: float | None, page: int) -> dict:
-        """One page of the answer to a query."""
+    def page(self, owner: str | None, since_ms: float | None, until_ms: float | None, page: int,
+             external_ids: frozenset[str] = frozenset()) -> dict:
+        """One page of the answer to a query (``external_ids``: only these executions' reports)."""
         reports = [r for r in self._available()
                    if (owner is None or r["owner"] == owner) and (since_ms is None or r["startTime"] >= since_ms)
-                   and (until_ms is None or r["startTime"] <= until_ms)]
+                   and (until_ms is None or r["startTime"] <= until_ms)
+                   and (not external_ids or r["externalId"] in external_ids)]
         reports.sort(key=lambda r: (r["startTime"], r["id"]))
         first = (page - 1) * PAGE_SIZE
         return {"resources": reports[first:first + PAGE_SIZE],

@@ -377,8 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
         page = number("_page", 1)
         if page is None or page < 1 or page != int(page):
             raise BadRequest("_page must be 1 or more")
+        external_ids = frozenset(v for k, values in query.items() if k.startswith("externalId[") for v in values)
         answer = self.server.lab.reports.page(owner, number("startExecutionTime[0]", None),
-                                              number("endExecutionTime[0]", None), int(page))
+                                              number("endExecutionTime[0]", None), int(page), external_ids)
         self._send(200, json.dumps(answer).encode())
         return 200
 
