@@ -25,6 +25,7 @@ mode is the License API's. A poll counts only when every page of it succeeded.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -45,6 +46,35 @@ log = logging.getLogger(__name__)
 
 ABSENT_STATUSES = (401, 403, 404)
 ABSENT_RETRY = 3600.0
+
+class _CollectorPause:
+    """The cyclic garbage collector off while an execution poll runs, process-wide: a poll allocates
+    tens of thousands of tuples and lists (none in a cycle, so nothing is left for the collector to
+    free), and the collector would scan them again and again while they are built (about 5 ms of an
+    80 ms poll at 10,000 executions). It runs at the first allocation after, once. Counted, so that
+    the polls of several clouds overlapping turn it back on only when the last one ends, and only if
+    it was on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._polls = 0
+        self._was_on = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._polls += 1
+            if self._polls == 1:
+                self._was_on = gc.isenabled()
+                gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._polls -= 1
+            if self._polls == 0 and self._was_on:
+                gc.enable()
+
+
+collector_paused = _CollectorPause()
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,10 @@ class Poller(_Loop[CloudStatus]):
         super().__init__(client.cloud.name, "poller", monotonic)
 
     def poll_once(self) -> CloudStatus:
+        with collector_paused:
+            return self._poll()
+
+    def _poll(self) -> CloudStatus:
         status = self.status
         started, now = self._monotonic(), self._clock()
         try:
