@@ -104,6 +104,7 @@ class SnapshotBuilder:
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
         keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
+        new_tuple = tuple.__new__  # Followed's own __new__ is a Python function; this is tuple's, in C
         for entry in decoded_entries(entries, self._platform_labels):
             if entry is None:  # not an execution
                 self.skipped += 1
@@ -128,7 +129,7 @@ class SnapshotBuilder:
             platforms = entry.platforms if entry.platforms is not None else entry.devices
             held = self._count_platforms(platforms_by_owner[capped], capped, platforms) if platforms else ()
             if execution_id is not None:
-                followed[execution_id] = Followed(key, start, held)
+                followed[execution_id] = new_tuple(Followed, (key, start, held))
                 test = self._test(execution_id, entry.name) if by_test else None
                 if start is not None and keep_starts:
                     timed.append((start, execution_id, entry.name, owner, test))
