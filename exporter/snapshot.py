@@ -17,6 +17,7 @@ What changes from one poll to the next (starts, finishes, durations, usage) is
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class SnapshotBuilder:
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
         keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
+        # the start of the newest execution held after the last cut to the oldest max_start_series
+        newest_kept, passed_over = math.inf, 0
         new_tuple = tuple.__new__  # Followed's own __new__ is a Python function; this is tuple's, in C
         for entry in decoded_entries(entries, self._platform_labels):
             if entry is None:  # not an execution
@@ -132,9 +135,13 @@ class SnapshotBuilder:
                 followed[execution_id] = new_tuple(Followed, (key, start, held))
                 test = self._test(execution_id, entry.name) if by_test else None
                 if start is not None and keep_starts:
-                    timed.append((start, execution_id, entry.name, owner, test))
-                    if len(timed) > keep_at_most:
-                        self._keep_oldest()
+                    if start > newest_kept:  # newer than max_start_series already held: never kept
+                        passed_over += 1
+                    else:
+                        timed.append((start, execution_id, entry.name, owner, test))
+                        if len(timed) > keep_at_most:
+                            newest_kept = self._keep_oldest()
+        self._omitted += passed_over
 
     def _owner(self, answered: object) -> tuple[str, str, tuple[str, ...]]:
         """The owner's label, that label capped, and the execution key."""
@@ -197,13 +204,16 @@ class SnapshotBuilder:
             steady=self.steady,
         )
 
-    def _keep_oldest(self) -> None:
+    def _keep_oldest(self) -> float:
         """Cuts the start series to the oldest ``max_start_series``, from time to time while adding
-        (a 50,000-execution answer would otherwise keep every name to the end)."""
+        (a 50,000-execution answer would otherwise keep every name to the end). Returns the newest
+        start held when the cap is full (infinity otherwise): an execution that started later is
+        not among the oldest, whatever else is read."""
         timed, cap = self._timed, self.plan.max_start_series
         timed.sort()  # by start, then id: ids are unique (repeats were skipped), so nothing further is compared
         self._omitted += max(0, len(timed) - cap)
         del timed[cap:]
+        return timed[-1][0] if timed and len(timed) == cap else math.inf
 
     def _start_labels(self, item: tuple[float, str, object, str, str | None]) -> tuple[str, ...]:
         _, execution_id, name, owner, test = item

@@ -82,6 +82,15 @@ def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
     assert snapshot.starts_omitted == len(starts) - 3
 
 
+def test_a_start_tied_with_the_newest_held_after_a_cut_is_still_ordered_by_id():
+    plan = LabelPlan(max_start_series=2)  # cut to 2 after 2 x 2 + 1000 + 1 entries
+    executions = [entry(f"e{i:04d}", "alice", 100 + i) for i in range(1005)]
+    executions += [entry("b", "alice", 102), entry("a", "alice", 101)]  # after the cut: 102 is passed over
+    snapshot = snapshot_of(plan, 10_000.0, executions)
+    assert [(key[0], start) for key, start in snapshot.starts] == [("e0000", 100.0), ("a", 101.0)]
+    assert snapshot.starts_omitted == len(executions) - 2
+
+
 def test_an_odd_entry_in_a_large_answer_costs_only_itself():
     # 1,500 entries: the typed decode of the slice holding the odd ones is refused, and that slice
     # is read entry by entry; a number where a string belongs is read field by field.
