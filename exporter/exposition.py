@@ -82,9 +82,17 @@ class _Family:
     def deflated(self) -> bytes:
         """The text as a raw deflate segment, ended with a full flush (byte-aligned, self-contained)."""
         if self._deflated is None:
-            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-            self._deflated = compressor.compress(self.text) + compressor.flush(zlib.Z_FULL_FLUSH) if self.text else b""
+            self._deflated = _deflated(self.text)
         return self._deflated
+
+
+def _deflated(text: bytes) -> bytes:
+    """``text`` as a raw deflate segment, ended with a full flush: byte-aligned, and with no
+    reference to what comes before it, so that segments can be joined in any order."""
+    if not text:
+        return b""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(text) + compressor.flush(zlib.Z_FULL_FLUSH)
 
 
 class _One:
@@ -154,16 +162,16 @@ class Exposition:
         families: list[Metric] | None = None
         rendered: dict[str, list[_Family]] = {}
         for content_type, gzipped in self._formats:
-            if content_type in plain and (not gzipped or content_type in deflated):
-                continue
-            if content_type not in rendered:
+            if content_type not in plain:
                 if families is None:
                     families = list(collector.collect())
                 encoder = self._formats[(content_type, gzipped)]
                 rendered[content_type] = [self._family(content_type, encoder, f) for f in families]
                 plain[content_type] = b"".join([r.text for r in rendered[content_type]])
-            if gzipped:
-                deflated[content_type] = b"".join([r.deflated() for r in rendered[content_type]])
+            if gzipped and content_type not in deflated:
+                deflated[content_type] = (b"".join([r.deflated() for r in rendered[content_type]])
+                                          if content_type in rendered
+                                          else _deflated(plain[content_type]))  # kept from before gzip was asked for
         return _Part(version, plain, deflated)
 
     def _family(self, content_type: str, encoder: Callable, family: Metric) -> _Family:
@@ -194,10 +202,7 @@ def _joined(parts: tuple[_Part, ...], content_type: str) -> bytes:
 def _gzip(parts: tuple[_Part, ...], content_type: str) -> bytes:
     """One gzip member of the parts' deflate segments; its checksum over the joined plain body."""
     plain = _joined(parts, content_type)
-    tail = b""
-    if content_type.startswith("application/openmetrics-text"):
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-        tail = compressor.compress(EOF) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = _deflated(EOF) if content_type.startswith("application/openmetrics-text") else b""
     segments = b"".join(part.deflated[content_type] for part in parts)
     trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
     return GZIP_HEADER + segments + tail + DEFLATE_END + trailer
