@@ -57,14 +57,15 @@ def scrape(exporter: Exporter) -> str:
     return generate_latest(exporter.registry).decode()
 
 
-def test_the_garbage_collector_is_paused_while_an_execution_poll_runs_and_only_then(start_lab, exporters):
+def test_the_garbage_collector_is_paused_while_an_execution_poll_works_and_only_then(start_lab, exporters):
     lab = start_lab(Workload(seed=5, executions=20))
     poller = exporters(lab.url).pollers[0]
-    search, seen = poller.client.search, []
+    search, on_poll, seen = poller.client.search, poller._on_poll, []
     poller.client.search = lambda: (seen.append(gc.isenabled()), search())[1]  # type: ignore[method-assign]
+    poller._on_poll = lambda: (seen.append(gc.isenabled()), on_poll())[1]
     assert gc.isenabled()
     poller.poll_once()
-    assert seen == [False] and gc.isenabled()
+    assert seen == [True, False] and gc.isenabled()  # on while waiting for the API, off while rendering
     gc.disable()  # off before (by someone else): it stays off
     try:
         poller.poll_once()
