@@ -123,7 +123,9 @@ class SnapshotBuilder:
             start = entry.startTime
             start = start / 1000.0 if type(start) is int and start > 0 else epoch_seconds(start)
             if start is not None:
-                age = max(0.0, now - start)  # a clock ahead of ours gives age 0
+                age = now - start
+                if age < 0.0:  # a clock ahead of ours gives age 0
+                    age = 0.0
                 counts = age_counts.get(key)
                 if counts is None:
                     counts, age_sums[key] = age_counts.setdefault(key, [0] * (len(bounds) + 1)), 0.0
