@@ -84,8 +84,7 @@ class SnapshotBuilder:
         self._platforms: dict[tuple[str, ...], int] = {}
         # the age histogram by key: counts per bucket (the last is +Inf) and the sum, added to as
         # the answer is read (in its order, as BucketCounts.of adds), rather than a list of ages
-        self._age_counts: dict[tuple[str, ...], list[int]] = {}
-        self._age_sums: dict[tuple[str, ...], float] = {}
+        self._age_counts: dict[tuple[str, ...], list] = {}  # ints, then the sum (a float): one lookup per age
         self._followed: dict[str, Followed] = {}
         self._platform_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key, shared
         # (start, id, name as answered, owner label, test label): the start series' labels are read
@@ -101,7 +100,8 @@ class SnapshotBuilder:
         leaves everything that is the same for many executions to dictionaries: an owner's labels
         and cap, and a platform's labels, are worked out once per answer."""
         followed, timed, running = self._followed, self._timed, self._running
-        age_counts, age_sums, bounds = self._age_counts, self._age_sums, self.plan.age_buckets
+        age_counts, bounds = self._age_counts, self.plan.age_buckets
+        sum_at = len(bounds) + 1  # after the counts of the buckets and +Inf
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
         keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
@@ -128,9 +128,9 @@ class SnapshotBuilder:
                     age = 0.0
                 counts = age_counts.get(key)
                 if counts is None:
-                    counts, age_sums[key] = age_counts.setdefault(key, [0] * (len(bounds) + 1)), 0.0
+                    counts = age_counts[key] = [0] * sum_at + [0.0]
                 counts[bisect_left(bounds, age)] += 1
-                age_sums[key] += age
+                counts[sum_at] += age
             platforms = entry.platforms if entry.platforms is not None else entry.devices
             held = self._count_platforms(platforms_by_owner[capped], capped, platforms) if platforms else ()
             if execution_id is not None:
@@ -195,7 +195,7 @@ class SnapshotBuilder:
             time=self.now,
             running=self._running,
             platforms=self._platforms,
-            ages={key: BucketCounts(tuple(counts), self._age_sums[key]) for key, counts in self._age_counts.items()},
+            ages={key: BucketCounts(tuple(counts[:-1]), counts[-1]) for key, counts in self._age_counts.items()},
             starts=tuple([(self._start_labels(item), item[0]) for item in self._timed]),
             starts_omitted=self._omitted,
             skipped_entries=self.skipped,
