@@ -11,10 +11,11 @@ and never renders, except the first scrape of a format nobody asked for before.
 
 Each collector is rendered on its own and only when its own ``version()`` changed; the body is
 the parts joined (the text formats are a plain sequence of families, OpenMetrics ends in one
-``# EOF``). A gzip body is one gzip member whose deflate stream is the parts' cached segments,
+``# EOF``). A gzip body is one gzip member whose deflate stream is the families' cached segments,
 each compressed on its own and ended with a full flush (byte-aligned, no reference to what came
 before), so a change of a small part (the License API's poll, every minute) costs that part's
-rendering and compression and a checksum, never the 10,000 executions' again.
+rendering and compression and a checksum, never the 10,000 executions' again; and within a part,
+only the families whose samples changed are rendered and compressed again.
 """
 
 from __future__ import annotations
@@ -67,6 +68,33 @@ class _Rendered:
     parts: tuple[_Part, ...] = ()
 
 
+class _Family:
+    """One family as last rendered in one content type, and its deflate segment once asked for: a
+    segment per family, so that a poll that changes the ages compresses them again, not the 2,000
+    start series next to them in the same collector (3 ms a poll at 10k)."""
+
+    __slots__ = ("family", "text", "_deflated")
+
+    def __init__(self, family: Metric, text: bytes):
+        self.family, self.text = family, text
+        self._deflated: bytes | None = None
+
+    def deflated(self) -> bytes:
+        """The text as a raw deflate segment, ended with a full flush (byte-aligned, self-contained)."""
+        if self._deflated is None:
+            self._deflated = _deflated(self.text)
+        return self._deflated
+
+
+def _deflated(text: bytes) -> bytes:
+    """``text`` as a raw deflate segment, ended with a full flush: byte-aligned, and with no
+    reference to what comes before it, so that segments can be joined in any order."""
+    if not text:
+        return b""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(text) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
 class _One:
     """A registry of one family, as client_python's encoders take it."""
 
@@ -82,7 +110,7 @@ class Exposition:
         self._render_lock = threading.Lock()
         self._current = _Rendered(object())
         # (content type, family name) -> the family and its rendering, as last rendered
-        self._families: dict[tuple[str, str], tuple[Metric, bytes]] = {}
+        self._families: dict[tuple[str, str], _Family] = {}
         self._closing = threading.Event()
         self._nudged = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="exposition", daemon=True)
@@ -132,29 +160,32 @@ class Exposition:
     def _part(self, collector, version: Hashable, old: _Part | None) -> _Part:
         plain, deflated = dict(old.plain) if old else {}, dict(old.deflated) if old else {}
         families: list[Metric] | None = None
+        rendered: dict[str, list[_Family]] = {}
         for content_type, gzipped in self._formats:
             if content_type not in plain:
                 if families is None:
                     families = list(collector.collect())
                 encoder = self._formats[(content_type, gzipped)]
-                plain[content_type] = b"".join([self._family(content_type, encoder, f) for f in families])
+                rendered[content_type] = [self._family(content_type, encoder, f) for f in families]
+                plain[content_type] = b"".join([r.text for r in rendered[content_type]])
             if gzipped and content_type not in deflated:
-                compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-                deflated[content_type] = compressor.compress(plain[content_type]) + compressor.flush(zlib.Z_FULL_FLUSH)
+                deflated[content_type] = (b"".join([r.deflated() for r in rendered[content_type]])
+                                          if content_type in rendered
+                                          else _deflated(plain[content_type]))  # kept from before gzip was asked for
         return _Part(version, plain, deflated)
 
-    def _family(self, content_type: str, encoder: Callable, family: Metric) -> bytes:
+    def _family(self, content_type: str, encoder: Callable, family: Metric) -> _Family:
         """One family's rendering; again only if its samples changed. Most of a large lab's
         exposition is the start series of its oldest executions, which change only when one of
         them ends, and client_python's writer takes about 17 µs a line in OpenMetrics."""
         key = (content_type, family.name)
         cached = self._families.get(key)
-        if cached is not None and cached[0] == family:  # name, type, help, unit and samples
-            return cached[1]
+        if cached is not None and cached.family == family:  # name, type, help, unit and samples
+            return cached
         text = encoder(_One(family))
         text = text.removesuffix(EOF) if text.endswith(EOF) else text
-        self._families[key] = (family, text)
-        return text
+        rendered = self._families[key] = _Family(family, text)
+        return rendered
 
     def _tick_loop(self) -> None:
         while not self._closing.is_set():
@@ -171,10 +202,7 @@ def _joined(parts: tuple[_Part, ...], content_type: str) -> bytes:
 def _gzip(parts: tuple[_Part, ...], content_type: str) -> bytes:
     """One gzip member of the parts' deflate segments; its checksum over the joined plain body."""
     plain = _joined(parts, content_type)
-    tail = b""
-    if content_type.startswith("application/openmetrics-text"):
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-        tail = compressor.compress(EOF) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = _deflated(EOF) if content_type.startswith("application/openmetrics-text") else b""
     segments = b"".join(part.deflated[content_type] for part in parts)
     trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
     return GZIP_HEADER + segments + tail + DEFLATE_END + trailer

@@ -17,6 +17,7 @@ What changes from one poll to the next (starts, finishes, durations, usage) is
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +84,7 @@ class SnapshotBuilder:
         self._platforms: dict[tuple[str, ...], int] = {}
         # the age histogram by key: counts per bucket (the last is +Inf) and the sum, added to as
         # the answer is read (in its order, as BucketCounts.of adds), rather than a list of ages
-        self._age_counts: dict[tuple[str, ...], list[int]] = {}
-        self._age_sums: dict[tuple[str, ...], float] = {}
+        self._age_counts: dict[tuple[str, ...], list] = {}  # ints, then the sum (a float): one lookup per age
         self._followed: dict[str, Followed] = {}
         self._platform_keys: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per key, shared
         # (start, id, name as answered, owner label, test label): the start series' labels are read
@@ -100,10 +100,14 @@ class SnapshotBuilder:
         leaves everything that is the same for many executions to dictionaries: an owner's labels
         and cap, and a platform's labels, are worked out once per answer."""
         followed, timed, running = self._followed, self._timed, self._running
-        age_counts, age_sums, bounds = self._age_counts, self._age_sums, self.plan.age_buckets
+        age_counts, bounds = self._age_counts, self.plan.age_buckets
+        sum_at = len(bounds) + 1  # after the counts of the buckets and +Inf
         owners, platforms_by_owner = self._owners, self._platforms_by_owner
         keep_starts, by_test, now = self.plan.start_series, self._test_label is not None, self.now
         keep_at_most = 2 * self.plan.max_start_series + 1000  # then cut to the oldest max_start_series
+        # the start of the newest execution held after the last cut to the oldest max_start_series
+        newest_kept, passed_over = math.inf, 0
+        new_tuple = tuple.__new__  # Followed's own __new__ is a Python function; this is tuple's, in C
         for entry in decoded_entries(entries, self._platform_labels):
             if entry is None:  # not an execution
                 self.skipped += 1
@@ -119,21 +123,27 @@ class SnapshotBuilder:
             start = entry.startTime
             start = start / 1000.0 if type(start) is int and start > 0 else epoch_seconds(start)
             if start is not None:
-                age = max(0.0, now - start)  # a clock ahead of ours gives age 0
+                age = now - start
+                if age < 0.0:  # a clock ahead of ours gives age 0
+                    age = 0.0
                 counts = age_counts.get(key)
                 if counts is None:
-                    counts, age_sums[key] = age_counts.setdefault(key, [0] * (len(bounds) + 1)), 0.0
+                    counts = age_counts[key] = [0] * sum_at + [0.0]
                 counts[bisect_left(bounds, age)] += 1
-                age_sums[key] += age
+                counts[sum_at] += age
             platforms = entry.platforms if entry.platforms is not None else entry.devices
             held = self._count_platforms(platforms_by_owner[capped], capped, platforms) if platforms else ()
             if execution_id is not None:
-                followed[execution_id] = Followed(key, start, held)
+                followed[execution_id] = new_tuple(Followed, (key, start, held))
                 test = self._test(execution_id, entry.name) if by_test else None
                 if start is not None and keep_starts:
-                    timed.append((start, execution_id, entry.name, owner, test))
-                    if len(timed) > keep_at_most:
-                        self._keep_oldest()
+                    if start > newest_kept:  # newer than max_start_series already held: never kept
+                        passed_over += 1
+                    else:
+                        timed.append((start, execution_id, entry.name, owner, test))
+                        if len(timed) > keep_at_most:
+                            newest_kept = self._keep_oldest()
+        self._omitted += passed_over
 
     def _owner(self, answered: object) -> tuple[str, str, tuple[str, ...]]:
         """The owner's label, that label capped, and the execution key."""
@@ -185,7 +195,7 @@ class SnapshotBuilder:
             time=self.now,
             running=self._running,
             platforms=self._platforms,
-            ages={key: BucketCounts(tuple(counts), self._age_sums[key]) for key, counts in self._age_counts.items()},
+            ages={key: BucketCounts(tuple(counts[:-1]), counts[-1]) for key, counts in self._age_counts.items()},
             starts=tuple([(self._start_labels(item), item[0]) for item in self._timed]),
             starts_omitted=self._omitted,
             skipped_entries=self.skipped,
@@ -196,13 +206,16 @@ class SnapshotBuilder:
             steady=self.steady,
         )
 
-    def _keep_oldest(self) -> None:
+    def _keep_oldest(self) -> float:
         """Cuts the start series to the oldest ``max_start_series``, from time to time while adding
-        (a 50,000-execution answer would otherwise keep every name to the end)."""
+        (a 50,000-execution answer would otherwise keep every name to the end). Returns the newest
+        start held when the cap is full (infinity otherwise): an execution that started later is
+        not among the oldest, whatever else is read."""
         timed, cap = self._timed, self.plan.max_start_series
         timed.sort()  # by start, then id: ids are unique (repeats were skipped), so nothing further is compared
         self._omitted += max(0, len(timed) - cap)
         del timed[cap:]
+        return timed[-1][0] if timed and len(timed) == cap else math.inf
 
     def _start_labels(self, item: tuple[float, str, object, str, str | None]) -> tuple[str, ...]:
         _, execution_id, name, owner, test = item

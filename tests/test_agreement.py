@@ -51,6 +51,24 @@ def test_an_id_listed_twice_is_one_execution_everywhere():
     assert totals.started == {("alice",): 0}  # no bob: the repeat was never an execution of his
 
 
+def test_start_series_are_built_again_only_when_they_changed_and_then_as_anew():
+    plan = LabelPlan(max_start_series=2)
+    executions = [entry("a", "alice", 100), entry("b", "alice", 200), entry("c", "bob", 300)]
+    snapshots = [snapshot_of(plan, 1000.0, executions), snapshot_of(plan, 1030.0, executions),
+                 snapshot_of(plan, 1060.0, executions[1:])]  # the oldest ended: the series change
+    status = [CloudStatus("acme", "http://lab", Totals.empty(plan))]
+    collector = ExecutionsCollector(lambda: status, plan, 600, clock=lambda: 1060.0)
+    starts = []
+    for polls, snapshot in enumerate(snapshots, 1):
+        status[0] = CloudStatus("acme", "http://lab", Totals.empty(plan), snapshot, polls, True, snapshot.time)
+        fresh = ExecutionsCollector(lambda: status, plan, 600, clock=lambda: 1060.0)
+        assert list(collector.collect()) == list(fresh.collect())
+        family = next(f for f in collector.collect() if f.name == "perfecto_execution_start_timestamp_seconds")
+        starts.append(family.samples)
+    assert all(a is b for a, b in zip(starts[0], starts[1], strict=True))  # equal series: the same samples
+    assert [s.labels["execution_id"] for s in starts[2]] == ["b", "c"]
+
+
 def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
     # More entries than the builder holds before cutting to the cap (2 x cap + 1000), in an order
     # that puts some of the oldest last; equal starts are ordered by id.
@@ -62,6 +80,15 @@ def test_the_start_series_are_the_oldest_whatever_the_order_of_the_answer():
     assert [(key[0], start) for key, start in snapshot.starts] == [(i, float(start)) for i, start in oldest]
     assert snapshot.starts[0][0] == ("a-tied", "test-a-tied", "alice")
     assert snapshot.starts_omitted == len(starts) - 3
+
+
+def test_a_start_tied_with_the_newest_held_after_a_cut_is_still_ordered_by_id():
+    plan = LabelPlan(max_start_series=2)  # cut to 2 after 2 x 2 + 1000 + 1 entries
+    executions = [entry(f"e{i:04d}", "alice", 100 + i) for i in range(1005)]
+    executions += [entry("b", "alice", 102), entry("a", "alice", 101)]  # after the cut: 102 is passed over
+    snapshot = snapshot_of(plan, 10_000.0, executions)
+    assert [(key[0], start) for key, start in snapshot.starts] == [("e0000", 100.0), ("a", 101.0)]
+    assert snapshot.starts_omitted == len(executions) - 2
 
 
 def test_an_odd_entry_in_a_large_answer_costs_only_itself():

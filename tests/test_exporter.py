@@ -1,6 +1,7 @@
 """The exporter against the simulated lab over real HTTP: in-process for behaviour, as
 subprocesses for what a user runs (``run``, ``demo``, ``check-config``)."""
 
+import gc
 import gzip
 import json
 import shlex
@@ -13,6 +14,7 @@ import requests
 
 from exporter.assembly import Exporter
 from exporter.lab import Workload
+from exporter.poller import collector_paused
 from exporter.settings import load_settings
 
 from .conftest import (
@@ -53,6 +55,29 @@ def scrape(exporter: Exporter) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(exporter.registry).decode()
+
+
+def test_the_garbage_collector_is_paused_while_an_execution_poll_works_and_only_then(start_lab, exporters):
+    lab = start_lab(Workload(seed=5, executions=20))
+    poller = exporters(lab.url).pollers[0]
+    search, on_poll, seen = poller.client.search, poller._on_poll, []
+    poller.client.search = lambda: (seen.append(gc.isenabled()), search())[1]  # type: ignore[method-assign]
+    poller._on_poll = lambda: (seen.append(gc.isenabled()), on_poll())[1]
+    assert gc.isenabled()
+    poller.poll_once()
+    assert seen == [True, False] and gc.isenabled()  # on while waiting for the API, off while rendering
+    gc.disable()  # off before (by someone else): it stays off
+    try:
+        poller.poll_once()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # polls of two clouds overlapping: on again only when the last one ends
+    with collector_paused:
+        with collector_paused:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
 
 
 def test_starts_finishes_and_durations_from_poll_differences(start_lab, exporters):

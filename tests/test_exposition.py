@@ -70,3 +70,52 @@ def test_a_change_of_one_collector_renders_only_that_one(parts):
     big.value += 1
     exposition.refresh()
     assert big.collected == before[0] + 1
+
+
+class TwoFamilies:
+    """A collector of a big family that stays and a small one that changes with ``value``."""
+
+    def __init__(self):
+        self.value = 0
+
+    def version(self):
+        return self.value
+
+    def collect(self):
+        big = GaugeMetricFamily("big", "big help", labels=["i"])
+        for i in range(2000):
+            big.add_metric([str(i)], i)
+        small = GaugeMetricFamily("small", "small help")
+        small.add_metric([], self.value)
+        return [big, small]
+
+
+def test_a_change_of_one_family_compresses_only_that_one(monkeypatch):
+    collector = TwoFamilies()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    exposition = Exposition(lambda: [collector])
+    compressed: list[int] = []
+    real = zlib.compressobj
+
+    class Counting:
+        def __init__(self, *args):
+            self._compressor = real(*args)
+
+        def compress(self, data):
+            compressed.append(len(data))
+            return self._compressor.compress(data)
+
+        def flush(self, mode):
+            return self._compressor.flush(mode)
+
+    monkeypatch.setattr("exporter.exposition.zlib.compressobj", Counting)
+    for accept, encoder in ((None, generate_latest), (OPENMETRICS, generate_openmetrics)):
+        exposition.body(accept, True)
+        big_text = len(encoder(registry))
+        compressed.clear()
+        collector.value += 1
+        exposition.refresh()
+        _, zipped = exposition.body(accept, True)
+        assert gzip.decompress(zipped) == encoder(registry)
+        assert 0 < sum(compressed) < big_text / 10  # the small family (and OpenMetrics' EOF), not the big one

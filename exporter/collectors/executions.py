@@ -62,6 +62,9 @@ class ExecutionsCollector(Collector):
     def __init__(self, statuses: Callable[[], list[CloudStatus]], plan: LabelPlan, stale_after: float,
                  clock=time.time):
         self._statuses, self._plan, self._stale_after, self._clock = statuses, plan, stale_after, clock
+        # by cloud: the start series of the last rendering and their samples, which a poll whose oldest
+        # executions are the same as the last one's reuses (2,000 samples: 6 ms to build again)
+        self._start_samples: dict[str, tuple[tuple, list]] = {}
 
     def version(self) -> tuple:
         now = self._clock()
@@ -79,7 +82,7 @@ class ExecutionsCollector(Collector):
         for status in self._statuses():
             cloud = [status.cloud]
             if (snapshot := self._fresh(status, now)) is not None:
-                running.add(cloud, snapshot, plan)
+                running.add(cloud, snapshot, plan, self._start_samples)
             changed.add(cloud, status.totals, plan)
         families = (*running[:7], *changed)
         return (*families, running.tests_folded) if plan.by_test else families
@@ -132,15 +135,23 @@ class _RunningFamilies(NamedTuple):
                 + CACHED + ".", labels=["cloud"]),
         )
 
-    def add(self, cloud: list[str], snapshot: Snapshot, plan: LabelPlan) -> None:
+    def add(self, cloud: list[str], snapshot: Snapshot, plan: LabelPlan, start_samples: dict[str, tuple[tuple, list]],
+            ) -> None:
+        """``start_samples``: by cloud, the last start series and their samples, reused when equal."""
         for key, count in sorted(snapshot.running.items()):
             self.running.add_metric(cloud + list(key), count)
         for key, count in sorted(snapshot.platforms.items()):
             self.platforms.add_metric(cloud + list(key), count)
         for key, counts in sorted(snapshot.ages.items()):
             self.ages.add_metric(cloud + list(key), buckets(counts, plan.age_buckets), counts.total)
-        for key, start_time in snapshot.starts:
-            self.starts.add_metric(cloud + list(key), start_time)
+        kept = start_samples.get(cloud[0])
+        if kept is not None and kept[0] == snapshot.starts:  # in C; the samples are immutable, so shared
+            self.starts.samples.extend(kept[1])
+        else:
+            first = len(self.starts.samples)
+            for key, start_time in snapshot.starts:
+                self.starts.add_metric(cloud + list(key), start_time)
+            start_samples[cloud[0]] = (snapshot.starts, self.starts.samples[first:])
         if plan.start_series:
             self.omitted.add_metric(cloud, snapshot.starts_omitted)
         self.skipped.add_metric(cloud, snapshot.skipped_entries)
