@@ -119,3 +119,32 @@ def test_a_change_of_one_family_compresses_only_that_one(monkeypatch):
         _, zipped = exposition.body(accept, True)
         assert gzip.decompress(zipped) == encoder(registry)
         assert 0 < sum(compressed) < big_text / 10  # the small family (and OpenMetrics' EOF), not the big one
+
+
+def test_a_gzip_body_carried_on_from_unchanged_parts_is_the_gzip_of_the_plain_body():
+    """The checksum is carried on over the parts that did not change (a side poll changes one part
+    late in the body): after changes of the first, a middle and the last part, in both formats,
+    the gzip body still decompresses, with its checksum and length checked, to the plain body."""
+
+    class Part:
+        def __init__(self, name: str):
+            self.name, self.value = name, 0
+
+        def version(self):
+            return self.value
+
+        def collect(self):
+            return [GaugeMetricFamily(self.name, "A part.", value=self.value)]
+
+    parts = [Part(f"part_{i}") for i in range(5)]
+    exposition = Exposition(lambda: parts)
+    accepts = (None, "application/openmetrics-text; version=1.0.0")
+    for accept in accepts:
+        exposition.body(accept, True)
+    for changed in (0, 2, 4, 4, 1):
+        parts[changed].value += 1
+        exposition.refresh()
+        for accept in accepts:
+            plain = exposition.body(accept, False)[1]
+            assert gzip.decompress(exposition.body(accept, True)[1]) == plain  # checks CRC-32 and length
+            assert f"part_{changed} {float(parts[changed].value)}".encode() in plain
