@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .search_answer import ERROR_FIELDS, UNKNOWN, InvalidAnswer, text
+from .search_answer import UNKNOWN, InvalidAnswer, split_list, text
 
 CONNECTED, DISCONNECTED, UNAVAILABLE = "connected", "disconnected", "unavailable"
 STATUSES = (CONNECTED, DISCONNECTED, UNAVAILABLE, UNKNOWN)
@@ -92,13 +92,7 @@ class _Answer(msgspec.Struct):
     errorMessage: Any = None
 
 
-class _Probe(msgspec.Struct):  # tells an error object from a device, decoding neither
-    userMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    developerMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    errorMessage: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    deviceId: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    status: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    model: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+_DEVICE_ID_FIELDS = ("deviceId", "status", "model")  # an object with none of these (and a userMessage) is an error
 
 
 _TYPED_ANSWER = msgspec.json.Decoder(_TypedAnswer)
@@ -107,8 +101,6 @@ _HANDSETS = msgspec.json.Decoder(_Handsets)
 _LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _HANDSET = msgspec.json.Decoder(_Handset)
 _HANDSET_LIST = msgspec.json.Decoder(list[_Handset])  # one call for a whole answer of objects
-_PROBE = msgspec.json.Decoder(_Probe)
-_ERROR_LIST_MAX = 8
 _KEY_TYPES = frozenset({str, bool, type(None)})
 
 
@@ -200,24 +192,7 @@ def _entries(body: bytes | bytearray) -> list[msgspec.Raw]:
 
 
 def _bare_list(body: bytes | bytearray) -> list[msgspec.Raw]:
-    try:
-        entries = _LIST.decode(body)
-    except msgspec.ValidationError:
-        raise InvalidAnswer("neither an object nor a list") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
-    if 0 < len(entries) <= _ERROR_LIST_MAX and all(_is_error(entry) for entry in entries):
-        raise InvalidAnswer("an error list")
-    return entries
-
-
-def _is_error(entry: msgspec.Raw) -> bool:
-    try:
-        probe = _PROBE.decode(entry)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return False
-    present = lambda *names: any(getattr(probe, n) is not msgspec.UNSET for n in names)  # noqa: E731
-    return present(*ERROR_FIELDS) and not present("deviceId", "status", "model")
+    return split_list(body, _DEVICE_ID_FIELDS, "neither an object nor a list")
 
 
 @functools.lru_cache(maxsize=16384)  # most devices answer as they did a poll ago: a thousand built each time cost 3 ms

@@ -35,13 +35,13 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .search_answer import (
-    ERROR_FIELDS,
     NO_BROWSER,
     UNKNOWN,
     InvalidAnswer,
     Platform,
     _tolerant_platform,
     epoch_seconds,
+    is_error,
     label,
     text,
 )
@@ -130,7 +130,7 @@ def read_page(body: bytes | bytearray, known: Container[str] = frozenset(),
     except (msgspec.DecodeError, RecursionError):
         raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
     if isinstance(page, list):
-        if page and all(_is_error(entry) for entry in page[:8]):
+        if page and all(is_error(entry, REPORT_FIELDS) for entry in page[:8]):
             raise InvalidAnswer("an error list")
         raise InvalidAnswer("a list, not an object with resources")
     if page.resources is None:
@@ -182,14 +182,6 @@ def _known(raw: msgspec.Raw, known: Container[str]) -> str | None:
     except (msgspec.DecodeError, RecursionError):
         return None  # read whole, and skipped or not as any other resource
     return report_id if report_id is not None and report_id in known else None
-
-
-def _is_error(entry: msgspec.Raw) -> bool:
-    try:
-        found = msgspec.json.decode(entry)
-    except (msgspec.DecodeError, RecursionError):
-        return False
-    return isinstance(found, dict) and bool(ERROR_FIELDS & found.keys()) and not REPORT_FIELDS & found.keys()
 
 
 def _truncated(metadata: object) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import msgspec
@@ -118,24 +118,31 @@ _SLICE = 1000  # entries per typed decode
 
 def split_answer(body: bytes | bytearray) -> list[msgspec.Raw]:
     """The entries of a search answer, still encoded; raises :class:`InvalidAnswer`."""
+    return split_list(body, EXECUTION_FIELDS, "not a JSON list")
+
+
+def split_list(body: bytes | bytearray, own_fields: Collection[str], not_a_list: str) -> list[msgspec.Raw]:
+    """The entries of an answer that is a JSON list, still encoded; raises :class:`InvalidAnswer`
+    (``not_a_list`` says why, for any other JSON), also for a short list of error objects."""
     try:
         entries = _ENTRIES.decode(body)
     except msgspec.ValidationError:
-        raise InvalidAnswer("not a JSON list") from None
+        raise InvalidAnswer(not_a_list) from None
     except (msgspec.DecodeError, RecursionError):
         raise InvalidAnswer("not JSON (invalid, cut off, or nested too deep)") from None
-    if 0 < len(entries) <= _ERROR_LIST_MAX and all(_is_error(entry) for entry in entries):
+    if 0 < len(entries) <= _ERROR_LIST_MAX and all(is_error(entry, own_fields) for entry in entries):
         raise InvalidAnswer("an error list")
     return entries
 
 
-def _is_error(entry: msgspec.Raw) -> bool:
-    """An error object, not an execution: a ``userMessage`` (or its kin) and no execution field."""
+def is_error(entry: msgspec.Raw, own_fields: Collection[str]) -> bool:
+    """An error object, not an entry of the answer: a ``userMessage`` (or its kin) and none of
+    ``own_fields`` (an execution's, a device's, a report's)."""
     try:
         found = msgspec.json.decode(entry)
     except (msgspec.DecodeError, RecursionError):
         return False
-    return isinstance(found, dict) and bool(ERROR_FIELDS & found.keys()) and not EXECUTION_FIELDS & found.keys()
+    return isinstance(found, dict) and bool(ERROR_FIELDS & found.keys()) and not found.keys() & own_fields
 
 
 def text(value: object) -> str | None:
