@@ -97,6 +97,26 @@ class CloudStatus:
 StatusT = TypeVar("StatusT", "CloudStatus", "LicenseStatus", "DeviceStatus", "ReportingStatus")
 
 
+SideStatusT = TypeVar("SideStatusT", "LicenseStatus", "DeviceStatus", "ReportingStatus")
+
+
+def failed_side_poll(status: SideStatusT, err: ApiError, mode: str, absent_message: str, failed_message: str,
+                     absent_level: int = logging.WARNING) -> SideStatusT:
+    """The status after a failed poll of a side API (License API, device list, Smart Reporting), logged.
+    In ``auto`` mode a 401, 403 or 404 means the API is absent, but only until it has answered
+    once (a refusal after that is a change, a token that lost its role say, and an outage like
+    any other) and only for the first call of a poll (a later page or lookup refused: it is there)."""
+    extra = {"cloud": status.cloud}
+    absent = (mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
+              and not err.after_first_page)
+    if absent and not status.absent:
+        log.log(absent_level, f"{absent_message}; asked again hourly, no alert",
+                extra={**extra, "status": err.status, "error": str(err)})
+    elif not absent:
+        log.warning(failed_message, extra={**extra, "reason": err.reason, "error": str(err)})
+    return replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+
+
 class _Loop(Generic[StatusT]):
     """A daemon thread that calls :meth:`poll_once` every :meth:`_wait` seconds, start to start."""
 
@@ -235,15 +255,7 @@ class LicensePoller(_Loop[LicenseStatus]):
         try:
             usage = self.client.licenses()
         except ApiError as err:
-            # Absent only until the API has answered once: a refusal after that is a change (a token
-            # that lost its role, say), and an outage like any other, alerted on.
-            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
-            if absent and not status.absent:
-                log.warning("license API absent or refused; asked again hourly, no alert",
-                            extra={**extra, "status": err.status, "error": str(err)})
-            elif not absent:
-                log.warning("license poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
-            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+            status = failed_side_poll(status, err, self.mode, "license API absent or refused", "license poll failed")
         else:
             if status.polls == 0 or not status.up:
                 log.info("license poll succeeded", extra={**extra, "device_types": ",".join(usage.licenses),
@@ -322,14 +334,10 @@ class DevicePoller(_Loop[DeviceStatus]):
         try:
             devices = self.client.devices(status.devices)
         except ApiError as err:
-            # As the License API's: absent only until the API has answered once.
-            absent = self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
-            if absent and not status.absent:
-                log.info("device list API absent or refused (normal outside private clouds); asked again hourly, "
-                         "no alert", extra={**extra, "status": err.status, "error": str(err)})
-            elif not absent:
-                log.warning("device poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
-            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+            # absent is the normal case of a public cloud: said at info
+            status = failed_side_poll(status, err, self.mode,
+                                      "device list API absent or refused (normal outside private clouds)",
+                                      "device poll failed", absent_level=logging.INFO)
         else:
             now = self._clock()
             if status.polls == 0 or not status.up:
@@ -401,14 +409,8 @@ class ReportingPoller(_Loop[ReportingStatus]):
                     raise
                 reports, skipped, cut = reports + found, skipped + more_skipped, cut or more_cut
         except ApiError as err:
-            absent = (self.mode == "auto" and err.status in ABSENT_STATUSES and status.last_success is None
-                      and not err.after_first_page)  # a later page refused: the API is there
-            if absent and not status.absent:
-                log.warning("reporting API absent or refused; asked again hourly, no alert",
-                            extra={**extra, "status": err.status, "error": str(err)})
-            elif not absent:
-                log.warning("reporting poll failed", extra={**extra, "reason": err.reason, "error": str(err)})
-            status = replace(status, polls=status.polls + 1, up=False, absent=absent, last_error=err.reason)
+            status = failed_side_poll(status, err, self.mode, "reporting API absent or refused",
+                                      "reporting poll failed")
         else:
             new = self.outcomes.count(reports, now, sweep)
             if lookups:
