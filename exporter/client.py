@@ -49,6 +49,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 import requests
@@ -79,6 +80,7 @@ REPORTING_MAX_BYTES = 32 * 2**20  # one page; reports are a few kB each
 # pages read per poll at most: a safety valve against a server that never stops paging (a sweep of
 # the lookback at 1,000 reports an hour is 60 pages of 100)
 REPORTING_MAX_PAGES = 500
+T = TypeVar("T")
 REASONS = ("auth", "bad_request", "server_error", "timeout", "deadline", "connection", "invalid_response")
 REQUEST_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # The fields the exporter reads. "devices" and "platforms" name the same field (see the API notes).
@@ -224,6 +226,16 @@ class _PerfectoSession:
         request = self._prepared[key].copy()  # 15 µs, where preparing anew takes 175 µs
         request.url = f"{request.url}?{urllib.parse.urlencode(params)}"
         return request
+
+    def _read_answer(self, response: requests.Response, what: str, read: Callable[[bytearray], T]) -> T:
+        """``read`` of the whole body; an answer it refuses is ``invalid_response``, with the
+        userMessages of an error list sent with status 200, which say why."""
+        body = self._read_capped(response)
+        try:
+            return read(body)
+        except InvalidAnswer as err:
+            raise ApiError("invalid_response", f"{what} answer is {err}",
+                           messages=_user_messages(bytes(body), self._redact)) from None
 
     def _read_capped(self, response: requests.Response) -> bytearray:
         declared = response.headers.get("Content-Length", "")
@@ -475,12 +487,7 @@ class LicenseClient(_PerfectoSession):
         """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.license_answer`)."""
 
         def read(response: requests.Response) -> LicenseUsage:
-            body = self._read_capped(response)
-            try:
-                return read_licenses(body)
-            except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
-                raise ApiError("invalid_response", f"licenses answer is {err}",
-                               messages=_user_messages(bytes(body), self._redact)) from None
+            return self._read_answer(response, "licenses", read_licenses)
 
         return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
 
@@ -503,12 +510,7 @@ class DeviceClient(_PerfectoSession):
         ``previous`` itself when the answer says the same."""
 
         def read(response: requests.Response) -> DeviceList:
-            body = self._read_capped(response)
-            try:
-                return read_devices(body, previous)
-            except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
-                raise ApiError("invalid_response", f"devices answer is {err}",
-                               messages=_user_messages(bytes(body), self._redact)) from None
+            return self._read_answer(response, "devices", lambda body: read_devices(body, previous))
 
         return self._exchange(DEVICES_ENDPOINT, DEVICES_PATH, {}, read)
 
@@ -569,12 +571,7 @@ class ReportingClient(_PerfectoSession):
         return reports, skipped, True
 
     def _read_page(self, response: requests.Response, known: Container[str], seen: set[str]) -> ReportPage:
-        body = self._read_capped(response)
-        try:
-            return read_page(body, known, seen)
-        except InvalidAnswer as err:  # an error list sent with 200 says why in its userMessages
-            raise ApiError("invalid_response", f"reporting answer is {err}",
-                           messages=_user_messages(bytes(body), self._redact)) from None
+        return self._read_answer(response, "reporting", lambda body: read_page(body, known, seen))
 
 
 def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:
