@@ -39,17 +39,22 @@ masking of the whole token could recognise.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import email.utils
+import functools
 import heapq
+import http.client
 import itertools
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import requests
@@ -139,36 +144,31 @@ class ApiStats:
 
 
 class _PerfectoSession:
-    """One HTTP session to one Perfecto host: the token header, timeouts, no redirects, no
-    ``.netrc``, proxies for that host only; :meth:`_exchange` makes one call and counts it."""
+    """Calls to one Perfecto host: the token header, timeouts, no redirects; :meth:`_exchange`
+    makes one call and counts it. How the bytes travel is :meth:`_open`'s: requests for the
+    Execution Manager (:class:`ExecutionManagerClient`), a :class:`_Channel` for the side calls."""
 
     def __init__(self, cloud: Cloud, base_url: str, *, timeouts: dict[str, tuple[float, float]],
-                 max_response_bytes: int, clock, user_agent: str, stats: ApiStats):
+                 max_response_bytes: int, clock, user_agent: str, stats: ApiStats,
+                 token_header: str = "Perfecto-Authorization"):
         self.cloud, self.stats, self.base_url = cloud, stats, base_url
         self._timeouts, self._max_bytes, self._clock = timeouts, max_response_bytes, clock
         self._redact = Redactor((cloud.token,))
-        self._session = requests.Session()
-        self._session.headers.update(
-            {"Perfecto-Authorization": cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
-        )
-        self._session.trust_env = False  # no .netrc credentials; proxies are set explicitly below
-        self._session.proxies = requests.utils.get_environ_proxies(base_url)
-        self._prepared: dict[tuple[str, str, bool], requests.PreparedRequest] = {}  # constant calls, prepared once
-
-    def _mount(self, path: str, retries: int) -> None:
-        """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
-        retry = _DeadlineRetry(
-            total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
-            backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-            raise_on_status=False, respect_retry_after_header=True,
-        ) if retries else Retry(0, read=False, redirect=0)
-        self._session.mount(self.base_url + path, _DeadlineAdapter(max_retries=retry))
+        self._headers = {token_header: cloud.token, "User-Agent": user_agent, "Accept": "application/json"}
+        # the proxy the environment names for this host (HTTPS_PROXY, NO_PROXY, ...): read once,
+        # with no .netrc credentials
+        self._proxies = requests.utils.get_environ_proxies(base_url)
 
     def close(self) -> None:
-        self._session.close()
+        raise NotImplementedError
 
-    def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[requests.Response], object],
-                  method: str = "POST", params: dict[str, str] | None = None):
+    def _open(self, method: str, path: str, body: dict | None, params: dict[str, str] | None,
+              timeout: tuple[float, float]) -> contextlib.AbstractContextManager[_Answer]:
+        """The answer, with its status and headers read and its body not yet."""
+        raise NotImplementedError
+
+    def _exchange(self, endpoint: str, path: str, body: dict | None, read: Callable[[_Answer], T],
+                  method: str = "POST", params: dict[str, str] | None = None) -> T:
         """Sends ``body`` (POST) or nothing (GET), checks the status, and reads the answer with
         ``read``; counts it all under ``endpoint``."""
         started, reason = self._clock(), None
@@ -178,23 +178,16 @@ class _PerfectoSession:
             try:
                 with _Deadline(deadline) as call:
                     try:
-                        with self._session.send(self._prepare(method, path, body, params), allow_redirects=False,
-                                                timeout=(min(connect_timeout, deadline), deadline),
-                                                stream=True) as response:
+                        timeout = (min(connect_timeout, deadline), deadline)
+                        with self._open(method, path, body, params, timeout) as response:
                             answered = True
-                            if response.status_code != 200:
-                                raise _status_error(response.status_code, _error_body(response), self._redact)
+                            if response.status != 200:
+                                raise _status_error(response.status, response.read(_ERROR_BODY_BYTES),
+                                                    self._redact)
                             return read(response)
-                    except requests.exceptions.Timeout:
-                        raise ApiError("timeout", f"no answer within {deadline:g}s") from None
-                    except requests.exceptions.RetryError:
-                        raise ApiError("server_error", "server errors persisted through retries") from None
-                    except requests.exceptions.ChunkedEncodingError:
-                        raise ApiError("invalid_response", "response body was cut off") from None
-                    except requests.exceptions.ConnectionError as err:
-                        raise ApiError("connection", _connection_detail(err)) from None
-                    except requests.exceptions.RequestException as err:
-                        raise ApiError("connection", type(err).__name__) from None
+                    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
+                            http.client.HTTPException) as err:
+                        raise _transport_failure(err, answered, deadline) from None
             except ApiError:
                 if not call.passed:
                     raise
@@ -209,25 +202,7 @@ class _PerfectoSession:
         finally:
             self.stats.record(self.cloud.name, endpoint, self._clock() - started, reason)
 
-    def _prepare(self, method: str, path: str, body: dict | None,
-                 params: dict[str, str] | None = None) -> requests.PreparedRequest:
-        """The request; one without parameters and without a body (the license poll's GET) or with
-        the empty filter (the device list's POST) is prepared once, which halves requests' CPU for it;
-        a GET with parameters (Smart Reporting's pages) is a copy of that with its query string."""
-        if body or (params is not None and (method != "GET" or "?" in self.base_url)):
-            return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body,
-                                                                  params=params))
-        key = (method, path, body is not None)
-        if key not in self._prepared:
-            self._prepared[key] = self._session.prepare_request(
-                requests.Request(method, self.base_url + path, json=body))
-        if params is None:
-            return self._prepared[key]
-        request = self._prepared[key].copy()  # 15 µs, where preparing anew takes 175 µs
-        request.url = f"{request.url}?{urllib.parse.urlencode(params)}"
-        return request
-
-    def _read_answer(self, response: requests.Response, what: str, read: Callable[[bytearray], T]) -> T:
+    def _read_answer(self, response: _Answer, what: str, read: Callable[[bytearray], T]) -> T:
         """``read`` of the whole body; an answer it refuses is ``invalid_response``, with the
         userMessages of an error list sent with status 200, which say why."""
         body = self._read_capped(response)
@@ -237,16 +212,216 @@ class _PerfectoSession:
             raise ApiError("invalid_response", f"{what} answer is {err}",
                            messages=_user_messages(bytes(body), self._redact)) from None
 
-    def _read_capped(self, response: requests.Response) -> bytearray:
+    def _read_capped(self, response: _Answer) -> bytearray:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ApiError("invalid_response", f"body of {declared} bytes exceeds {self._max_bytes}")
         body = bytearray()  # one growing buffer: the answer is held once, not twice
-        for chunk in response.iter_content(chunk_size=256 * 1024):
+        while chunk := response.read(256 * 1024):
             body += chunk
             if len(body) > self._max_bytes:
                 raise ApiError("invalid_response", f"body exceeds {self._max_bytes} bytes")
         return body
+
+
+class _Answer(Protocol):
+    """What :meth:`_PerfectoSession._exchange`'s readers see of an answer: urllib3's response
+    (through requests, content decoded) or http.client's (a :class:`_Channel`'s)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...  # urllib3's HTTPHeaderDict or http.client's HTTPMessage: both .get(name, default)
+
+    def read(self, amt: int, /) -> bytes: ...
+
+
+_ERROR_BODY_BYTES = 64 * 1024  # of an error answer: enough for its userMessages, never a proxy's whole page
+
+
+class _SideSession(_PerfectoSession):
+    """The side pollers' calls (License API, device list, Smart Reporting), one at a time on the
+    poller's thread, through a :class:`_Channel`."""
+
+    def __init__(self, cloud: Cloud, base_url: str, *, retries: int, **kwargs):
+        super().__init__(cloud, base_url, **kwargs)
+        self._channel = _Channel(base_url, retries, self._proxies)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _open(self, method: str, path: str, body: dict | None, params: dict[str, str] | None,
+              timeout: tuple[float, float]) -> contextlib.AbstractContextManager[_Answer]:
+        headers, payload = self._headers, None
+        if body is not None:
+            headers, payload = {**headers, "Content-Type": "application/json"}, json.dumps(body).encode()
+        return self._channel.open(method, path, urllib.parse.urlencode(params) if params else "", payload,
+                                  headers, timeout)
+
+
+class _Channel:
+    """One keep-alive connection to one host, for one side poller's calls, on the standard
+    library's http.client.
+
+    Why not requests, as the Execution Manager's calls: requests and urllib3's pool cost 0.3 to
+    0.6 ms of CPU a call over http.client's own (urllib3 re-encodes the request target character
+    by character: 0.3 ms for a Smart Reporting lookup's query of 50 ids), as much as the rest of
+    a side poll, and each side poller may cost 1 % of the execution poll's CPU
+    (docs/performance.md, sections 6, 8 and 9). What those layers did that matters here is kept:
+    certifi's certificate authorities (requests' own bundle) with hostname checks; the proxy the
+    environment names for the host, an ``http://`` one (CONNECT for an ``https://`` host, the
+    absolute URL for an ``http://`` one; an ``https://`` or SOCKS proxy fails each call as
+    ``connection``, saying so); retries of connection failures and of 500, 502, 503 and 504
+    (and of 413 and 429 with a Retry-After), ``retries`` times, the first at once, the next
+    after 1 s or the server's Retry-After, none that would begin past the call's deadline (the
+    last 5xx is then the answer); a connection the server closed while idle is replaced before
+    use; redirects are answers, never followed; the body is asked for uncompressed (identity)."""
+
+    RETRY_STATUSES = frozenset((500, 502, 503, 504))
+    RETRY_AFTER_STATUSES = frozenset((413, 429, 503))  # urllib3's: retried when the server says when
+
+    def __init__(self, base_url: str, retries: int, proxies: Mapping[str, str]):
+        url = urllib.parse.urlsplit(base_url)
+        self._tls, self._host = url.scheme == "https", url.hostname or ""
+        self._port = url.port or (443 if self._tls else 80)
+        self._path = url.path.rstrip("/")
+        self._retries = retries
+        proxy = requests.utils.select_proxy(base_url, proxies)
+        self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
+        self._proxy_headers: dict[str, str] = {}
+        if proxy and self._proxy is not None and self._proxy.username is not None:
+            user, password = requests.utils.get_auth_from_url(proxy)
+            credentials = base64.b64encode(f"{user}:{password}".encode("latin-1")).decode()
+            self._proxy_headers["Proxy-Authorization"] = f"Basic {credentials}"
+        # through an HTTP proxy to an http:// host, the request names the whole URL
+        forwarded = self._proxy is not None and not self._tls
+        self._origin = f"{url.scheme}://{url.netloc.rpartition('@')[2]}" if forwarded else ""
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    @contextlib.contextmanager
+    def open(self, method: str, path: str, query: str, body: bytes | None, headers: Mapping[str, str],
+             timeout: tuple[float, float]) -> Iterator[http.client.HTTPResponse]:
+        target = f"{self._origin}{self._path}{path}" + (f"?{query}" if query else "")
+        if self._origin:
+            headers = {**headers, **self._proxy_headers}
+        with self._lock:
+            response = self._answer(method, target, body, headers, timeout)
+            try:
+                yield response
+            finally:
+                if not response.isclosed():  # not read to its end (an error, a cap): it cannot carry another call
+                    self.close()
+
+    def _answer(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str],
+                timeout: tuple[float, float]) -> http.client.HTTPResponse:
+        tries = 0
+        while True:
+            connection = self._connection
+            if connection is None or connection.sock is None or urllib3.util.wait_for_read(connection.sock, 0.0):
+                self.close()  # readable while idle: the server closed it (or sent what nobody asked for)
+                try:
+                    connection = self._connection = self._connect(timeout)
+                except ssl.SSLError:
+                    raise  # a certificate or a handshake does not get better on a second try
+                except OSError:
+                    tries += 1
+                    if not self._wait_to_retry(tries, None):
+                        raise
+                    continue
+            _watch(connection)  # this call's deadline, on a connection an earlier call may have opened
+            try:
+                connection.request(method, target, body, dict(headers))
+                response = connection.getresponse()
+            except BaseException:
+                self.close()
+                raise
+            if self._may_retry(response.status, response) and self._wait_to_retry(tries + 1, response):
+                tries += 1
+                response.read(_ERROR_BODY_BYTES)
+                if not response.isclosed():
+                    self.close()
+                continue
+            return response
+
+    def _connect(self, timeout: tuple[float, float]) -> http.client.HTTPConnection:
+        connect_timeout, read_timeout = timeout
+        proxy = self._proxy
+        if proxy is not None and proxy.scheme != "http":
+            raise ApiError("connection", f"the proxy for this host is {proxy.scheme}://, "
+                                         "and the side calls go through http:// proxies only")
+        host, port = (proxy.hostname or "", proxy.port or 80) if proxy is not None else (self._host, self._port)
+        connection: http.client.HTTPConnection
+        if self._tls:
+            connection = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=_tls_context())
+            if proxy is not None:
+                connection.set_tunnel(self._host, self._port, headers=self._proxy_headers)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+        _watch(connection)  # the deadline can shut its socket down from the moment there is one
+        try:
+            connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(read_timeout)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _may_retry(self, status: int, response: http.client.HTTPResponse) -> bool:
+        return status in self.RETRY_STATUSES or (
+            status in self.RETRY_AFTER_STATUSES and response.getheader("Retry-After") is not None)
+
+    def _wait_to_retry(self, tries: int, response: http.client.HTTPResponse | None) -> bool:
+        """Sleeps before try ``tries`` (1, 2, ...) and says True; or False when no try is left,
+        or when it would begin past the call's deadline."""
+        if tries > self._retries:
+            return False
+        asked = _retry_after(response.getheader("Retry-After")) if response is not None else None
+        wait = asked if asked is not None else (0.0 if tries <= 1 else 0.5 * 2 ** (tries - 1))
+        deadline = getattr(_in_flight, "deadline", None)
+        if deadline is not None and deadline.left() <= wait:
+            return False
+        time.sleep(wait)
+        return True
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Certificates checked against certifi's authorities, as requests checks them."""
+    return ssl.create_default_context(cafile=requests.utils.DEFAULT_CA_BUNDLE_PATH)
+
+
+def _watch(connection) -> None:
+    deadline = getattr(_in_flight, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection)
+
+
+@contextlib.contextmanager
+def _raw(response: requests.Response) -> Iterator[_Answer]:
+    with response:
+        response.raw.decode_content = True  # as requests would read it: gzip from the server inflated
+        yield response.raw
 
 
 _in_flight = threading.local()  # the _Deadline of the call this thread is making
@@ -360,16 +535,11 @@ class _Watched(urllib3.connection.HTTPConnection):
 
     def connect(self) -> None:
         super().connect()
-        self._watch()
+        _watch(self)
 
     def request(self, *args, **kwargs) -> None:
-        self._watch()
+        _watch(self)
         super().request(*args, **kwargs)
-
-    def _watch(self) -> None:
-        deadline = getattr(_in_flight, "deadline", None)
-        if deadline is not None:
-            deadline.watch(self)
 
 
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
@@ -424,8 +594,40 @@ class ExecutionManagerClient(_PerfectoSession):
                          max_response_bytes=max_response_bytes, clock=clock, user_agent=user_agent,
                          stats=stats or ApiStats([cloud.name]))
         self.use_layout = True
+        self._session = requests.Session()
+        self._session.headers.update(self._headers)
+        self._session.trust_env = False  # no .netrc credentials; the proxies are the environment's for this host
+        self._session.proxies = self._proxies
+        self._prepared: dict[tuple[str, str, bool], requests.PreparedRequest] = {}  # constant calls, prepared once
         self._mount(SEARCH_PATH, retries)
         self._mount(STOP_PATH, 0)
+
+    def _mount(self, path: str, retries: int) -> None:
+        """Retries with backoff on connection errors and 5xx for calls to ``path`` (0: none)."""
+        retry = _DeadlineRetry(
+            total=retries, connect=retries, read=False, status=retries, other=0, redirect=0,
+            backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
+            raise_on_status=False, respect_retry_after_header=True,
+        ) if retries else Retry(0, read=False, redirect=0)
+        self._session.mount(self.base_url + path, _DeadlineAdapter(max_retries=retry))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _open(self, method: str, path: str, body: dict | None, params: dict[str, str] | None,
+              timeout: tuple[float, float]) -> contextlib.AbstractContextManager[_Answer]:
+        return _raw(self._session.send(self._prepare(method, path, body), allow_redirects=False,
+                                       timeout=timeout, stream=True))
+
+    def _prepare(self, method: str, path: str, body: dict | None) -> requests.PreparedRequest:
+        """The request; one without a body (``search`` without ``layout``) is prepared once."""
+        if body:
+            return self._session.prepare_request(requests.Request(method, self.base_url + path, json=body))
+        key = (method, path, body is not None)
+        if key not in self._prepared:
+            self._prepared[key] = self._session.prepare_request(
+                requests.Request(method, self.base_url + path, json=body))
+        return self._prepared[key]
 
     def search(self) -> list[msgspec.Raw]:
         """Every execution the token can see, as the still-encoded entries of the answer.
@@ -452,7 +654,7 @@ class ExecutionManagerClient(_PerfectoSession):
     def stop(self, stop_filter: dict) -> StopResult:
         """Stops what ``stop_filter`` matches. The caller guarantees the filter is narrow."""
 
-        def read(response: requests.Response) -> dict:
+        def read(response: _Answer) -> dict:
             answer = _decoded(self._read_capped(response))
             if not isinstance(answer, dict):
                 raise ApiError("invalid_response", "stop answer is not a JSON object")
@@ -462,7 +664,7 @@ class ExecutionManagerClient(_PerfectoSession):
         return StopResult(_id_list(answer.get("stoppedExecutions")), _id_list(answer.get("unStoppedExecutions")))
 
     def _search(self, body: dict | None) -> list[msgspec.Raw]:
-        def read(response: requests.Response) -> list[msgspec.Raw]:
+        def read(response: _Answer) -> list[msgspec.Raw]:
             try:
                 return split_answer(self._read_capped(response))
             except InvalidAnswer as err:
@@ -471,28 +673,28 @@ class ExecutionManagerClient(_PerfectoSession):
         return self._exchange("search", SEARCH_PATH, body, read)
 
 
-class LicenseClient(_PerfectoSession):
+class LicenseClient(_SideSession):
     """The License API of one cloud, at ``cloud.licenses_url``."""
 
     def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
                  clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
         if cloud.licenses_url is None:
             raise ValueError(f"cloud {cloud.name!r} has no licenses URL")
-        super().__init__(cloud, cloud.licenses_url, timeouts={LICENSES_ENDPOINT: (connect_timeout, timeout)},
+        super().__init__(cloud, cloud.licenses_url, retries=retries,
+                         timeouts={LICENSES_ENDPOINT: (connect_timeout, timeout)},
                          max_response_bytes=LICENSES_MAX_BYTES, clock=clock, user_agent=user_agent,
                          stats=stats or ApiStats([cloud.name], [cloud.name]))
-        self._mount(LICENSES_PATH, retries)
 
     def licenses(self) -> LicenseUsage:
         """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.license_answer`)."""
 
-        def read(response: requests.Response) -> LicenseUsage:
+        def read(response: _Answer) -> LicenseUsage:
             return self._read_answer(response, "licenses", read_licenses)
 
         return self._exchange(LICENSES_ENDPOINT, LICENSES_PATH, None, read, method="GET")
 
 
-class DeviceClient(_PerfectoSession):
+class DeviceClient(_SideSession):
     """The device list of one cloud, at ``cloud.devices_url``; never the legacy ``handsets`` call,
     which takes the token in its URL."""
 
@@ -500,22 +702,22 @@ class DeviceClient(_PerfectoSession):
                  clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
         if cloud.devices_url is None:
             raise ValueError(f"cloud {cloud.name!r} has no devices URL")
-        super().__init__(cloud, cloud.devices_url, timeouts={DEVICES_ENDPOINT: (connect_timeout, timeout)},
+        super().__init__(cloud, cloud.devices_url, retries=retries,
+                         timeouts={DEVICES_ENDPOINT: (connect_timeout, timeout)},
                          max_response_bytes=DEVICES_MAX_BYTES, clock=clock, user_agent=user_agent,
                          stats=stats or ApiStats([cloud.name], device_clouds=[cloud.name]))
-        self._mount(DEVICES_PATH, retries)
 
     def devices(self, previous: DeviceList | None = None) -> DeviceList:
         """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`);
         ``previous`` itself when the answer says the same."""
 
-        def read(response: requests.Response) -> DeviceList:
+        def read(response: _Answer) -> DeviceList:
             return self._read_answer(response, "devices", lambda body: read_devices(body, previous))
 
         return self._exchange(DEVICES_ENDPOINT, DEVICES_PATH, {}, read)
 
 
-class ReportingClient(_PerfectoSession):
+class ReportingClient(_SideSession):
     """Smart Reporting's export API of one cloud, at ``cloud.reporting_url``."""
 
     def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
@@ -523,14 +725,13 @@ class ReportingClient(_PerfectoSession):
                  stats: ApiStats | None = None):
         if cloud.reporting_url is None:
             raise ValueError(f"cloud {cloud.name!r} has no reporting URL")
-        super().__init__(cloud, cloud.reporting_url, timeouts={REPORTING_ENDPOINT: (connect_timeout, timeout)},
+        super().__init__(cloud, cloud.reporting_url, retries=retries,
+                         timeouts={REPORTING_ENDPOINT: (connect_timeout, timeout)},
                          max_response_bytes=REPORTING_MAX_BYTES, clock=clock, user_agent=user_agent,
-                         stats=stats or ApiStats([cloud.name], reporting_clouds=[cloud.name]))
-        # the header the export API documents, in its spelling; the token is sent in no other
-        del self._session.headers["Perfecto-Authorization"]
-        self._session.headers["PERFECTO_AUTHORIZATION"] = cloud.token
+                         stats=stats or ApiStats([cloud.name], reporting_clouds=[cloud.name]),
+                         # the header the export API documents, in its spelling; the token is sent in no other
+                         token_header="PERFECTO_AUTHORIZATION")
         self.max_pages = max_pages
-        self._mount(REPORTING_PATH, retries)
 
     def reports(self, since: float, until: float, known: Container[str] = frozenset(),
                 external_ids: Iterable[str] = (), budget: float | None = None) -> tuple[list[Report], int, bool]:
@@ -570,18 +771,8 @@ class ReportingClient(_PerfectoSession):
                 return reports, skipped, True
         return reports, skipped, True
 
-    def _read_page(self, response: requests.Response, known: Container[str], seen: set[str]) -> ReportPage:
+    def _read_page(self, response: _Answer, known: Container[str], seen: set[str]) -> ReportPage:
         return self._read_answer(response, "reporting", lambda body: read_page(body, known, seen))
-
-
-def _error_body(response: requests.Response, limit: int = 64 * 1024) -> bytes:
-    """The start of an error answer: enough for its userMessages, never a proxy's whole page."""
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=16 * 1024):
-        body += chunk
-        if len(body) >= limit:
-            break
-    return bytes(body[:limit])
 
 
 def _decoded(body) -> object:
@@ -640,9 +831,32 @@ def _user_messages(content: bytes, redact: Redactor) -> tuple[str, ...]:
     return tuple(" ".join(redact(m).split())[:200] for m in messages[:5])
 
 
-def _connection_detail(err: requests.exceptions.ConnectionError) -> str:
-    text = str(err)
+def _transport_failure(err: Exception, answered: bool, deadline: float) -> ApiError:
+    """What a failure of requests, urllib3 or http.client says, as an :class:`ApiError` (requests
+    wraps urllib3's; reading a body through requests meets urllib3's, a :class:`_Channel` the
+    standard library's). ``answered``: the status line had come."""
+    if isinstance(err, urllib3.exceptions.MaxRetryError):
+        if isinstance(err.reason, urllib3.exceptions.ResponseError):  # 5xx through every retry
+            return ApiError("server_error", "server errors persisted through retries")
+        err = err.reason or err
+    if isinstance(err, requests.exceptions.RetryError):
+        return ApiError("server_error", "server errors persisted through retries")
+    if isinstance(err, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return ApiError("invalid_response", "response body could not be decoded")
+    timed_out = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    if isinstance(err, timed_out) and not isinstance(err, urllib3.exceptions.NewConnectionError):
+        return ApiError("timeout", f"no answer within {deadline:g}s")
+    # the connection broke after the status line: within the body
+    broken = (urllib3.exceptions.ProtocolError, OSError, http.client.HTTPException)
+    if isinstance(err, requests.exceptions.ChunkedEncodingError) or (answered and isinstance(err, broken)):
+        return ApiError("invalid_response", "response body was cut off")
+    return ApiError("connection", _connection_detail(err))
+
+
+def _connection_detail(err: Exception) -> str:
+    text = f"{type(err).__name__}: {err}"
     for needle, detail in (
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
         ("Name or service not known", "DNS lookup failed"),
         ("nodename nor servname", "DNS lookup failed"),
         ("Temporary failure in name resolution", "DNS lookup failed"),
@@ -650,7 +864,8 @@ def _connection_detail(err: requests.exceptions.ConnectionError) -> str:
         ("Connection reset", "connection reset"),
         ("RemoteDisconnected", "connection closed without an answer"),
         ("SSLError", "TLS handshake failed"),
-        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+        ("Tunnel connection failed", "the proxy refused the connection"),
+        ("ProxyError", "the proxy refused the connection"),
     ):
         if needle in text:
             return detail

@@ -3,10 +3,11 @@
 Rendering a large lab takes tens of milliseconds (docs/performance.md has the measured figures);
 a scrape must not wait for it. :meth:`Exposition.refresh` renders every format asked for so far
 (text or OpenMetrics, plain and gzip) when the data's version has changed, and swaps the new
-bodies in with one assignment. The pollers call it after each poll; a ticker thread calls it
-every second, for what changes with time alone
-(execution series going stale), and at once when nudged (after each notification, so that
-the webhook's answer does not wait for a render). A scrape takes the current bytes
+bodies in with one assignment. The execution pollers call it after each poll; a ticker thread
+calls it every ``tick`` seconds (the assembly's: 5), for what changes with time alone (the
+runtime families, execution series going stale) and what the side pollers changed meanwhile,
+and at once when nudged (after each notification, so that the webhook's answer does not wait
+for a render). A scrape takes the current bytes
 and never renders, except the first scrape of a format nobody asked for before.
 
 Each collector is rendered on its own and only when its own ``version()`` changed; the body is

@@ -24,7 +24,8 @@ mode is the License API's. A poll counts only when every page of it succeeded, i
 included: the reports of executions the cloud's :class:`Poller` saw end (its ``followers``).
 
 The side loops (licenses, devices, reporting) do not render the exposition themselves (the
-assembly gives them no ``on_poll``): its ticker renders within a second.
+assembly gives them no ``on_poll``): their changes reach ``/metrics`` with the exposition
+ticker's next render, within 5 s, or the next execution poll's.
 """
 
 from __future__ import annotations

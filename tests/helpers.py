@@ -204,6 +204,48 @@ def grafana_to_promql(expr: str) -> str:
             .replace('=~"$ci_job"', '=~".*"'))
 
 
+# -- a server on loopback with answers the test gives ---------------------------------------------
+
+class Canned:
+    """An HTTP/1.1 server on loopback: ``answer(method, path, headers)`` gives each call's
+    ``(status, headers, body)``; ``calls`` records ``(method, path with query, headers)``."""
+
+    def __init__(self, answer):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls: list[tuple[str, str, dict]] = []
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                canned.calls.append((self.command, self.path, dict(self.headers)))
+                status, headers, body = answer(self.command, self.path, self.headers)
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_CONNECT = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # -- Smart Reporting: a stand-in with known reports ----------------------------------------------
 
 class ReportStandIn:

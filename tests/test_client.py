@@ -1,4 +1,5 @@
-"""Unit tests of the HTTP client with ``responses``: every failure reason, and the layout fallback."""
+"""Unit tests of the HTTP client with ``responses`` (the Execution Manager's calls, through requests):
+every failure reason, and the layout fallback; the side calls' redirects against a server on loopback."""
 
 import json
 import random
@@ -14,6 +15,7 @@ from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient, _De
 from exporter.settings import Cloud
 
 from .conftest import FIXTURES
+from .helpers import Canned
 
 TOKEN = "tok-3f9a-never-shown"
 BASE = "https://acme.executions.perfectomobile.com"
@@ -199,45 +201,55 @@ def test_token_never_in_repr():
 
 
 # -- Smart Reporting and the device list: redirects, echoes (audit of issues 25 and 26) ------------
-
-APP = "https://acme.app.perfectomobile.com"
-REPORTS = APP + "/export/api/v1/test-executions"
-DEVICES = APP + "/api/v1/device-management/devices"
+# These clients call urllib3's pool directly (``responses`` stands in for requests only): a server
+# on loopback answers them.
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize("page", [1, 2])
-@responses.activate
 def test_a_reporting_redirect_is_not_followed_on_any_page_and_the_token_goes_nowhere_else(status, page):
-    from exporter.client import ReportingClient
+    from exporter.client import REPORTING_PATH, ReportingClient
 
-    answer = {"resources": [{"id": "r1", "startTime": 1764600000000}], "metadata": {"truncated": True}}
-    if page == 2:
-        responses.get(REPORTS, json=answer, match=[responses.matchers.query_param_matcher({"_page": "1"},
-                                                                                          strict_match=False)])
-    responses.get(REPORTS, status=status, headers={"Location": f"https://elsewhere.example/?echo={TOKEN}"})
-    responses.get("https://elsewhere.example/", json={"resources": []})
-    client = ReportingClient(Cloud("acme", BASE, TOKEN, reporting_url=APP), retries=0)
-    with pytest.raises(ApiError) as caught:
-        client.reports(1764599000, 1764601000)
-    assert caught.value.reason == "invalid_response" and TOKEN not in str(caught.value)
-    assert [call.request.url.split("?")[0] for call in responses.calls] == [REPORTS] * page
-    assert all(call.request.headers["PERFECTO_AUTHORIZATION"] == TOKEN for call in responses.calls)
-    assert all("Perfecto-Authorization" not in call.request.headers for call in responses.calls)
-    client.close()
+    elsewhere = Canned(lambda *_: (200, {}, b'{"resources": []}'))
+    first = json.dumps({"resources": [{"id": "r1", "startTime": 1764600000000}], "metadata": {"truncated": True}})
+
+    def answer(method, path, headers):
+        if page == 2 and "_page=1" in path:
+            return 200, {"Content-Type": "application/json"}, first.encode()
+        return status, {"Location": f"{elsewhere.url}/?echo={TOKEN}"}, b""
+
+    app = Canned(answer)
+    client = ReportingClient(Cloud("acme", BASE, TOKEN, reporting_url=app.url), retries=0)
+    try:
+        with pytest.raises(ApiError) as caught:
+            client.reports(1764599000, 1764601000)
+        assert caught.value.reason == "invalid_response" and TOKEN not in str(caught.value)
+        assert [path.split("?")[0] for _, path, _ in app.calls] == [REPORTING_PATH] * page
+        assert elsewhere.calls == []
+        assert all(headers["PERFECTO_AUTHORIZATION"] == TOKEN for _, _, headers in app.calls)
+        assert all("Perfecto-Authorization" not in headers for _, _, headers in app.calls)
+    finally:
+        client.close()
+        app.close()
+        elsewhere.close()
 
 
 @pytest.mark.parametrize("status", [302, 307])
-@responses.activate
 def test_a_device_list_redirect_is_not_followed(status):
     from exporter.client import DeviceClient
 
-    responses.post(DEVICES, status=status, headers={"Location": "https://elsewhere.example/"})
-    client = DeviceClient(Cloud("acme", BASE, TOKEN, devices_url=APP), retries=0)
-    with pytest.raises(ApiError) as caught:
-        client.devices()
-    assert caught.value.reason == "invalid_response" and len(responses.calls) == 1
-    client.close()
+    elsewhere = Canned(lambda *_: (200, {}, b'{"handsets": {"handset": []}}'))
+    app = Canned(lambda *_: (status, {"Location": elsewhere.url + "/"}, b""))
+    client = DeviceClient(Cloud("acme", BASE, TOKEN, devices_url=app.url), retries=0)
+    try:
+        with pytest.raises(ApiError) as caught:
+            client.devices()
+        assert caught.value.reason == "invalid_response" and len(app.calls) == 1 and elsewhere.calls == []
+        assert app.calls[0][0] == "POST" and app.calls[0][2]["Perfecto-Authorization"] == TOKEN
+    finally:
+        client.close()
+        app.close()
+        elsewhere.close()
 
 
 def test_one_watchdog_thread_passes_each_deadline_in_time_and_none_after_its_call():
