@@ -76,7 +76,9 @@ WATCHED_SWEEP_EVERY = 3 * 3600.0  # every 3 h while it saw every end: half the l
 SETTLE = 900.0  # how late a report may appear after its test ended, for the view's gaps
 LOOKUP_EVERY = 300.0  # ended executions' reports are looked up by externalId this often
 LOOKUP_AFTER = (300.0, 1200.0, 3600.0)  # after an end: each try's earliest time; none after the last
-LOOKUP_BATCH = 50  # externalId[0] … externalId[49] in one call: a URL of about 2.5 kB
+# externalId[0] … externalId[99] in one call: 3 kB of query with the document's 10-character ids,
+# 6 kB with UUIDs, within the 8 kB request line that nginx and Tomcat take by default
+LOOKUP_BATCH = 100
 MAX_PENDING = 20_000  # ended executions awaiting their report, at most
 LOOKBACK = 6 * 3600.0  # tests up to 6 hours long, with their reports' late arrival
 PRUNE_EVERY = 300.0  # ids past the lookback are forgotten this often (they are never counted meanwhile)

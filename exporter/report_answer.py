@@ -163,7 +163,9 @@ def _known_page(body: bytes | bytearray, known: Container[str], seen: set[str]) 
         heads = _HEADS.decode(body)
     except (msgspec.DecodeError, RecursionError):  # any other shape
         return None
-    ids = [_report_id(head.id) for head in heads.resources]
+    # an id as the server wrote it is most often the very string remembered: normalising it
+    # (_report_id) only when it is not, where every id of every page went through it
+    ids = [head.id if type(head.id) is str and head.id in known else _report_id(head.id) for head in heads.resources]
     if not all(i is not None and i in known for i in ids):
         return None
     repeated = 0

@@ -6,10 +6,13 @@ import random
 import string
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
 import responses
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient, _Deadline
 from exporter.settings import Cloud
@@ -274,3 +277,10 @@ def test_one_watchdog_thread_passes_each_deadline_in_time_and_none_after_its_cal
     caller.join(5)
     assert soon.passed and not finished.passed and not later.passed
     assert [t.name for t in threading.enumerate()].count("deadlines") == 1
+
+
+@given(st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=8))
+def test_the_side_calls_query_is_urlencode_byte_for_byte(params):
+    from exporter.client import _query
+
+    assert _query(params) == urllib.parse.urlencode(params)

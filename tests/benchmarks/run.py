@@ -631,6 +631,9 @@ def reporting_poll(size: int = 10_000, per_hour: int = 1000) -> dict:
         serial = iter(range(10**9))
 
         def with_lookup():  # a batch of executions that ended, whose reports the lab does not have
+            # the last batch's reports were counted meanwhile (the clock stands still here, so
+            # it would stay pending, and each lookup would scan one batch more)
+            outcomes._pending.clear()
             ended = {f"ended-{next(serial)}": now[0] - 600 for _ in range(LOOKUP_BATCH)}
             outcomes.executions_polled(ended, now[0] - LOOKUP_AFTER[0])
             outcomes._last_lookup = -LOOKUP_EVERY
@@ -667,7 +670,8 @@ def reporting_poll(size: int = 10_000, per_hour: int = 1000) -> dict:
     return {
         "size": size, "per_hour": per_hour, "remembered": remembered,
         "execution_ms": execution_cpu * 1000, "recent_ms": recent_cpu * 1000, "sweep_ms": sweep_cpu * 1000,
-        "lookup_ms": (lookup_cpu - recent_cpu) * 1000, "batches": batches, "lookup_every": LOOKUP_EVERY,
+        "lookup_ms": (lookup_cpu - recent_cpu) * 1000, "batch": LOOKUP_BATCH, "batches": batches,
+        "lookup_every": LOOKUP_EVERY,
         "sweep_every": WATCHED_SWEEP_EVERY,
         "recent_pages": recent_pages, "sweep_pages": sweep_pages, **intervals,
         "per_time": per_time(batches), "looked_up_share": looked_up_share, "lab_batches": lab_batches,
@@ -675,16 +679,22 @@ def reporting_poll(size: int = 10_000, per_hour: int = 1000) -> dict:
     }
 
 
+def _lookups(count: int) -> str:
+    return f"{count} lookup" if count == 1 else f"{count} lookups"
+
+
 def _reporting_table(r: dict) -> str:
     return "\n".join([
         f"### 9. Smart Reporting poll against execution poll at {r['size']:,} executions, about {r['per_hour']:,} "
-        f"reports an hour ({r['remembered']:,} in the lookback; CPU of the polling thread, with the render it adds)",
+        f"reports an hour ({r['remembered']:,} in the lookback; CPU of the polling thread, with what it adds to the "
+        "next render)",
         "",
-        "| execution poll ms | recent poll ms (pages) | a lookup of 50 ended executions ms | sweep ms (pages) | "
+        f"| execution poll ms | recent poll ms (pages) | a lookup of {r['batch']} ended executions ms | "
+        "sweep ms (pages) | "
         f"ratio per unit of time: execution polls every {r['poll_interval']:g} s; recent polls every "
-        f"{r['reporting_interval']:g} s, {r['batches']} lookups every {r['lookup_every'] / 60:g} min, a sweep every "
+        f"{r['reporting_interval']:g} s, {_lookups(r['batches'])} every {r['lookup_every'] / 60:g} min, a sweep every "
         f"{r['sweep_every'] / 3600:g} h (target <= 1 %) | the same with the lab's {r['looked_up_share']:.0%} of "
-        f"tests longer than the recent window: {r['lab_batches']} lookup every {r['lookup_every'] / 60:g} min |",
+        f"tests longer than the recent window: {_lookups(r['lab_batches'])} every {r['lookup_every'] / 60:g} min |",
         "|---:|---:|---:|---:|---:|---:|",
         f"| {r['execution_ms']:.1f} | {r['recent_ms']:.2f} ({r['recent_pages']}) | {r['lookup_ms']:.2f} | "
         f"{r['sweep_ms']:.1f} ({r['sweep_pages']}) | {r['per_time']:.2%} | {r['lab_per_time']:.2%} |",
@@ -841,7 +851,7 @@ def _webhook_section(w: dict) -> list[str]:
 def _license_section(lic: dict) -> list[str]:
     return [
         f"### 6. License API poll against execution poll at {lic['size']:,} executions (CPU of the polling "
-        "thread, with the render it adds)",
+        "thread, with what it adds to the next render)",
         "",
         "| execution poll ms | license poll ms | ratio per poll | ratio per unit of time, polls every "
         f"{lic['poll_interval']:g} s and {lic['licenses_interval']:g} s (target < 1 %) |",
@@ -866,7 +876,7 @@ def _usage_section(u: dict) -> list[str]:
 def _device_section(d: dict) -> list[str]:
     return [
         f"### 8. Device list poll of {d['devices']:,} devices against execution poll at {d['size']:,} executions "
-        "(CPU of the polling thread, with the render it adds)",
+        "(CPU of the polling thread, with what it adds to the next render)",
         "",
         "| execution poll ms | device poll ms | ratio per poll | ratio per unit of time, polls every "
         f"{d['poll_interval']:g} s and {d['devices_interval']:g} s (target <= 1 %) | device poll ms, a status "
