@@ -351,16 +351,15 @@ class _Channel:
             try:
                 connection.request(method, target, body, dict(headers))
                 response = connection.getresponse()
+                if not (self._may_retry(response) and self._wait_to_retry(tries + 1, response)):
+                    return response
+                tries += 1
+                response.read(_ERROR_BODY_BYTES)  # the refusal's body: the connection may carry the next try
             except BaseException:
                 self.close()
                 raise
-            if self._may_retry(response.status, response) and self._wait_to_retry(tries + 1, response):
-                tries += 1
-                response.read(_ERROR_BODY_BYTES)
-                if not response.isclosed():
-                    self.close()
-                continue
-            return response
+            if not response.isclosed():
+                self.close()
 
     def _connect(self, timeout: tuple[float, float]) -> http.client.HTTPConnection:
         connect_timeout, read_timeout = timeout
@@ -386,9 +385,9 @@ class _Channel:
             raise
         return connection
 
-    def _may_retry(self, status: int, response: http.client.HTTPResponse) -> bool:
-        return status in self.RETRY_STATUSES or (
-            status in self.RETRY_AFTER_STATUSES and response.getheader("Retry-After") is not None)
+    def _may_retry(self, response: http.client.HTTPResponse) -> bool:
+        return response.status in self.RETRY_STATUSES or (
+            response.status in self.RETRY_AFTER_STATUSES and response.getheader("Retry-After") is not None)
 
     def _wait_to_retry(self, tries: int, response: http.client.HTTPResponse | None) -> bool:
         """Sleeps before try ``tries`` (1, 2, ...) and says True; or False when no try is left,
