@@ -335,7 +335,10 @@ class _Channel:
                     if not self._wait_to_retry(tries, None):
                         raise
                     continue
-            _watch(connection)  # this call's deadline, on a connection an earlier call may have opened
+            # this call's deadline, on a connection an earlier call may have opened; its socket, not
+            # the connection: an answer that will close the connection takes the socket from it
+            # (``sock`` is None then) and reads on, which the deadline must still be able to end
+            _watch(connection.sock)
             try:
                 connection.request(method, target, body, dict(headers))
                 response = connection.getresponse()
@@ -521,7 +524,8 @@ class _DeadlineRetry(Retry):
 
 
 def _shut_down(connection) -> None:
-    sock = getattr(connection, "sock", None)
+    """Shuts down ``connection``'s socket, or ``connection`` itself when it is one."""
+    sock = connection if isinstance(connection, socket.socket) else getattr(connection, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
             # socket.socket's own shutdown, not SSLSocket's, which would drop the TLS state
