@@ -288,6 +288,8 @@ class _Channel:
         self._path = url.path.rstrip("/")
         self._retries = retries
         proxy = requests.utils.select_proxy(base_url, proxies)
+        if proxy:  # "proxy:3128" is an http:// proxy, as requests and curl take it
+            proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
         self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
         self._proxy_headers: dict[str, str] = {}
         if proxy and self._proxy is not None and self._proxy.username is not None:
@@ -357,7 +359,9 @@ class _Channel:
         connect_timeout, read_timeout = timeout
         proxy = self._proxy
         if proxy is not None and proxy.scheme != "http":
-            raise ApiError("connection", f"the proxy for this host is {proxy.scheme}://, "
+            # the scheme of a URL that has none is what precedes its first colon: a user name
+            named = f"{proxy.scheme}://" if proxy.scheme in _OTHER_PROXY_SCHEMES else "not an http:// URL"
+            raise ApiError("connection", f"the proxy for this host is {named}, "
                                          "and the side calls go through http:// proxies only")
         host, port = (proxy.hostname or "", proxy.port or 80) if proxy is not None else (self._host, self._port)
         connection: http.client.HTTPConnection
@@ -393,6 +397,9 @@ class _Channel:
             return False
         time.sleep(wait)
         return True
+
+
+_OTHER_PROXY_SCHEMES = frozenset(("https", "socks4", "socks4a", "socks5", "socks5h"))
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -409,7 +409,7 @@ def test_through_a_connect_proxy_certificates_and_host_names_are_checked(host, c
                for _, _, headers, _ in requests)
 
 
-@pytest.mark.parametrize("scheme", ["http://", pytest.param("", marks=pytest.mark.xfail(strict=True, reason="FIX"))])
+@pytest.mark.parametrize("scheme", ["http://", ""])
 def test_through_a_forwarding_proxy_an_http_host_is_named_in_full(scheme, closing, monkeypatch):
     """An http:// host through the proxy: the request names the whole URL, with the proxy's
     credentials. A proxy written without a scheme (``proxy:3128``) is an http:// one, as requests
@@ -464,6 +464,17 @@ def test_a_proxy_other_than_http_fails_each_call_naming_it_and_the_poller_surviv
     for polls in (1, 2):
         status = poller.poll_once()
         assert (status.polls, status.up, status.last_error) == (polls, False, "connection")
+    assert origin.calls == []
+
+
+def test_a_proxy_with_credentials_and_no_scheme_is_refused_without_showing_them(closing, monkeypatch):
+    """``user:password@proxy:3128``: no scheme that can be told (requests refuses it too); the
+    message does not take the user name for one."""
+    origin = Canned(lambda *_: (200, {}, LICENSES))
+    closing(origin)
+    monkeypatch.setenv("HTTP_PROXY", f"{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{free_port()}")
+    err = failure(license_client(origin.url, closing).licenses)
+    assert err.reason == "connection" and "not an http:// URL" in err.detail and PROXY_USER not in str(err)
     assert origin.calls == []
 
 
