@@ -323,10 +323,12 @@ class _Channel:
 
     def _answer(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str],
                 timeout: tuple[float, float]) -> http.client.HTTPResponse:
-        tries = 0
+        tries, second_chance = 0, True
         while True:
             connection = self._connection
-            if connection is None or connection.sock is None or urllib3.util.wait_for_read(connection.sock, 0.0):
+            reused = not (connection is None or connection.sock is None
+                          or urllib3.util.wait_for_read(connection.sock, 0.0))
+            if connection is None or not reused:
                 self.close()  # readable while idle: the server closed it (or sent what nobody asked for)
                 try:
                     connection = self._connection = self._connect(timeout)
@@ -344,8 +346,14 @@ class _Channel:
             try:
                 connection.request(method, target, body, dict(headers))
                 response = connection.getresponse()
-            except BaseException:
+            except BaseException as err:
                 self.close()
+                # the server closed the reused connection as this request went out (an idle timeout
+                # that ends with the poll interval): nothing was answered, and the side calls only
+                # read, so it is asked again on a new connection, once, not as one of the retries
+                if reused and second_chance and _dropped_unanswered(err):
+                    second_chance = False
+                    continue
                 raise
             if self._may_retry(response.status, response) and self._wait_to_retry(tries + 1, response):
                 tries += 1
@@ -397,6 +405,12 @@ class _Channel:
             return False
         time.sleep(wait)
         return True
+
+
+def _dropped_unanswered(err: BaseException) -> bool:
+    """The connection failed before an answer began, and not because this call's deadline shut it down."""
+    deadline = getattr(_in_flight, "deadline", None)
+    return isinstance(err, ConnectionError) and not (deadline is not None and deadline.passed)
 
 
 _OTHER_PROXY_SCHEMES = frozenset(("https", "socks4", "socks4a", "socks5", "socks5h"))

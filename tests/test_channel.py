@@ -123,7 +123,6 @@ def test_a_server_that_says_connection_close_every_time_works(version, closing):
     assert server.connections == 3
 
 
-@pytest.mark.xfail(strict=True, reason="FIX")
 def test_a_keep_alive_connection_the_server_drops_as_the_next_call_arrives_is_replaced(closing):
     """The server's idle timeout fires as the request arrives (a load balancer whose timeout is
     the poll interval): it reads the request and closes without an answer. Nothing is known
@@ -142,6 +141,24 @@ def test_a_keep_alive_connection_the_server_drops_as_the_next_call_arrives_is_re
     assert client.licenses().licenses
     assert server.connections == 2
     assert client.stats.failures.total() == 0
+
+
+def test_a_reused_connection_that_never_answers_is_a_timeout_at_the_deadline_and_not_asked_again(closing):
+    """The deadline shuts the socket down, which looks like a server's close: not a second chance."""
+
+    def serve(connection, stream, number):
+        read_request(stream)
+        connection.sendall(answer_bytes(LICENSES))
+        read_request(stream)
+        time.sleep(3)
+
+    server = RawServer(serve)
+    closing(server)
+    client = license_client(server.url, closing, timeout=1.0, retries=0)
+    assert client.licenses().licenses
+    err, seconds = timed(client.licenses)
+    assert isinstance(err, ApiError) and err.reason == "timeout" and seconds < 1.5
+    assert server.connections == 1
 
 
 def test_a_new_connection_closed_without_an_answer_is_not_made_again(closing):
