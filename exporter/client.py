@@ -365,6 +365,11 @@ class _Channel:
 
     def _connect(self, timeout: tuple[float, float]) -> http.client.HTTPConnection:
         connect_timeout, read_timeout = timeout
+        # a TCP connect has no socket to shut down until it is made: a retry's connect gets only
+        # what is left of the call's deadline
+        deadline = getattr(_in_flight, "deadline", None)
+        if deadline is not None:
+            connect_timeout = max(0.001, min(connect_timeout, deadline.left()))
         proxy = self._proxy
         if proxy is not None and proxy.scheme != "http":
             # the scheme of a URL that has none is what precedes its first colon: a user name

@@ -335,7 +335,6 @@ def test_a_refused_connection_is_retried_and_then_connection(closing):
     assert 0.9 < seconds < 1.5  # at once, then after 1 s
 
 
-@pytest.mark.xfail(strict=True, reason="FIX")
 def test_connects_that_hang_end_within_the_deadline(closing):
     """A listener whose backlog is full drops the SYNs: each connect waits its whole timeout.
     Two tries of connect_timeout would end past the deadline; the second has what is left."""
