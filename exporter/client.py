@@ -384,6 +384,7 @@ class _Channel:
                 connection.set_tunnel(self._host, self._port, headers=self._proxy_headers)
         else:
             connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+        connection.response_class = _Response
         _watch(connection)  # the deadline can shut its socket down from the moment there is one
         try:
             connection.connect()
@@ -410,6 +411,19 @@ class _Channel:
             return False
         time.sleep(wait)
         return True
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's answer, but a body that ends before its Content-Length is cut off
+    (IncompleteRead), as urllib3 and http.client's own read() of the whole say: read(amt) ends
+    it quietly, and a part of an answer read as the whole says "not JSON" at best. (An error
+    answer's start is read at once, as one read: what came of it is its messages.)"""
+
+    def read(self, amt=None):
+        data = super().read(amt)
+        if amt and not data and self.length:
+            raise http.client.IncompleteRead(b"", self.length)
+        return data
 
 
 def _dropped_unanswered(err: BaseException) -> bool:
