@@ -506,13 +506,14 @@ class _Deadline:
             _shut_down(connection)
 
     def _pass(self) -> None:
+        # the shutdown under the lock: a call that ends meanwhile (its answer came in time) waits
+        # for it in __exit__, so it never lands on the next call on the same keep-alive connection
         with self._lock:
             if self.ended:
                 return
             self.passed = True
-            connection = self._connection
-        if connection is not None:
-            _shut_down(connection)
+            if self._connection is not None:
+                _shut_down(self._connection)
 
 
 class _Watchdog:

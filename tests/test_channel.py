@@ -261,6 +261,42 @@ def test_a_drip_ends_at_the_deadline(reused, closing):
     assert server.connections == 1
 
 
+def test_a_deadline_that_passes_as_its_call_ends_never_shuts_down_the_next_call(closing, monkeypatch):
+    """The watchdog decides to shut a call's socket down and is preempted before it does (here:
+    made to take 0.4 s); the call's answer comes meanwhile and it ends well; the next call on the
+    same keep-alive connection must not be the one shut down, half way through its answer."""
+    import exporter.client
+
+    shut_down = exporter.client._shut_down
+
+    def preempted(connection):
+        time.sleep(0.4)
+        shut_down(connection)
+
+    monkeypatch.setattr(exporter.client, "_shut_down", preempted)
+
+    def serve(connection, stream, number):
+        head = answer_bytes(LICENSES)[:-len(LICENSES)]
+        if number == 1:
+            read_request(stream)
+            time.sleep(0.3)
+            connection.sendall(head)
+            time.sleep(0.3)  # past the first call's deadline (0.5 s), within its read timeout: it ends well
+            connection.sendall(LICENSES)
+            read_request(stream)
+            connection.sendall(head)
+            time.sleep(0.45)  # the watchdog wakes (0.9 s) within the next call's answer
+            connection.sendall(LICENSES)
+        while read_request(stream):
+            connection.sendall(answer_bytes(LICENSES))
+
+    server = RawServer(serve)
+    closing(server)
+    client = license_client(server.url, closing, timeout=0.5, retries=0)
+    assert client.licenses().licenses and client.licenses().licenses
+    assert server.connections == 2
+
+
 @pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
 def test_a_drip_of_an_answer_that_closes_its_connection_ends_at_the_deadline(version, closing):
     """http.client gives the socket of an answer that will close its connection to the answer
