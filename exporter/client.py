@@ -282,16 +282,32 @@ class _Channel:
     RETRY_AFTER_STATUSES = frozenset((413, 429, 503))  # urllib3's: retried when the server says when
 
     def __init__(self, base_url: str, retries: int, proxies: Mapping[str, str]):
+        self._retries = retries
+        self._tls, self._host, self._port, self._path, self._origin = False, "", 0, "", ""
+        self._proxy: urllib.parse.SplitResult | None = None
+        self._proxy_address = ("", 0)
+        self._proxy_headers: dict[str, str] = {}
+        # what makes each call fail as connection; at construction, an exception would stop the
+        # exporter's start, where requests made these calls fail one by one
+        self._unusable: str | None = None
+        try:
+            self._read_urls(base_url, proxies)
+        except ValueError:  # a port that is not a number or past 65535, a proxy URL that is none
+            self._unusable = "the host's URL or its proxy's has a port that is not a number, or is no URL"
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _read_urls(self, base_url: str, proxies: Mapping[str, str]) -> None:
         url = urllib.parse.urlsplit(base_url)
         self._tls, self._host = url.scheme == "https", url.hostname or ""
         self._port = url.port or (443 if self._tls else 80)
         self._path = url.path.rstrip("/")
-        self._retries = retries
         proxy = requests.utils.select_proxy(base_url, proxies)
         if proxy:  # "proxy:3128" is an http:// proxy, as requests and curl take it
             proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
         self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
-        self._proxy_headers: dict[str, str] = {}
+        if self._proxy is not None:
+            self._proxy_address = (self._proxy.hostname or "", self._proxy.port or 80)
         if proxy and self._proxy is not None and self._proxy.username is not None:
             user, password = requests.utils.get_auth_from_url(proxy)
             credentials = base64.b64encode(f"{user}:{password}".encode("latin-1")).decode()
@@ -299,8 +315,6 @@ class _Channel:
         # through an HTTP proxy to an http:// host, the request names the whole URL
         forwarded = self._proxy is not None and not self._tls
         self._origin = f"{url.scheme}://{url.netloc.rpartition('@')[2]}" if forwarded else ""
-        self._connection: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -364,6 +378,8 @@ class _Channel:
             return response
 
     def _connect(self, timeout: tuple[float, float]) -> http.client.HTTPConnection:
+        if self._unusable is not None:
+            raise ApiError("connection", self._unusable)
         connect_timeout, read_timeout = timeout
         # a TCP connect has no socket to shut down until it is made: a retry's connect gets only
         # what is left of the call's deadline
@@ -376,7 +392,7 @@ class _Channel:
             named = f"{proxy.scheme}://" if proxy.scheme in _OTHER_PROXY_SCHEMES else "not an http:// URL"
             raise ApiError("connection", f"the proxy for this host is {named}, "
                                          "and the side calls go through http:// proxies only")
-        host, port = (proxy.hostname or "", proxy.port or 80) if proxy is not None else (self._host, self._port)
+        host, port = self._proxy_address if proxy is not None else (self._host, self._port)
         connection: http.client.HTTPConnection
         if self._tls:
             connection = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=_tls_context())

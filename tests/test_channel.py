@@ -542,6 +542,21 @@ def test_a_proxy_with_credentials_and_no_scheme_is_refused_without_showing_them(
     assert origin.calls == []
 
 
+@pytest.mark.parametrize(("url", "proxy"), [("http://127.0.0.1:99999", None), ("https://127.0.0.1:port", None),
+                                             ("http://127.0.0.1:9", f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:port"),
+                                             ("http://127.0.0.1:9", "http://127.0.0.1:99999")])
+def test_a_port_that_is_not_a_number_fails_each_call_as_connection_and_not_the_start(url, proxy, closing, monkeypatch):
+    """The exporter's start builds the clients: a URL that urlsplit reads but whose port is no
+    port must not stop it (through requests, each call failed); its poller shows the error."""
+    if proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    client = license_client(url, closing)
+    status = LicensePoller(client, "on", 60.0).poll_once()
+    assert (status.up, status.last_error) == (False, "connection")
+    err = failure(client.licenses)
+    assert err.detail == "the host's URL or its proxy's has a port that is not a number, or is no URL"
+
+
 # -- threads -------------------------------------------------------------------------------------
 
 def test_two_threads_on_one_client_each_get_a_whole_answer_of_their_own(closing):
