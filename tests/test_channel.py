@@ -94,6 +94,34 @@ def test_one_connection_carries_every_call_with_the_token_and_identity_encoding(
                for headers in seen)
 
 
+def test_the_device_list_posts_the_empty_filter_and_reporting_sends_its_query_under_a_base_path(closing):
+    from exporter.client import DEVICES_PATH, REPORTING_PATH, DeviceClient, ReportingClient
+
+    seen: list = []
+    answers = {DEVICES_PATH: (FIXTURES / "devices" / "document.json").read_bytes(),
+               REPORTING_PATH: (FIXTURES / "reporting" / "document.json").read_bytes()}
+
+    def answer(number, index, request):
+        seen.append(request)
+        return answer_bytes(answers[request[1].removeprefix("/perfecto").split("?")[0]])
+
+    server = keep_alive(answer, closing)
+    cloud = Cloud("acme", "https://acme.executions.perfectomobile.com", TOKEN, devices_url=server.url + "/perfecto/",
+                  reporting_url=server.url + "/perfecto")
+    devices, reporting = DeviceClient(cloud, retries=0), ReportingClient(cloud, retries=0, max_pages=1)
+    closing(devices)
+    closing(reporting)
+    assert devices.devices().devices
+    assert reporting.reports(1764599000, 1764601000, external_ids=["a b&c"])[0]
+    (method, target, headers, body), (get, query, reporting_headers, _) = seen
+    assert (method, target, body, headers["Content-Type"]) == ("POST", "/perfecto" + DEVICES_PATH, b"{}",
+                                                               "application/json")
+    assert headers["Perfecto-Authorization"] == TOKEN and "PERFECTO_AUTHORIZATION" not in headers
+    assert get == "GET" and query == (f"/perfecto{REPORTING_PATH}?startExecutionTime%5B0%5D=1764599000000"
+                                      "&endExecutionTime%5B0%5D=1764601000000&externalId%5B0%5D=a+b%26c&_page=1")
+    assert reporting_headers["PERFECTO_AUTHORIZATION"] == TOKEN and "Perfecto-Authorization" not in reporting_headers
+
+
 def test_a_server_that_closes_after_each_answer_costs_no_call(closing):
     """Closed without saying so (no Connection: close): the idle connection is found closed and
     replaced before the next call."""
@@ -489,6 +517,17 @@ def test_through_a_forwarding_proxy_an_http_host_is_named_in_full(scheme, closin
     assert (method, target) == ("GET", origin.url + LICENSES_PATH)
     assert ("Proxy-Authorization" in headers) == bool(scheme) and headers["Perfecto-Authorization"] == TOKEN
     assert [path for _, path, _ in origin.calls] == [LICENSES_PATH]
+
+
+def test_through_a_forwarding_proxy_a_base_url_keeps_its_path(closing, monkeypatch):
+    origin = Canned(lambda *_: (200, {"Content-Type": "application/json"}, LICENSES))
+    closing(origin)
+    proxy = Proxy()
+    closing(proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    assert license_client(origin.url + "/perfecto/", closing).licenses().licenses
+    assert [target for _, target, _ in proxy.requests] == [f"{origin.url}/perfecto{LICENSES_PATH}"]
+    assert [path for _, path, _ in origin.calls] == [f"/perfecto{LICENSES_PATH}"]
 
 
 def test_no_proxy_is_honoured_and_no_proxy_credentials_leave(closing, monkeypatch):
