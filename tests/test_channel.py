@@ -378,8 +378,10 @@ def test_500_through_every_retry_is_server_error_after_three_tries(closing):
     assert client.stats.requests.total() == 1 and client.stats.failures.total(reason="server_error") == 1
 
 
-@pytest.mark.parametrize("status", ["503 Service Unavailable", "429 Too Many Requests", "413 Content Too Large"])
-@pytest.mark.parametrize("form", ["seconds", "date"])
+@pytest.mark.parametrize(("status", "form"), [
+    ("503 Service Unavailable", "seconds"), ("503 Service Unavailable", "date"),
+    ("429 Too Many Requests", "seconds"), ("413 Content Too Large", "date"),
+])
 def test_retry_after_is_waited_for(status, form, closing):
     # a date has whole seconds: 2 s from now is 1 to 2 s away
     after = "1" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
