@@ -348,9 +348,10 @@ class _Channel:
                     connection = self._connection = self._connect(timeout)
                 except ssl.SSLError:
                     raise  # a certificate or a handshake does not get better on a second try
-                except OSError:
+                except OSError as err:
                     tries += 1
-                    if not self._wait_to_retry(tries, None):
+                    # a proxy that refuses the tunnel (407: its credentials) refuses a second try too
+                    if str(err).startswith("Tunnel connection failed: 4") or not self._wait_to_retry(tries, None):
                         raise
                     continue
             # this call's deadline, on a connection an earlier call may have opened; its socket, not

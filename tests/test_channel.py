@@ -551,8 +551,10 @@ def test_a_proxy_that_refuses_the_credentials_is_connection(certificate, closing
     proxy = Proxy(f"{PROXY_USER}:another-password")
     closing(proxy)
     monkeypatch.setenv("HTTPS_PROXY", proxy_url(proxy))
-    err = failure(license_client(stand_in.url, closing, retries=0).licenses)
-    assert (err.reason, err.detail) == ("connection", "the proxy refused the connection")
+    err, seconds = timed(license_client(stand_in.url, closing).licenses)
+    assert isinstance(err, ApiError) and (err.reason, err.detail) == ("connection", "the proxy refused the connection")
+    assert PROXY_PASSWORD not in str(err) and "another-password" not in str(err)
+    assert len(proxy.requests) == 1 and seconds < 0.5  # a 407 is not tried again
 
 
 @pytest.mark.parametrize("scheme", ["https://", "socks5://", "socks5h://"])
