@@ -270,13 +270,15 @@ class _Channel:
     a side poll, and each side poller may cost 1 % of the execution poll's CPU
     (docs/performance.md, sections 6, 8 and 9). What those layers did that matters here is kept:
     certifi's certificate authorities (requests' own bundle) with hostname checks; the proxy the
-    environment names for the host, an ``http://`` one (CONNECT for an ``https://`` host, the
-    absolute URL for an ``http://`` one; an ``https://`` or SOCKS proxy fails each call as
-    ``connection``, saying so); retries of connection failures and of 500, 502, 503 and 504
-    (and of 413 and 429 with a Retry-After), ``retries`` times, the first at once, the next
-    after 1 s or the server's Retry-After, none that would begin past the call's deadline (the
-    last 5xx is then the answer); a connection the server closed while idle is replaced before
-    use; redirects are answers, never followed; the body is asked for uncompressed (identity)."""
+    environment names for the host, an ``http://`` one or one without a scheme (CONNECT for an
+    ``https://`` host, the absolute URL for an ``http://`` one; an ``https://`` or SOCKS proxy
+    fails each call as ``connection``, saying so); retries of connection failures (not of a
+    proxy's 4xx to CONNECT) and of 500, 502, 503 and 504 (and of 413 and 429 with a
+    Retry-After), ``retries`` times, the first at once, the next after 1 s or the server's
+    Retry-After, none that would begin past the call's deadline (the last 5xx is then the
+    answer); a connection the server closed while idle is replaced before use, and one it
+    closed as the request went out is replaced once; redirects are answers, never followed; the
+    body is asked for uncompressed (identity), and one shorter than its Content-Length is cut off."""
 
     RETRY_STATUSES = frozenset((500, 502, 503, 504))
     RETRY_AFTER_STATUSES = frozenset((413, 429, 503))  # urllib3's: retried when the server says when
