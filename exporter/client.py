@@ -604,6 +604,9 @@ class _Watched(urllib3.connection.HTTPConnection):
     def request(self, *args, **kwargs) -> None:
         _watch(self)
         super().request(*args, **kwargs)
+        # and its socket: an answer that will close the connection (Connection: close, HTTP/1.0)
+        # takes the socket from it (``sock`` is None then), and the deadline must still end it
+        _watch(self.sock)
 
 
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
