@@ -433,14 +433,14 @@ class _Channel:
 
 
 class _Response(http.client.HTTPResponse):
-    """http.client's answer, but a body that ends before its Content-Length is cut off
+    """http.client's answer, but a 200's body that ends before its Content-Length is cut off
     (IncompleteRead), as urllib3 and http.client's own read() of the whole say: read(amt) ends
-    it quietly, and a part of an answer read as the whole says "not JSON" at best. (An error
-    answer's start is read at once, as one read: what came of it is its messages.)"""
+    it quietly, and a part of an answer read as the whole says "not JSON" at best. An error
+    answer is read for its messages, whole or not: its status is what it says."""
 
     def read(self, amt=None):
         data = super().read(amt)
-        if amt and not data and self.length:
+        if amt and not data and self.length and self.status == 200:
             raise http.client.IncompleteRead(b"", self.length)
         return data
 
