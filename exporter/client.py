@@ -182,8 +182,7 @@ class _PerfectoSession:
                         with self._open(method, path, body, params, timeout) as response:
                             answered = True
                             if response.status != 200:
-                                raise _status_error(response.status, response.read(_ERROR_BODY_BYTES),
-                                                    self._redact)
+                                raise _status_error(response.status, _error_start(response), self._redact)
                             return read(response)
                     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
                             http.client.HTTPException) as err:
@@ -238,6 +237,15 @@ class _Answer(Protocol):
 
 
 _ERROR_BODY_BYTES = 64 * 1024  # of an error answer: enough for its userMessages, never a proxy's whole page
+
+
+def _error_start(response: _Answer) -> bytes:
+    """The start of an error answer, for its messages; what came of one cut off (its status says
+    what matters, and a retry of a 503 must not fail on its body)."""
+    try:
+        return response.read(_ERROR_BODY_BYTES)
+    except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
+        return b""
 
 
 class _SideSession(_PerfectoSession):
@@ -374,7 +382,7 @@ class _Channel:
                 raise
             if self._may_retry(response.status, response) and self._wait_to_retry(tries + 1, response):
                 tries += 1
-                response.read(_ERROR_BODY_BYTES)
+                _error_start(response)
                 if not response.isclosed():
                     self.close()
                 continue

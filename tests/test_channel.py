@@ -225,16 +225,21 @@ def test_a_body_cut_off_is_invalid_response_and_the_next_call_succeeds(framing, 
     assert client.licenses().licenses and server.connections == 2
 
 
-@pytest.mark.parametrize("body", [b'[{"userMessage": "maintenance"}]', b""])
+@pytest.mark.parametrize("body", [b'[{"userMessage": "maintenance"}]', b"", b"chunked"])
 def test_an_error_answer_cut_off_is_still_the_error(body, closing):
     def serve(connection, stream, number):
         read_request(stream)
+        if body == b"chunked":
+            head = answer_bytes(b"", "503 Service Unavailable")
+            connection.sendall(head.replace(b"Content-Length: 0", b"Transfer-Encoding: chunked") + b"40\r\n[{")
+            return
         connection.sendall(answer_bytes(body, "503 Service Unavailable", Content_Length=str(len(body) + 100)))
 
     server = RawServer(serve)
     closing(server)
     err = failure(license_client(server.url, closing, retries=1).licenses)
-    assert (err.reason, err.status, err.messages) == ("server_error", 503, ("maintenance",) if body else ())
+    messages = ("maintenance",) if body.startswith(b'[{"') else ()
+    assert (err.reason, err.status, err.messages) == ("server_error", 503, messages)
     assert server.connections == 2
 
 
