@@ -447,15 +447,19 @@ def certificate(tmp_path):
     return cert, key
 
 
-def tls_stand_in(certificate, closing, requests: list) -> RawServer:
+def tls_stand_in(certificate, closing, requests: list, answers: int = 1000) -> RawServer:
+    """An https:// server with the certificate; it closes each connection after ``answers`` answers."""
     cert, key = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
 
     def serve(connection, stream, number):
-        while request := read_request(stream):
+        for _ in range(answers):
+            if not (request := read_request(stream)):
+                return
             requests.append(request)
             connection.sendall(answer_bytes(LICENSES))
+        connection.unwrap()  # close_notify, then the TCP close
 
     server = RawServer(serve, tls=context)
     closing(server)
@@ -506,6 +510,20 @@ def test_through_a_connect_proxy_certificates_and_host_names_are_checked(host, c
     assert [(method, target) for method, target, _, _ in requests] == [("GET", LICENSES_PATH)] * 2
     assert all(headers["Perfecto-Authorization"] == TOKEN and "Proxy-Authorization" not in headers
                for _, _, headers, _ in requests)
+
+
+def test_a_tls_connection_the_server_closed_while_idle_is_replaced(certificate, closing, monkeypatch):
+    import exporter.client
+
+    cert, _ = certificate
+    monkeypatch.setattr(exporter.client, "_tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
+    requests: list = []
+    stand_in = tls_stand_in(certificate, closing, requests, answers=1)
+    client = license_client(stand_in.url.replace("127.0.0.1", "localhost"), closing, retries=0)
+    for _ in range(3):
+        assert client.licenses().licenses
+        time.sleep(0.05)
+    assert stand_in.connections == 3 and len(requests) == 3
 
 
 @pytest.mark.parametrize("scheme", ["http://", ""])
