@@ -405,6 +405,13 @@ def test_a_retry_after_past_the_deadline_is_not_slept(form, closing):
     assert isinstance(err, ApiError) and (err.reason, err.status) == ("server_error", 503) and seconds < 0.5
 
 
+def test_a_backoff_past_the_deadline_is_not_slept_and_the_last_5xx_is_the_answer(closing):
+    server = keep_alive(statuses(answer_bytes(b"", "500 Internal Server Error")), closing)
+    err, seconds = timed(license_client(server.url, closing, timeout=0.8).licenses)
+    # the first retry at once, the second would wait 1 s: past the deadline
+    assert isinstance(err, ApiError) and (err.reason, err.status) == ("server_error", 500) and seconds < 0.3
+
+
 def test_a_429_without_retry_after_is_not_retried(closing):
     server = keep_alive(statuses(answer_bytes(b"", "429 Too Many Requests"), answer_bytes(LICENSES)), closing)
     err = failure(license_client(server.url, closing).licenses)
