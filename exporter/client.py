@@ -392,11 +392,7 @@ class _Channel:
         if self._unusable is not None:
             raise ApiError("connection", self._unusable)
         connect_timeout, read_timeout = timeout
-        # a TCP connect has no socket to shut down until it is made: a retry's connect gets only
-        # what is left of the call's deadline
-        deadline = getattr(_in_flight, "deadline", None)
-        if deadline is not None:
-            connect_timeout = max(0.001, min(connect_timeout, deadline.left()))
+        connect_timeout = _within_deadline(connect_timeout)
         proxy = self._proxy
         if proxy is not None and proxy.scheme != "http":
             # the scheme of a URL that has none is what precedes its first colon: a user name
@@ -479,6 +475,13 @@ def _retry_after(value: str | None) -> float | None:
 def _tls_context() -> ssl.SSLContext:
     """Certificates checked against certifi's authorities, as requests checks them."""
     return ssl.create_default_context(cafile=requests.utils.DEFAULT_CA_BUNDLE_PATH)
+
+
+def _within_deadline(connect_timeout: float) -> float:
+    """A TCP connect has no socket to shut down until it is made: a retry's connect gets only
+    what is left of the call's deadline."""
+    deadline = getattr(_in_flight, "deadline", None)
+    return connect_timeout if deadline is None else max(0.001, min(connect_timeout, deadline.left()))
 
 
 def _watch(connection) -> None:
@@ -606,6 +609,8 @@ class _Watched(urllib3.connection.HTTPConnection):
     connection it is, when a request begins on it and once it is connected."""
 
     def connect(self) -> None:
+        if isinstance(self.timeout, (int, float)):  # urllib3 sets it before each request
+            self.timeout = _within_deadline(self.timeout)
         super().connect()
         _watch(self)
 

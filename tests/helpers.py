@@ -302,6 +302,24 @@ class RawServer:
         self.server.server_close()
 
 
+@contextlib.contextmanager
+def hanging_port():
+    """A port on loopback whose connects hang (each waits its whole timeout): a listener that
+    never accepts, with its backlog full, drops their SYNs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            fillers.append(filler)
+        yield listener.getsockname()[1]
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
 def answer_bytes(body: bytes, status: str = "200 OK", **headers: str) -> bytes:
     """An HTTP/1.1 answer as sent on the wire (``Content_Length`` for Content-Length, ...)."""
     fields = {"Content-Type": "application/json", "Content-Length": str(len(body)),

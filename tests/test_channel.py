@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import socket
 import ssl
 import threading
 import time
@@ -18,7 +17,7 @@ from exporter.poller import LicensePoller
 from exporter.settings import Cloud
 
 from .conftest import FIXTURES, free_port
-from .helpers import Canned, Proxy, RawServer, answer_bytes, read_request, self_signed
+from .helpers import Canned, Proxy, RawServer, answer_bytes, hanging_port, read_request, self_signed
 
 TOKEN = "tok-7c1e-channel-never-shown"
 PROXY_USER, PROXY_PASSWORD = "proxyuser", "proxy-pass-never-shown"
@@ -426,23 +425,11 @@ def test_a_refused_connection_is_retried_and_then_connection(closing):
 
 
 def test_connects_that_hang_end_within_the_deadline(closing):
-    """A listener whose backlog is full drops the SYNs: each connect waits its whole timeout.
-    Two tries of connect_timeout would end past the deadline; the second has what is left."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    fillers = []
-    for _ in range(4):  # fill the backlog; later connects hang
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(listener.getsockname())
-        fillers.append(filler)
-    try:
-        client = license_client(f"http://127.0.0.1:{listener.getsockname()[1]}", closing,
-                                timeout=1.5, connect_timeout=1.0)
+    """Two tries of connect_timeout would end past the deadline; the second has what is left."""
+    with hanging_port() as port:
+        client = license_client(f"http://127.0.0.1:{port}", closing, timeout=1.5, connect_timeout=1.0)
         err, seconds = timed(client.licenses)
-        assert isinstance(err, ApiError) and err.reason == "timeout" and seconds < 1.8
-    finally:
-        for sock in (*fillers, listener):
-            sock.close()
+    assert isinstance(err, ApiError) and err.reason == "timeout" and seconds < 1.8
 
 
 # -- proxies -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient, _De
 from exporter.settings import Cloud
 
 from .conftest import FIXTURES
-from .helpers import Canned, RawServer, answer_bytes, read_request
+from .helpers import Canned, RawServer, answer_bytes, hanging_port, read_request
 
 TOKEN = "tok-3f9a-never-shown"
 BASE = "https://acme.executions.perfectomobile.com"
@@ -276,6 +276,19 @@ def test_a_search_answer_that_closes_its_connection_and_drips_ends_at_the_deadli
     finally:
         client.close()
         server.close()
+
+
+def test_search_connects_that_hang_end_within_the_deadline():
+    """Two tries of connect_timeout (1 s) would end past the deadline (1.5 s): the second has
+    what is left of it."""
+    with hanging_port() as port:
+        client = ExecutionManagerClient(Cloud("acme", f"http://127.0.0.1:{port}", TOKEN), timeout=1.5,
+                                        connect_timeout=1.0, retries=2)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as caught:
+            client.search()
+        client.close()
+    assert caught.value.reason == "timeout" and time.monotonic() - started < 1.8
 
 
 def test_one_watchdog_thread_passes_each_deadline_in_time_and_none_after_its_call():
