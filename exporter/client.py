@@ -183,8 +183,7 @@ class _PerfectoSession:
                         with self._open(method, path, body, params, timeout) as response:
                             answered = True
                             if response.status != 200:
-                                raise _status_error(response.status, response.read(_ERROR_BODY_BYTES),
-                                                    self._redact)
+                                raise _status_error(response.status, _error_start(response), self._redact)
                             return read(response)
                     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
                             http.client.HTTPException) as err:
@@ -241,6 +240,15 @@ class _Answer(Protocol):
 _ERROR_BODY_BYTES = 64 * 1024  # of an error answer: enough for its userMessages, never a proxy's whole page
 
 
+def _error_start(response: _Answer) -> bytes:
+    """The start of an error answer, for its messages; what came of one cut off (its status says
+    what matters, and a retry of a 503 must not fail on its body)."""
+    try:
+        return response.read(_ERROR_BODY_BYTES)
+    except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
+        return b""
+
+
 class _SideSession(_PerfectoSession):
     """The side pollers' calls (License API, device list, Smart Reporting), one at a time on the
     poller's thread, through a :class:`_Channel`."""
@@ -282,26 +290,46 @@ class _Channel:
     a side poll, and each side poller may cost 1 % of the execution poll's CPU
     (docs/performance.md, sections 6, 8 and 9). What those layers did that matters here is kept:
     certifi's certificate authorities (requests' own bundle) with hostname checks; the proxy the
-    environment names for the host, an ``http://`` one (CONNECT for an ``https://`` host, the
-    absolute URL for an ``http://`` one; an ``https://`` or SOCKS proxy fails each call as
-    ``connection``, saying so); retries of connection failures and of 500, 502, 503 and 504
-    (and of 413 and 429 with a Retry-After), ``retries`` times, the first at once, the next
-    after 1 s or the server's Retry-After, none that would begin past the call's deadline (the
-    last 5xx is then the answer); a connection the server closed while idle is replaced before
-    use; redirects are answers, never followed; the body is asked for uncompressed (identity)."""
+    environment names for the host, an ``http://`` one or one without a scheme (CONNECT for an
+    ``https://`` host, the absolute URL for an ``http://`` one; an ``https://`` or SOCKS proxy
+    fails each call as ``connection``, saying so); retries of connection failures (not of a
+    proxy's 4xx to CONNECT) and of 500, 502, 503 and 504 (and of 413 and 429 with a
+    Retry-After), ``retries`` times, the first at once, the next after 1 s or the server's
+    Retry-After, none that would begin past the call's deadline (the last 5xx is then the
+    answer); a connection the server closed while idle is replaced before use, and one it
+    closed as the request went out is replaced once; redirects are answers, never followed; the
+    body is asked for uncompressed (identity), and one shorter than its Content-Length is cut off."""
 
     RETRY_STATUSES = frozenset((500, 502, 503, 504))
     RETRY_AFTER_STATUSES = frozenset((413, 429, 503))  # urllib3's: retried when the server says when
 
     def __init__(self, base_url: str, retries: int, proxies: Mapping[str, str]):
+        self._retries = retries
+        self._tls, self._host, self._port, self._path, self._origin = False, "", 0, "", ""
+        self._proxy: urllib.parse.SplitResult | None = None
+        self._proxy_address = ("", 0)
+        self._proxy_headers: dict[str, str] = {}
+        # what makes each call fail as connection; at construction, an exception would stop the
+        # exporter's start, where requests made these calls fail one by one
+        self._unusable: str | None = None
+        try:
+            self._read_urls(base_url, proxies)
+        except ValueError:  # a port that is not a number or past 65535, a proxy URL that is none
+            self._unusable = "the host's URL or its proxy's has a port that is not a number, or is no URL"
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def _read_urls(self, base_url: str, proxies: Mapping[str, str]) -> None:
         url = urllib.parse.urlsplit(base_url)
         self._tls, self._host = url.scheme == "https", url.hostname or ""
         self._port = url.port or (443 if self._tls else 80)
         self._path = url.path.rstrip("/")
-        self._retries = retries
         proxy = requests.utils.select_proxy(base_url, proxies)
+        if proxy:  # "proxy:3128" is an http:// proxy, as requests and curl take it
+            proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
         self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
-        self._proxy_headers: dict[str, str] = {}
+        if self._proxy is not None:
+            self._proxy_address = (self._proxy.hostname or "", self._proxy.port or 80)
         if proxy and self._proxy is not None and self._proxy.username is not None:
             user, password = requests.utils.get_auth_from_url(proxy)
             credentials = base64.b64encode(f"{user}:{password}".encode("latin-1")).decode()
@@ -309,8 +337,6 @@ class _Channel:
         # through an HTTP proxy to an http:// host, the request names the whole URL
         forwarded = self._proxy is not None and not self._tls
         self._origin = f"{url.scheme}://{url.netloc.rpartition('@')[2]}" if forwarded else ""
-        self._connection: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -333,41 +359,59 @@ class _Channel:
 
     def _answer(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str],
                 timeout: tuple[float, float]) -> http.client.HTTPResponse:
-        tries = 0
+        tries, second_chance = 0, True
         while True:
             connection = self._connection
-            if connection is None or connection.sock is None or urllib3.util.wait_for_read(connection.sock, 0.0):
+            reused = not (connection is None or connection.sock is None
+                          or urllib3.util.wait_for_read(connection.sock, 0.0))
+            if connection is None or not reused:
                 self.close()  # readable while idle: the server closed it (or sent what nobody asked for)
                 try:
                     connection = self._connection = self._connect(timeout)
                 except ssl.SSLError:
                     raise  # a certificate or a handshake does not get better on a second try
-                except OSError:
+                except OSError as err:
                     tries += 1
-                    if not self._wait_to_retry(tries, None):
+                    # a proxy that refuses the tunnel (407: its credentials) refuses a second try too
+                    if str(err).startswith("Tunnel connection failed: 4") or not self._wait_to_retry(tries, None):
                         raise
                     continue
-            _watch(connection)  # this call's deadline, on a connection an earlier call may have opened
+            # this call's deadline, on a connection an earlier call may have opened; its socket, not
+            # the connection: an answer that will close the connection takes the socket from it
+            # (``sock`` is None then) and reads on, which the deadline must still be able to end
+            _watch(connection.sock)
             try:
                 connection.request(method, target, body, dict(headers))
                 response = connection.getresponse()
-                if not (self._may_retry(response) and self._wait_to_retry(tries + 1, response)):
-                    return response
-                tries += 1
-                response.read(_ERROR_BODY_BYTES)  # the refusal's body: the connection may carry the next try
-            except BaseException:
+            except BaseException as err:
                 self.close()
+                # the server closed the reused connection as this request went out (an idle timeout
+                # that ends with the poll interval): nothing was answered, and the side calls only
+                # read, so it is asked again on a new connection, once, not as one of the retries
+                if reused and second_chance and _dropped_unanswered(err):
+                    second_chance = False
+                    continue
                 raise
-            if not response.isclosed():
-                self.close()
+            if self._may_retry(response) and self._wait_to_retry(tries + 1, response):
+                tries += 1
+                _error_start(response)  # a body that fails closes the connection below, not the call
+                if not response.isclosed():
+                    self.close()
+                continue
+            return response
 
     def _connect(self, timeout: tuple[float, float]) -> http.client.HTTPConnection:
+        if self._unusable is not None:
+            raise ApiError("connection", self._unusable)
         connect_timeout, read_timeout = timeout
+        connect_timeout = _within_deadline(connect_timeout)
         proxy = self._proxy
         if proxy is not None and proxy.scheme != "http":
-            raise ApiError("connection", f"the proxy for this host is {proxy.scheme}://, "
+            # the scheme of a URL that has none is what precedes its first colon: a user name
+            named = f"{proxy.scheme}://" if proxy.scheme in _OTHER_PROXY_SCHEMES else "not an http:// URL"
+            raise ApiError("connection", f"the proxy for this host is {named}, "
                                          "and the side calls go through http:// proxies only")
-        host, port = (proxy.hostname or "", proxy.port or 80) if proxy is not None else (self._host, self._port)
+        host, port = self._proxy_address if proxy is not None else (self._host, self._port)
         connection: http.client.HTTPConnection
         if self._tls:
             connection = http.client.HTTPSConnection(host, port, timeout=connect_timeout, context=_tls_context())
@@ -375,6 +419,7 @@ class _Channel:
                 connection.set_tunnel(self._host, self._port, headers=self._proxy_headers)
         else:
             connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
+        connection.response_class = _Response
         _watch(connection)  # the deadline can shut its socket down from the moment there is one
         try:
             connection.connect()
@@ -403,6 +448,28 @@ class _Channel:
         return True
 
 
+class _Response(http.client.HTTPResponse):
+    """http.client's answer, but a 200's body that ends before its Content-Length is cut off
+    (IncompleteRead), as urllib3 and http.client's own read() of the whole say: read(amt) ends
+    it quietly, and a part of an answer read as the whole says "not JSON" at best. An error
+    answer is read for its messages, whole or not: its status is what it says."""
+
+    def read(self, amt=None):
+        data = super().read(amt)
+        if amt and not data and self.length and self.status == 200:
+            raise http.client.IncompleteRead(b"", self.length)
+        return data
+
+
+def _dropped_unanswered(err: BaseException) -> bool:
+    """The connection failed before an answer began, and not because this call's deadline shut it down."""
+    deadline = getattr(_in_flight, "deadline", None)
+    return isinstance(err, ConnectionError) and not (deadline is not None and deadline.passed)
+
+
+_OTHER_PROXY_SCHEMES = frozenset(("https", "socks4", "socks4a", "socks5", "socks5h"))
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
     if value is None:
@@ -420,6 +487,13 @@ def _retry_after(value: str | None) -> float | None:
 def _tls_context() -> ssl.SSLContext:
     """Certificates checked against certifi's authorities, as requests checks them."""
     return ssl.create_default_context(cafile=requests.utils.DEFAULT_CA_BUNDLE_PATH)
+
+
+def _within_deadline(connect_timeout: float) -> float:
+    """A TCP connect has no socket to shut down until it is made: a retry's connect gets only
+    what is left of the call's deadline."""
+    deadline = getattr(_in_flight, "deadline", None)
+    return connect_timeout if deadline is None else max(0.001, min(connect_timeout, deadline.left()))
 
 
 def _watch(connection) -> None:
@@ -474,13 +548,14 @@ class _Deadline:
             _shut_down(connection)
 
     def _pass(self) -> None:
+        # the shutdown under the lock: a call that ends meanwhile (its answer came in time) waits
+        # for it in __exit__, so it never lands on the next call on the same keep-alive connection
         with self._lock:
             if self.ended:
                 return
             self.passed = True
-            connection = self._connection
-        if connection is not None:
-            _shut_down(connection)
+            if self._connection is not None:
+                _shut_down(self._connection)
 
 
 class _Watchdog:
@@ -532,7 +607,8 @@ class _DeadlineRetry(Retry):
 
 
 def _shut_down(connection) -> None:
-    sock = getattr(connection, "sock", None)
+    """Shuts down ``connection``'s socket, or ``connection`` itself when it is one."""
+    sock = connection if isinstance(connection, socket.socket) else getattr(connection, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
             # socket.socket's own shutdown, not SSLSocket's, which would drop the TLS state
@@ -545,12 +621,17 @@ class _Watched(urllib3.connection.HTTPConnection):
     connection it is, when a request begins on it and once it is connected."""
 
     def connect(self) -> None:
+        if isinstance(self.timeout, (int, float)):  # urllib3 sets it before each request
+            self.timeout = _within_deadline(self.timeout)
         super().connect()
         _watch(self)
 
     def request(self, *args, **kwargs) -> None:
         _watch(self)
         super().request(*args, **kwargs)
+        # and its socket: an answer that will close the connection (Connection: close, HTTP/1.0)
+        # takes the socket from it (``sock`` is None then), and the deadline must still end it
+        _watch(self.sock)
 
 
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):

@@ -3,12 +3,18 @@ exporters, the committed rules, Grafana's variables. Fixtures built on them are 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import importlib
 import json
 import os
 import re
+import socket
+import socketserver
+import ssl
 import subprocess
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -239,11 +245,138 @@ class Canned:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- raw servers and a proxy on loopback, for the side calls' channel ----------------------------
+
+def read_request(stream) -> tuple[str, str, dict[str, str], bytes] | None:
+    """One HTTP/1.1 request from a socket's file: method, target, headers, body; None when the
+    client closed the connection instead."""
+    line = stream.readline()
+    if not line.strip():
+        return None
+    method, target, _ = line.decode("latin-1").split(" ", 2)
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip()] = value.strip()
+    return method, target, headers, stream.read(int(headers.get("Content-Length") or 0))
+
+
+class RawServer:
+    """A TCP server on loopback that hands each connection to ``serve(connection, stream, number)``
+    on a thread of its own (``number``: 1 for the first connection, ...): for answers no HTTP
+    server library sends (cut off, dripped, closed at odd moments). ``tls``: a server context
+    that wraps each connection first."""
+
+    def __init__(self, serve, tls: ssl.SSLContext | None = None):
+        raw = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                with raw._lock:
+                    raw.connections += 1
+                    number = raw.connections
+                connection = self.connection
+                try:
+                    if tls is not None:
+                        connection = tls.wrap_socket(connection, server_side=True)
+                    serve(connection, connection.makefile("rb"), number)
+                except OSError:
+                    pass  # the client left: what the test looks at is the client's side
+
+        self.connections = 0
+        self._lock = threading.Lock()
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def hanging_port():
+    """A port on loopback whose connects hang (each waits its whole timeout): a listener that
+    never accepts, with its backlog full, drops their SYNs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            fillers.append(filler)
+        yield listener.getsockname()[1]
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+def answer_bytes(body: bytes, status: str = "200 OK", **headers: str) -> bytes:
+    """An HTTP/1.1 answer as sent on the wire (``Content_Length`` for Content-Length, ...)."""
+    fields = {"Content-Type": "application/json", "Content-Length": str(len(body)),
+              **{name.replace("_", "-"): value for name, value in headers.items()}}
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+
+class Proxy:
+    """An http:// proxy on loopback: CONNECT tunnels, and requests in absolute form forwarded (one
+    a connection). ``requests`` records each request it got: ``(method, target, headers)``;
+    ``credentials`` (``user:password``): asks for them (407) when they are not sent."""
+
+    def __init__(self, credentials: str | None = None):
+        proxy = self
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        expected = "Basic " + base64.b64encode(credentials.encode()).decode() if credentials else None
+
+        def serve(client, stream, number):
+            request = read_request(stream)
+            if request is None:
+                return
+            method, target, headers, body = request
+            proxy.requests.append((method, target, headers))
+            if expected and headers.get("Proxy-Authorization") != expected:
+                client.sendall(answer_bytes(b"", "407 Proxy Authentication Required",
+                                            Proxy_Authenticate="Basic", Connection="close"))
+                return
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                upstream = socket.create_connection((host, int(port)))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+                _pipe(client, upstream)
+                return
+            url = urllib.parse.urlsplit(target)
+            upstream = socket.create_connection((url.hostname, url.port or 80))
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in ("proxy-authorization", "connection")}
+            head = "".join(f"{k}: {v}\r\n" for k, v in {**forwarded, "Connection": "close"}.items())
+            path = url.path + (f"?{url.query}" if url.query else "")
+            upstream.sendall(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + body)
+            _pipe(upstream, client)
+
+        self._server = RawServer(serve)
+        self.url = self._server.url
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- Smart Reporting: a stand-in with known reports ----------------------------------------------

@@ -18,7 +18,7 @@ from exporter.client import SEARCH_LAYOUT, ApiError, ExecutionManagerClient, _De
 from exporter.settings import Cloud
 
 from .conftest import FIXTURES
-from .helpers import Canned
+from .helpers import Canned, RawServer, answer_bytes, hanging_port, read_request
 
 TOKEN = "tok-3f9a-never-shown"
 BASE = "https://acme.executions.perfectomobile.com"
@@ -253,6 +253,45 @@ def test_a_device_list_redirect_is_not_followed(status):
         client.close()
         app.close()
         elsewhere.close()
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
+def test_a_search_answer_that_closes_its_connection_and_drips_ends_at_the_deadline(version):
+    """http.client hands the socket of an answer that will close its connection to the answer
+    (the connection's ``sock`` is None then): the deadline must still find it."""
+    body = b'{"executions": []}'
+
+    def serve(connection, stream, number):
+        read_request(stream)
+        head = answer_bytes(b"", Content_Length=str(len(body)), Connection="close")
+        connection.sendall(head.replace(b"HTTP/1.1", version, 1))
+        for byte in body:
+            connection.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+    server = RawServer(serve)
+    client = ExecutionManagerClient(Cloud("acme", server.url, TOKEN), timeout=1.0, retries=0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ApiError) as caught:
+            client.search()
+        assert caught.value.reason == "deadline" and time.monotonic() - started < 1.5
+    finally:
+        client.close()
+        server.close()
+
+
+def test_search_connects_that_hang_end_within_the_deadline():
+    """Two tries of connect_timeout (1 s) would end past the deadline (1.5 s): the second has
+    what is left of it."""
+    with hanging_port() as port:
+        client = ExecutionManagerClient(Cloud("acme", f"http://127.0.0.1:{port}", TOKEN), timeout=1.5,
+                                        connect_timeout=1.0, retries=2)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as caught:
+            client.search()
+        client.close()
+    assert caught.value.reason == "timeout" and time.monotonic() - started < 1.8
 
 
 def test_one_watchdog_thread_passes_each_deadline_in_time_and_none_after_its_call():
