@@ -286,7 +286,7 @@ class _Channel:
 
     Why not requests, as the Execution Manager's calls: requests and urllib3's pool cost 0.3 to
     0.6 ms of CPU a call over http.client's own (urllib3 re-encodes the request target character
-    by character: 0.3 ms for a Smart Reporting lookup's query of 50 ids), as much as the rest of
+    by character: 0.3 ms for a Smart Reporting lookup's query of 100 ids), as much as the rest of
     a side poll, and each side poller may cost 1 % of the execution poll's CPU
     (docs/performance.md, sections 6, 8 and 9). What those layers did that matters here is kept:
     certifi's certificate authorities (requests' own bundle) with hostname checks; the proxy the
