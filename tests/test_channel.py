@@ -465,12 +465,18 @@ def proxy_url(proxy: Proxy, credentials: bool = True, scheme: str = "http://") -
     return f"{scheme}{userinfo}{proxy.url.removeprefix('http://')}"
 
 
-def test_through_a_connect_proxy_a_self_signed_certificate_is_not_trusted(certificate, closing, monkeypatch):
+def tls_behind_proxy(certificate, closing, monkeypatch, password: str = PROXY_PASSWORD):
+    """A TLS stand-in (its requests recorded), and a CONNECT proxy named by HTTPS_PROXY with credentials."""
     requests: list = []
     stand_in = tls_stand_in(certificate, closing, requests)
-    proxy = Proxy(f"{PROXY_USER}:{PROXY_PASSWORD}")
+    proxy = Proxy(f"{PROXY_USER}:{password}")
     closing(proxy)
     monkeypatch.setenv("HTTPS_PROXY", proxy_url(proxy))
+    return stand_in, proxy, requests
+
+
+def test_through_a_connect_proxy_a_self_signed_certificate_is_not_trusted(certificate, closing, monkeypatch):
+    stand_in, proxy, requests = tls_behind_proxy(certificate, closing, monkeypatch)
     err = failure(license_client(stand_in.url, closing).licenses)
     assert (err.reason, err.detail) == ("connection", "TLS certificate not trusted")
     (method, target, headers), = proxy.requests  # a certificate is not tried again
@@ -488,11 +494,7 @@ def test_through_a_connect_proxy_certificates_and_host_names_are_checked(host, c
 
     cert, _ = certificate
     monkeypatch.setattr(exporter.client, "_tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
-    requests: list = []
-    stand_in = tls_stand_in(certificate, closing, requests)
-    proxy = Proxy(f"{PROXY_USER}:{PROXY_PASSWORD}")
-    closing(proxy)
-    monkeypatch.setenv("HTTPS_PROXY", proxy_url(proxy))
+    stand_in, proxy, requests = tls_behind_proxy(certificate, closing, monkeypatch)
     client = license_client(stand_in.url.replace("127.0.0.1", host), closing)
     if host == "127.0.0.1":
         err = failure(client.licenses)
@@ -563,11 +565,7 @@ def test_no_proxy_is_honoured_and_no_proxy_credentials_leave(closing, monkeypatc
 
 
 def test_a_proxy_that_refuses_the_credentials_is_connection(certificate, closing, monkeypatch):
-    requests: list = []
-    stand_in = tls_stand_in(certificate, closing, requests)
-    proxy = Proxy(f"{PROXY_USER}:another-password")
-    closing(proxy)
-    monkeypatch.setenv("HTTPS_PROXY", proxy_url(proxy))
+    stand_in, proxy, requests = tls_behind_proxy(certificate, closing, monkeypatch, "another-password")
     err, seconds = timed(license_client(stand_in.url, closing).licenses)
     assert isinstance(err, ApiError) and (err.reason, err.detail) == ("connection", "the proxy refused the connection")
     assert PROXY_PASSWORD not in str(err) and "another-password" not in str(err)
