@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.parse
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -49,6 +50,8 @@ from .teams import Teams
 from .web_config import BasicAuth, Headers, RateLimit, WebConfig
 from .webhook import PATH as WEBHOOK_PATH
 from .webhook import WebhookStats, bearer_matches, create_webhook_app
+
+SideClient = TypeVar("SideClient", LicenseClient, DeviceClient, ReportingClient)
 
 log = logging.getLogger("exporter")
 
@@ -104,9 +107,9 @@ class Exporter:
         licensed = [cloud for cloud in clouds if cloud.licenses_url is not None]
         listed = [cloud for cloud in clouds if cloud.devices_url is not None]
         reported = [cloud for cloud in clouds if cloud.reporting_url is not None]
-        self.api_stats = ApiStats((cloud.name for cloud in clouds), (cloud.name for cloud in licensed),
-                                  device_clouds=(cloud.name for cloud in listed),
-                                  reporting_clouds=(cloud.name for cloud in reported))
+        self.api_stats = ApiStats((cloud.name for cloud in clouds), side={
+            kind.ENDPOINT: [cloud.name for cloud in polled]
+            for kind, polled in ((LicenseClient, licensed), (DeviceClient, listed), (ReportingClient, reported))})
         self.pollers = [
             Poller(self._client(cloud, monotonic), plan, settings.poll_interval, clock=clock, monotonic=monotonic,
                    on_poll=self.exposition.refresh)
@@ -118,13 +121,13 @@ class Exporter:
         # families anyway (or the next execution poll's), where a render of their own would join
         # and checksum the whole body once more (0.2-0.5 ms at 10k, a third of a License API poll).
         self.license_pollers = [
-            LicensePoller(self._license_client(cloud, monotonic), settings.licenses, settings.licenses_interval,
-                          clock=clock, monotonic=monotonic)
+            LicensePoller(self._side_client(LicenseClient, cloud, monotonic), settings.licenses,
+                          settings.licenses_interval, clock=clock, monotonic=monotonic)
             for cloud in licensed
         ]
         # The device list: a third loop per cloud (none with devices: off)
         self.device_pollers = [
-            DevicePoller(self._device_client(cloud, monotonic), settings.devices, settings.devices_interval,
+            DevicePoller(self._side_client(DeviceClient, cloud, monotonic), settings.devices, settings.devices_interval,
                          clock=clock, monotonic=monotonic)
             for cloud in listed
         ]
@@ -134,7 +137,7 @@ class Exporter:
         owner_labels = {p.cloud: p.owner_labels for p in self.pollers}
         started = clock()
         self.reporting_pollers = [
-            ReportingPoller(self._reporting_client(cloud, monotonic),
+            ReportingPoller(self._side_client(ReportingClient, cloud, monotonic),
                             Outcomes(cloud.name, plan, started, max_ci_jobs=settings.max_ci_jobs,
                                      max_failure_reasons=settings.max_failure_reasons,
                                      owner_labels=owner_labels[cloud.name], stopped=self.remediator.stopped_among),
@@ -206,23 +209,11 @@ class Exporter:
             retries=s.search_retries, max_response_bytes=s.max_response_bytes,
             user_agent=f"perfecto-exporter/{__version__}", clock=monotonic, stats=self.api_stats)
 
-    def _license_client(self, cloud: Cloud, monotonic) -> LicenseClient:
+    def _side_client(self, kind: type[SideClient], cloud: Cloud, monotonic) -> SideClient:
+        """The License API's, device list's or Smart Reporting's client of ``cloud``."""
         s = self.settings
-        return LicenseClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
-                             retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
-                             stats=self.api_stats)
-
-    def _device_client(self, cloud: Cloud, monotonic) -> DeviceClient:
-        s = self.settings
-        return DeviceClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
-                            retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
-                            stats=self.api_stats)
-
-    def _reporting_client(self, cloud: Cloud, monotonic) -> ReportingClient:
-        s = self.settings
-        return ReportingClient(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout,
-                               retries=s.search_retries, user_agent=f"perfecto-exporter/{__version__}", clock=monotonic,
-                               stats=self.api_stats)
+        return kind(cloud, timeout=s.request_timeout, connect_timeout=s.connect_timeout, retries=s.search_retries,
+                    user_agent=f"perfecto-exporter/{__version__}", clock=monotonic, stats=self.api_stats)
 
     def start(self) -> None:
         host, port = split_listen_address(self.settings.listen_address)

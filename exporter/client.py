@@ -122,14 +122,11 @@ class StopResult:
 class ApiStats:
     """Requests, failures by reason and durations, per cloud and endpoint, for every client."""
 
-    def __init__(self, clouds: Iterable[str] = (), license_clouds: Iterable[str] = (),
-                 device_clouds: Iterable[str] = (), reporting_clouds: Iterable[str] = ()):
-        """``license_clouds``, ``device_clouds``, ``reporting_clouds``: the clouds whose License API,
-        device list, Smart Reporting is polled; only they get its series at 0."""
+    def __init__(self, clouds: Iterable[str] = (), side: Mapping[str, Iterable[str]] | None = None):
+        """``side``: by endpoint (``licenses``, ``devices``, ``reporting``), the clouds whose License
+        API, device list, Smart Reporting is polled; only they get its series at 0."""
         known = [(cloud, endpoint) for cloud in clouds for endpoint in ENDPOINTS]
-        known += [(cloud, LICENSES_ENDPOINT) for cloud in license_clouds]
-        known += [(cloud, DEVICES_ENDPOINT) for cloud in device_clouds]
-        known += [(cloud, REPORTING_ENDPOINT) for cloud in reporting_clouds]
+        known += [(cloud, endpoint) for endpoint, side_clouds in (side or {}).items() for cloud in side_clouds]
         self.requests = Tally(("cloud", "endpoint"), known)
         self.failures = Tally(("cloud", "endpoint", "reason"), [(*key, reason) for key in known for reason in REASONS])
         self.durations = Observations(("cloud", "endpoint"), known, REQUEST_DURATION_BUCKETS)
@@ -253,8 +250,19 @@ class _SideSession(_PerfectoSession):
     """The side pollers' calls (License API, device list, Smart Reporting), one at a time on the
     poller's thread, through a :class:`_Channel`."""
 
-    def __init__(self, cloud: Cloud, base_url: str, *, retries: int, **kwargs):
-        super().__init__(cloud, base_url, **kwargs)
+    ENDPOINT: str  # the endpoint label of its calls, also in the error of a cloud without its URL
+    MAX_BYTES: int  # a larger answer is refused
+    TOKEN_HEADER = "Perfecto-Authorization"
+
+    def __init__(self, cloud: Cloud, base_url: str | None, *, timeout: float = 10.0, connect_timeout: float = 5.0,
+                 retries: int = 2, clock=time.perf_counter, user_agent: str = "perfecto-exporter",
+                 stats: ApiStats | None = None):
+        if base_url is None:
+            raise ValueError(f"cloud {cloud.name!r} has no {self.ENDPOINT} URL")
+        super().__init__(cloud, base_url, timeouts={self.ENDPOINT: (connect_timeout, timeout)},
+                         max_response_bytes=self.MAX_BYTES, clock=clock, user_agent=user_agent,
+                         stats=stats or ApiStats([cloud.name], side={self.ENDPOINT: [cloud.name]}),
+                         token_header=self.TOKEN_HEADER)
         self._channel = _Channel(base_url, retries, self._proxies)
 
     def close(self) -> None:
@@ -768,14 +776,10 @@ class ExecutionManagerClient(_PerfectoSession):
 class LicenseClient(_SideSession):
     """The License API of one cloud, at ``cloud.licenses_url``."""
 
-    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
-                 clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
-        if cloud.licenses_url is None:
-            raise ValueError(f"cloud {cloud.name!r} has no licenses URL")
-        super().__init__(cloud, cloud.licenses_url, retries=retries,
-                         timeouts={LICENSES_ENDPOINT: (connect_timeout, timeout)},
-                         max_response_bytes=LICENSES_MAX_BYTES, clock=clock, user_agent=user_agent,
-                         stats=stats or ApiStats([cloud.name], [cloud.name]))
+    ENDPOINT, MAX_BYTES = LICENSES_ENDPOINT, LICENSES_MAX_BYTES
+
+    def __init__(self, cloud: Cloud, **kwargs):
+        super().__init__(cloud, cloud.licenses_url, **kwargs)
 
     def licenses(self) -> LicenseUsage:
         """Licenses and burst minutes per device type, read tolerantly (:mod:`exporter.license_answer`)."""
@@ -790,14 +794,10 @@ class DeviceClient(_SideSession):
     """The device list of one cloud, at ``cloud.devices_url``; never the legacy ``handsets`` call,
     which takes the token in its URL."""
 
-    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
-                 clock=time.perf_counter, user_agent: str = "perfecto-exporter", stats: ApiStats | None = None):
-        if cloud.devices_url is None:
-            raise ValueError(f"cloud {cloud.name!r} has no devices URL")
-        super().__init__(cloud, cloud.devices_url, retries=retries,
-                         timeouts={DEVICES_ENDPOINT: (connect_timeout, timeout)},
-                         max_response_bytes=DEVICES_MAX_BYTES, clock=clock, user_agent=user_agent,
-                         stats=stats or ApiStats([cloud.name], device_clouds=[cloud.name]))
+    ENDPOINT, MAX_BYTES = DEVICES_ENDPOINT, DEVICES_MAX_BYTES
+
+    def __init__(self, cloud: Cloud, **kwargs):
+        super().__init__(cloud, cloud.devices_url, **kwargs)
 
     def devices(self, previous: DeviceList | None = None) -> DeviceList:
         """Every device the token's roles can see, read tolerantly (:mod:`exporter.device_answer`);
@@ -812,17 +812,12 @@ class DeviceClient(_SideSession):
 class ReportingClient(_SideSession):
     """Smart Reporting's export API of one cloud, at ``cloud.reporting_url``."""
 
-    def __init__(self, cloud: Cloud, *, timeout: float = 10.0, connect_timeout: float = 5.0, retries: int = 2,
-                 max_pages: int = REPORTING_MAX_PAGES, clock=time.perf_counter, user_agent: str = "perfecto-exporter",
-                 stats: ApiStats | None = None):
-        if cloud.reporting_url is None:
-            raise ValueError(f"cloud {cloud.name!r} has no reporting URL")
-        super().__init__(cloud, cloud.reporting_url, retries=retries,
-                         timeouts={REPORTING_ENDPOINT: (connect_timeout, timeout)},
-                         max_response_bytes=REPORTING_MAX_BYTES, clock=clock, user_agent=user_agent,
-                         stats=stats or ApiStats([cloud.name], reporting_clouds=[cloud.name]),
-                         # the header the export API documents, in its spelling; the token is sent in no other
-                         token_header="PERFECTO_AUTHORIZATION")
+    ENDPOINT, MAX_BYTES = REPORTING_ENDPOINT, REPORTING_MAX_BYTES
+    # the header the export API documents, in its spelling; the token goes in no other
+    TOKEN_HEADER = "PERFECTO_AUTHORIZATION"
+
+    def __init__(self, cloud: Cloud, *, max_pages: int = REPORTING_MAX_PAGES, **kwargs):
+        super().__init__(cloud, cloud.reporting_url, **kwargs)
         self.max_pages = max_pages
 
     def reports(self, since: float, until: float, known: Container[str] = frozenset(),

@@ -357,7 +357,7 @@ def test_a_side_pollers_requests_reach_the_exposition_with_the_next_execution_po
     from exporter.collectors.health import SIDE_REQUESTS_LAG
     from exporter.labels import LabelPlan
 
-    stats, clock = ApiStats(["acme"], ["acme"]), [100.0]
+    stats, clock = ApiStats(["acme"], side={"licenses": ["acme"]}), [100.0]
     health = HealthCollector(lambda: [], stats, LabelPlan(), {"version": "test"}, monotonic=lambda: clock[0])
     before = health.version()
     stats.record("acme", "licenses", 0.01, None)
