@@ -23,8 +23,8 @@ the reports of finished tests and counts each once (:mod:`exporter.outcomes`); i
 mode is the License API's. A poll counts only when every page of it succeeded, its lookups'
 included: the reports of executions the cloud's :class:`Poller` saw end (its ``followers``).
 
-The side loops (licenses, devices, reporting) do not render the exposition themselves (the
-assembly gives them no ``on_poll``): their changes reach ``/metrics`` with the exposition
+The side loops (licenses, devices, reporting) do not render the exposition themselves (they
+have no ``on_poll``): their changes reach ``/metrics`` with the exposition
 ticker's next render, within 5 s, or the next execution poll's.
 """
 
@@ -245,9 +245,9 @@ class LicensePoller(_Loop[LicenseStatus]):
     """The License API of one cloud, on its own thread and interval (``licenses_interval``)."""
 
     def __init__(self, client: LicenseClient, mode: str, interval: float, *, clock=time.time,
-                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+                 monotonic=time.monotonic):
         self.client, self.mode, self.interval = client, mode, interval
-        self._clock, self._on_poll = clock, on_poll
+        self._clock = clock
         self.status = LicenseStatus(cloud=client.cloud.name, mode=mode)
         super().__init__(client.cloud.name, "licenses", monotonic)
 
@@ -269,7 +269,6 @@ class LicensePoller(_Loop[LicenseStatus]):
             status = replace(status, polls=status.polls + 1, up=True, absent=False, last_error=None,
                              last_success=self._clock(), usage=usage)
         self.status = status
-        self._on_poll()
         return status
 
     def _wait(self) -> float:
@@ -324,9 +323,9 @@ class DevicePoller(_Loop[DeviceStatus]):
     """The device list of one cloud, on its own thread and interval (``devices_interval``)."""
 
     def __init__(self, client: DeviceClient, mode: str, interval: float, *, clock=time.time,
-                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+                 monotonic=time.monotonic):
         self.client, self.mode, self.interval = client, mode, interval
-        self._clock, self._on_poll = clock, on_poll
+        self._clock = clock
         self.status = DeviceStatus(cloud=client.cloud.name, mode=mode)
         super().__init__(client.cloud.name, "devices", monotonic)
 
@@ -357,7 +356,6 @@ class DevicePoller(_Loop[DeviceStatus]):
                 devices_changes=status.devices_changes + (not same_devices),
                 since=status.since if same_since else since, since_changes=status.since_changes + (not same_since))
         self.status = status
-        self._on_poll()
         return status
 
     def _wait(self) -> float:
@@ -387,9 +385,9 @@ class ReportingPoller(_Loop[ReportingStatus]):
     """Smart Reporting of one cloud, on its own thread and interval (``reporting_interval``)."""
 
     def __init__(self, client: ReportingClient, outcomes: Outcomes, mode: str, interval: float, *, clock=time.time,
-                 monotonic=time.monotonic, on_poll: Callable[[], None] = lambda: None):
+                 monotonic=time.monotonic):
         self.client, self.outcomes, self.mode, self.interval = client, outcomes, mode, interval
-        self._clock, self._on_poll = clock, on_poll
+        self._clock = clock
         self.status = ReportingStatus(cloud=client.cloud.name, mode=mode)
         super().__init__(client.cloud.name, "reporting", monotonic)
 
@@ -428,7 +426,6 @@ class ReportingPoller(_Loop[ReportingStatus]):
                              last_success=self._clock(), skipped_entries=skipped,
                              page_limit_hits=status.page_limit_hits + cut, owners=frozenset(self.outcomes.owners))
         self.status = status
-        self._on_poll()
         return status
 
     def _wait(self) -> float:
